@@ -1,0 +1,3 @@
+from trailscan.cli import main
+
+main()

@@ -1,0 +1,106 @@
+"""Plain data shared by the pipeline stages: windows, coverage, batch results."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+
+#: Progress callback: ``progress(label, done, total)``; ``total`` is None when unknown.
+#: The library reports through it and never prints; the CLI renders it on stderr.
+ProgressFn = Callable[[str, int, "int | None"], None]
+
+
+def utc_now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@dataclass(frozen=True)
+class Window:
+    """A half-open UTC time window ``[start, end)``."""
+
+    start: datetime
+    end: datetime
+
+    def __post_init__(self) -> None:
+        for moment in (self.start, self.end):
+            if moment.tzinfo is None:
+                raise ValueError("Window bounds must be timezone-aware (UTC)")
+        if self.end <= self.start:
+            raise ValueError("Window end must be after its start")
+
+    def contains(self, moment: datetime) -> bool:
+        return self.start <= moment < self.end
+
+
+COMPLETE = "complete"
+PARTIAL = "partial"
+FAILED = "failed"
+
+
+@dataclass
+class Coverage:
+    """What one ingest read: one row per source/account/region (SPEC §4)."""
+
+    source: str
+    account: str = ""
+    region: str = ""
+    window_start: datetime | None = None
+    window_end: datetime | None = None
+    events: int = 0
+    skipped: int = 0
+    status: str = COMPLETE
+    detail: str = ""
+
+    def as_json(self) -> dict:
+        return {
+            "source": self.source,
+            "account": self.account,
+            "region": self.region,
+            "window": {
+                "start": _iso(self.window_start),
+                "end": _iso(self.window_end),
+            },
+            "status": self.status,
+            "events": self.events,
+            "skipped": self.skipped,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class FileProblem:
+    """One input that could not be read; ``name`` is the path or s3:// URL."""
+
+    name: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.message}"
+
+
+@dataclass
+class BatchResult:
+    """What storing one batch did."""
+
+    files: int = 0
+    records: int = 0
+    new_events: int = 0
+    digests: int = 0
+    skipped: int = 0
+    problems: list[FileProblem] = field(default_factory=list)
+
+    def add(self, other: "BatchResult") -> "BatchResult":
+        self.files += other.files
+        self.records += other.records
+        self.new_events += other.new_events
+        self.digests += other.digests
+        self.skipped += other.skipped
+        self.problems.extend(other.problems)
+        return self
+
+
+def _iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
