@@ -1,0 +1,242 @@
+"""The project's own CloudTrail generator: realistic records in AWS's delivery layout.
+
+Used by the benchmarks, the tests and ``trailscan demo``.  Records are shaped as
+CloudTrail writes them (``userIdentity`` with ``sessionContext``, ``tlsDetails``,
+``recipientAccountId`` …) so that every stage sees what it sees in production.
+Everything is deterministic for a given seed.
+"""
+
+from __future__ import annotations
+
+import gzip
+import random
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import orjson
+
+#: (eventSource, eventName, readOnly) of ordinary healthy workload traffic.
+HEALTHY_CALLS: tuple[tuple[str, str, bool], ...] = (
+    ("s3.amazonaws.com", "ListBuckets", True),
+    ("sts.amazonaws.com", "GetCallerIdentity", True),
+    ("ec2.amazonaws.com", "DescribeInstances", True),
+    ("ec2.amazonaws.com", "DescribeVolumes", True),
+    ("dynamodb.amazonaws.com", "DescribeTable", True),
+    ("sqs.amazonaws.com", "GetQueueAttributes", True),
+    ("kms.amazonaws.com", "Decrypt", True),
+    ("secretsmanager.amazonaws.com", "GetSecretValue", True),
+    ("ssm.amazonaws.com", "GetParameter", True),
+    ("logs.amazonaws.com", "CreateLogStream", False),
+    ("monitoring.amazonaws.com", "PutMetricData", False),
+    ("ecr.amazonaws.com", "GetAuthorizationToken", True),
+)
+
+USER_AGENTS = (
+    "Boto3/1.34.69 md/Botocore#1.34.69 ua/2.0 os/linux#5.10.210 md/arch#x86_64 lang/python#3.11.8 md/pyimpl#CPython cfg/retry-mode#legacy Botocore/1.34.69",
+    "aws-sdk-go-v2/1.26.1 os/linux lang/go#1.22.2 md/GOOS#linux md/GOARCH#amd64 api/sts#1.28.6",
+    "aws-sdk-java/2.25.16 Linux/5.10.213 OpenJDK_64-Bit_Server_VM/17.0.10+7-LTS Java/17.0.10 vendor/Amazon.com_Inc. io/sync http/Apache cfg/retry-mode/legacy",
+    "aws-sdk-js/3.540.0 ua/2.0 os/linux#5.10.213 lang/js md/nodejs#20.12.0 api/s3#3.540.0",
+)
+
+
+def event_id(rng: random.Random) -> str:
+    return str(uuid.UUID(int=rng.getrandbits(128), version=4))
+
+
+def access_key_id(rng: random.Random, prefix: str = "ASIA") -> str:
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
+    return prefix + "".join(rng.choice(alphabet) for _ in range(16))
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True)
+class RoleSession:
+    """An assumed-role session as CloudTrail shows it in ``userIdentity``."""
+
+    account: str
+    role_name: str
+    session_name: str
+    access_key_id: str
+    role_id: str = "AROAEXAMPLEROLEID0001"
+    ec2_role_delivery: bool = False
+
+    @property
+    def role_arn(self) -> str:
+        return f"arn:aws:iam::{self.account}:role/{self.role_name}"
+
+    @property
+    def arn(self) -> str:
+        return f"arn:aws:sts::{self.account}:assumed-role/{self.role_name}/{self.session_name}"
+
+    def user_identity(self, created: datetime) -> dict:
+        context: dict = {
+            "sessionIssuer": {
+                "type": "Role",
+                "principalId": self.role_id,
+                "arn": self.role_arn,
+                "accountId": self.account,
+                "userName": self.role_name,
+            },
+            "attributes": {"creationDate": iso(created), "mfaAuthenticated": "false"},
+        }
+        if self.ec2_role_delivery:
+            context["ec2RoleDelivery"] = "2.0"
+        else:
+            context["webIdFederationData"] = {}
+        return {
+            "type": "AssumedRole",
+            "principalId": f"{self.role_id}:{self.session_name}",
+            "arn": self.arn,
+            "accountId": self.account,
+            "accessKeyId": self.access_key_id,
+            "sessionContext": context,
+        }
+
+
+def api_call(
+    rng: random.Random,
+    *,
+    when: datetime,
+    region: str,
+    identity: dict,
+    account: str,
+    event_source: str,
+    event_name: str,
+    read_only: bool = True,
+    user_agent: str | None = None,
+    error_code: str | None = None,
+    error_message: str | None = None,
+    request_parameters: dict | None = None,
+    response_elements: dict | None = None,
+    resources: list | None = None,
+) -> dict:
+    """One management API call record, field order as CloudTrail writes it."""
+    service = event_source.split(".")[0]
+    record: dict = {
+        "eventVersion": "1.09",
+        "userIdentity": identity,
+        "eventTime": iso(when),
+        "eventSource": event_source,
+        "eventName": event_name,
+        "awsRegion": region,
+        "sourceIPAddress": f"10.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}",
+        "userAgent": user_agent or rng.choice(USER_AGENTS),
+    }
+    if error_code:
+        record["errorCode"] = error_code
+        record["errorMessage"] = error_message or ""
+    record["requestParameters"] = request_parameters
+    record["responseElements"] = response_elements
+    record["requestID"] = event_id(rng)
+    record["eventID"] = event_id(rng)
+    record["readOnly"] = read_only
+    if resources:
+        record["resources"] = resources
+    record["eventType"] = "AwsApiCall"
+    record["managementEvent"] = True
+    record["recipientAccountId"] = account
+    record["eventCategory"] = "Management"
+    record["tlsDetails"] = {
+        "tlsVersion": "TLSv1.3",
+        "cipherSuite": "TLS_AES_128_GCM_SHA256",
+        "clientProvidedHostHeader": f"{service}.{region}.amazonaws.com",
+    }
+    return record
+
+
+def healthy_traffic(
+    rng: random.Random,
+    *,
+    count: int,
+    start: datetime,
+    end: datetime,
+    accounts: Iterable[str],
+    regions: Iterable[str],
+) -> Iterator[dict]:
+    """``count`` successful calls spread over the window, accounts and regions."""
+    accounts, regions = list(accounts), list(regions)
+    sessions = [
+        RoleSession(
+            account=acct,
+            role_name=f"app-{n}",
+            session_name=f"botocore-session-{1700000000 + n}",
+            access_key_id=access_key_id(rng),
+        )
+        for acct in accounts
+        for n in range(8)
+    ]
+    span = (end - start).total_seconds()
+    for _ in range(count):
+        session = rng.choice(sessions)
+        source, name, read_only = rng.choice(HEALTHY_CALLS)
+        when = start + timedelta(seconds=rng.random() * span)
+        yield api_call(
+            rng,
+            when=when,
+            region=rng.choice(regions),
+            identity=session.user_identity(when - timedelta(minutes=5)),
+            account=session.account,
+            event_source=source,
+            event_name=name,
+            read_only=read_only,
+            request_parameters={"maxResults": 100} if read_only else {"logGroupName": "/app/service"},
+        )
+
+
+def delivery_key(account: str, region: str, delivered: datetime, rng: random.Random,
+                 *, prefix: str = "", org_id: str | None = None) -> str:
+    """The S3 key CloudTrail uses for a log file delivered at ``delivered``."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+    stamp = delivered.strftime("%Y%m%dT%H%MZ")
+    suffix = "".join(rng.choice(alphabet) for _ in range(16))
+    head = f"{prefix.strip('/')}/" if prefix.strip("/") else ""
+    org = f"{org_id}/" if org_id else ""
+    return (
+        f"{head}AWSLogs/{org}{account}/CloudTrail/{region}/{delivered:%Y/%m/%d}/"
+        f"{account}_CloudTrail_{region}_{stamp}_{suffix}.json.gz"
+    )
+
+
+def delivery_files(
+    records: Iterable[dict],
+    rng: random.Random,
+    *,
+    prefix: str = "",
+    org_id: str | None = None,
+    per_file: int = 100,
+    lag: timedelta = timedelta(minutes=5),
+) -> Iterator[tuple[str, bytes]]:
+    """Group records as CloudTrail delivers them: per account, region and ~5 minutes,
+    gzip-compressed ``{"Records": [...]}`` documents under the dated key layout.
+
+    Yields ``(key, gzip bytes)``.  The key's timestamp is the delivery time (event time
+    plus ``lag``), which is why readers must look at a margin around their window.
+    """
+    groups: dict[tuple[str, str, datetime], list[dict]] = {}
+    for record in records:
+        when = datetime.strptime(record["eventTime"], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        slot = when.replace(minute=when.minute - when.minute % 5, second=0)
+        groups.setdefault((record["recipientAccountId"], record["awsRegion"], slot), []).append(record)
+    for (account, region, slot), batch in sorted(groups.items(), key=lambda item: item[0][2]):
+        batch.sort(key=lambda r: r["eventTime"])
+        for offset in range(0, len(batch), per_file):
+            chunk = batch[offset : offset + per_file]
+            key = delivery_key(account, region, slot + lag, rng, prefix=prefix, org_id=org_id)
+            yield key, gzip.compress(orjson.dumps({"Records": chunk}), compresslevel=6)
+
+
+def write_delivery_tree(root: Path, files: Iterable[tuple[str, bytes]]) -> int:
+    """Write ``(key, bytes)`` pairs below ``root``; returns the number of files."""
+    count = 0
+    for key, body in files:
+        path = root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(body)
+        count += 1
+    return count

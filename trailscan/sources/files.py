@@ -1,0 +1,106 @@
+"""The ``files`` source: local files, directories (recursive) and globs."""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from trailscan.errors import InputError
+from trailscan.model import COMPLETE, PARTIAL, BatchResult, Coverage, FileProblem, ProgressFn
+from trailscan.store import Store, iter_batches
+
+#: Decompressed bytes read per transaction: bounds memory whatever the input size.
+BATCH_BYTES = 256 * 1024 * 1024
+
+_SKIP_SUFFIXES = (".md", ".txt", ".sha256", ".sig", ".pem", ".csv", ".parquet", ".duckdb", ".wal")
+
+
+def is_digest(path: Path) -> bool:
+    """CloudTrail digest files (integrity validation) hold no events."""
+    return "CloudTrail-Digest" in path.name or "CloudTrail-Digest" in path.parts
+
+
+def expand_paths(specs: Iterable[str]) -> tuple[list[Path], list[FileProblem]]:
+    """Resolve files, directories (recursive) and glob patterns, in a stable order.
+
+    Inside a directory, hidden files and non-log files (``.md``, ``.txt`` …) are passed
+    over; a file named explicitly is always read.  A spec matching nothing is a problem.
+    """
+    found: dict[Path, None] = {}
+    problems: list[FileProblem] = []
+    for spec in specs:
+        expanded = os.path.expanduser(spec)
+        if glob.has_magic(expanded):
+            matches = [Path(m) for m in sorted(glob.glob(expanded, recursive=True))]
+        else:
+            matches = [Path(expanded)] if os.path.lexists(expanded) else []
+        if not matches:
+            problems.append(FileProblem(spec, "no such file or directory"))
+            continue
+        for match in matches:
+            if match.is_dir():
+                for path in _walk(match):
+                    found.setdefault(path, None)
+            else:
+                found.setdefault(match, None)
+    return list(found), problems
+
+
+def _walk(root: Path) -> Iterator[Path]:
+    for folder, dirs, files in os.walk(root):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(files):
+            if name.startswith(".") or name.endswith(_SKIP_SUFFIXES):
+                continue
+            yield Path(folder) / name
+
+
+def ingest_files(
+    store: Store,
+    specs: Iterable[str],
+    *,
+    progress: ProgressFn | None = None,
+    batch_bytes: int = BATCH_BYTES,
+) -> tuple[BatchResult, Coverage]:
+    """Read every CloudTrail record under ``specs`` into ``store``.
+
+    Digest files are skipped and counted.  Unreadable files are reported in the
+    result's problems (the readable ones are stored regardless) and make the
+    coverage ``partial``.
+    """
+    paths, problems = expand_paths(specs)
+    if not paths and problems and all(p.message == "no such file or directory" for p in problems):
+        raise InputError(f"{problems[0].name}: no such file or directory")
+    total = BatchResult(problems=list(problems))
+    digests = [p for p in paths if is_digest(p)]
+    total.digests += len(digests)
+    logs = [p for p in paths if not is_digest(p)]
+    done = 0
+    if progress:
+        progress("files", 0, len(logs))
+    for batch in iter_batches(logs, batch_bytes):
+        total.add(store.ingest_files(batch, origin="files"))
+        done += len(batch)
+        if progress:
+            progress("files", done, len(logs))
+    total.files += len(digests)
+    coverage = Coverage(
+        source="files",
+        events=total.records,
+        skipped=total.skipped,
+        status=PARTIAL if total.problems else COMPLETE,
+        detail=_detail(total),
+    )
+    store.record_coverage(coverage)
+    return total, coverage
+
+
+def _detail(result: BatchResult) -> str:
+    parts = [f"{result.files} files", f"{result.new_events} new events"]
+    if result.digests:
+        parts.append(f"{result.digests} digest files skipped")
+    if result.problems:
+        parts.append(f"{len(result.problems)} unreadable")
+    return ", ".join(parts)
