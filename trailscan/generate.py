@@ -240,3 +240,88 @@ def write_delivery_tree(root: Path, files: Iterable[tuple[str, bytes]]) -> int:
         path.write_bytes(body)
         count += 1
     return count
+
+
+def sample_failures(rng: random.Random, *, start: datetime, end: datetime, account: str, region: str) -> Iterator[dict]:
+    """A handful of the refusals trailscan exists to explain: a web-identity token
+    refused for a role, and calls denied to a workload's role and to a node role."""
+    provider = f"arn:aws:iam::{account}:oidc-provider/oidc.eks.{region}.amazonaws.com/id/5C1A7E0E5A1B2C3D4E5F60718293A4B5"
+    span = (end - start).total_seconds()
+    for n in range(3):
+        when = start + timedelta(seconds=rng.random() * span)
+        yield api_call(
+            rng,
+            when=when,
+            region=region,
+            account=account,
+            identity={
+                "type": "WebIdentityUser",
+                "principalId": f"{provider}:sts.amazonaws.com:system:serviceaccount:payments:api",
+                "userName": "system:serviceaccount:payments:api",
+                "identityProvider": provider,
+            },
+            event_source="sts.amazonaws.com",
+            event_name="AssumeRoleWithWebIdentity",
+            error_code="AccessDenied",
+            error_message="An unknown error occurred",
+            request_parameters={
+                "roleArn": f"arn:aws:iam::{account}:role/payments-api",
+                "roleSessionName": f"botocore-session-{1700000000 + n}",
+            },
+        )
+    worker = RoleSession(account, "orders-worker", "botocore-session-1700000100", access_key_id(rng))
+    node = RoleSession(account, "eks-node-group-role", "i-0a1b2c3d4e5f60718", access_key_id(rng), ec2_role_delivery=True)
+    for n in range(4):
+        when = start + timedelta(seconds=rng.random() * span)
+        yield api_call(
+            rng,
+            when=when,
+            region=region,
+            account=account,
+            identity=worker.user_identity(when - timedelta(minutes=3)),
+            event_source="sqs.amazonaws.com",
+            event_name="SendMessage",
+            read_only=False,
+            error_code="AccessDenied",
+            error_message=(
+                f"User: {worker.arn} is not authorized to perform: sqs:sendmessage on resource: "
+                f"arn:aws:sqs:{region}:{account}:orders because no identity-based policy allows the "
+                "sqs:sendmessage action"
+            ),
+        )
+        yield api_call(
+            rng,
+            when=when,
+            region=region,
+            account=account,
+            identity=node.user_identity(when - timedelta(hours=1)),
+            event_source="ec2.amazonaws.com",
+            event_name="DescribeSnapshots",
+            error_code="Client.UnauthorizedOperation",
+            error_message="You are not authorized to perform this operation.",
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m trailscan.generate OUT [--events N]``: write a sample trail of the
+    last 24 hours in S3 delivery layout (gzip files under ``OUT/AWSLogs/…``)."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m trailscan.generate", description=main.__doc__)
+    parser.add_argument("out", type=Path, help="folder to write the delivery files into")
+    parser.add_argument("--events", type=int, default=2000, help="healthy events (default 2000)")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    rng = random.Random(args.seed)
+    end = datetime.now(timezone.utc).replace(microsecond=0)
+    start = end - timedelta(hours=24)
+    accounts, regions = ["111122223333"], ["eu-west-1", "us-east-1"]
+    records = list(healthy_traffic(rng, count=args.events, start=start, end=end, accounts=accounts, regions=regions))
+    records += list(sample_failures(rng, start=start, end=end, account=accounts[0], region=regions[0]))
+    count = write_delivery_tree(args.out, delivery_files(records, rng))
+    print(f"wrote {len(records)} events in {count} files under {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

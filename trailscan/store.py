@@ -24,7 +24,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
-from trailscan.errors import StoreError
+from trailscan.errors import QueryError, StoreError
 from trailscan.model import BatchResult, Coverage, FileProblem
 
 DEFAULT_DB_ENV = "TRAILSCAN_DB"
@@ -595,8 +595,12 @@ class Store:
         return self.con.execute("SELECT count(*) FROM events").fetchone()[0]
 
     def query(self, sql: str, params: dict | None = None) -> tuple[list[str], list[tuple]]:
-        """Run ``sql`` with named ``params``; returns ``(columns, rows)``."""
-        cursor = self.con.execute(sql, params or {})
+        """Run ``sql`` with named ``params`` (bound by DuckDB, never formatted in);
+        returns ``(columns, rows)``."""
+        try:
+            cursor = self.con.execute(sql, params or {})
+        except duckdb.Error as exc:
+            raise QueryError(_first_line(str(exc))) from None
         columns = [d[0] for d in cursor.description] if cursor.description else []
         return columns, cursor.fetchall()
 

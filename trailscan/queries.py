@@ -1,0 +1,203 @@
+"""SQL as an asset: the named, documented, parameterised queries in ``queries/*.sql``.
+
+Each file holds one query and starts with a header of comment lines::
+
+    -- name: failed_web_identity
+    -- title: Failed AssumeRoleWithWebIdentity calls
+    -- description: Pods whose web-identity token was refused.  More
+    --   description lines may follow, indented.
+    -- param: since TIMESTAMPTZ = NULL  Start of the window (inclusive)
+    SELECT … WHERE event_time >= coalesce($since, '-infinity')
+
+Files are validated when they load — a missing or duplicate name, a name that is
+not the file's stem, a parameter used but not declared or declared but not used,
+more than one statement — and each problem points at ``file:line``.  Parameters are
+always bound by DuckDB, never formatted into the SQL text.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from trailscan.errors import QueryError
+
+_HEADER = re.compile(r"^--\s*(name|title|description|param):\s*(.*)$")
+_PARAM = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s+(?P<type>[A-Z][A-Z0-9_\[\]]*)(?:\s*=\s*(?P<default>\S+))?\s*(?P<doc>.*)$")
+_PLACEHOLDER = re.compile(r"\$([A-Za-z_][A-Za-z0-9_]*)")
+_STRING_OR_COMMENT = re.compile(r"'(?:[^']|'')*'|--[^\n]*|\"(?:[^\"]|\"\")*\"")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str
+    default: str | None
+    doc: str
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    title: str
+    description: str
+    params: tuple[Param, ...]
+    sql: str
+    path: Path
+    line: int = 1
+
+    def bind(self, given: dict[str, str | None]) -> dict[str, object]:
+        """Values for every declared parameter: given ones cast by DuckDB through the
+        declared type, the rest from their defaults; unknown names are an error."""
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(given) - set(known))
+        if unknown:
+            raise QueryError(
+                f"query {self.name} has no parameter {unknown[0]!r}",
+                f"its parameters: {', '.join(known) or 'none'}",
+            )
+        values: dict[str, object] = {}
+        for param in self.params:
+            if param.name in given:
+                values[param.name] = given[param.name]
+            elif param.required:
+                raise QueryError(f"query {self.name} needs --param {param.name}=…", param.doc or None)
+            else:
+                values[param.name] = None if param.default.upper() == "NULL" else param.default
+        return values
+
+    def typed_sql(self) -> str:
+        """The SQL with each ``$param`` cast to its declared type, so text from the
+        command line binds as the right type (a timestamp, an integer …)."""
+        types = {p.name: p.type for p in self.params}
+
+        def cast(match: re.Match) -> str:
+            name = match.group(1)
+            return f"CAST(${name} AS {types[name]})" if name in types else match.group(0)
+
+        return _substitute_outside_strings(self.sql, cast)
+
+
+@dataclass
+class QueryBook:
+    queries: dict[str, Query] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> Query:
+        try:
+            return self.queries[name]
+        except KeyError:
+            raise QueryError(
+                f"no query named {name!r}", "run `trailscan queries list` to see them"
+            ) from None
+
+    def __iter__(self):
+        return iter(sorted(self.queries.values(), key=lambda q: q.name))
+
+    def __len__(self) -> int:
+        return len(self.queries)
+
+
+def queries_dir() -> Path:
+    """``queries/`` ships inside the wheel as ``trailscan/queries``; in a source
+    checkout it is the top-level folder beside the package."""
+    packaged = Path(__file__).parent / "queries"
+    return packaged if packaged.is_dir() else Path(__file__).parent.parent / "queries"
+
+
+def load_queries(folder: Path | None = None) -> QueryBook:
+    """Load and validate every ``*.sql`` file of ``folder`` (default :func:`queries_dir`)."""
+    folder = folder or queries_dir()
+    if not folder.is_dir():
+        raise QueryError(f"{folder}: the queries folder is missing", "reinstall trailscan")
+    book = QueryBook()
+    for path in sorted(folder.glob("*.sql")):
+        query = parse_query(path.read_text(encoding="utf-8"), path)
+        if query.name in book.queries:
+            first = book.queries[query.name].path
+            raise QueryError(f"{path}:1: duplicate query name {query.name!r} (first in {first.name})")
+        book.queries[query.name] = query
+    return book
+
+
+def parse_query(text: str, path: Path) -> Query:
+    """Parse one query file; raise :class:`QueryError` pointing at ``file:line``."""
+    header: dict[str, str] = {}
+    params: list[Param] = []
+    lines = text.splitlines()
+    body_start = len(lines)
+    last_key = None
+    for number, line in enumerate(lines, start=1):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        match = _HEADER.match(stripped)
+        if match:
+            key, value = match.group(1), match.group(2).strip()
+            if key == "param":
+                parsed = _PARAM.match(value)
+                if not parsed:
+                    raise QueryError(
+                        f"{path}:{number}: bad param line {value!r}",
+                        "write `-- param: name TYPE [= default] description`",
+                    )
+                params.append(Param(parsed["name"], parsed["type"], parsed["default"], parsed["doc"].strip()))
+            elif key in header:
+                raise QueryError(f"{path}:{number}: second `{key}:` line")
+            else:
+                header[key] = value
+            last_key = key
+            continue
+        if stripped.startswith("--"):
+            continuation = stripped[2:].strip()
+            if last_key == "description":
+                header["description"] = f"{header['description']} {continuation}".strip()
+            continue
+        body_start = number - 1
+        break
+    for key in ("name", "title", "description"):
+        if not header.get(key):
+            raise QueryError(f"{path}:1: missing `-- {key}:` header line")
+    if header["name"] != path.stem:
+        raise QueryError(f"{path}:1: query name {header['name']!r} differs from the file name {path.stem!r}")
+    sql = "\n".join(lines[body_start:]).strip()
+    if not sql:
+        raise QueryError(f"{path}:{body_start + 1}: no SQL after the header")
+    code = _STRING_OR_COMMENT.sub("", sql).rstrip().rstrip(";")
+    if ";" in code:
+        raise QueryError(f"{path}:{body_start + 1}: more than one statement; one query per file")
+    used = set(_PLACEHOLDER.findall(code))
+    declared = [p.name for p in params]
+    for name in sorted(used - set(declared)):
+        line = body_start + 1 + next(
+            (i for i, l in enumerate(lines[body_start:]) if f"${name}" in l), 0
+        )
+        raise QueryError(f"{path}:{line}: parameter ${name} is used but not declared")
+    for name in declared:
+        if name not in used:
+            raise QueryError(f"{path}:1: parameter {name!r} is declared but never used")
+    if len(set(declared)) != len(declared):
+        raise QueryError(f"{path}:1: a parameter is declared twice")
+    return Query(
+        name=header["name"],
+        title=header["title"],
+        description=header["description"],
+        params=tuple(params),
+        sql=sql.rstrip().rstrip(";"),
+        path=path,
+        line=body_start + 1,
+    )
+
+
+def _substitute_outside_strings(sql: str, replace) -> str:
+    out, last = [], 0
+    for match in _STRING_OR_COMMENT.finditer(sql):
+        out.append(_PLACEHOLDER.sub(replace, sql[last : match.start()]))
+        out.append(match.group(0))
+        last = match.end()
+    out.append(_PLACEHOLDER.sub(replace, sql[last:]))
+    return "".join(out)
