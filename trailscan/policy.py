@@ -1,0 +1,1517 @@
+"""IAM policy shapes, owned in one place.
+
+Every other stage asks this module what a policy *says*: which statements
+apply to an action, whether a trust policy admits a pod's web identity, what a
+refusal message from AWS means.  Everything here is a pure function over plain
+data: no boto3, no I/O, no printing.
+
+Shapes understood (each has a test in ``tests/test_policy.py``):
+
+* a policy document as a ``dict``, a JSON string, or URL-encoded JSON
+  (``%7B%22Version%22…``, as in ``get-account-authorization-details``);
+* ``Statement`` as one object or a list of objects;
+* ``Action``/``NotAction``, ``Resource``/``NotResource`` as a string or a list;
+* ``Principal``/``NotPrincipal`` in every form IAM accepts (see
+  :func:`principals`);
+* ``Condition`` blocks with every operator family, the ``ForAnyValue:`` /
+  ``ForAllValues:`` qualifiers and the ``…IfExists`` suffix (see
+  :func:`check_condition`).
+
+The evaluation follows the IAM documentation: an explicit ``Deny`` beats any
+``Allow``; without an applicable ``Allow`` the request is implicitly denied.
+"""
+
+from __future__ import annotations
+
+import copy
+import ipaddress
+import json
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from functools import lru_cache
+from typing import Any, Union
+from urllib.parse import unquote
+
+from trailscan.errors import InputError
+
+__all__ = [
+    "ConditionFailure",
+    "ConditionResult",
+    "ContextValue",
+    "Decision",
+    "Denial",
+    "StatementRef",
+    "TrustVerdict",
+    "action_matches",
+    "analyze_pod_identity_trust",
+    "analyze_web_identity_trust",
+    "check_condition",
+    "condition_matches",
+    "evaluate",
+    "iam_action_for",
+    "irsa_trust_policy",
+    "load_policy",
+    "merge_irsa_statement",
+    "oidc_issuer_of",
+    "parse_denial_message",
+    "pod_identity_trust_policy",
+    "principal_matches",
+    "principals",
+    "resource_matches",
+    "statement_matches_action",
+    "statement_matches_resource",
+    "statements",
+]
+
+#: A value in a request context: one string, several (a multivalued key such as
+#: ``aws:TagKeys``), a boolean, or ``None`` for "the key is not in the request".
+ContextValue = Union[str, list[str], bool, int, float, None]
+
+POLICY_VERSION = "2012-10-17"
+WEB_IDENTITY_ACTION = "sts:AssumeRoleWithWebIdentity"
+DEFAULT_AUDIENCE = "sts.amazonaws.com"
+POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
+POD_IDENTITY_ACTIONS = ("sts:AssumeRole", "sts:TagSession")
+SERVICE_ACCOUNT_SUBJECT_PREFIX = "system:serviceaccount:"
+
+# --------------------------------------------------------------------------
+# Loading documents
+# --------------------------------------------------------------------------
+
+
+def load_policy(doc: Any, *, name: str = "policy document") -> dict[str, Any]:
+    """Return a policy document as a fresh ``dict``, whatever form it came in.
+
+    Accepted forms:
+
+    * a ``dict`` (as boto3 returns ``AssumeRolePolicyDocument``) — deep-copied,
+      so callers may change the result freely;
+    * a JSON string or ``bytes``;
+    * a URL-encoded JSON string (starting ``%7B``), as IAM returns documents in
+      ``get-account-authorization-details`` and some other APIs.
+
+    The element shapes inside (``Statement`` as object or list, string or list
+    values) are kept as written; use :func:`statements` to iterate.
+
+    Raises :class:`~trailscan.errors.InputError`, naming *name*, for anything
+    that is not a JSON object with a ``Statement`` of objects.
+    """
+    hint = "expected an IAM policy document: a JSON object with a Statement"
+    if isinstance(doc, Mapping):
+        policy: Any = copy.deepcopy(dict(doc))
+    else:
+        if isinstance(doc, (bytes, bytearray)):
+            try:
+                doc = bytes(doc).decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise InputError(f"{name} is not UTF-8 text ({exc.reason})", hint) from None
+        if not isinstance(doc, str):
+            raise InputError(f"{name} is a {type(doc).__name__}, not a policy document", hint)
+        text = doc.strip()
+        if not text:
+            raise InputError(f"{name} is empty", hint)
+        if text[:3].upper() == "%7B":
+            text = unquote(text)
+        try:
+            policy = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(
+                f"{name} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
+                hint,
+            ) from None
+        if not isinstance(policy, dict):
+            raise InputError(f"{name} is a JSON {type(policy).__name__}, not an object", hint)
+    if "Statement" not in policy:
+        raise InputError(f"{name} has no Statement", hint)
+    for index, statement in enumerate(_statement_list(policy["Statement"], name)):
+        effect = statement.get("Effect")
+        if not isinstance(effect, str) or effect.strip().lower() not in ("allow", "deny"):
+            raise InputError(
+                f"{name} statement #{index} has Effect {effect!r}; expected \"Allow\" or \"Deny\"",
+                hint,
+            )
+    return policy
+
+
+def statements(doc: Any, *, name: str = "policy document") -> list[dict[str, Any]]:
+    """The statements of a policy (any form :func:`load_policy` accepts), as a list."""
+    return _statement_list(load_policy(doc, name=name)["Statement"], name)
+
+
+def _statement_list(value: Any, name: str) -> list[dict[str, Any]]:
+    items = [value] if isinstance(value, Mapping) else value
+    if not isinstance(items, list):
+        raise InputError(
+            f"{name} has a Statement of type {type(value).__name__}; expected an object or a list"
+        )
+    for index, item in enumerate(items):
+        if not isinstance(item, Mapping):
+            raise InputError(
+                f"{name} statement #{index} is a {type(item).__name__}, not an object"
+            )
+    return [dict(item) for item in items]
+
+
+def _strings(value: Any) -> list[str]:
+    """A string-or-list element as a list of strings (``None`` → empty)."""
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return [_scalar_text(item) for item in value]
+    return [_scalar_text(value)]
+
+
+def _scalar_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return value if isinstance(value, str) else str(value)
+
+
+# --------------------------------------------------------------------------
+# Wildcards, actions, resources
+# --------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=4096)
+def _glob(pattern: str, ignore_case: bool) -> re.Pattern[str]:
+    regex = re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".")
+    return re.compile(regex, re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+
+
+def action_matches(pattern: str, action: str) -> bool:
+    """Whether an ``Action`` pattern covers *action*.
+
+    Case-insensitive (IAM action names are), ``*`` matches any run of
+    characters and ``?`` exactly one: ``s3:Get*`` covers ``s3:GetObject``,
+    ``*`` covers everything.
+    """
+    return _glob(pattern.strip(), True).fullmatch(action.strip()) is not None
+
+
+def resource_matches(pattern: str, arn: str) -> bool:
+    """Whether a ``Resource`` pattern covers *arn*.
+
+    Case-sensitive, with ``*`` and ``?`` wildcards that may span ``:`` and
+    ``/``.  A request without a specific resource is represented by ``"*"``,
+    which only the pattern ``"*"`` (or one like ``"*"``) covers — so a
+    statement limited to ``arn:aws:ec2:…:instance/*`` does not allow
+    ``ec2:DescribeInstances``, as in AWS.
+    """
+    return _glob(pattern, False).fullmatch(arn) is not None
+
+
+def statement_matches_action(statement: Mapping[str, Any], action: str) -> bool:
+    """``Action`` (any listed pattern covers *action*) or ``NotAction`` (none does)."""
+    if "Action" in statement:
+        return any(action_matches(p, action) for p in _strings(statement["Action"]))
+    if "NotAction" in statement:
+        return not any(action_matches(p, action) for p in _strings(statement["NotAction"]))
+    return False
+
+
+def statement_matches_resource(statement: Mapping[str, Any], resource: str | None) -> bool:
+    """``Resource`` / ``NotResource`` against *resource*.
+
+    ``resource=None`` means "not known": the element is not checked.  A
+    statement with neither element (trust and most resource-based policies)
+    applies to the resource the policy is attached to.
+    """
+    if resource is None:
+        return True
+    if "Resource" in statement:
+        return any(resource_matches(p, resource) for p in _strings(statement["Resource"]))
+    if "NotResource" in statement:
+        return not any(resource_matches(p, resource) for p in _strings(statement["NotResource"]))
+    return True
+
+
+# --------------------------------------------------------------------------
+# Principals
+# --------------------------------------------------------------------------
+
+_PRINCIPAL_KINDS = {k.lower(): k for k in ("AWS", "Federated", "Service", "CanonicalUser")}
+_ACCOUNT_ID = re.compile(r"\d{12}")
+_ROOT_ARN = re.compile(r"arn:([\w-]+):iam::(\d{12}):root")
+_ROLE_ARN = re.compile(r"arn:([\w-]+):iam::(\d{12}):role/(?:.*/)?([^/]+)")
+_SESSION_ARN = re.compile(r"arn:([\w-]+):sts::(\d{12}):assumed-role/([^/]+)/.+")
+
+
+def principals(principal: Any) -> dict[str, list[str]]:
+    """Normalise a ``Principal`` (or ``NotPrincipal``) element.
+
+    Every shape IAM accepts, and what it becomes:
+
+    ============================================== =====================================
+    ``"*"``                                        ``{"AWS": ["*"]}`` (everyone)
+    ``{"AWS": "*"}``                               ``{"AWS": ["*"]}``
+    ``{"AWS": "arn:aws:iam::111122223333:root"}``  ``{"AWS": ["arn:…:root"]}``
+    ``{"AWS": "111122223333"}`` (account id)       ``{"AWS": ["111122223333"]}``
+    ``{"AWS": ["arn:…:role/a", "arn:…:user/b"]}``  ``{"AWS": ["arn:…:role/a", …]}``
+    ``{"Federated": "arn:…:oidc-provider/…"}``     ``{"Federated": ["arn:…"]}``
+    ``{"Federated": "cognito-identity.amazonaws.com"}`` likewise
+    ``{"Service": "ec2.amazonaws.com"}`` or a list ``{"Service": [...]}``
+    ``{"CanonicalUser": "79a59df9…"}``             ``{"CanonicalUser": ["79a5…"]}``
+    several kinds in one object                    one entry per kind
+    ``None`` (element absent)                      ``{}``
+    ============================================== =====================================
+
+    Kind names are returned in IAM's spelling whatever their case; unknown
+    kinds are kept as written.  Raises :class:`InputError` for a string other
+    than ``"*"`` (IAM rejects a bare ARN) or for values that are not strings.
+    """
+    if principal is None:
+        return {}
+    if isinstance(principal, str):
+        if principal.strip() == "*":
+            return {"AWS": ["*"]}
+        raise InputError(
+            f"Principal {principal!r} is not valid: a string Principal must be \"*\"",
+            'write {"AWS": "<arn>"}, {"Federated": "<provider arn>"} or {"Service": "<name>"}',
+        )
+    if not isinstance(principal, Mapping):
+        raise InputError(f"Principal is a {type(principal).__name__}, not \"*\" or an object")
+    result: dict[str, list[str]] = {}
+    for kind, value in principal.items():
+        canonical = _PRINCIPAL_KINDS.get(str(kind).lower(), str(kind))
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) for v in items):
+            raise InputError(f"Principal {kind!r} holds {value!r}; expected a string or a list of strings")
+        result.setdefault(canonical, []).extend(v.strip() for v in items)
+    return result
+
+
+def principal_matches(principal: Any, kind: str, value: str) -> bool:
+    """Whether a ``Principal`` element names the caller ``(kind, value)``.
+
+    *kind* is ``AWS``, ``Federated``, ``Service`` or ``CanonicalUser`` (any
+    case); *value* the caller's ARN, provider ARN, service name or canonical id.
+
+    * ``"*"`` and ``{"AWS": "*"}`` match every caller; ``{kind: "*"}`` every
+      caller of that kind.
+    * ``AWS``: equal ARNs; an account id or ``arn:…:iam::ACCOUNT:root`` matches
+      any principal of that account; a role ARN matches the role's sessions
+      (``arn:…:sts::ACCOUNT:assumed-role/NAME/SESSION``).
+    * ``Federated``: the provider ARN or name, compared exactly.
+    * ``Service``: the service name, case-insensitively.
+    * ``CanonicalUser``: exactly.
+    """
+    normal = principals(principal)
+    kind = _PRINCIPAL_KINDS.get(kind.lower(), kind)
+    if "*" in normal.get("AWS", []):
+        return True
+    for entry in normal.get(kind, []):
+        if entry == "*":
+            return True
+        if kind == "AWS" and _aws_principal_matches(entry, value):
+            return True
+        if kind == "Service" and entry.lower() == value.strip().lower():
+            return True
+        if kind in ("Federated", "CanonicalUser") and entry == value.strip():
+            return True
+    return False
+
+
+def _account_of(value: str) -> str | None:
+    if _ACCOUNT_ID.fullmatch(value):
+        return value
+    parts = value.split(":")
+    if len(parts) >= 5 and parts[0] == "arn" and _ACCOUNT_ID.fullmatch(parts[4]):
+        return parts[4]
+    return None
+
+
+def _aws_principal_matches(entry: str, caller: str) -> bool:
+    caller = caller.strip()
+    if entry == caller:
+        return True
+    if _ACCOUNT_ID.fullmatch(entry) or _ROOT_ARN.fullmatch(entry):
+        return _account_of(caller) == _account_of(entry)
+    role = _ROLE_ARN.fullmatch(entry)
+    session = _SESSION_ARN.fullmatch(caller)
+    if role and session:
+        return role.group(1, 2, 3) == session.group(1, 2, 3)
+    return False
+
+
+def _principal_applies(statement: Mapping[str, Any], caller: tuple[str, str] | None) -> bool:
+    """Principal/NotPrincipal against *caller*; ``None`` (identity policy) skips the check."""
+    if caller is None:
+        return True
+    if "Principal" in statement:
+        return principal_matches(statement["Principal"], *caller)
+    if "NotPrincipal" in statement:
+        return not principal_matches(statement["NotPrincipal"], *caller)
+    return True
+
+
+# --------------------------------------------------------------------------
+# Conditions
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ConditionFailure:
+    """One condition entry (operator + key) that did not hold."""
+
+    operator: str
+    key: str
+    expected: tuple[str, ...]
+    actual: str | tuple[str, ...] | None
+    reason: str
+    hint: str = ""
+
+    def describe(self) -> str:
+        text = f"{self.operator} on {self.key}: {self.reason}" if self.key else self.reason
+        return f"{text} ({self.hint})" if self.hint else text
+
+
+@dataclass(frozen=True)
+class ConditionResult:
+    """The outcome of a ``Condition`` block: matched, and if not, why."""
+
+    matched: bool
+    failures: tuple[ConditionFailure, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+_MISSING = object()
+
+# base operator (lower-case) -> (IAM spelling, comparison family, negated)
+_OPERATORS: dict[str, tuple[str, str, bool]] = {
+    name.lower(): (name, family, negated)
+    for name, family, negated in (
+        ("StringEquals", "str_eq", False),
+        ("StringNotEquals", "str_eq", True),
+        ("StringEqualsIgnoreCase", "str_eq_ic", False),
+        ("StringNotEqualsIgnoreCase", "str_eq_ic", True),
+        ("StringLike", "str_like", False),
+        ("StringNotLike", "str_like", True),
+        ("NumericEquals", "num_eq", False),
+        ("NumericNotEquals", "num_eq", True),
+        ("NumericLessThan", "num_lt", False),
+        ("NumericLessThanEquals", "num_le", False),
+        ("NumericGreaterThan", "num_gt", False),
+        ("NumericGreaterThanEquals", "num_ge", False),
+        ("DateEquals", "date_eq", False),
+        ("DateNotEquals", "date_eq", True),
+        ("DateLessThan", "date_lt", False),
+        ("DateLessThanEquals", "date_le", False),
+        ("DateGreaterThan", "date_gt", False),
+        ("DateGreaterThanEquals", "date_ge", False),
+        ("Bool", "bool", False),
+        ("BinaryEquals", "binary", False),
+        ("IpAddress", "ip", False),
+        ("NotIpAddress", "ip", True),
+        ("ArnEquals", "arn", False),
+        ("ArnLike", "arn", False),
+        ("ArnNotEquals", "arn", True),
+        ("ArnNotLike", "arn", True),
+        ("Null", "null", False),
+    )
+}
+
+_VARIABLE = re.compile(r"\$\{([^}]*)\}")
+_VARIABLE_DEFAULT = re.compile(r"(.+?)\s*,\s*'([^']*)'")
+
+
+def condition_matches(condition: Mapping[str, Any] | None, context: Mapping[str, ContextValue] | None) -> bool:
+    """Whether a ``Condition`` block holds for a request *context*.
+
+    Shorthand for ``check_condition(condition, context).matched``.
+    """
+    return check_condition(condition, context).matched
+
+
+def check_condition(
+    condition: Mapping[str, Any] | None, context: Mapping[str, ContextValue] | None
+) -> ConditionResult:
+    """Evaluate a ``Condition`` block, explaining every entry that fails.
+
+    The block maps operators to ``{key: value-or-values}``.  Semantics, as in
+    the IAM documentation ("Condition operators", "Single-valued vs.
+    multivalued context keys"):
+
+    * several operators, and several keys under one operator: all must hold
+      (AND); several values for one key: any may match (OR); a negated
+      operator (``StringNotEquals``, ``StringNotLike``, ``ArnNotLike``,
+      ``NumericNotEquals``, ``DateNotEquals``, ``NotIpAddress``…) holds when
+      the request value matches *none* of the values;
+    * condition keys compare case-insensitively with the context's keys;
+      values are compared as each operator says (``StringEquals``
+      case-sensitively, ``StringEqualsIgnoreCase`` not, ``StringLike`` and
+      ``ArnLike`` with ``*``/``?``, ``ArnEquals``/``ArnLike`` per ``:``-separated
+      ARN component, ``Bool`` on ``true``/``false``, numbers, ISO 8601 or
+      epoch dates, CIDR ranges);
+    * a key missing from the request (absent, ``None`` or an empty list) makes
+      a positive operator false and a negated one true; ``…IfExists`` makes
+      any operator true when the key is missing; ``Null`` with ``"true"``
+      holds when the key is missing, with ``"false"`` when present;
+    * ``ForAnyValue:`` holds if at least one request value satisfies the
+      operator (false when the key is missing); ``ForAllValues:`` if every
+      request value does (true when the key is missing or empty).  A list
+      given for a key without a qualifier is treated like ``ForAnyValue``;
+    * policy variables ``${aws:username}``, ``${key, 'default'}`` and the
+      escapes ``${*}``, ``${?}``, ``${$}`` are substituted in string and ARN
+      values; an unresolvable variable matches nothing;
+    * an unknown operator, or a malformed block, never raises: it counts as
+      not matching and is reported in ``notes`` and ``failures``.
+    """
+    if not condition:
+        return ConditionResult(True)
+    if not isinstance(condition, Mapping):
+        note = f"Condition is a {type(condition).__name__}, not an object: treated as not matching"
+        return ConditionResult(False, (ConditionFailure("", "", (), None, note),), (note,))
+    ctx = {str(k).lower(): v for k, v in (context or {}).items()}
+    failures: list[ConditionFailure] = []
+    notes: list[str] = []
+    for operator, block in condition.items():
+        operator = str(operator)
+        parsed = _parse_operator(operator)
+        if parsed is None:
+            note = f"unknown condition operator {operator!r}: treated as not matching"
+            notes.append(note)
+            failures.append(ConditionFailure(operator, "", (), None, note))
+            continue
+        if not isinstance(block, Mapping):
+            note = f"condition operator {operator!r} holds a {type(block).__name__}, not an object"
+            notes.append(note)
+            failures.append(ConditionFailure(operator, "", (), None, note))
+            continue
+        for key, raw_expected in block.items():
+            failure = _check_entry(operator, parsed, str(key), raw_expected, ctx)
+            if failure is not None:
+                failures.append(failure)
+    return ConditionResult(not failures, tuple(failures), tuple(notes))
+
+
+def _parse_operator(operator: str) -> tuple[str | None, str, str, bool, bool] | None:
+    """``ForAnyValue:StringLikeIfExists`` → (qualifier, name, family, negated, if_exists)."""
+    base = operator.strip()
+    qualifier: str | None = None
+    if ":" in base:
+        prefix, base = base.split(":", 1)
+        qualifier = {"forallvalues": "all", "foranyvalue": "any"}.get(prefix.strip().lower())
+        if qualifier is None:
+            return None
+    if_exists = base.lower().endswith("ifexists")
+    if if_exists:
+        base = base[: -len("IfExists")]
+    known = _OPERATORS.get(base.lower())
+    if known is None or (known[1] == "null" and if_exists):
+        return None
+    name, family, negated = known
+    return qualifier, name, family, negated, if_exists
+
+
+def _request_values(raw: Any) -> list[str] | None:
+    """Context value → list of strings, or ``None`` when the key is missing."""
+    if raw is _MISSING or raw is None:
+        return None
+    if isinstance(raw, (list, tuple, set, frozenset)):
+        values = [_scalar_text(v) for v in raw if v is not None]
+        return values or None
+    return [_scalar_text(raw)]
+
+
+def _check_entry(
+    operator: str,
+    parsed: tuple[str | None, str, str, bool, bool],
+    key: str,
+    raw_expected: Any,
+    ctx: Mapping[str, Any],
+) -> ConditionFailure | None:
+    qualifier, _name, family, negated, if_exists = parsed
+    if isinstance(raw_expected, (Mapping, type(None))):
+        return ConditionFailure(
+            operator, key, (), None, f"policy value {raw_expected!r} is not a string or list"
+        )
+    expected = tuple(_strings(raw_expected))
+    actual = _request_values(ctx.get(key.lower(), _MISSING))
+    shown: str | tuple[str, ...] | None = (
+        None if actual is None else (actual[0] if len(actual) == 1 else tuple(actual))
+    )
+
+    if family == "null":
+        want_missing = [v.strip().lower() for v in expected]
+        ok = ("true" in want_missing and actual is None) or ("false" in want_missing and actual is not None)
+        if ok:
+            return None
+        state = "missing from" if actual is None else "present in"
+        return ConditionFailure(operator, key, expected, shown, f"the key is {state} the request")
+
+    if actual is None:
+        if if_exists or qualifier == "all":
+            return None
+        if qualifier is None and negated:
+            return None
+        return ConditionFailure(
+            operator, key, expected, None, f"the key is not in the request (expected {_listing(expected)})"
+        )
+
+    def hit(value: str) -> bool:
+        return any(_compare(family, pattern, value, ctx) for pattern in expected)
+
+    if qualifier == "all":
+        ok = all((not hit(v)) if negated else hit(v) for v in actual)
+    elif qualifier == "any":
+        ok = any((not hit(v)) if negated else hit(v) for v in actual)
+    else:
+        any_hit = any(hit(v) for v in actual)
+        ok = not any_hit if negated else any_hit
+    if ok:
+        return None
+    hint = ""
+    if negated:
+        reason = f"the request value {_listing(actual)} is excluded by {_listing(expected)}"
+    else:
+        reason = f"the request value {_listing(actual)} does not match {_listing(expected)}"
+        if family == "str_eq" and any(("*" in p or "?" in p) for p in expected) and any(
+            _compare("str_like", p, v, ctx) for p in expected for v in actual
+        ):
+            hint = f"{operator} does not expand wildcards; StringLike would match"
+    return ConditionFailure(operator, key, expected, shown, reason, hint)
+
+
+def _listing(values: Iterable[str]) -> str:
+    items = [f"'{v}'" for v in values]
+    return items[0] if len(items) == 1 else "[" + ", ".join(items) + "]"
+
+
+def _expand(value: str, ctx: Mapping[str, Any]) -> list[tuple[str, bool]] | None:
+    """Substitute policy variables: segments of (text, wildcards-active), or None."""
+    if "${" not in value:
+        return [(value, True)]
+    segments: list[tuple[str, bool]] = []
+    position = 0
+    for match in _VARIABLE.finditer(value):
+        segments.append((value[position : match.start()], True))
+        inner = match.group(1).strip()
+        if inner in ("*", "?", "$"):
+            segments.append((inner, False))
+        else:
+            name, default = inner, None
+            with_default = _VARIABLE_DEFAULT.fullmatch(inner)
+            if with_default:
+                name, default = with_default.group(1).strip(), with_default.group(2)
+            got = _request_values(ctx.get(name.lower(), _MISSING))
+            if got is not None and len(got) == 1:
+                segments.append((got[0], False))
+            elif default is not None:
+                segments.append((default, False))
+            else:
+                return None
+        position = match.end()
+    segments.append((value[position:], True))
+    return segments
+
+
+def _like(pattern: str, value: str, ctx: Mapping[str, Any], ignore_case: bool = False) -> bool:
+    segments = _expand(pattern, ctx)
+    if segments is None:
+        return False
+    regex = "".join(
+        (re.escape(text).replace(r"\*", ".*").replace(r"\?", ".") if wild else re.escape(text))
+        for text, wild in segments
+    )
+    flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
+    return re.fullmatch(regex, value, flags) is not None
+
+
+def _literal(pattern: str, ctx: Mapping[str, Any]) -> str | None:
+    segments = _expand(pattern, ctx)
+    return None if segments is None else "".join(text for text, _ in segments)
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text.strip())
+    except ValueError:
+        return None
+
+
+def _date(text: str) -> float | None:
+    text = text.strip()
+    number = _number(text)
+    if number is not None:
+        return number
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def _arn_like(pattern: str, value: str, ctx: Mapping[str, Any]) -> bool:
+    text = _literal(pattern, ctx)
+    if text is None:
+        return False
+    wanted, got = text.split(":", 5), value.split(":", 5)
+    if len(wanted) != 6 or len(got) != 6:
+        return _glob(text, False).fullmatch(value) is not None
+    return all(_glob(w, False).fullmatch(g) is not None for w, g in zip(wanted, got))
+
+
+def _ip_in(network: str, address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.strip()) in ipaddress.ip_network(network.strip(), strict=False)
+    except ValueError:
+        return False
+
+
+_ORDER = {
+    "eq": lambda a, b: a == b,
+    "lt": lambda a, b: a < b,
+    "le": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b,
+    "ge": lambda a, b: a >= b,
+}
+
+
+def _compare(family: str, pattern: str, value: str, ctx: Mapping[str, Any]) -> bool:
+    """Does request *value* satisfy the positive form of *family* against *pattern*?"""
+    if family == "str_eq":
+        return _literal(pattern, ctx) == value
+    if family == "str_eq_ic":
+        text = _literal(pattern, ctx)
+        return text is not None and text.casefold() == value.casefold()
+    if family == "str_like":
+        return _like(pattern, value, ctx)
+    if family == "arn":
+        return _arn_like(pattern, value, ctx)
+    if family == "bool":
+        return pattern.strip().lower() == value.strip().lower()
+    if family == "binary":
+        return pattern.strip() == value.strip()
+    if family == "ip":
+        return _ip_in(pattern, value)
+    kind, _, relation = family.partition("_")
+    parse = _number if kind == "num" else _date
+    wanted, got = parse(pattern), parse(value)
+    if wanted is None or got is None:
+        return False
+    return bool(_ORDER[relation](got, wanted))
+
+
+# --------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StatementRef:
+    """Where a statement lives: policy name, index in its Statement list, Sid."""
+
+    policy: str
+    index: int
+    sid: str | None
+    effect: str
+    statement: Mapping[str, Any] = field(compare=False, repr=False)
+
+    def describe(self) -> str:
+        sid = f" (Sid {self.sid!r})" if self.sid else ""
+        return f"{self.policy} statement #{self.index}{sid}"
+
+
+def _refs(name: str, doc: Any) -> list[StatementRef]:
+    refs = []
+    for index, statement in enumerate(statements(doc, name=name)):
+        sid = statement.get("Sid")
+        effect = "Deny" if str(statement.get("Effect", "")).strip().lower() == "deny" else "Allow"
+        refs.append(StatementRef(name, index, sid if isinstance(sid, str) and sid else None, effect, statement))
+    return refs
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What a set of policies decides for one request.
+
+    ``effect`` is ``"allow"``, ``"explicit_deny"`` or ``"implicit_deny"``;
+    ``matched`` holds the statements that decided it (the applicable Deny
+    statements for an explicit deny, the applicable Allow statements for an
+    allow, nothing for an implicit deny).  ``conditional`` lists statements
+    that matched action, resource and principal but whose ``Condition`` did
+    not hold — usually what an explanation needs to name.  ``notes`` carries
+    anything unusual (unknown operators, malformed principals).
+    """
+
+    effect: str
+    action: str
+    resource: str | None
+    matched: tuple[StatementRef, ...] = ()
+    allows: tuple[StatementRef, ...] = ()
+    denies: tuple[StatementRef, ...] = ()
+    conditional: tuple[tuple[StatementRef, ConditionResult], ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> bool:
+        return self.effect == "allow"
+
+
+def evaluate(
+    policies: Iterable[tuple[str, Any]],
+    action: str,
+    resource: str | None = "*",
+    context: Mapping[str, ContextValue] | None = None,
+    *,
+    principal: tuple[str, str] | None = None,
+) -> Decision:
+    """Evaluate *action* on *resource* against named policies.
+
+    *policies* is a list of ``(name, document)`` pairs, each document in any
+    form :func:`load_policy` accepts.  *resource* is the request's ARN;
+    ``"*"`` (default) is a request on no specific resource, and ``None``
+    means "unknown" — ``Resource``/``NotResource`` are then not checked.
+    *principal*, as ``(kind, value)``, is checked against ``Principal`` /
+    ``NotPrincipal`` (resource-based and trust policies); ``None`` skips that
+    check (identity policies have no principal element).
+
+    An applicable Deny beats any Allow.  Raises :class:`InputError` when a
+    document cannot be read (naming the policy); conditions never raise.
+    """
+    allows: list[StatementRef] = []
+    denies: list[StatementRef] = []
+    conditional: list[tuple[StatementRef, ConditionResult]] = []
+    notes: list[str] = []
+    for pair in policies:
+        if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+            raise InputError(f"expected (name, document) pairs, got {type(pair).__name__}")
+        name, doc = pair
+        for ref in _refs(str(name), doc):
+            statement = ref.statement
+            if not statement_matches_action(statement, action):
+                continue
+            if not statement_matches_resource(statement, resource):
+                continue
+            try:
+                if not _principal_applies(statement, principal):
+                    continue
+            except InputError as exc:
+                notes.append(f"{ref.describe()}: {exc.message}; statement skipped")
+                continue
+            result = check_condition(statement.get("Condition"), context)
+            notes.extend(f"{ref.describe()}: {note}" for note in result.notes)
+            if not result.matched:
+                conditional.append((ref, result))
+                continue
+            (denies if ref.effect == "Deny" else allows).append(ref)
+    if denies:
+        effect, matched = "explicit_deny", denies
+    elif allows:
+        effect, matched = "allow", allows
+    else:
+        effect, matched = "implicit_deny", []
+    return Decision(
+        effect, action, resource, tuple(matched), tuple(allows), tuple(denies), tuple(conditional), tuple(notes)
+    )
+
+
+# --------------------------------------------------------------------------
+# IRSA trust (web identity)
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TrustVerdict:
+    """Whether a role's trust policy admits a caller, and if not, why.
+
+    ``cause`` is ``None`` when the trust admits the caller, else a SPEC §7
+    cause (``TRUST_PROVIDER_MISMATCH``, ``TRUST_ACTION_MISSING``,
+    ``TRUST_SUBJECT_MISMATCH``, ``TRUST_AUDIENCE_MISMATCH``,
+    ``POD_IDENTITY_TRUST``, or ``UNEXPLAINED`` when a condition on some other
+    key refuses).  ``detail`` names the statement, key and value;
+    ``candidates`` are the statements that came closest; ``explicit_deny`` is
+    true when a Deny statement refuses; ``warnings`` flags risky but working
+    trust (e.g. no ``:sub`` condition).
+    """
+
+    cause: str | None
+    detail: str
+    candidates: tuple[StatementRef, ...] = ()
+    explicit_deny: bool = False
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def admitted(self) -> bool:
+        return self.cause is None
+
+
+def oidc_issuer_of(provider_arn: str) -> str:
+    """The issuer host/path of an OIDC provider ARN, as used in condition keys.
+
+    ``arn:aws:iam::111122223333:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/ABC``
+    → ``oidc.eks.eu-west-1.amazonaws.com/id/ABC``.  Raises :class:`InputError`
+    for an ARN that is not an OIDC provider's.
+    """
+    marker = ":oidc-provider/"
+    if not provider_arn.startswith("arn:") or marker not in provider_arn:
+        raise InputError(
+            f"{provider_arn!r} is not an OIDC provider ARN",
+            "expected arn:aws:iam::ACCOUNT:oidc-provider/ISSUER-HOST/PATH",
+        )
+    issuer = provider_arn.split(marker, 1)[1].strip("/")
+    if not issuer:
+        raise InputError(f"{provider_arn!r} names no issuer")
+    return issuer
+
+
+def _key_suffix(key: str) -> str | None:
+    lowered = key.lower()
+    for suffix in (":sub", ":aud"):
+        if lowered.endswith(suffix):
+            return suffix
+    return None
+
+
+def _condition_values_for(statement: Mapping[str, Any], suffix: str) -> list[tuple[str, str, list[str]]]:
+    """(operator, key, values) for every condition key ending in *suffix*."""
+    found = []
+    condition = statement.get("Condition")
+    if isinstance(condition, Mapping):
+        for operator, block in condition.items():
+            if isinstance(block, Mapping):
+                for key, values in block.items():
+                    if _key_suffix(str(key)) == suffix and not isinstance(values, (Mapping, type(None))):
+                        found.append((str(operator), str(key), _strings(values)))
+    return found
+
+
+def analyze_web_identity_trust(
+    trust_policy: Any,
+    *,
+    provider_arn: str,
+    subject: str,
+    audience: str = DEFAULT_AUDIENCE,
+    context: Mapping[str, ContextValue] | None = None,
+) -> TrustVerdict:
+    """Does *trust_policy* let a pod's web-identity token assume the role (IRSA)?
+
+    The token is from the OIDC provider *provider_arn*, for *subject*
+    (``system:serviceaccount:NS:SA``) and *audience*.  The request context
+    holds ``<issuer>:sub`` and ``<issuer>:aud`` (the issuer is the provider
+    ARN's path after ``oidc-provider/``), plus any extra *context*.
+
+    Causes, in the order SPEC §7 gives them (the first that holds wins):
+
+    * ``TRUST_PROVIDER_MISMATCH`` — no Allow statement's ``Principal.Federated``
+      is this provider ARN (compared exactly: a recreated cluster has a new id);
+    * ``TRUST_ACTION_MISSING`` — statements federate the provider but none
+      allows ``sts:AssumeRoleWithWebIdentity``;
+    * ``TRUST_SUBJECT_MISMATCH`` — a ``…:sub`` condition excludes *subject*
+      (wrong namespace or name, ``StringEquals`` with a wildcard, keys naming
+      another cluster's issuer), or an explicit Deny refuses it;
+    * ``TRUST_AUDIENCE_MISMATCH`` — the ``…:aud`` condition does not admit
+      *audience*, or holds a ``system:serviceaccount:`` subject (a copy-paste
+      of the ``:sub`` line), or an explicit Deny conditioned only on ``:aud``;
+    * ``UNEXPLAINED`` — the only failing conditions are on other keys.
+    """
+    issuer = oidc_issuer_of(provider_arn)
+    refs = _refs("trust policy", trust_policy)
+    ctx: dict[str, ContextValue] = {f"{issuer}:sub": subject, f"{issuer}:aud": audience}
+    ctx.update(context or {})
+    caller = ("Federated", provider_arn)
+    sub_key = f"{issuer}:sub"
+
+    def applies(ref: StatementRef) -> bool:
+        try:
+            return _principal_applies(ref.statement, caller)
+        except InputError:
+            return False
+
+    denies = [
+        ref
+        for ref in refs
+        if ref.effect == "Deny"
+        and applies(ref)
+        and statement_matches_action(ref.statement, WEB_IDENTITY_ACTION)
+        and condition_matches(ref.statement.get("Condition"), ctx)
+    ]
+    deny_note = ""
+    if denies:
+        deny_note = " Also, " + "; ".join(r.describe() for r in denies) + " explicitly denies it."
+
+    federating = [ref for ref in refs if ref.effect == "Allow" and "Principal" in ref.statement and applies(ref)]
+    if not federating:
+        named = sorted(
+            {
+                arn
+                for ref in refs
+                if ref.effect == "Allow"
+                for arn in _federated_of(ref.statement)
+            }
+        )
+        if named:
+            detail = (
+                f"The trust policy federates {', '.join(named)}, not this cluster's OIDC provider "
+                f"{provider_arn}."
+            )
+            if any(n.lower() == provider_arn.lower() for n in named):
+                detail += " The ARNs differ only in letter case; IAM compares them exactly."
+            else:
+                detail += " Was the cluster recreated, or the trust copied from another cluster?"
+        else:
+            detail = f"No Allow statement of the trust policy federates the OIDC provider {provider_arn}."
+        web = tuple(r for r in refs if statement_matches_action(r.statement, WEB_IDENTITY_ACTION))
+        return TrustVerdict("TRUST_PROVIDER_MISMATCH", detail + deny_note, web, bool(denies))
+
+    with_action = [ref for ref in federating if statement_matches_action(ref.statement, WEB_IDENTITY_ACTION)]
+    if not with_action:
+        parts = []
+        for ref in federating:
+            allowed = _strings(ref.statement.get("Action")) or [
+                "everything except " + ", ".join(_strings(ref.statement.get("NotAction")))
+            ]
+            parts.append(f"{ref.describe()} allows {', '.join(allowed)}")
+        detail = (
+            f"{'; '.join(parts)} for {provider_arn}, but not {WEB_IDENTITY_ACTION}, the action a pod's "
+            "web-identity token needs."
+        )
+        detail = detail[0].upper() + detail[1:]
+        return TrustVerdict("TRUST_ACTION_MISSING", detail + deny_note, tuple(federating), bool(denies))
+
+    results = [(ref, check_condition(ref.statement.get("Condition"), ctx)) for ref in with_action]
+    admitting = [ref for ref, result in results if result.matched]
+    if admitting:
+        warnings = tuple(
+            f"{ref.describe()} has no {sub_key} condition: every service account of the cluster "
+            "may assume this role."
+            for ref in admitting
+            if not any(key.lower() == sub_key.lower() for _, key, _v in _condition_values_for(ref.statement, ":sub"))
+        )
+        if not denies:
+            detail = f"{admitting[0].describe()} admits {subject}."
+            return TrustVerdict(None, detail[0].upper() + detail[1:], tuple(admitting), False, warnings)
+        deny_keys = {_key_suffix(key) for ref in denies for key in _condition_keys(ref.statement)}
+        cause = "TRUST_AUDIENCE_MISMATCH" if deny_keys == {":aud"} else "TRUST_SUBJECT_MISMATCH"
+        detail = (
+            f"{admitting[0].describe()} admits {subject}, but "
+            + "; ".join(r.describe() for r in denies)
+            + " explicitly denies it, and an explicit Deny always wins."
+        )
+        return TrustVerdict(cause, detail[0].upper() + detail[1:], tuple(denies), True, warnings)
+
+    # Every candidate statement has a failing condition: find the root cause.
+    ranked: list[tuple[int, StatementRef, ConditionResult, str]] = []
+    for ref, result in results:
+        sub_failed = any(_key_suffix(f.key) == ":sub" for f in result.failures)
+        aud_failed = any(_key_suffix(f.key) == ":aud" for f in result.failures)
+        aud_holds_subject = any(
+            v.startswith(SERVICE_ACCOUNT_SUBJECT_PREFIX)
+            for _op, _key, values in _condition_values_for(ref.statement, ":aud")
+            for v in values
+        )
+        if aud_failed and (not sub_failed or aud_holds_subject):
+            ranked.append((0, ref, result, "TRUST_AUDIENCE_MISMATCH"))
+        elif sub_failed:
+            ranked.append((1, ref, result, "TRUST_SUBJECT_MISMATCH"))
+        elif aud_failed:
+            ranked.append((2, ref, result, "TRUST_AUDIENCE_MISMATCH"))
+        else:
+            ranked.append((3, ref, result, "UNEXPLAINED"))
+    ranked.sort(key=lambda item: (item[0], item[1].index))
+    _rank, best, best_result, cause = ranked[0]
+    stale = [f for f in best_result.failures if _key_issuer(f.key) not in (None, issuer.lower())]
+    reasons = [
+        _describe_trust_failure(f, subject, audience, issuer) for f in best_result.failures if f not in stale
+    ]
+    if stale:
+        names = sorted({f.key.rsplit(":", 1)[0] for f in stale})
+        reasons.append(
+            f"its condition keys {_listing(f.key for f in stale)} name issuer {' and '.join(names)}, but this "
+            f"cluster's issuer is {issuer}, so those keys are never in the request"
+        )
+    detail = f"{best.describe()} federates {provider_arn} but its condition refuses the token: " + "; ".join(reasons)
+    detail = detail[0].upper() + detail[1:]
+    if not detail.endswith("."):
+        detail += "."
+    others = len(results) - 1
+    if others:
+        detail += f" {others} other statement(s) for this provider refuse it too."
+    ordered = tuple(item[1] for item in ranked)
+    return TrustVerdict(cause, detail + deny_note, ordered, bool(denies))
+
+
+def _condition_keys(statement: Mapping[str, Any]) -> list[str]:
+    """Every condition key of a statement; ``[""]`` for a statement without conditions."""
+    condition = statement.get("Condition")
+    if not isinstance(condition, Mapping):
+        return [""]
+    keys = [str(k) for block in condition.values() if isinstance(block, Mapping) for k in block]
+    return keys or [""]
+
+
+def _federated_of(statement: Mapping[str, Any]) -> list[str]:
+    try:
+        return principals(statement.get("Principal")).get("Federated", [])
+    except InputError:
+        return []
+
+
+def _key_issuer(key: str) -> str | None:
+    """The issuer part of an ``<issuer>:sub``/``<issuer>:aud`` key, lower-cased; None for other keys."""
+    suffix = _key_suffix(key)
+    return key[: -len(suffix)].lower() if suffix else None
+
+
+def _describe_trust_failure(failure: ConditionFailure, subject: str, audience: str, issuer: str) -> str:
+    suffix = _key_suffix(failure.key)
+    if suffix == ":aud" and any(v.startswith(SERVICE_ACCOUNT_SUBJECT_PREFIX) for v in failure.expected):
+        return (
+            f"{failure.operator} on {failure.key} holds the service-account subject "
+            f"{_listing(failure.expected)}; a subject belongs under {issuer}:sub, and :aud should be "
+            f"'{audience}'"
+        )
+    if suffix == ":sub":
+        text = f"{failure.operator} on {failure.key} admits {_listing(failure.expected)}, not '{subject}'"
+        return f"{text} ({failure.hint})" if failure.hint else text
+    if suffix == ":aud":
+        return (
+            f"{failure.operator} on {failure.key} admits {_listing(failure.expected)}, "
+            f"not the token's audience '{audience}'"
+        )
+    return failure.describe()
+
+
+def irsa_trust_policy(
+    provider_arn: str, namespace: str, service_account: str, audience: str = DEFAULT_AUDIENCE
+) -> dict[str, Any]:
+    """The IRSA trust policy as the EKS guide writes it, for one service account.
+
+    One Allow statement: ``Principal.Federated`` is the provider ARN, action
+    ``sts:AssumeRoleWithWebIdentity``, and ``StringEquals`` on both
+    ``<issuer>:aud`` (the audience) and ``<issuer>:sub``
+    (``system:serviceaccount:NAMESPACE:SERVICE_ACCOUNT``).
+    """
+    return {"Version": POLICY_VERSION, "Statement": [_irsa_statement(provider_arn, namespace, service_account, audience)]}
+
+
+def _irsa_statement(provider_arn: str, namespace: str, service_account: str, audience: str) -> dict[str, Any]:
+    issuer = oidc_issuer_of(provider_arn)
+    return {
+        "Effect": "Allow",
+        "Principal": {"Federated": provider_arn},
+        "Action": WEB_IDENTITY_ACTION,
+        "Condition": {
+            "StringEquals": {
+                f"{issuer}:aud": audience,
+                f"{issuer}:sub": f"{SERVICE_ACCOUNT_SUBJECT_PREFIX}{namespace}:{service_account}",
+            }
+        },
+    }
+
+
+def merge_irsa_statement(
+    existing_policy: Any,
+    provider_arn: str,
+    namespace: str,
+    service_account: str,
+    audience: str = DEFAULT_AUDIENCE,
+) -> dict[str, Any]:
+    """The existing trust policy, corrected so it admits the service account.
+
+    Nothing is dropped: other statements are kept as written.
+
+    * already admitted → returned unchanged (as a fresh dict);
+    * empty or absent (``None``, ``""``, ``{}``) → :func:`irsa_trust_policy`;
+    * an Allow statement that federates only this provider and whose
+      ``:sub``/``:aud`` conditions name exactly this service account (the
+      statement meant for it: wrong audience, subject pasted under ``:aud``,
+      action missing) is fixed in place: its action gains
+      ``sts:AssumeRoleWithWebIdentity`` and its ``:sub``/``:aud`` entries are
+      replaced by ``StringEquals`` on both;
+    * otherwise the statement of :func:`irsa_trust_policy` is appended.
+
+    Explicit Deny statements are not edited: if one refuses the service
+    account, the result still does, and :func:`analyze_web_identity_trust`
+    on it says so.
+    """
+    if existing_policy is None or (isinstance(existing_policy, (str, Mapping)) and not existing_policy):
+        return irsa_trust_policy(provider_arn, namespace, service_account, audience)
+    subject = f"{SERVICE_ACCOUNT_SUBJECT_PREFIX}{namespace}:{service_account}"
+    policy = load_policy(existing_policy, name="trust policy")
+    verdict = analyze_web_identity_trust(policy, provider_arn=provider_arn, subject=subject, audience=audience)
+    if verdict.admitted:
+        return policy
+    stmts = _statement_list(policy["Statement"], "trust policy")
+    wanted = _irsa_statement(provider_arn, namespace, service_account, audience)
+    for index, statement in enumerate(stmts):
+        if _is_statement_for(statement, provider_arn, subject):
+            stmts[index] = _fix_statement(statement, wanted)
+            break
+    else:
+        stmts.append(wanted)
+    policy["Statement"] = stmts
+    policy.setdefault("Version", POLICY_VERSION)
+    return policy
+
+
+def _is_statement_for(statement: Mapping[str, Any], provider_arn: str, subject: str) -> bool:
+    if str(statement.get("Effect", "")).strip().lower() != "allow":
+        return False
+    try:
+        if principals(statement.get("Principal")) != {"Federated": [provider_arn]}:
+            return False
+    except InputError:
+        return False
+    if "NotAction" in statement:
+        return False
+    named = [
+        value
+        for suffix in (":sub", ":aud")
+        for _op, _key, values in _condition_values_for(statement, suffix)
+        for value in values
+        if value.startswith(SERVICE_ACCOUNT_SUBJECT_PREFIX)
+    ]
+    return bool(named) and all(value == subject for value in named)
+
+
+def _fix_statement(statement: Mapping[str, Any], wanted: Mapping[str, Any]) -> dict[str, Any]:
+    fixed = copy.deepcopy(dict(statement))
+    actions = _strings(fixed.get("Action"))
+    if not any(action_matches(a, WEB_IDENTITY_ACTION) for a in actions):
+        fixed["Action"] = [*actions, WEB_IDENTITY_ACTION] if actions else WEB_IDENTITY_ACTION
+    condition: dict[str, Any] = {}
+    for operator, block in (fixed.get("Condition") or {}).items():
+        if not isinstance(block, Mapping):
+            condition[operator] = block
+            continue
+        kept = {k: v for k, v in block.items() if _key_suffix(str(k)) is None}
+        if kept:
+            condition[operator] = kept
+    equals = dict(condition.get("StringEquals", {}))
+    equals.update(wanted["Condition"]["StringEquals"])
+    condition["StringEquals"] = equals
+    fixed["Condition"] = condition
+    return fixed
+
+
+# --------------------------------------------------------------------------
+# EKS Pod Identity trust
+# --------------------------------------------------------------------------
+
+
+def pod_identity_trust_policy() -> dict[str, Any]:
+    """The trust policy EKS Pod Identity needs, as the EKS guide writes it."""
+    return {
+        "Version": POLICY_VERSION,
+        "Statement": [
+            {
+                "Sid": "AllowEksAuthToAssumeRoleForPodIdentity",
+                "Effect": "Allow",
+                "Principal": {"Service": POD_IDENTITY_SERVICE},
+                "Action": list(POD_IDENTITY_ACTIONS),
+            }
+        ],
+    }
+
+
+def analyze_pod_identity_trust(
+    trust_policy: Any, *, context: Mapping[str, ContextValue] | None = None
+) -> TrustVerdict:
+    """Does *trust_policy* let EKS Pod Identity assume the role?
+
+    It must allow the service principal ``pods.eks.amazonaws.com`` both
+    ``sts:AssumeRole`` and ``sts:TagSession`` (one statement or several), and
+    no Deny may refuse either; otherwise the cause is ``POD_IDENTITY_TRUST``.
+
+    Conditions (typically on ``aws:RequestTag/kubernetes-namespace`` …) are
+    evaluated against *context* when given (the session tags of the failed
+    call).  Without a context they cannot be decided: Allow statements count
+    as allowing, conditional Deny statements as not denying, and each such
+    statement is named in ``warnings``.
+    """
+    refs = _refs("trust policy", trust_policy)
+    caller = ("Service", POD_IDENTITY_SERVICE)
+    warnings: list[str] = []
+    trusting = [ref for ref in refs if "Principal" in ref.statement and _safe_applies(ref, caller)]
+    allowed: dict[str, list[StatementRef]] = {a: [] for a in POD_IDENTITY_ACTIONS}
+    denied: dict[str, list[StatementRef]] = {a: [] for a in POD_IDENTITY_ACTIONS}
+    for ref in trusting:
+        condition = ref.statement.get("Condition")
+        for action in POD_IDENTITY_ACTIONS:
+            if not statement_matches_action(ref.statement, action):
+                continue
+            if condition and context is None:
+                holds = ref.effect == "Allow"
+                note = f"{ref.describe()} has conditions that were not evaluated (no request context)"
+                if note not in warnings:
+                    warnings.append(note)
+            else:
+                holds = condition_matches(condition, context)
+            if holds:
+                (denied if ref.effect == "Deny" else allowed)[action].append(ref)
+    missing = [a for a in POD_IDENTITY_ACTIONS if not allowed[a]]
+    refused = [a for a in POD_IDENTITY_ACTIONS if denied[a]]
+    if not missing and not refused:
+        return TrustVerdict(
+            None,
+            f"The trust policy allows {POD_IDENTITY_SERVICE} {' and '.join(POD_IDENTITY_ACTIONS)}.",
+            tuple(trusting),
+            False,
+            tuple(warnings),
+        )
+    parts = []
+    if not trusting:
+        parts.append(f"No statement of the trust policy names the service principal {POD_IDENTITY_SERVICE}")
+    elif missing:
+        granted = [a for a in POD_IDENTITY_ACTIONS if allowed[a]]
+        have = f"allows {POD_IDENTITY_SERVICE} only {', '.join(granted)}" if granted else (
+            f"names {POD_IDENTITY_SERVICE} but allows neither action"
+        )
+        parts.append(f"The trust policy {have}; Pod Identity needs {' and '.join(POD_IDENTITY_ACTIONS)}")
+    if refused:
+        names = sorted({r.describe() for a in refused for r in denied[a]})
+        parts.append(f"{'; '.join(names)} explicitly denies {', '.join(refused)}")
+    candidates = tuple(trusting) or tuple(
+        ref for ref in refs if any(statement_matches_action(ref.statement, a) for a in POD_IDENTITY_ACTIONS)
+    )
+    return TrustVerdict("POD_IDENTITY_TRUST", ". ".join(parts) + ".", candidates, bool(refused), tuple(warnings))
+
+
+def _safe_applies(ref: StatementRef, caller: tuple[str, str]) -> bool:
+    try:
+        return _principal_applies(ref.statement, caller)
+    except InputError:
+        return False
+
+
+# --------------------------------------------------------------------------
+# CloudTrail event → IAM action
+# --------------------------------------------------------------------------
+
+#: CloudTrail event-source prefixes that are not the IAM service prefix.
+_SOURCE_PREFIX = {
+    "monitoring": "cloudwatch",
+    "email": "ses",
+    "tagging": "tag",
+    "cloudcontrolapi": "cloudformation",
+}
+
+#: (IAM prefix, event name) whose IAM action has another name.
+_EVENT_ACTION = {
+    ("s3", "ListObjects"): "ListBucket",
+    ("s3", "ListObjectsV2"): "ListBucket",
+    ("s3", "HeadBucket"): "ListBucket",
+    ("s3", "HeadObject"): "GetObject",
+    ("s3", "SelectObjectContent"): "GetObject",
+    ("s3", "ListObjectVersions"): "ListBucketVersions",
+    ("s3", "ListBuckets"): "ListAllMyBuckets",
+    ("s3", "ListMultipartUploads"): "ListBucketMultipartUploads",
+    ("s3", "ListParts"): "ListMultipartUploadParts",
+    ("s3", "CreateMultipartUpload"): "PutObject",
+    ("s3", "UploadPart"): "PutObject",
+    ("s3", "UploadPartCopy"): "PutObject",
+    ("s3", "CompleteMultipartUpload"): "PutObject",
+    ("s3", "CopyObject"): "PutObject",
+    ("s3", "DeleteObjects"): "DeleteObject",
+    ("s3", "GetBucketEncryption"): "GetEncryptionConfiguration",
+    ("s3", "PutBucketEncryption"): "PutEncryptionConfiguration",
+    ("s3", "DeleteBucketEncryption"): "PutEncryptionConfiguration",
+    ("s3", "GetBucketLifecycle"): "GetLifecycleConfiguration",
+    ("s3", "PutBucketLifecycle"): "PutLifecycleConfiguration",
+    ("s3", "DeleteBucketLifecycle"): "PutLifecycleConfiguration",
+    ("s3", "GetBucketReplication"): "GetReplicationConfiguration",
+    ("s3", "PutBucketReplication"): "PutReplicationConfiguration",
+    ("s3", "DeleteBucketReplication"): "PutReplicationConfiguration",
+    ("s3", "GetBucketCors"): "GetBucketCORS",
+    ("s3", "PutBucketCors"): "PutBucketCORS",
+    ("s3", "DeleteBucketCors"): "PutBucketCORS",
+    ("sqs", "SendMessageBatch"): "SendMessage",
+    ("sqs", "DeleteMessageBatch"): "DeleteMessage",
+    ("sqs", "ChangeMessageVisibilityBatch"): "ChangeMessageVisibility",
+    ("sns", "PublishBatch"): "Publish",
+    ("lambda", "Invoke"): "InvokeFunction",
+    ("lambda", "InvokeWithResponseStream"): "InvokeFunction",
+    ("kms", "ReEncrypt"): "ReEncryptFrom",
+}
+
+_LAMBDA_VERSION = re.compile(r"\d{8}(?:v\d+)?$")
+_APIGATEWAY_VERBS = (("Get", "GET"), ("Create", "POST"), ("Update", "PATCH"), ("Delete", "DELETE"), ("Put", "PUT"))
+
+
+def iam_action_for(event_source: str, event_name: str) -> str:
+    """The IAM action a CloudTrail event needed: ``(eventSource, eventName)`` → ``prefix:Action``.
+
+    Most events read straight across: ``("ec2.amazonaws.com",
+    "DescribeInstances")`` → ``ec2:DescribeInstances`` (likewise ``sts``,
+    ``kms``, ``dynamodb``, ``sqs``, ``logs``, ``events``, ``states``, ``ssm``,
+    ``secretsmanager``, ``execute-api``, ``elasticloadbalancing``, ``es``,
+    ``eks``, ``eks-auth`` — ``AssumeRoleForPodIdentity`` →
+    ``eks-auth:AssumeRoleForPodIdentity``).  The exceptions:
+
+    ========================================= ===========================================
+    event source / event name                 IAM action
+    ========================================= ===========================================
+    ``monitoring.amazonaws.com``              ``cloudwatch:…``
+    ``email.amazonaws.com``                   ``ses:…`` (SES also logs as ``ses``)
+    ``tagging.amazonaws.com``                 ``tag:…``
+    ``cloudcontrolapi.amazonaws.com``         ``cloudformation:…``
+    lambda ``GetFunction20150331v2`` etc.     date/version suffix stripped
+    lambda ``Invoke``, ``InvokeWithResponseStream`` ``lambda:InvokeFunction``
+    s3 ``ListObjects``, ``ListObjectsV2``,    ``s3:ListBucket``
+    ``HeadBucket``
+    s3 ``GetObject``, ``HeadObject``,         ``s3:GetObject``
+    ``SelectObjectContent``
+    s3 ``ListObjectVersions``                 ``s3:ListBucketVersions``
+    s3 ``ListBuckets``                        ``s3:ListAllMyBuckets``
+    s3 ``ListMultipartUploads`` / ``ListParts`` ``s3:ListBucketMultipartUploads`` /
+                                              ``s3:ListMultipartUploadParts``
+    s3 ``CopyObject``, ``CreateMultipartUpload``, ``s3:PutObject``
+    ``UploadPart(Copy)``, ``CompleteMultipartUpload``
+    s3 ``DeleteObjects``                      ``s3:DeleteObject``
+    s3 ``Get/Put/DeleteBucketEncryption``     ``s3:Get/PutEncryptionConfiguration``
+    s3 ``Get/Put/DeleteBucketLifecycle``      ``s3:Get/PutLifecycleConfiguration``
+    s3 ``Get/Put/DeleteBucketReplication``    ``s3:Get/PutReplicationConfiguration``
+    s3 ``Get/Put/DeleteBucketCors``           ``s3:Get/PutBucketCORS``
+    sqs ``SendMessageBatch`` etc.             ``sqs:SendMessage`` (batch → single action)
+    sns ``PublishBatch``                      ``sns:Publish``
+    kms ``ReEncrypt``                         ``kms:ReEncryptFrom`` (``ReEncryptTo`` too)
+    apigateway ``Get…/Create…/Update…/``      ``apigateway:GET/POST/PATCH/``
+    ``Delete…/Put…``                          ``DELETE/PUT``
+    ========================================= ===========================================
+    """
+    source = event_source.strip().lower()
+    name = event_name.strip()
+    if not source or not name:
+        raise InputError(f"cannot name the IAM action of event {event_source!r}/{event_name!r}")
+    for suffix in (".amazonaws.com.cn", ".amazonaws.com"):
+        if source.endswith(suffix):
+            source = source[: -len(suffix)]
+            break
+    prefix = _SOURCE_PREFIX.get(source, source)
+    if prefix == "lambda":
+        name = _LAMBDA_VERSION.sub("", name) or name
+    if prefix == "apigateway":
+        for verb, method in _APIGATEWAY_VERBS:
+            if name.startswith(verb) and name[len(verb) : len(verb) + 1].isupper():
+                return f"apigateway:{method}"
+    return f"{prefix}:{_EVENT_ACTION.get((prefix, name), name)}"
+
+
+# --------------------------------------------------------------------------
+# AWS refusal messages
+# --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Denial:
+    """What an AWS authorization error message says.
+
+    ``reason``: ``no_identity_policy``, ``no_boundary``, ``no_session_policy``,
+    ``no_resource_policy``, ``no_vpce_policy``, ``no_scp`` (implicit denies,
+    "because no … allows"), ``explicit_deny`` ("with an explicit deny in …"),
+    or ``None`` when the message does not say.  ``policy_type`` names the
+    policy kind the message blames — ``identity``, ``scp``, ``rcp``,
+    ``boundary``, ``session``, ``resource``, ``vpce`` — for explicit and
+    implicit denies alike; ``policy_arn`` is the denying policy when AWS names
+    it (same-account/organization requests since 2025); ``encoded_message``
+    is EC2's "Encoded authorization failure message" (decode it with
+    ``sts:DecodeAuthorizationMessage``).
+    """
+
+    message: str
+    principal_arn: str | None = None
+    action: str | None = None
+    resource: str | None = None
+    reason: str | None = None
+    policy_type: str | None = None
+    policy_arn: str | None = None
+    encoded_message: str | None = None
+
+    @property
+    def explicit(self) -> bool:
+        return self.reason == "explicit_deny"
+
+
+#: Phrases AWS uses for each policy type, longest first.
+_POLICY_PHRASES = (
+    ("identity-based policy", "identity"),
+    ("identity based policy", "identity"),
+    ("service control policy", "scp"),
+    ("resource control policy", "rcp"),
+    ("permissions boundary policy", "boundary"),
+    ("permissions boundary", "boundary"),
+    ("permission boundary", "boundary"),
+    ("session policy", "session"),
+    ("resource-based policy", "resource"),
+    ("resource based policy", "resource"),
+    ("vpc endpoint policy", "vpce"),
+)
+_IMPLICIT_REASON = {
+    "identity": "no_identity_policy",
+    "boundary": "no_boundary",
+    "session": "no_session_policy",
+    "resource": "no_resource_policy",
+    "vpce": "no_vpce_policy",
+    "scp": "no_scp",
+    "rcp": "no_rcp",
+}
+_ACTION = r"[A-Za-z0-9-]+:[A-Za-z0-9*-]+"
+_USER_CLAUSE = re.compile(
+    rf"User: (?P<principal>\S+) is not authorized to perform: (?P<action>{_ACTION})"
+    r"(?: on resource: (?:\"(?P<quoted>[^\"]*)\"|(?P<resource>\S+)))?"
+)
+_NOT_AUTHORIZED = re.compile(rf"not authorized to perform:? (?P<action>{_ACTION})", re.IGNORECASE)
+_IMPLICIT = re.compile(r"because no (?P<phrase>.+?) allows(?: the (?P<action>" + _ACTION + r") action)?", re.IGNORECASE)
+_EXPLICIT = re.compile(r"with an explicit deny(?:\s+in\s+(?:an?|the)\s+(?P<rest>.*))?", re.IGNORECASE | re.DOTALL)
+_POLICY_ARN = re.compile(r"(?:\s+policy)?\s*:\s*(?P<arn>arn:\S+)")
+_ENCODED = re.compile(r"Encoded authorization failure message:\s*(?P<encoded>\S+)", re.IGNORECASE)
+
+
+def _policy_type(text: str) -> tuple[str | None, str]:
+    lowered = text.lower()
+    for phrase, kind in _POLICY_PHRASES:
+        if lowered.startswith(phrase):
+            return kind, text[len(phrase) :]
+    return None, text
+
+
+def parse_denial_message(message: str | None) -> Denial:
+    """Read an AWS authorization error message; never raises.
+
+    Understands the IAM format "User: ARN is not authorized to perform:
+    ACTION [on resource: ARN] because no TYPE policy allows the ACTION action"
+    / "… with an explicit deny in a TYPE policy[: POLICY-ARN]" for every
+    policy type (identity-based, service control, resource control,
+    permissions boundary, session, resource-based, VPC endpoint), with or
+    without the "An error occurred (AccessDenied) when calling …:" prefix an
+    SDK adds, S3's quoted resource, and the shapes KMS, DynamoDB, SQS and
+    others send as ``AccessDeniedException``; STS's "Not authorized to perform
+    sts:AssumeRoleWithWebIdentity"; and EC2's "You are not authorized to
+    perform this operation. Encoded authorization failure message: …".
+    Fields the message does not state are ``None``.
+    """
+    text = (message or "").strip()
+    principal = action = resource = reason = policy_type = policy_arn = encoded = None
+    user = _USER_CLAUSE.search(text)
+    if user:
+        principal, action = user.group("principal"), user.group("action")
+        if user.group("quoted") is not None:
+            resource = user.group("quoted")
+        elif user.group("resource"):
+            resource = user.group("resource").rstrip(".,;")
+    else:
+        loose = _NOT_AUTHORIZED.search(text)
+        if loose:
+            action = loose.group("action")
+    explicit = _EXPLICIT.search(text)
+    implicit = _IMPLICIT.search(text)
+    if explicit:
+        reason = "explicit_deny"
+        policy_type, after = _policy_type(explicit.group("rest") or "")
+        if policy_type:
+            arn = _POLICY_ARN.match(after)
+            if arn:
+                policy_arn = arn.group("arn").rstrip(".,;")
+    elif implicit:
+        policy_type, _after = _policy_type(implicit.group("phrase").strip())
+        reason = _IMPLICIT_REASON.get(policy_type) if policy_type else None
+        action = action or implicit.group("action")
+    found = _ENCODED.search(text)
+    if found:
+        encoded = found.group("encoded")
+    return Denial(text, principal, action, resource, reason, policy_type, policy_arn, encoded)
