@@ -25,7 +25,7 @@ import orjson
 import pyarrow as pa
 
 from trailscan.errors import QueryError, StoreError
-from trailscan.model import BatchResult, Coverage, FileProblem
+from trailscan.model import BatchResult, Coverage, FileProblem, Window
 
 DEFAULT_DB_ENV = "TRAILSCAN_DB"
 
@@ -170,6 +170,7 @@ _UNIT_SCHEMA = orjson.dumps(
         "eventName": "JSON",
         "eventSource": "JSON",
         "eventID": "JSON",
+        "CloudTrailEvent": "JSON",
         "digestStartTime": "JSON",
         "logFiles": "JSON",
     }
@@ -204,6 +205,7 @@ classified AS (
             WHEN s."Records" IS NOT NULL THEN 'records'
             WHEN s."Events" IS NOT NULL THEN 'events'
             WHEN s."detail" IS NOT NULL AND s."detail-type" IS NOT NULL THEN 'envelope'
+            WHEN json_type(s."CloudTrailEvent") = 'VARCHAR' THEN 'lookup_entry'
             WHEN s."digestStartTime" IS NOT NULL OR s."logFiles" IS NOT NULL THEN 'digest'
             WHEN s."eventVersion" IS NOT NULL
                  OR (s."eventName" IS NOT NULL AND s."eventSource" IS NOT NULL) THEN 'record'
@@ -218,6 +220,8 @@ classified AS (
                      THEN json(e ->> 'CloudTrailEvent')
                      ELSE e END)
             WHEN s."detail" IS NOT NULL AND s."detail-type" IS NOT NULL THEN [json(s."detail")]
+            -- One LookupEvents entry, as `lookup-events --query 'Events[]'` prints them.
+            WHEN json_type(s."CloudTrailEvent") = 'VARCHAR' THEN [json(s."CloudTrailEvent" ->> '$')]
             WHEN s."digestStartTime" IS NOT NULL OR s."logFiles" IS NOT NULL THEN []
             WHEN s."eventVersion" IS NOT NULL
                  OR (s."eventName" IS NOT NULL AND s."eventSource" IS NOT NULL) THEN [json(u)]
@@ -242,10 +246,11 @@ FROM staged
 """
 
 
-def _insert_sql() -> str:
+def _insert_sql(windowed: bool = False) -> str:
     """INSERT of the staged records into ``events``: one ``json_extract_string`` call per
     record pulls every column out in one parse; duplicates within the batch and against
-    the store are dropped."""
+    the store are dropped.  ``windowed`` keeps only records whose ``eventTime`` lies in
+    ``[$start, $end)``."""
     v = {name: f"v[{i}]" for i, (name, _) in enumerate(_FIELDS, start=1)}
     j = {name: f"nullif(j[{i}], 'null'::JSON)" for i, (name, _) in enumerate(_JSON_FIELDS, start=1)}
     columns = {
@@ -279,6 +284,8 @@ def _insert_sql() -> str:
         "ingested_at": "now()",
     }
     paths = ", ".join(f"'{path}'" for _, path in _FIELDS)
+    event_time = f"try_cast({v['event_time']} AS TIMESTAMPTZ)"
+    in_window = f"\n  AND {event_time} >= $start AND {event_time} < $end" if windowed else ""
     json_paths = ", ".join(f"'{path}'" for _, path in _JSON_FIELDS)
     return f"""
 INSERT INTO events ({", ".join(columns)})
@@ -298,11 +305,12 @@ unique_in_batch AS (
 )
 SELECT {", ".join(columns.values())}
 FROM unique_in_batch
-WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = unique_in_batch.event_id)
+WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = unique_in_batch.event_id){in_window}
 """
 
 
 _INSERT_SQL = _insert_sql()
+_INSERT_WINDOW_SQL = _insert_sql(windowed=True)
 
 
 @dataclass(frozen=True)
@@ -333,15 +341,17 @@ class Store:
         path: str | os.PathLike | None = None,
         *,
         read_only: bool = False,
-        wait: float = 10.0,
+        wait: float | None = None,
         memory_limit: str = "1GB",
     ) -> "Store":
         """Open (creating if needed) the store at ``path``; ``":memory:"`` for a
         throw-away one, ``None`` for :func:`default_db_path`.
 
-        Another trailscan process holding the database is waited for up to ``wait``
-        seconds, then :class:`StoreError` names it.
+        Another process holding the database is waited for up to ``wait`` seconds
+        (default ``$TRAILSCAN_LOCK_WAIT`` or 10), then :class:`StoreError` names it.
         """
+        if wait is None:
+            wait = float(os.environ.get("TRAILSCAN_LOCK_WAIT", "10"))
         target = str(default_db_path() if path is None else path)
         if target != ":memory:":
             parent = Path(target).expanduser().parent
@@ -393,13 +403,17 @@ class Store:
         origin: str = "files",
         objects: Sequence[IngestedObject] = (),
         names: Sequence[str] | None = None,
+        window: Window | None = None,
     ) -> BatchResult:
         """Store every record of the local ``paths`` in one transaction.
 
-        ``names`` gives the name to report for each path (an ``s3://`` URL for a
-        downloaded object); ``objects`` are remembered as ingested in the same
-        transaction.  Unreadable files are returned as problems, never raised:
-        the readable ones are still stored.
+        ``names`` gives the name to report and to record as each event's ``origin``
+        (an ``s3://`` URL for a downloaded object); ``objects`` are remembered as
+        ingested in the same transaction, except those whose file could not be read,
+        so that the next run retries them.  With ``window``, only records whose
+        ``eventTime`` lies inside it are stored (a source that reads a margin around
+        its window drops the rest here).  Unreadable files are returned as problems,
+        never raised: the readable ones are still stored.
         """
         paths = [str(p) for p in paths]
         names = list(names) if names is not None else paths
@@ -407,7 +421,9 @@ class Store:
         result = BatchResult(files=len(paths))
         readable, problems = self._bisect_readable(paths)
         result.problems.extend(FileProblem(display[p], msg) for p, msg in problems)
-        self._stage_and_insert(readable, result, display, objects)
+        unreadable = {display[p] for p, _ in problems}
+        objects = [o for o in objects if o.name not in unreadable]
+        self._stage_and_insert(readable, result, display, objects, window=window)
         return result
 
     def ingest_documents(
@@ -493,6 +509,7 @@ class Store:
         display: dict[str, str],
         objects: Sequence[IngestedObject],
         docs_sql: str | None = None,
+        window: Window | None = None,
     ) -> None:
         con = self.con
         try:
@@ -522,8 +539,20 @@ class Store:
                           count(*) FILTER (WHERE kind = 'unknown') AS unknown
                    FROM staging GROUP BY filename"""
             ).fetchall()
+            renamed = {path: name for path, name in display.items() if path != name}
+            if renamed:
+                # Events name where they came from (an s3:// URL), not a temporary download.
+                con.register("origin_names", pa.table({"path": list(renamed), "name": list(renamed.values())}))
+                con.execute(
+                    "UPDATE staging SET filename = origin_names.name FROM origin_names "
+                    "WHERE staging.filename = origin_names.path"
+                )
+                con.unregister("origin_names")
             before = con.execute("SELECT count(*) FROM events").fetchone()[0]
-            con.execute(_INSERT_SQL)
+            if window is None:
+                con.execute(_INSERT_SQL)
+            else:
+                con.execute(_INSERT_WINDOW_SQL, {"start": window.start, "end": window.end})
             after = con.execute("SELECT count(*) FROM events").fetchone()[0]
             if objects:
                 con.executemany(

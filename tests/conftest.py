@@ -1,0 +1,58 @@
+"""Shared fixtures: the real CloudTrail corpus, stores, and running the CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def shared_dir() -> Path:
+    """``../shared`` beside the checkout (``TRAILSCAN_SHARED`` overrides)."""
+    return Path(os.environ.get("TRAILSCAN_SHARED", ROOT.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def real_data() -> Path:
+    path = shared_dir() / "data" / "real"
+    if not path.is_dir():
+        pytest.fail(f"the real CloudTrail corpus is missing: expected {path} (set TRAILSCAN_SHARED)")
+    return path
+
+
+@pytest.fixture
+def store():
+    from trailscan.store import Store
+
+    with Store.open(":memory:") as opened:
+        yield opened
+
+
+@pytest.fixture(scope="session")
+def real_store(real_data, tmp_path_factory):
+    """A store on disk holding the whole real corpus, shared read-only by tests."""
+    from trailscan.sources.files import ingest_files
+    from trailscan.store import Store
+
+    path = tmp_path_factory.mktemp("real") / "real.duckdb"
+    with Store.open(path) as opened:
+        ingest_files(opened, [str(real_data)])
+    return path
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, input: str | None = None):
+    """Run the real console entry point in a subprocess, as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "trailscan", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+        input=input,
+        timeout=300,
+    )

@@ -1,0 +1,268 @@
+"""The files source and the store, on the real corpus and on every shape SPEC §4 names."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import re
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+from trailscan.sources.files import expand_paths, ingest_files
+from trailscan.store import Store
+
+
+def record(event_id: str | None = "11111111-2222-3333-4444-555555555555", **extra) -> dict:
+    rec = {
+        "eventVersion": "1.08",
+        "userIdentity": {
+            "type": "AssumedRole",
+            "arn": "arn:aws:sts::111122223333:assumed-role/app/session",
+            "accountId": "111122223333",
+            "accessKeyId": "ASIAEXAMPLEEXAMPLE01",
+            "sessionContext": {"sessionIssuer": {"arn": "arn:aws:iam::111122223333:role/app"}},
+        },
+        "eventTime": "2026-11-27T10:00:00Z",
+        "eventSource": "s3.amazonaws.com",
+        "eventName": "ListBuckets",
+        "awsRegion": "eu-west-1",
+        "recipientAccountId": "111122223333",
+    }
+    if event_id:
+        rec["eventID"] = event_id
+    rec.update(extra)
+    return rec
+
+
+# -- the real corpus -------------------------------------------------------------------
+
+
+def test_real_corpus_loads_every_record(real_store):
+    with Store.open(real_store, read_only=True) as store:
+        (total, distinct, with_id, hashed, unauthorized, denied) = store.query(
+            """SELECT count(*), count(DISTINCT event_id),
+                      count(*) FILTER (WHERE raw ->> 'eventID' IS NOT NULL),
+                      count(*) FILTER (WHERE raw ->> 'eventID' IS NULL),
+                      count(*) FILTER (WHERE error_code = 'Client.UnauthorizedOperation'),
+                      count(*) FILTER (WHERE error_code = 'AccessDenied')
+               FROM events"""
+        )[1][0]
+    assert (total, distinct) == (3250, 3250)
+    assert (with_id, hashed) == (3243, 7)
+    assert (unauthorized, denied) == (90, 23)
+
+
+def test_ingesting_the_corpus_again_changes_nothing(real_data, real_store, tmp_path):
+    copy = tmp_path / "again.duckdb"
+    copy.write_bytes(Path(real_store).read_bytes())
+    with Store.open(copy) as store:
+        before = store.query("SELECT event_id, raw FROM events ORDER BY event_id")[1]
+        result, coverage = ingest_files(store, [str(real_data)])
+        after = store.query("SELECT event_id, raw FROM events ORDER BY event_id")[1]
+    assert result.records == 3258 and result.new_events == 0
+    assert before == after
+    assert coverage.status == "complete"
+
+
+def test_real_records_are_normalised(real_store):
+    with Store.open(real_store, read_only=True) as store:
+        row = store.query(
+            """SELECT event_time, account_id, identity_type, user_name, identity_provider,
+                      request_parameters ->> 'roleArn', tls_host, read_only
+               FROM events WHERE event_id = '899f0a00-4e04-4fab-bb35-0297ed266f62'"""
+        )[1][0]
+    assert row[0].isoformat() == "2023-11-08T15:09:08+00:00"
+    assert row[1:] == (
+        "100000000002",
+        "WebIdentityUser",
+        "system:serviceaccount:argo:awf-aws-executor-plugin",
+        "arn:aws:iam::100000000002:oidc-provider/oidc.eks.us-west-2.amazonaws.com/id/A8242F25BFBB8F98F5321B2AE63C8B5C",
+        "arn:aws:iam::100000000002:role/sm-pipelines-k8s-awf-aws-executor-plugin",
+        "sts.us-west-2.amazonaws.com",
+        True,
+    )
+
+
+def test_real_credentials_never_reach_the_store(real_store):
+    with Store.open(real_store, read_only=True) as store:
+        raws = [row[0] for row in store.query("SELECT raw::VARCHAR FROM events")[1]]
+    secret = re.compile(r'"(sessionToken|token|secretAccessKey)":"(?!REDACTED")')
+    assert [raw for raw in raws if secret.search(raw)] == []
+    redacted = sum('"sessionToken":"REDACTED"' in raw for raw in raws)
+    assert redacted > 0  # the corpus has AssumeRole responses: the redaction really ran
+
+
+# -- every shape --------------------------------------------------------------------------
+
+
+def write(path: Path, payload, *, compress: bool = False, pretty: bool = False) -> Path:
+    text = payload if isinstance(payload, str) else json.dumps(payload, indent=2 if pretty else None)
+    data = text.encode()
+    path.write_bytes(gzip.compress(data) if compress else data)
+    return path
+
+
+def ids(n: int, prefix: str) -> list[str]:
+    return [f"{prefix}-0000-0000-0000-{i:012d}" for i in range(n)]
+
+
+def test_every_shape_loads(tmp_path, store):
+    rec = lambda i: record(i)  # noqa: E731
+    a, b, c, d, e, f, g, h = (ids(2, p) for p in "abcdefgh")
+    write(tmp_path / "delivery.json", {"Records": [rec(i) for i in a]})
+    write(tmp_path / "delivery.json.gz", {"Records": [rec(i) for i in b]}, compress=True)
+    write(tmp_path / "array.json", [rec(i) for i in c])
+    write(tmp_path / "single.json", rec(d[0]), pretty=True)
+    write(tmp_path / "single-gz.json.gz", rec(d[1]), compress=True)
+    write(tmp_path / "lines.ndjson", "\n".join(json.dumps(rec(i)) for i in e) + "\n")
+    write(
+        tmp_path / "lookup.json",
+        {"Events": [{"EventId": i, "CloudTrailEvent": json.dumps(rec(i))} for i in f], "NextToken": "x"},
+    )
+    write(tmp_path / "eventbridge.json", {"version": "0", "detail-type": "AWS API Call via CloudTrail", "detail": rec(g[0])})
+    write(tmp_path / "eventbridge-lines.json", "\n".join(
+        json.dumps({"detail-type": "AWS API Call via CloudTrail", "source": "aws.s3", "detail": rec(i)}) for i in g[1:]
+    ))
+    write(tmp_path / "lookup-array.json.gz", [{"CloudTrailEvent": json.dumps(rec(i))} for i in h], compress=True)
+    digest = tmp_path / "111122223333_CloudTrail-Digest_eu-west-1_trail_eu-west-1_20261127T100000Z.json.gz"
+    write(digest, {"awsAccountId": "111122223333", "digestStartTime": "2026-11-27T09:00:00Z", "logFiles": []}, compress=True)
+
+    result, coverage = ingest_files(store, [str(tmp_path)])
+
+    assert result.problems == []
+    assert result.digests == 1
+    stored = {row[0] for row in store.query("SELECT event_id FROM events")[1]}
+    expected = set(a + b + c + d + e + f + g + h)
+    assert stored == expected
+    assert coverage.status == "complete"
+
+
+def test_gzip_without_gz_suffix_and_digest_by_content(tmp_path, store):
+    write(tmp_path / "renamed.json", {"Records": [record("r-1")]}, compress=True)
+    write(tmp_path / "digest-in-disguise.json", {"digestStartTime": "x", "logFiles": [{"s3Object": "k"}]})
+    result, _ = ingest_files(store, [str(tmp_path)])
+    assert result.problems == []
+    assert result.digests == 1
+    assert store.count_events() == 1
+
+
+def test_record_without_event_id_gets_a_stable_hash_across_shapes(tmp_path, store):
+    bare = record(event_id=None)
+    write(tmp_path / "pretty.json", bare, pretty=True)
+    write(tmp_path / "delivery.json.gz", {"Records": [bare]}, compress=True)
+    ingest_files(store, [str(tmp_path / "pretty.json")])
+    first = store.query("SELECT event_id FROM events")[1]
+    ingest_files(store, [str(tmp_path / "delivery.json.gz")])
+    assert store.query("SELECT event_id FROM events")[1] == first
+    assert len(first[0][0]) == 32
+
+
+def test_secrets_are_removed_before_storing(tmp_path, store):
+    rec = record(
+        "s-1",
+        eventName="AssumeRole",
+        requestParameters={"roleArn": "arn:aws:iam::111122223333:role/x", "token": "tok-123"},
+        responseElements={
+            "credentials": {
+                "accessKeyId": "ASIAKEEPME0000000001",
+                "sessionToken": "IQoJb3JpZ2luX2VjEXAMPLESECRET",
+                "secretAccessKey": "wJalrXUtnFEMI/K7MDENG",
+                "expiration": "Nov 28, 2026, 11:00:00 AM",
+            }
+        },
+    )
+    write(tmp_path / "secret.json", {"Records": [rec]})
+    ingest_files(store, [str(tmp_path)])
+    dump = json.dumps(store.query("SELECT * FROM events")[1], default=str)
+    for secret in ("tok-123", "IQoJb3JpZ2luX2VjEXAMPLESECRET", "wJalrXUtnFEMI"):
+        assert secret not in dump
+    kept = store.query("SELECT response_elements -> 'credentials' ->> 'accessKeyId' FROM events")[1][0][0]
+    assert kept == "ASIAKEEPME0000000001"  # the key id links sessions to calls: it is no secret
+
+
+def test_bad_files_are_named_and_the_good_one_is_stored(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    write(folder / "good.json.gz", {"Records": [record("good-1")]}, compress=True)
+    full = gzip.compress(json.dumps({"Records": [record(f"t-{i}") for i in range(200)]}).encode())
+    (folder / "truncated.json.gz").write_bytes(full[: len(full) // 2])
+    (folder / "random.json").write_bytes(os.urandom(2048))
+    write(folder / "not-cloudtrail.json", {"hello": "world", "items": [1, 2, 3]})
+    (folder / "empty.json").write_bytes(b"")
+    write(folder / "111122223333_CloudTrail-Digest_eu-west-1_x.json.gz", {"digestStartTime": "x", "logFiles": []}, compress=True)
+    db = tmp_path / "s.duckdb"
+
+    done = run_cli("ingest", "files", str(folder), "--db", str(db))
+
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.splitlines()
+    for name, why in [
+        ("truncated.json.gz", "gzip"),
+        ("random.json", "JSON"),
+        ("not-cloudtrail.json", "not CloudTrail"),
+        ("empty.json", "empty"),
+    ]:
+        assert any(name in line and why in line for line in lines), (name, lines)
+    assert not any("Digest" in line for line in lines if line.startswith("trailscan: /"))
+    assert "1 digest files skipped" in done.stderr
+    with Store.open(db, read_only=True) as store:
+        assert store.query("SELECT event_id FROM events")[1] == [("good-1",)]
+
+
+def test_missing_path_is_one_line_exit_2(tmp_path):
+    done = run_cli("ingest", "files", str(tmp_path / "nope"), "--db", str(tmp_path / "s.duckdb"))
+    assert done.returncode == 2
+    assert done.stderr.strip().count("\n") == 0 and "nope" in done.stderr
+
+
+def test_globs_and_explicit_files(tmp_path):
+    for name in ("a.json", "b.json", "c.txt"):
+        write(tmp_path / name, {"Records": [record(f"g-{name}")]})
+    paths, problems = expand_paths([str(tmp_path / "*.json"), str(tmp_path / "c.txt")])
+    assert [p.name for p in paths] == ["a.json", "b.json", "c.txt"] and problems == []
+    paths, _ = expand_paths([str(tmp_path)])
+    assert [p.name for p in paths] == ["a.json", "b.json"]  # .txt is passed over inside a folder
+
+
+def test_batches_commit_one_by_one_and_an_interrupted_ingest_resumes(tmp_path):
+    for n in range(6):
+        write(tmp_path / f"f{n}.json", {"Records": [record(f"b-{n}-{i}") for i in range(10)]})
+    db = tmp_path / "s.duckdb"
+    calls = []
+
+    def interrupt_after_two(label, done, total):
+        calls.append(done)
+        if len(calls) == 3:  # the first report is the start, then one per batch
+            raise KeyboardInterrupt
+
+    with Store.open(db) as store, pytest.raises(KeyboardInterrupt):
+        ingest_files(store, [str(tmp_path)], progress=interrupt_after_two, batch_bytes=1)
+    with Store.open(db) as store:
+        assert store.count_events() == 20  # two committed batches, nothing half-written
+        result, _ = ingest_files(store, [str(tmp_path)])
+        assert result.new_events == 40
+        assert store.query("SELECT count(*), count(DISTINCT event_id) FROM events")[1][0] == (60, 60)
+
+
+def test_the_store_is_busy_while_another_process_writes(tmp_path):
+    import subprocess
+    import sys
+
+    db = tmp_path / "busy.duckdb"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", f"import duckdb,time; c=duckdb.connect({str(db)!r}); print('ok', flush=True); time.sleep(30)"],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "ok"
+        done = run_cli("sql", "select 1", "--db", str(db), "--write", env={"TRAILSCAN_LOCK_WAIT": "0.5"})
+    finally:
+        holder.kill()
+        holder.wait()
+    assert done.returncode == 2
+    assert "in use by another process" in done.stderr and "Traceback" not in done.stderr
