@@ -18,6 +18,9 @@ EXPECTED_ROWS = {
     "errors_by_code": 33,
     "failed_pod_identity": 1,
     "failed_web_identity": 1,
+    "failure_context": 355,  # every failed event, throttling and NoSuch* included
+    "minted_sessions": 2,  # the AssumeRole calls pods.eks.amazonaws.com made for pods
+    "window_coverage": 1,  # the one ingest of the corpus
 }
 
 
