@@ -16,7 +16,7 @@ from __future__ import annotations
 import gzip
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,9 +91,11 @@ CREATE TABLE IF NOT EXISTS events (
     access_key_id VARCHAR,
     session_issuer_arn VARCHAR,
     identity_provider VARCHAR,
-    request_parameters JSON,
-    response_elements JSON,
-    resources JSON,
+    -- Views into raw, computed when read: storing them again would double the bytes
+    -- written per event for columns only the analysis of failed events reads.
+    request_parameters JSON GENERATED ALWAYS AS (nullif(json_extract(raw, '$.requestParameters'), 'null'::JSON)) VIRTUAL,
+    response_elements JSON GENERATED ALWAYS AS (nullif(json_extract(raw, '$.responseElements'), 'null'::JSON)) VIRTUAL,
+    resources JSON GENERATED ALWAYS AS (nullif(json_extract(raw, '$.resources'), 'null'::JSON)) VIRTUAL,
     tls_host VARCHAR,
     raw JSON,
     origin VARCHAR,
@@ -153,12 +155,6 @@ _FIELDS = (
     ("federated_provider", "$.userIdentity.sessionContext.webIdFederationData.federatedProvider"),
     ("tls_host", "$.tlsDetails.clientProvidedHostHeader"),
 )
-_JSON_FIELDS = (
-    ("request_parameters", "$.requestParameters"),
-    ("response_elements", "$.responseElements"),
-    ("resources", "$.resources"),
-)
-
 # Top-level keys looked at to recognise the shape of one JSON object (one parse).
 _UNIT_SCHEMA = orjson.dumps(
     {
@@ -179,10 +175,12 @@ _UNIT_SCHEMA = orjson.dumps(
 
 def _normalize_sql(docs_sql: str) -> str:
     """SQL turning ``docs(filename, doc JSON)`` into staged rows
-    ``(filename, kind, r)``: one row per record (kind ``record``), plus one marker row
+    ``(filename, kind, r, v)``: one row per record (kind ``record``, ``v`` the list of
+    extracted :data:`_FIELDS`), plus one marker row
     (``r`` NULL) for every digest file, every JSON value that is not CloudTrail, and
     every container that held no records."""
     secret_hint = " OR ".join(f"contains(r, '{hint}')" for hint in _SECRET_HINTS)
+    paths = ", ".join(f"'{path}'" for _, path in _FIELDS)
     return f"""
 WITH docs AS ({docs_sql}),
 -- A top-level array is a list of units (records, or wrappers around them).
@@ -217,11 +215,11 @@ classified AS (
             -- CloudTrail Insights lookups put the record inline.
             WHEN s."Events" IS NOT NULL THEN list_transform(s."Events", lambda e:
                 CASE WHEN json_type(e -> 'CloudTrailEvent') = 'VARCHAR'
-                     THEN json(e ->> 'CloudTrailEvent')
+                     THEN _as_json(e ->> 'CloudTrailEvent')
                      ELSE e END)
             WHEN s."detail" IS NOT NULL AND s."detail-type" IS NOT NULL THEN [json(s."detail")]
             -- One LookupEvents entry, as `lookup-events --query 'Events[]'` prints them.
-            WHEN json_type(s."CloudTrailEvent") = 'VARCHAR' THEN [json(s."CloudTrailEvent" ->> '$')]
+            WHEN json_type(s."CloudTrailEvent") = 'VARCHAR' THEN [_as_json(s."CloudTrailEvent" ->> '$')]
             WHEN s."digestStartTime" IS NOT NULL OR s."logFiles" IS NOT NULL THEN []
             WHEN s."eventVersion" IS NOT NULL
                  OR (s."eventName" IS NOT NULL AND s."eventSource" IS NOT NULL) THEN [json(u)]
@@ -229,33 +227,52 @@ classified AS (
         END AS recs
     FROM shaped
 ),
-staged AS (
+unnested AS (
     SELECT filename,
            CASE WHEN len(recs) > 0 THEN 'record'
                 WHEN shape IN ('digest', 'unknown') THEN shape
                 ELSE 'container' END AS kind,
            unnest(CASE WHEN len(recs) > 0 THEN recs ELSE [NULL::JSON] END) AS r
     FROM classified
+),
+-- Values are minified JSON here, so the first character tells an object; a string,
+-- number or null where a record should be is skipped and counted.
+staged AS (
+    SELECT filename,
+           CASE WHEN kind <> 'record' THEN kind
+                WHEN r IS NOT NULL AND starts_with(r::VARCHAR, '{{') THEN 'record'
+                ELSE 'unknown' END AS kind,
+           CASE WHEN kind = 'record' AND starts_with(r::VARCHAR, '{{') THEN r END AS r
+    FROM unnested
+),
+redacted AS (
+    SELECT filename, kind,
+           CASE WHEN r IS NULL THEN NULL
+                WHEN {secret_hint}
+                THEN regexp_replace(r::VARCHAR, '{_SECRET_PATTERN}', '"\\1":"{REDACTED}"', 'g')::JSON
+                ELSE r END AS r
+    FROM staged
 )
-SELECT filename, kind,
-       CASE WHEN r IS NULL THEN NULL
-            WHEN {secret_hint}
-            THEN regexp_replace(r::VARCHAR, '{_SECRET_PATTERN}', '"\\1":"{REDACTED}"', 'g')::JSON
-            ELSE r END AS r
-FROM staged
+-- Every column is pulled out of a record with one json_extract_string call (one parse).
+SELECT filename, kind, r,
+       CASE WHEN kind = 'record' THEN json_extract_string(r, [{paths}]) END AS v
+FROM redacted
 """
 
 
-def _insert_sql(windowed: bool = False) -> str:
-    """INSERT of the staged records into ``events``: one ``json_extract_string`` call per
-    record pulls every column out in one parse; duplicates within the batch and against
-    the store are dropped.  ``windowed`` keeps only records whose ``eventTime`` lies in
-    ``[$start, $end)``."""
+def _insert_sql(*, windowed: bool, dedupe: bool) -> str:
+    """INSERT of the staged records into ``events``, dropping those already stored.
+
+    ``windowed`` keeps only records whose ``eventTime`` lies in ``[$start, $end)``;
+    ``dedupe`` also drops repeats within the batch (the same records delivered as
+    .json and .json.gz) — a window over the whole batch, so it is paid only when
+    :data:`_BATCH_DUPLICATES_SQL` finds any.
+    """
     v = {name: f"v[{i}]" for i, (name, _) in enumerate(_FIELDS, start=1)}
-    j = {name: f"nullif(j[{i}], 'null'::JSON)" for i, (name, _) in enumerate(_JSON_FIELDS, start=1)}
+    event_time = f"try_cast({v['event_time']} AS TIMESTAMPTZ)"
     columns = {
         "event_id": "event_id",
-        "event_time": f"try_cast({v['event_time']} AS TIMESTAMPTZ)",
+        "event_time": event_time,
         "event_version": v["event_version"],
         "event_source": v["event_source"],
         "event_name": v["event_name"],
@@ -275,42 +292,34 @@ def _insert_sql(windowed: bool = False) -> str:
         "access_key_id": v["access_key_id"],
         "session_issuer_arn": v["session_issuer_arn"],
         "identity_provider": f"coalesce({v['identity_provider']}, {v['federated_provider']})",
-        "request_parameters": j["request_parameters"],
-        "response_elements": j["response_elements"],
-        "resources": j["resources"],
         "tls_host": v["tls_host"],
         "raw": "r",
         "origin": "filename",
         "ingested_at": "now()",
     }
-    paths = ", ".join(f"'{path}'" for _, path in _FIELDS)
-    event_time = f"try_cast({v['event_time']} AS TIMESTAMPTZ)"
-    in_window = f"\n  AND {event_time} >= $start AND {event_time} < $end" if windowed else ""
-    json_paths = ", ".join(f"'{path}'" for _, path in _JSON_FIELDS)
+    in_window = f"AND {event_time} >= $start AND {event_time} < $end" if windowed else ""
+    once = "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY filename) = 1" if dedupe else ""
     return f"""
 INSERT INTO events ({", ".join(columns)})
-WITH fresh AS (
-    SELECT filename, r,
-           json_extract_string(r, [{paths}]) AS v,
-           json_extract(r, [{json_paths}]) AS j
-    FROM staging WHERE kind = 'record' AND json_type(r) = 'OBJECT'
-),
-keyed AS (
+WITH keyed AS (
     -- A record without eventID is keyed by a stable hash of its (redacted) text.
-    SELECT coalesce({v['event_id']}, md5(r::VARCHAR)) AS event_id, * FROM fresh
+    SELECT coalesce({v['event_id']}, md5(r::VARCHAR)) AS event_id, * FROM staging
+    WHERE kind = 'record' {in_window}
 ),
-unique_in_batch AS (
+fresh AS (
     SELECT * FROM keyed
-    QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY filename) = 1
+    WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = keyed.event_id)
+    {once}
 )
 SELECT {", ".join(columns.values())}
-FROM unique_in_batch
-WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = unique_in_batch.event_id){in_window}
+FROM fresh
 """
 
 
-_INSERT_SQL = _insert_sql()
-_INSERT_WINDOW_SQL = _insert_sql(windowed=True)
+#: How many staged records repeat an event_id of the same batch.
+_BATCH_DUPLICATES_SQL = (
+    "SELECT count(*) - count(DISTINCT coalesce(v[1], md5(r::VARCHAR))) FROM staging WHERE kind = 'record'"
+)
 
 
 @dataclass(frozen=True)
@@ -381,6 +390,8 @@ class Store:
             except duckdb.Error as exc:
                 raise StoreError(f"cannot open the store {target}: {_first_line(str(exc))}") from None
         store = cls(con, target)
+        # A JSON text that may be invalid (LookupEvents' CloudTrailEvent): NULL if so.
+        con.execute("CREATE OR REPLACE TEMP MACRO _as_json(t) AS CASE WHEN json_valid(t) THEN json(t) END")
         if not read_only:
             con.execute(SCHEMA)
         return store
@@ -407,23 +418,30 @@ class Store:
     ) -> BatchResult:
         """Store every record of the local ``paths`` in one transaction.
 
-        ``names`` gives the name to report and to record as each event's ``origin``
-        (an ``s3://`` URL for a downloaded object); ``objects`` are remembered as
-        ingested in the same transaction, except those whose file could not be read,
-        so that the next run retries them.  With ``window``, only records whose
-        ``eventTime`` lies inside it are stored (a source that reads a margin around
-        its window drops the rest here).  Unreadable files are returned as problems,
-        never raised: the readable ones are still stored.
+        ``names`` gives the name to report, and to record as each event's ``origin``,
+        for each path (an ``s3://`` URL for a downloaded object); ``objects`` are
+        remembered as ingested in the same transaction.  With ``window``, only records
+        whose ``eventTime`` lies inside it are stored (a source that reads a margin
+        around its window drops the rest here).  Unreadable files are returned as
+        problems, never raised: the readable ones are still stored.
         """
         paths = [str(p) for p in paths]
-        names = list(names) if names is not None else paths
-        display = dict(zip(paths, names))
+        display = dict(zip(paths, names)) if names is not None else {p: p for p in paths}
         result = BatchResult(files=len(paths))
-        readable, problems = self._bisect_readable(paths)
-        result.problems.extend(FileProblem(display[p], msg) for p, msg in problems)
-        unreadable = {display[p] for p, _ in problems}
-        objects = [o for o in objects if o.name not in unreadable]
-        self._stage_and_insert(readable, result, display, objects, window=window)
+
+        def stage(group: list[str]) -> None:
+            by_compression: dict[str, list[str]] = {}
+            for path in group:
+                by_compression.setdefault(_compression_of(path), []).append(path)
+            for compression, members in by_compression.items():
+                self.con.execute(
+                    f"INSERT INTO staging {_normalize_sql(_files_docs_sql(compression))}", {"files": members}
+                )
+
+        def describe(path: str, error: str) -> FileProblem:
+            return FileProblem(display[path], _describe_read_error(path, error))
+
+        self._stage_and_insert(paths, stage, describe, result, display, objects, window=window)
         return result
 
     def ingest_documents(
@@ -437,101 +455,65 @@ class Store:
         """Store records held in memory: each document is one JSON text in any shape
         of SPEC §4 (a bare record, ``{"Records": …}``, a LookupEvents page …)."""
         names = list(names) if names is not None else [f"{origin}#{i}" for i in range(len(documents))]
-        texts = [d.decode("utf-8", "replace") if isinstance(d, bytes) else d for d in documents]
+        texts = dict(zip(names, (d.decode("utf-8", "replace") if isinstance(d, bytes) else d for d in documents)))
         result = BatchResult(files=len(texts))
-        good: list[tuple[str, str]] = []
-        for name, text in zip(names, texts):
-            if not text.strip():
-                result.problems.append(FileProblem(name, "empty"))
-                continue
+        blank = [name for name, text in texts.items() if not text.strip()]
+        result.problems.extend(FileProblem(name, "empty") for name in blank)
+        docs_sql = "SELECT filename, doc::JSON AS doc FROM docs_input"
+
+        def stage(group: list[str]) -> None:
+            table = pa.table({"filename": group, "doc": [texts[name] for name in group]})
+            self.con.register("docs_input", table)
             try:
-                orjson.loads(text)
-            except orjson.JSONDecodeError as exc:
-                result.problems.append(FileProblem(name, f"invalid JSON ({exc})"))
-                continue
-            good.append((name, text))
-        table = pa.table({"filename": [n for n, _ in good], "doc": [t for _, t in good]})
-        self._stage_and_insert(
-            table, result, {n: n for n, _ in good}, objects, docs_sql="SELECT filename, doc::JSON AS doc FROM docs_input"
-        )
+                self.con.execute(f"INSERT INTO staging {_normalize_sql(docs_sql)}")
+            finally:
+                self.con.unregister("docs_input")
+
+        def describe(name: str, error: str) -> FileProblem:
+            return FileProblem(name, f"invalid JSON ({_strip_error_class(error)})")
+
+        wanted = [name for name in texts if name not in set(blank)]
+        self._stage_and_insert(wanted, stage, describe, result, {n: n for n in wanted}, objects)
         return result
 
-    def _docs_sql_for_files(self, compression: str = "auto") -> str:
-        return (
-            "SELECT filename, json AS doc FROM read_json_objects($files, format='unstructured', "
-            f"filename=true, compression='{compression}', maximum_object_size={MAX_OBJECT_BYTES})"
-        )
+    def _stage_and_insert(
+        self,
+        inputs: list[str],
+        stage: Callable[[list[str]], None],
+        describe: Callable[[str, str], FileProblem],
+        result: BatchResult,
+        display: dict[str, str],
+        objects: Sequence[IngestedObject],
+        window: Window | None = None,
+    ) -> None:
+        """Stage ``inputs`` into a temporary table, then insert them in one transaction.
 
-    def _bisect_readable(self, paths: list[str]) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
-        """Split ``paths`` into readable ``(path, compression)`` and ``(path, problem)``.
-
-        Reading a whole batch is one cheap parse-only pass; only when it fails is the
-        batch halved until each bad file is isolated (k·log n probes for k bad files).
+        Staging the whole group is one DuckDB statement; only when it fails is the
+        group halved until each bad input is isolated (k·log n statements for k bad
+        inputs), so one corrupt file never costs the others.  Staging runs outside
+        the transaction because a failed statement aborts a DuckDB transaction.
         """
-        readable: list[tuple[str, str]] = []
-        problems: list[tuple[str, str]] = []
-
-        def probe(group: list[str], compression: str = "auto") -> str | None:
-            try:
-                self.con.execute(
-                    f"SELECT count(*) FROM ({self._docs_sql_for_files(compression)})", {"files": group}
-                ).fetchone()
-                return None
-            except duckdb.Error as exc:
-                return _first_line(str(exc))
+        con = self.con
+        con.execute("CREATE OR REPLACE TEMP TABLE staging (filename VARCHAR, kind VARCHAR, r JSON, v VARCHAR[])")
 
         def walk(group: list[str]) -> None:
             if not group:
                 return
-            error = probe(group)
-            if error is None:
-                readable.extend((p, "auto") for p in group)
+            try:
+                stage(group)
                 return
-            if len(group) > 1:
-                middle = len(group) // 2
-                walk(group[:middle])
-                walk(group[middle:])
-                return
-            path = group[0]
-            # gzip under a name without .gz (as people rename downloads).
-            if _is_gzip(path) and not path.endswith(".gz") and probe(group, "gzip") is None:
-                readable.append((path, "gzip"))
-                return
-            problems.append((path, _describe_read_error(path, error)))
+            except duckdb.Error as exc:
+                if len(group) == 1:
+                    result.problems.append(describe(group[0], _first_line(str(exc))))
+                    return
+            # Nothing of a failed statement was inserted: retry the halves.
+            middle = len(group) // 2
+            walk(group[:middle])
+            walk(group[middle:])
 
-        walk(paths)
-        return readable, problems
-
-    def _stage_and_insert(
-        self,
-        inputs: list[tuple[str, str]] | pa.Table,
-        result: BatchResult,
-        display: dict[str, str],
-        objects: Sequence[IngestedObject],
-        docs_sql: str | None = None,
-        window: Window | None = None,
-    ) -> None:
-        con = self.con
         try:
-            con.execute("BEGIN TRANSACTION")
-            con.execute("DROP TABLE IF EXISTS staging")
-            if isinstance(inputs, pa.Table):
-                con.register("docs_input", inputs)
-                con.execute(f"CREATE TEMP TABLE staging AS {_normalize_sql(docs_sql)}")
-                con.unregister("docs_input")
-                seen = set(inputs.column("filename").to_pylist())
-            else:
-                by_compression: dict[str, list[str]] = {}
-                for path, compression in inputs:
-                    by_compression.setdefault(compression, []).append(path)
-                first = True
-                for compression, group in by_compression.items():
-                    verb = "CREATE TEMP TABLE staging AS" if first else "INSERT INTO staging"
-                    con.execute(f"{verb} {_normalize_sql(self._docs_sql_for_files(compression))}", {"files": group})
-                    first = False
-                if first:
-                    con.execute("CREATE TEMP TABLE staging (filename VARCHAR, kind VARCHAR, r JSON)")
-                seen = {p for p, _ in inputs}
+            walk(inputs)
+            failed = {problem.name for problem in result.problems}
             stats = con.execute(
                 """SELECT filename,
                           count(*) FILTER (WHERE kind = 'record') AS records,
@@ -542,28 +524,32 @@ class Store:
             renamed = {path: name for path, name in display.items() if path != name}
             if renamed:
                 # Events name where they came from (an s3:// URL), not a temporary download.
-                con.register("origin_names", pa.table({"path": list(renamed), "name": list(renamed.values())}))
                 con.execute(
-                    "UPDATE staging SET filename = origin_names.name FROM origin_names "
-                    "WHERE staging.filename = origin_names.path"
+                    "UPDATE staging SET filename = n.name "
+                    "FROM (SELECT unnest($paths) AS path, unnest($names) AS name) AS n WHERE staging.filename = n.path",
+                    {"paths": list(renamed), "names": list(renamed.values())},
                 )
-                con.unregister("origin_names")
+            con.execute("BEGIN TRANSACTION")
             before = con.execute("SELECT count(*) FROM events").fetchone()[0]
-            if window is None:
-                con.execute(_INSERT_SQL)
-            else:
-                con.execute(_INSERT_WINDOW_SQL, {"start": window.start, "end": window.end})
+            repeats = con.execute(_BATCH_DUPLICATES_SQL).fetchone()[0]
+            bounds = {} if window is None else {"start": window.start, "end": window.end}
+            con.execute(_insert_sql(windowed=window is not None, dedupe=repeats > 0), bounds)
             after = con.execute("SELECT count(*) FROM events").fetchone()[0]
-            if objects:
-                con.executemany(
-                    "INSERT OR REPLACE INTO ingested_objects VALUES (?, ?, ?, ?, now())",
-                    [(o.source, o.name, o.etag, o.events) for o in objects],
-                )
-            con.execute("DROP TABLE staging")
+            remembered = [(o.source, o.name, o.etag, o.events) for o in objects if o.name not in failed]
+            if remembered:
+                con.executemany("INSERT OR REPLACE INTO ingested_objects VALUES (?, ?, ?, ?, now())", remembered)
             con.execute("COMMIT")
         except duckdb.Error as exc:
-            con.execute("ROLLBACK")
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass  # the failure came before BEGIN: nothing to roll back
             raise StoreError(f"cannot write to the store {self.path}: {_first_line(str(exc))}") from None
+        finally:
+            try:
+                con.execute("DROP TABLE IF EXISTS staging")
+            except duckdb.Error:
+                pass
         result.new_events += after - before
         counted = set()
         for filename, records, digests, unknown in stats:
@@ -575,10 +561,12 @@ class Store:
                 result.problems.append(
                     FileProblem(display.get(filename, filename), "JSON, but not CloudTrail records")
                 )
-            if records and unknown:
+            elif unknown:
                 result.skipped += unknown
-        for filename in sorted(seen - counted):
-            result.problems.append(FileProblem(display.get(filename, filename), "empty"))
+        reported = {problem.name for problem in result.problems}
+        for filename in inputs:
+            if filename not in counted and display.get(filename, filename) not in reported:
+                result.problems.append(FileProblem(display.get(filename, filename), "empty"))
 
     # -- coverage, objects and state -----------------------------------------------
 
@@ -651,6 +639,20 @@ def iter_batches(paths: Iterable[Path], limit_bytes: int) -> Iterator[list[Path]
         size += weight
     if group:
         yield group
+
+
+def _files_docs_sql(compression: str) -> str:
+    return (
+        "SELECT filename, json AS doc FROM read_json_objects($files, format='unstructured', "
+        f"filename=true, compression='{compression}', maximum_object_size={MAX_OBJECT_BYTES})"
+    )
+
+
+def _compression_of(path: str) -> str:
+    """By name, as DuckDB does, except gzip under another name (renamed downloads)."""
+    if path.endswith(".gz"):
+        return "gzip"
+    return "gzip" if _is_gzip(path) else "none"
 
 
 def _is_gzip(path: str) -> bool:

@@ -70,9 +70,12 @@ def ingest_files(
     result's problems (the readable ones are stored regardless) and make the
     coverage ``partial``.
     """
+    specs = list(specs)
     paths, problems = expand_paths(specs)
-    if not paths and problems and all(p.message == "no such file or directory" for p in problems):
-        raise InputError(f"{problems[0].name}: no such file or directory")
+    if not paths:
+        if problems:
+            raise InputError(str(problems[0]))
+        raise InputError(f"no files found in {', '.join(specs)}")
     total = BatchResult(problems=list(problems))
     digests = [p for p in paths if is_digest(p)]
     total.digests += len(digests)
