@@ -30,6 +30,9 @@ WHERE error_code IN (
         'NotAuthorizedException', 'Forbidden', 'ForbiddenException', 'AllAccessDisabled')
   AND NOT (event_source = 'sts.amazonaws.com' AND event_name = 'AssumeRoleWithWebIdentity')
   AND NOT (event_source = 'eks-auth.amazonaws.com' AND event_name = 'AssumeRoleForPodIdentity')
+  AND NOT (event_source = 'sts.amazonaws.com' AND event_name IN ('AssumeRole', 'TagSession')
+           AND (identity_arn = 'pods.eks.amazonaws.com'
+                OR raw -> 'userIdentity' ->> 'invokedBy' = 'pods.eks.amazonaws.com'))
   AND ($since IS NULL OR event_time >= $since)
   AND ($until IS NULL OR event_time < $until)
 ORDER BY event_time DESC

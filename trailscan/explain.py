@@ -545,6 +545,8 @@ class _Explainer:
         code = group.get("error_code") or ""
         message = group.get("error_message") or ""
         cluster = self.cluster_name(web.issuer)
+        known = self.inv.cluster_for_issuer(web.issuer) if web.issuer else None
+        cluster_for_fix = known.name if known else None
         workload = Workload(
             cluster=cluster,
             namespace=sa_ref.namespace if sa_ref else None,
@@ -597,7 +599,7 @@ class _Explainer:
                 "OIDC_PROVIDER_MISSING",
                 f"IAM in account {role_account} has no OIDC identity provider for the cluster's issuer "
                 f"{issuer or ''} ({message}), so STS cannot trust any token of that cluster.",
-                self._oidc_provider_fix(cluster, issuer, audience),
+                self._oidc_provider_fix(cluster_for_fix, issuer, audience),
             )
         if code == "InvalidIdentityToken" and "thumbprint" in lowered:
             return verdict(
@@ -617,7 +619,7 @@ class _Explainer:
                     "OIDC_PROVIDER_MISSING",
                     f"IAM in account {role_account} has no OIDC identity provider for the cluster's issuer "
                     f"{issuer}, so STS refuses every token of that cluster.",
-                    self._oidc_provider_fix(cluster, issuer, audience),
+                    self._oidc_provider_fix(cluster_for_fix, issuer, audience),
                 )
             if status == "found":
                 checked.append(f"the OIDC provider for {issuer} exists")
@@ -889,18 +891,16 @@ class _Explainer:
             )
         # The message is silent (EC2's Client.UnauthorizedOperation): the role's policies decide.
         unchecked: list[str] = []
+        found: list[str] = []
         role = self.role(role_arn)
         if role is not None:
             decided = self._decide_from_policies(role, action, resource, caller)
-            if decided is not None:
+            if not isinstance(decided, str):
                 cause, explanation, fix = decided
                 return verdict(cause, explanation, fix)
-            unchecked.append(
-                f"the policies of {role.name} allow {action}: the refusal comes from a policy outside the inventory "
-                "(SCP, RCP, resource or session policy)"
-            )
+            found.append(decided)
         elif role_arn and self.inv.role_status(role_arn) == "missing":
-            unchecked.append(f"the role {role_arn} no longer exists in IAM")
+            found.append(f"the role {role_arn} no longer exists in IAM")
         elif role_arn:
             unchecked.append(f"no IAM inventory for {role_arn}: its identity policies and permissions boundary")
         else:
@@ -912,11 +912,11 @@ class _Explainer:
         )
         return verdict(
             "UNEXPLAINED",
-            f"{caller} was refused {action} ({code}); AWS's message does not say why"
-            f"{' and the role’s policies allow it' if role is not None and not unchecked[0].startswith('no') else ''}. "
+            f"{caller} was refused {action} ({code}) and AWS's message does not say why. "
+            + (" ".join(_sentence(text[0].upper() + text[1:]) for text in found) + " " if found else "")
             + _unchecked_text(unchecked),
-            self._unexplained_fix(unchecked, default="Look for a service control, resource control or resource policy denying "
-                                  f"{action}.") + decode,
+            self._unexplained_fix(unchecked, default="Look for a service control, resource control or resource policy "
+                                  f"denying {action}, or a session policy passed when the role was assumed.") + decode,
         )
 
     def _denied_workload(self, group: FailureGroup, role_arn: str | None) -> tuple[Workload, str | None]:
@@ -950,7 +950,8 @@ class _Explainer:
             return Workload(cluster, namespace, None, "by_role", candidates), None
         return Workload(), None
 
-    def _decide_from_policies(self, role: Role, action: str, resource: str | None, caller: str) -> tuple[str, str, str] | None:
+    def _decide_from_policies(self, role: Role, action: str, resource: str | None, caller: str) -> tuple[str, str, str] | str:
+        """The cause the role's own policies establish, or a sentence saying why they establish none."""
         identity = evaluate(role.policies, action, resource)
         boundary = (
             evaluate([(f"permissions boundary {role.boundary_arn or ''}".strip(), role.permissions_boundary)], action, resource)
@@ -973,36 +974,35 @@ class _Explainer:
                 "explicitly denies it.",
                 f"Change the Deny in the permissions boundary {role.boundary_arn}, or attach another boundary.",
             )
-        missing_too = identity.effect == "implicit_deny" and not identity.conditional
-        if boundary is not None and not boundary.allowed:
-            also = " No identity policy of the role allows it either." if missing_too else ""
+        missing = identity.effect == "implicit_deny" and not identity.conditional and role.policies_complete
+        if boundary is not None and not boundary.allowed and not boundary.conditional:
+            also = " No identity policy of the role allows it either." if missing else ""
             return (
                 "BOUNDARY_DENY",
                 f"{caller} may not call {action}{where}: the permissions boundary {role.boundary_arn} of {role.name} "
                 f"does not allow it, whatever the role's policies grant.{also}",
                 self._boundary_fix(role, role.arn, action, resource)
-                + ("\n\n" + self._missing_permission_fix(role.arn, None, action, resource) if missing_too else ""),
+                + ("\n\n" + self._missing_permission_fix(role.arn, None, action, resource) if missing else ""),
             )
-        if role.boundary_arn and role.permissions_boundary is None:
-            return None if identity.allowed else (
-                ("MISSING_PERMISSION",
-                 f"No policy of the role {role.name} allows {action}{where} (its permissions boundary "
-                 f"{role.boundary_arn} could not be read, so it was not checked).",
-                 self._missing_permission_fix(role.arn, None, action, resource))
-                if missing_too and role.policies_complete else None
-            )
-        if identity.effect == "implicit_deny":
-            if identity.conditional:
-                return None
-            if not role.policies_complete:
-                return None
+        if missing:
+            unread = f" (its permissions boundary {role.boundary_arn} could not be read)" if role.boundary_arn and boundary is None else ""
             return (
                 "MISSING_PERMISSION",
                 f"No identity-based policy of {self._whose(role.arn, None, None)} allows {action}{where}, so AWS "
-                "refused the call (its message did not say why; the role's policies were evaluated).",
+                f"refused the call (its message did not say why; the role's policies were evaluated{unread}).",
                 self._missing_permission_fix(role.arn, None, action, resource),
             )
-        return None
+        if identity.effect == "implicit_deny" and identity.conditional:
+            refs = "; ".join(ref.describe() for ref, _ in identity.conditional)
+            return f"{refs} of {role.name} allow {action} only under conditions that could not be evaluated from CloudTrail"
+        if identity.effect == "implicit_deny":
+            return f"no policy read of {role.name} allows {action}, but some were not read: {', '.join(role.unresolved)}"
+        if boundary is not None and boundary.conditional and not boundary.allowed:
+            return f"the permissions boundary of {role.name} allows {action} only under conditions that could not be evaluated"
+        return (
+            f"the policies of {role.name} allow {action}{where}: the refusal comes from a policy outside the inventory "
+            "(SCP, RCP, resource or session policy)"
+        )
 
     # -- sentences ---------------------------------------------------------------------------
 
