@@ -202,5 +202,152 @@ def sql_command(statement: str, write: bool, db: str | None, fmt: str) -> None:
     render_rows(columns, rows, fmt, sys.stdout)
 
 
+# -- findings and since ----------------------------------------------------------------------
+
+
+def _values(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """A repeatable, comma-separated list option as one tuple."""
+    return tuple(item.strip() for value in values for item in value.split(",") if item.strip())
+
+
+def inventory_options(function):
+    """The options that say where the inventory comes from (SPEC §5)."""
+    options = [
+        click.option(
+            "--service-accounts",
+            "service_account_files",
+            multiple=True,
+            metavar="FILE",
+            help="Service accounts: `kubectl get serviceaccounts -A -o json` (or YAML) saved to a file. Repeatable.",
+        ),
+        click.option("--kube-context", metavar="NAME", help="Read service accounts live with your kubectl and this context."),
+        click.option(
+            "--iam",
+            "iam_files",
+            multiple=True,
+            metavar="FILE",
+            help="IAM: `aws iam get-account-authorization-details` output (add `list-open-id-connect-providers` "
+            "output as another file). Without it, the roles involved are read live when AWS credentials are set.",
+        ),
+        click.option(
+            "--cluster",
+            "clusters",
+            multiple=True,
+            callback=_values,
+            metavar="NAME,…",
+            help="EKS clusters to describe live: OIDC issuer, node group roles, Pod Identity associations.",
+        ),
+        click.option("--offline", is_flag=True, help="Read nothing from AWS for the inventory (files only)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _emit_report(report, fmt: str, fail_on_findings: bool) -> None:
+    """Print a findings report (stdout), its notices (stderr), and exit as SPEC §8 says."""
+    from trailscan.errors import IncompleteCoverage
+    from trailscan.findings import render_findings
+    from trailscan.model import utc_now
+
+    for note in report.notes:
+        click.echo(f"trailscan: note: {note}", err=True)
+    for problem in report.problems:
+        click.echo(f"trailscan: {problem}", err=True)
+    render_findings(report, fmt, sys.stdout, generated_at=utc_now())
+    sys.stdout.flush()
+    if not report.complete:
+        missing = [f"{row.source} {row.account} {row.region}".strip() + f": {row.status}" for row in report.coverage
+                   if row.status != "complete"] or ["nothing was ingested for this window"]
+        raise IncompleteCoverage("coverage is incomplete, findings may be missing: " + "; ".join(missing))
+    if report.problems:
+        raise InputError(f"{len(report.problems)} input files could not be read (named above)")
+    if fail_on_findings and report.findings:
+        click.echo(f"trailscan: {len(report.findings)} findings", err=True)
+        click.get_current_context().exit(1)
+
+
+def _inventory_request(service_account_files, kube_context, iam_files, clusters, regions, offline):
+    from trailscan.explain import InventoryRequest
+
+    return InventoryRequest(
+        service_account_files=tuple(service_account_files),
+        kube_context=kube_context,
+        iam_files=tuple(iam_files),
+        clusters=tuple(clusters),
+        regions=tuple(regions),
+        live_iam=False if offline else None,
+    )
+
+
+@main.command("findings")
+@format_option(("table", "json", "markdown"))
+@click.option("--since", metavar="WHEN", help="Window start: 30m, 24h, 7d or an ISO time (default: everything stored).")
+@click.option("--until", metavar="WHEN", help="Window end (default: now).")
+@inventory_options
+@click.option("--fail-on-findings", is_flag=True, help="Exit 1 when there are findings.")
+@db_option
+def findings_command(fmt, since, until, service_account_files, kube_context, iam_files, clusters, offline,
+                     fail_on_findings, db) -> None:
+    """Explain the refused calls already in the store: which workload, why, and the fix.
+
+    Reads no CloudTrail (see `trailscan since` to ingest and explain in one go). The
+    inventory options let trailscan check service accounts, trust policies and role
+    policies; without them findings are still listed, and what could not be checked is
+    said. `--format json` prints the trailscan.findings/v1 document on stdout alone.
+    Exits 3 when the window's coverage is incomplete.
+    """
+    from trailscan.explain import investigate
+    from trailscan.window import make_window
+
+    window = make_window(since, until) if since else (make_window("1970-01-01", until) if until else None)
+    request = _inventory_request(service_account_files, kube_context, iam_files, clusters, (), offline)
+    with open_store(db, read_only=db != ":memory:") as store:
+        report = investigate(store, window=window, inventory=request)
+    _emit_report(report, fmt, fail_on_findings)
+
+
+@main.command("since")
+@click.argument("duration")
+@click.option("--until", metavar="WHEN", help="Window end (default: now).")
+@click.option("--source", type=click.Choice(["files", "s3", "lookup"]),
+              help="Where CloudTrail is read (default: s3 when --bucket is given, files with --path, else lookup).")
+@click.option("--path", "paths", multiple=True, metavar="P", help="Files, directories or globs (--source files). Repeatable.")
+@click.option("--bucket", metavar="BUCKET", help="The trail's bucket, or s3://BUCKET/PREFIX (--source s3).")
+@click.option("--prefix", default="", metavar="PREFIX", help="The trail's S3 key prefix, if any.")
+@click.option("--org-id", metavar="o-…", help="Organization trail id (default: discovered).")
+@click.option("--accounts", multiple=True, callback=_values, metavar="ID,…", help="Accounts to read (s3; default: all).")
+@click.option("--regions", multiple=True, callback=_values, metavar="REGION,…",
+              help="Regions to read, and where --cluster names are looked for.")
+@inventory_options
+@format_option(("table", "json", "markdown"))
+@click.option("--fail-on-findings", is_flag=True, help="Exit 1 when there are findings.")
+@db_option
+def since_command(duration, until, source, paths, bucket, prefix, org_id, accounts, regions,
+                  service_account_files, kube_context, iam_files, clusters, offline, fmt, fail_on_findings, db) -> None:
+    """Ingest the last DURATION (30m, 24h, 7d) of CloudTrail, then explain every refused call.
+
+    The on-call command: reads the window from a trail's S3 bucket, the LookupEvents API or
+    local files, reads the inventory (service accounts, IAM roles — live when AWS
+    credentials are set and no --iam file is given — and the --cluster EKS clusters), and
+    prints the failing workloads grouped by cluster and namespace with the cause and the
+    fix, then what was read. `--format json` prints the trailscan.findings/v1 document on
+    stdout alone. Exits 1 with --fail-on-findings when there are findings, 2 when an input
+    could not be read, 3 when the coverage is incomplete.
+    """
+    from trailscan.explain import IngestRequest, investigate
+    from trailscan.window import make_window
+
+    window = make_window(duration, until)
+    ingest = IngestRequest(
+        source=source, paths=tuple(paths), bucket=bucket, prefix=prefix, org_id=org_id,
+        accounts=tuple(accounts), regions=tuple(regions),
+    )
+    request = _inventory_request(service_account_files, kube_context, iam_files, clusters, regions, offline)
+    with open_store(db) as store, progress_reporter() as progress:
+        report = investigate(store, window=window, inventory=request, ingest=ingest, progress=progress)
+    _emit_report(report, fmt, fail_on_findings)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()
