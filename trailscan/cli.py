@@ -128,6 +128,62 @@ def ingest_files_command(paths: tuple[str, ...], db: str | None) -> None:
         raise InputError(f"{len(result.problems)} of {result.files} files could not be read (named above)")
 
 
+@ingest.command("lookup")
+@click.option("--since", required=True, metavar="WHEN", help="Window start: 30m, 24h, 7d or an ISO time.")
+@click.option("--until", metavar="WHEN", help="Window end (default: now).")
+@click.option(
+    "--regions",
+    multiple=True,
+    callback=lambda ctx, param, values: _values(ctx, param, values),  # defined below, with `since`
+    metavar="REGION,…",
+    help="Regions to read (default: us-east-1, for global STS and IAM events, and the configured region).",
+)
+@click.option(
+    "--quick",
+    is_flag=True,
+    help="Targeted lookups only: web-identity and Pod Identity calls, then the calls of the sessions they "
+    "minted. Much faster, but blind to everything else (node-role fallbacks among it).",
+)
+@db_option
+def ingest_lookup_command(
+    since: str, until: str | None, regions: tuple[str, ...], quick: bool, db: str | None
+) -> None:
+    """Ingest a window of management events through CloudTrail's LookupEvents API.
+
+    For accounts without a trail bucket. LookupEvents serves the last 90 days, 50 events
+    a page, 2 requests per second per region: every management event of the window is
+    paged at that pace, regions in parallel (a region holding 20,000 events in the window
+    takes 200 s). An interrupted run, started again, continues where it stopped. Data events
+    (S3 object calls and the like) are never visible this way. Standard AWS configuration
+    applies (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL_CLOUDTRAIL). Exits 3 when a region
+    could not be read completely (always so with --quick).
+    """
+    from trailscan.errors import IncompleteCoverage
+    from trailscan.model import COMPLETE
+    from trailscan.sources.lookup import ingest_lookup
+    from trailscan.window import make_window
+
+    window = make_window(since, until)
+    with open_store(db) as store, progress_reporter() as progress:
+        result, coverages = ingest_lookup(
+            store, window=window, regions=regions or None, quick=quick, progress=progress
+        )
+        total = store.count_events()
+    for coverage in coverages:
+        where = f"trailscan: lookup {coverage.region}: {coverage.status}, {coverage.events} events"
+        click.echo(f"{where}: {coverage.detail}", err=True)
+    click.echo(
+        f"read {result.records} events in {result.files} pages from {len(coverages)} regions: "
+        f"{result.new_events} new events stored ({total} in the store)",
+        err=True,
+    )
+    incomplete = [c.region for c in coverages if c.status != COMPLETE]
+    if incomplete:
+        raise IncompleteCoverage(
+            f"LookupEvents coverage is not complete in {', '.join(incomplete)} (see above)"
+        )
+
+
 # -- queries and sql -----------------------------------------------------------------------
 
 

@@ -1,0 +1,643 @@
+"""The LookupEvents source, driven through real boto3 clients against the loopback server
+(SPEC §4 lookup, §9): pagination, the window and its 90-day floor, regions in parallel, the
+2 requests/s ceiling, quick mode, resuming, AccessDenied, and the CLI."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+
+import boto3
+import pytest
+from click.testing import CliRunner
+from moto.server import ThreadedMotoServer
+
+from tests.conftest import run_cli
+from tests.support.lookup_server import DEFAULT_ACCOUNT, ApiError, LookupServer
+from trailscan.cli import main
+from trailscan.errors import SourceError
+from trailscan.generate import RoleSession, access_key_id, api_call, healthy_traffic, iso, sample_failures
+from trailscan.model import COMPLETE, FAILED, PARTIAL, Window
+from trailscan.sources.lookup import (
+    TokenBucket,
+    _gaps,
+    _merge,
+    default_regions,
+    ingest_lookup,
+    minted_session,
+)
+from trailscan.store import Store
+
+ACCOUNT = DEFAULT_ACCOUNT
+FAST = 200.0  # requests/s for tests about something other than pacing (server and client alike)
+
+
+def now() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def traffic(count: int, start: datetime, end: datetime, region: str, seed: int = 1) -> list[dict]:
+    rng = random.Random(seed)
+    return list(healthy_traffic(rng, count=count, start=start, end=end, accounts=[ACCOUNT], regions=[region]))
+
+
+@pytest.fixture
+def aws(monkeypatch, tmp_path):
+    """Standard AWS configuration pointing CloudTrail at a loopback server: ``aws(server)``
+    returns a ``boto3.Session`` built the way users build one."""
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "absent-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "absent-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+
+    def session_for(server: LookupServer, region: str = "eu-west-1") -> boto3.Session:
+        monkeypatch.setenv("AWS_ENDPOINT_URL_CLOUDTRAIL", server.endpoint_url)
+        return boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name=region)
+
+    return session_for
+
+
+def stored_ids(store: Store) -> list[str]:
+    return [row[0] for row in store.query("SELECT event_id FROM events")[1]]
+
+
+class DenyingServer(LookupServer):
+    """The loopback server, refusing ``cloudtrail:LookupEvents`` in some regions after
+    ``deny[region]`` successful calls, as an SCP or a reader role without the permission does."""
+
+    def __init__(self, *, deny: dict[str, int], **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.deny = deny
+
+    def _answer(self, headers, match, account, region, operation, params):
+        if region in self.deny:
+            served = sum(1 for call in self.requests if call.region == region and call.error is None)
+            if served >= self.deny[region]:
+                raise ApiError(
+                    "AccessDeniedException",
+                    f"User: arn:aws:sts::{account}:assumed-role/reader/me is not authorized to perform: "
+                    "cloudtrail:LookupEvents because no identity-based policy allows the "
+                    "cloudtrail:LookupEvents action",
+                )
+        return super()._answer(headers, match, account, region, operation, params)
+
+
+# -- small parts ---------------------------------------------------------------------------------
+
+
+def test_token_bucket_paces_on_a_fake_clock():
+    clock = [100.0]
+    bucket = TokenBucket(2.0, clock=lambda: clock[0])
+    assert [bucket.reserve() for _ in range(3)] == [0.0, 0.5, 1.0]
+    clock[0] += 1.5  # the three reservations are used up by now
+    assert bucket.reserve() == 0.0
+    clock[0] += 10.0  # idle time never builds more than the burst
+    assert [bucket.reserve() for _ in range(2)] == [0.0, 0.5]
+    burst = TokenBucket(2.0, burst=2.0, clock=lambda: clock[0])
+    assert [burst.reserve() for _ in range(3)] == [0.0, 0.0, 0.5]
+    with pytest.raises(ValueError):
+        TokenBucket(0)
+
+
+def test_spans_and_gaps():
+    assert _merge([(5, 7), (1, 3), (2, 4)]) == [(1, 4), (5, 7)]
+    assert _gaps(0, 10, []) == [(0, 10)]
+    assert _gaps(0, 10, [(2, 4), (6, 8)]) == [(8, 10), (4, 6), (0, 2)]  # newest first
+    assert _gaps(0, 10, [(-5, 20)]) == []
+    assert _gaps(0, 10, [(5, 20)]) == [(0, 5)]
+    assert _gaps(0, 10, [(-5, 5)]) == [(5, 10)]
+
+
+def test_default_regions():
+    session = boto3.Session(aws_access_key_id="x", aws_secret_access_key="y", region_name="eu-west-1")
+    assert default_regions(session) == ["us-east-1", "eu-west-1"]
+    assert default_regions(session, ["ap-south-1", "eu-west-1"]) == ["us-east-1", "eu-west-1", "ap-south-1"]
+    assert default_regions(boto3.Session(region_name="us-east-1")) == ["us-east-1"]
+
+
+def test_minted_sessions_from_real_pod_identity_events(real_data):
+    folder = real_data / "aws-samples-eks-security-immersion-day"
+    assume_role = json.loads((folder / "3.eks-pod-identity-deep-dive_index.en.md.block3.json").read_text())
+    session = minted_session(assume_role)
+    assert session.access_key_id == "ASIA37QFXJP5MQOWRZ6Q"
+    assert session.session_name == "eks-eksworksho-app1-498124c2-a555-40bf-9059-ca9a26821eb0"
+    assert session.expires - session.minted == 6 * 3600  # "Apr 16, 2024, 3:20:04 PM", minted 09:20:04
+    assert session.attribute == ("AccessKeyId", "ASIA37QFXJP5MQOWRZ6Q")
+    # AssumeRoleForPodIdentity itself: the node role calls it, responseElements are null.
+    page = json.loads((folder / "3.eks-pod-identity-deep-dive_index.en.md.block1.json").read_text())
+    assert minted_session(json.loads(page["Events"][0]["CloudTrailEvent"])) is None
+    # An AssumeRole by anyone else is not a Pod Identity session.
+    assert minted_session({**assume_role, "userIdentity": {"type": "IAMUser", "userName": "alice"}}) is None
+    assert minted_session({**assume_role, "errorCode": "AccessDenied"}) is None
+
+
+# -- paging every management event ----------------------------------------------------------------
+
+
+def test_every_event_of_every_page_is_stored_once(aws):
+    end = now() - timedelta(hours=1)
+    window = Window(end - timedelta(hours=24), end)
+    with LookupServer(rate=FAST, burst=FAST) as server:
+        server.add_events("eu-west-1", traffic(1234, window.start, window.end, "eu-west-1"))
+        server.add_events(
+            "eu-west-1",
+            [
+                {  # a data event: LookupEvents never shows it
+                    **traffic(1, window.start, window.end, "eu-west-1", seed=9)[0],
+                    "eventID": "data-1",
+                    "eventName": "GetObject",
+                    "managementEvent": False,
+                    "eventCategory": "Data",
+                }
+            ],
+        )
+        with Store.open(":memory:") as store:
+            result, coverages = ingest_lookup(store, aws(server), window=window, rate=FAST, account=ACCOUNT)
+
+            ids = stored_ids(store)
+            assert len(ids) == len(set(ids)) == 1234 and "data-1" not in ids
+            assert result.records == result.new_events == 1234 and result.files == 25 + 1
+            # Default regions: us-east-1 (empty here) and the session's region.
+            assert server.calls_by_region == {"eu-west-1": 25, "us-east-1": 1} and server.throttled == 0
+            for call in server.requests:
+                assert call.params["MaxResults"] == 50 and "LookupAttributes" not in call.params
+            assert [(c.region, c.status, c.events) for c in coverages] == [
+                ("us-east-1", COMPLETE, 0),
+                ("eu-west-1", COMPLETE, 1234),
+            ]
+            assert all("data events" in c.detail and c.account == ACCOUNT for c in coverages)
+            rows = store.query(
+                "SELECT region, status, events FROM coverage WHERE source = 'lookup' ORDER BY region"
+            )[1]
+            assert rows == [("eu-west-1", "complete", 1234), ("us-east-1", "complete", 0)]
+
+
+def test_the_window_is_half_open_and_clamped_to_90_days(aws):
+    end = now() - timedelta(hours=2)
+    records = traffic(6, end - timedelta(days=100), end, "eu-west-1")
+    at = {
+        "before": end - timedelta(days=1, seconds=1),
+        "start": end - timedelta(days=1),
+        "inside": end - timedelta(hours=5),
+        "end": end,  # the window is [start, end): not this one
+        "day-89": end - timedelta(days=89),
+        "day-91": end - timedelta(days=91),
+    }
+    for record, (name, moment) in zip(records, at.items(), strict=True):
+        record.update(eventID=name, eventTime=iso(moment))
+    with LookupServer(rate=FAST, burst=FAST) as server:
+        server.add_events("eu-west-1", records)
+        session = aws(server)
+        with Store.open(":memory:") as store:
+            _, [day] = ingest_lookup(
+                store,
+                session,
+                window=Window(at["start"], end),
+                regions=["eu-west-1"],
+                rate=FAST,
+                account=ACCOUNT,
+            )
+            assert sorted(stored_ids(store)) == ["inside", "start"]
+            assert day.status == COMPLETE and "clamped" not in day.detail
+            sent = server.requests[-1].params
+            assert (sent["StartTime"], sent["EndTime"]) == (at["start"].timestamp(), end.timestamp())
+
+            asked = Window(end - timedelta(days=120), end)
+            _, [long] = ingest_lookup(
+                store, session, window=asked, regions=["eu-west-1"], rate=FAST, account=ACCOUNT
+            )
+            assert "day-89" in stored_ids(store) and "day-91" not in stored_ids(store)
+            assert long.status == PARTIAL and "clamped to LookupEvents' 90 days" in long.detail
+            floor = long.window_start
+            assert timedelta(days=89, hours=23) < now() - floor <= timedelta(days=90)
+            assert server.requests[-1].params["StartTime"] >= floor.timestamp()
+
+            calls = server.calls
+            old = Window(end - timedelta(days=200), end - timedelta(days=95))
+            _, [gone] = ingest_lookup(
+                store, session, window=old, regions=["eu-west-1"], rate=FAST, account=ACCOUNT
+            )
+            assert gone.status == FAILED and "only the last 90 days" in gone.detail and server.calls == calls
+
+
+def test_regions_are_read_in_parallel(aws):
+    end = now() - timedelta(hours=1)
+    window = Window(end - timedelta(hours=6), end)
+    regions = ["us-east-1", "eu-west-1", "ap-southeast-2"]
+    with LookupServer(rate=10.0, burst=2.0) as server:
+        for n, region in enumerate(regions):
+            server.add_events(region, traffic(400, window.start, window.end, region, seed=n))
+        with Store.open(":memory:") as store:
+            _, coverages = ingest_lookup(
+                store, aws(server), window=window, regions=regions, rate=10.0, account=ACCOUNT
+            )
+            assert store.count_events() == 1200 and all(c.status == COMPLETE for c in coverages)
+    # 8 pages a region at 10/s: ~0.7 s each; side by side, not one region after the other.
+    times = {r: [c.at for c in server.requests if c.region == r] for r in regions}
+    assert all(len(t) == 8 for t in times.values())
+    assert max(t[0] for t in times.values()) < min(t[-1] for t in times.values())
+    overall = max(t[-1] for t in times.values()) - min(t[0] for t in times.values())
+    assert overall < 1.3 * max(t[-1] - t[0] for t in times.values())
+    assert server.throttled == 0
+
+
+def test_at_the_real_two_requests_a_second_nothing_is_throttled(aws):
+    """Both sides at AWS's 2 requests/s and burst 2: 40 calls in ~10 s, none (≤ 5%) throttled,
+    and the run takes the floor's time (pages ÷ 2 per second, regions side by side)."""
+    end = now() - timedelta(hours=1)
+    window = Window(end - timedelta(hours=24), end)
+    with LookupServer() as server:  # rate 2, burst 2, per region
+        for n, region in enumerate(["us-east-1", "eu-west-1"]):
+            server.add_events(region, traffic(20 * 50 - 10, window.start, window.end, region, seed=n))
+        with Store.open(":memory:") as store:
+            started = time.monotonic()
+            _, coverages = ingest_lookup(store, aws(server), window=window, account=ACCOUNT)
+            elapsed = time.monotonic() - started
+            assert store.count_events() == 2 * (20 * 50 - 10)
+    assert all(c.status == COMPLETE for c in coverages)
+    assert server.calls == 40 and server.throttled <= 0.05 * server.calls
+    floor = 20 / 2.0
+    assert floor - 1.0 <= elapsed <= floor * 1.15
+
+
+def test_throttling_is_retried_and_never_a_failure(aws):
+    end = now() - timedelta(hours=1)
+    window = Window(end - timedelta(hours=3), end)
+    with LookupServer() as server:  # 2 requests/s; the client asks for ten times that
+        server.add_events("eu-west-1", traffic(230, window.start, window.end, "eu-west-1"))
+        with Store.open(":memory:") as store:
+            _, [coverage] = ingest_lookup(
+                store, aws(server), window=window, regions=["eu-west-1"], rate=20.0, account=ACCOUNT
+            )
+            assert store.count_events() == 230
+    assert server.throttled > 0 and coverage.status == COMPLETE
+    retried = f"({server.throttled} retried after throttling or a transient error)"
+    assert f"5 pages in {server.calls} calls {retried}" in coverage.detail
+
+
+# -- quick mode ---------------------------------------------------------------------------------------
+
+
+def web_identity(provider: str, subject: str) -> dict:
+    return {
+        "type": "WebIdentityUser",
+        "principalId": f"{provider}:sts.amazonaws.com:{subject}",
+        "userName": subject,
+        "identityProvider": provider,
+    }
+
+
+def quick_fixture(window: Window, rng: random.Random) -> tuple[dict[str, list[dict]], set[str], set[str]]:
+    """Records per region, the event ids quick mode must find, and those it cannot see."""
+    provider = f"arn:aws:iam::{ACCOUNT}:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/5C1A7E0E5A1B2C3D"
+    regions = {
+        "us-east-1": traffic(150, window.start, window.end, "us-east-1", seed=3),
+        "eu-west-1": traffic(400, window.start, window.end, "eu-west-1", seed=4),
+    }
+    regions["eu-west-1"] += list(
+        sample_failures(rng, start=window.start, end=window.end, account=ACCOUNT, region="eu-west-1")
+    )
+    must, hidden = set(), set()
+    for record in regions["eu-west-1"]:
+        if record.get("errorCode") and record["eventName"] == "AssumeRoleWithWebIdentity":
+            must.add(record["eventID"])
+        elif record.get("errorCode"):  # orders-worker's and the node role's: no session minted
+            hidden.add(record["eventID"])
+
+    def mint(region: str, when: datetime, session: RoleSession, *, with_response: bool = True) -> dict:
+        expires = when + timedelta(hours=1)
+        return api_call(
+            rng,
+            when=when,
+            region=region,
+            account=ACCOUNT,
+            identity=web_identity(provider, "system:serviceaccount:payments:api"),
+            event_source="sts.amazonaws.com",
+            event_name="AssumeRoleWithWebIdentity",
+            request_parameters={"roleArn": session.role_arn, "roleSessionName": session.session_name},
+            response_elements={
+                "credentials": {
+                    "accessKeyId": session.access_key_id,
+                    "sessionToken": "IQoJb3JpZ2luX2VjE…",
+                    "expiration": expires.strftime("%b %d, %Y, %-I:%M:%S %p"),
+                },
+                "subjectFromWebIdentityToken": "system:serviceaccount:payments:api",
+                "assumedRoleUser": {
+                    "assumedRoleId": f"AROAEXAMPLE:{session.session_name}",
+                    "arn": session.arn,
+                },
+                "provider": provider,
+                "audience": "sts.amazonaws.com",
+            }
+            if with_response
+            else None,
+        )
+
+    def denied(region: str, when: datetime, session: RoleSession, name: str = "SendMessage") -> dict:
+        return api_call(
+            rng,
+            when=when,
+            region=region,
+            account=ACCOUNT,
+            identity=session.user_identity(when),
+            event_source="sqs.amazonaws.com",
+            event_name=name,
+            read_only=False,
+            error_code="AccessDenied",
+            error_message=f"User: {session.arn} is not authorized to perform: sqs:{name}",
+        )
+
+    # A session minted in the window by the regional STS endpoint: its denied calls in both regions.
+    api = RoleSession(ACCOUNT, "payments-api", "botocore-session-1", access_key_id(rng))
+    t0 = window.start + timedelta(hours=2)
+    regions["eu-west-1"].append(mint("eu-west-1", t0, api))
+    found = [denied("eu-west-1", t0 + timedelta(minutes=m), api) for m in (5, 20, 50)]
+    found.append(denied("us-east-1", t0 + timedelta(minutes=30), api, "ListQueues"))
+    # Minted by the global endpoint (logged in us-east-1) 30 min before the window: its call inside.
+    early = RoleSession(ACCOUNT, "payments-api", "botocore-session-2", access_key_id(rng))
+    regions["us-east-1"].append(mint("us-east-1", window.start - timedelta(minutes=30), early))
+    found.append(denied("eu-west-1", window.start + timedelta(minutes=10), early))
+    # A web-identity event without responseElements: found by session name (Username).
+    named = RoleSession(ACCOUNT, "reports", "reports-nightly", access_key_id(rng))
+    regions["eu-west-1"].append(mint("eu-west-1", t0, named, with_response=False))
+    found.append(denied("eu-west-1", t0 + timedelta(minutes=7), named, "ReceiveMessage"))
+    # Pod Identity: the agent (node role) calls AssumeRoleForPodIdentity, EKS calls AssumeRole.
+    node = RoleSession(
+        ACCOUNT, "eks-node-role", "i-0a1b2c3d4e5f60718", access_key_id(rng), ec2_role_delivery=True
+    )
+    pod = RoleSession(ACCOUNT, "orders-pod", "eks-prod-orders-7d9f-1b2c", access_key_id(rng))
+    t1 = window.start + timedelta(hours=5)
+    for minute, error in ((0, None), (1, "AccessDenied")):
+        afpi = api_call(
+            rng,
+            when=t1 + timedelta(minutes=minute),
+            region="eu-west-1",
+            account=ACCOUNT,
+            identity=node.user_identity(t1),
+            event_source="eks-auth.amazonaws.com",
+            event_name="AssumeRoleForPodIdentity",
+            error_code=error,
+            request_parameters={"clusterName": "prod", "token": "HIDDEN_DUE_TO_SECURITY_REASONS"},
+        )
+        regions["eu-west-1"].append(afpi)
+        must.add(afpi["eventID"])
+    assume = api_call(
+        rng,
+        when=t1,
+        region="eu-west-1",
+        account=ACCOUNT,
+        identity={"type": "AWSService", "invokedBy": "pods.eks.amazonaws.com"},
+        event_source="sts.amazonaws.com",
+        event_name="AssumeRole",
+        request_parameters={
+            "roleArn": pod.role_arn,
+            "roleSessionName": pod.session_name,
+            "durationSeconds": 21600,
+        },
+        response_elements={
+            "credentials": {"accessKeyId": pod.access_key_id, "expiration": iso(t1 + timedelta(hours=6))},
+            "assumedRoleUser": {"arn": pod.arn},
+        },
+    )
+    regions["eu-west-1"].append(assume)
+    must.add(assume["eventID"])
+    found.append(denied("eu-west-1", t1 + timedelta(minutes=3), pod, "DeleteMessage"))
+    for record in found:
+        regions[record["awsRegion"]].append(record)
+        must.add(record["eventID"])
+    return regions, must, hidden
+
+
+def test_quick_mode_finds_refusals_and_the_sessions_they_minted(aws):
+    end = now() - timedelta(hours=1)
+    window = Window(end - timedelta(hours=24), end)
+    records, must, hidden = quick_fixture(window, random.Random(5))
+    with LookupServer(rate=FAST, burst=FAST) as server:
+        for region, batch in records.items():
+            server.add_events(region, batch)
+        with Store.open(":memory:") as store:
+            _, coverages = ingest_lookup(
+                store, aws(server), window=window, quick=True, rate=FAST, account=ACCOUNT
+            )
+            ids = set(stored_ids(store))
+            failed_web = store.query(
+                "SELECT count(*) FROM events "
+                "WHERE event_name = 'AssumeRoleWithWebIdentity' AND error_code IS NOT NULL"
+            )
+            tokens = store.query("SELECT count(*) FROM events WHERE raw::VARCHAR LIKE '%IQoJb3JpZ2lu%'")
+    assert must <= ids, sorted(must - ids)
+    assert not hidden & ids  # quick mode cannot see these: the coverage must say so
+    assert failed_web[1] == [(3,)] and tokens[1] == [(0,)]
+    everything = sum(len(batch) for batch in records.values())
+    assert len(ids) < everything / 10
+    for call in server.requests:
+        assert len(call.params.get("LookupAttributes", [])) == 1
+    keys = Counter(call.params["LookupAttributes"][0]["AttributeKey"] for call in server.requests)
+    assert keys == {"EventName": 5, "AccessKeyId": 6, "Username": 2}  # AssumeRole only where Pod Identity is
+    for coverage in coverages:
+        assert coverage.status == PARTIAL
+        assert "NOT visible in quick mode" in coverage.detail and "node's instance role" in coverage.detail
+        assert "run without --quick" in coverage.detail and "data events" in coverage.detail
+    eu = next(c for c in coverages if c.region == "eu-west-1")
+    assert "5 AssumeRoleWithWebIdentity (3 refused) and 2 AssumeRoleForPodIdentity (1 refused)" in eu.detail
+    assert "4 sessions minted in the window (3 by access key, 1 by session name)" in eu.detail
+
+
+# -- interruption, resuming, errors ------------------------------------------------------------------
+
+
+def test_an_interrupted_run_resumes_where_it_stopped(aws):
+    end = now() - timedelta(hours=2)
+    window = Window(end - timedelta(hours=24), end)
+    with LookupServer(rate=20.0, burst=2.0) as server:  # slow enough that the interruption lands mid-way
+        server.add_events("eu-west-1", traffic(1500, window.start, window.end, "eu-west-1"))
+        session = aws(server)
+        with Store.open(":memory:") as store:
+            seen = []
+
+            def impatient(label, done, total):
+                seen.append((label, done, total))
+                if done == 10:
+                    raise KeyboardInterrupt
+
+            with pytest.raises(KeyboardInterrupt):
+                ingest_lookup(
+                    store,
+                    session,
+                    window=window,
+                    regions=["eu-west-1"],
+                    rate=20.0,
+                    account=ACCOUNT,
+                    progress=impatient,
+                )
+            first_calls = server.calls
+            kept = store.count_events()
+            assert 10 * 50 <= kept < 1500
+            status, detail = store.query("SELECT status, detail FROM coverage")[1][0]
+            assert status == PARTIAL and "interrupted" in detail
+            # Progress: pages done and an estimated total (30 pages) from the time covered.
+            assert seen[0][0] == "lookup eu-west-1" and all(22 <= total <= 40 for _, _, total in seen[3:])
+
+            server.reset_counters()
+            _, [coverage] = ingest_lookup(
+                store, session, window=window, regions=["eu-west-1"], rate=20.0, account=ACCOUNT
+            )
+            ids = stored_ids(store)
+            assert len(ids) == len(set(ids)) == 1500
+            assert coverage.status == COMPLETE and "already stored by an earlier run" in coverage.detail
+            assert server.calls <= 30 - 10 + 1 and first_calls + server.calls <= 30 + 2
+
+            server.reset_counters()  # done: the same window again costs nothing
+            _, [again] = ingest_lookup(
+                store, session, window=window, regions=["eu-west-1"], rate=FAST, account=ACCOUNT
+            )
+            assert server.calls == 0 and again.status == COMPLETE and store.count_events() == 1500
+
+
+def test_access_denied_is_partial_or_failed_coverage_never_an_empty_answer(aws):
+    end = now() - timedelta(hours=1)
+    window = Window(end - timedelta(hours=12), end)
+    regions = ["us-east-1", "eu-west-1", "ap-south-1"]
+    with DenyingServer(deny={"eu-west-1": 3, "ap-south-1": 0}, rate=FAST, burst=FAST) as server:
+        for n, region in enumerate(regions):
+            server.add_events(region, traffic(500, window.start, window.end, region, seed=n))
+        with Store.open(":memory:") as store:
+            _, coverages = ingest_lookup(
+                store, aws(server), window=window, regions=regions, rate=FAST, account=ACCOUNT
+            )
+            by_region = {c.region: c for c in coverages}
+            per_region = dict(store.query("SELECT aws_region, count(*) FROM events GROUP BY ALL")[1])
+    assert by_region["us-east-1"].status == COMPLETE and per_region["us-east-1"] == 500
+    assert by_region["eu-west-1"].status == PARTIAL and by_region["eu-west-1"].events == 150
+    assert by_region["ap-south-1"].status == FAILED and by_region["ap-south-1"].events == 0
+    for region in ("eu-west-1", "ap-south-1"):
+        assert by_region[region].detail.startswith("stopped by AccessDeniedException: User: arn:aws:sts::")
+        assert "cloudtrail:LookupEvents" in by_region[region].detail
+    assert server.calls_by_region["ap-south-1"] == 1  # not retried: an authorization error is final
+
+
+def test_no_credentials_is_a_clear_error(aws, monkeypatch):
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "AWS_WEB_IDENTITY_TOKEN_FILE",
+        "AWS_ROLE_ARN",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    with Store.open(":memory:") as store, pytest.raises(SourceError, match="no AWS credentials"):
+        ingest_lookup(
+            store, boto3.Session(region_name="eu-west-1"), window=Window(now() - timedelta(hours=1), now())
+        )
+
+
+# -- the command line ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def moto_sts():
+    """moto in server mode, for ``sts:GetCallerIdentity`` (the account the CLI labels coverage with)."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    _, port = server.get_host_and_port()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+def cli_env(moto_sts: str, lookup: LookupServer, tmp_path) -> dict[str, str]:
+    return {
+        "AWS_ENDPOINT_URL": moto_sts,  # STS (and everything else) …
+        "AWS_ENDPOINT_URL_CLOUDTRAIL": lookup.endpoint_url,  # … but CloudTrail: the loopback server
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_REGION": "eu-west-1",
+        "AWS_CONFIG_FILE": str(tmp_path / "absent-config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "absent-credentials"),
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "TRAILSCAN_DB": str(tmp_path / "store.duckdb"),
+    }
+
+
+@pytest.fixture
+def no_profile(monkeypatch):
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.delenv("AWS_DEFAULT_PROFILE", raising=False)
+
+
+@pytest.mark.usefixtures("no_profile")
+def test_cli_ingest_lookup(moto_sts, tmp_path):
+    end = now() - timedelta(hours=1)
+    with LookupServer() as server:
+        for n, region in enumerate(["us-east-1", "eu-west-1", "ap-south-1"]):
+            server.add_events(region, traffic(60, end - timedelta(hours=23), end, region, seed=n))
+        env = cli_env(moto_sts, server, tmp_path)
+        done = run_cli("ingest", "lookup", "--since", "24h", env=env)
+        assert done.returncode == 0, done.stderr
+        assert server.calls_by_region == {"us-east-1": 2, "eu-west-1": 2}  # default regions
+        assert "read 120 events in 4 pages from 2 regions: 120 new events stored" in done.stderr
+        assert "us-east-1: complete" in done.stderr and "data events" in done.stderr
+        assert done.stdout == ""
+
+        server.reset_counters()
+        done = CliRunner().invoke(
+            main,
+            [
+                "ingest",
+                "lookup",
+                "--since",
+                "2026-01-01",
+                "--until",
+                "25h",
+                "--regions",
+                "eu-west-1,ap-south-1",
+                "--regions",
+                "us-east-1",
+            ],
+            env=env,
+        )
+        assert done.exit_code == 3, done.stderr  # clamped to 90 days: not complete
+        assert set(server.calls_by_region) == {"eu-west-1", "ap-south-1", "us-east-1"}
+        assert "clamped to LookupEvents' 90 days" in done.stderr
+
+        with Store.open(tmp_path / "store.duckdb") as store:
+            assert store.count_events() == 120
+            assert {row[0] for row in store.query("SELECT DISTINCT account FROM coverage")[1]} == {ACCOUNT}
+
+
+@pytest.mark.usefixtures("no_profile")
+def test_cli_access_denied_exits_3(moto_sts, tmp_path):
+    end = now() - timedelta(hours=1)
+    with DenyingServer(deny={"eu-west-1": 0}) as server:
+        server.add_events("us-east-1", traffic(20, end - timedelta(hours=5), end, "us-east-1"))
+        done = CliRunner().invoke(
+            main, ["ingest", "lookup", "--since", "6h", "--quick"], env=cli_env(moto_sts, server, tmp_path)
+        )
+    assert done.exit_code == 3
+    assert "eu-west-1: failed" in done.stderr and "AccessDeniedException" in done.stderr
+    assert (
+        done.stderr.strip()
+        .splitlines()[-1]
+        .startswith("trailscan: error: LookupEvents coverage is not complete")
+    )
+    assert done.stdout == ""
+
+
+def test_cli_rejects_a_bad_window_and_a_missing_profile(tmp_path):
+    runner = CliRunner()
+    done = runner.invoke(
+        main, ["ingest", "lookup", "--since", "yesterday"], env={"TRAILSCAN_DB": str(tmp_path / "s.duckdb")}
+    )
+    assert done.exit_code == 2 and "neither a duration nor a date" in done.stderr
+    env = {
+        "TRAILSCAN_DB": str(tmp_path / "s.duckdb"),
+        "AWS_PROFILE": "nowhere",
+        "AWS_CONFIG_FILE": str(tmp_path / "absent-config"),
+    }
+    done = runner.invoke(main, ["ingest", "lookup", "--since", "1h"], env=env)
+    assert done.exit_code == 2 and "The config profile (nowhere) could not be found" in done.stderr
+    assert done.exception is None or isinstance(done.exception, SystemExit)
