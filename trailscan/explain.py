@@ -1334,6 +1334,18 @@ class IngestRequest:
         return "s3" if self.bucket else "lookup"
 
 
+def aws_session() -> Any:
+    """A ``boto3.Session`` from standard AWS configuration; :class:`UsageError` when that
+    configuration is broken (an unknown ``AWS_PROFILE``, say)."""
+    import boto3
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        return boto3.Session()
+    except BotoCoreError as error:
+        raise UsageError(f"AWS configuration: {error}", "check AWS_PROFILE and ~/.aws/config") from None
+
+
 def has_aws_credentials(session: Any) -> bool:
     """Whether standard AWS configuration yields credentials (never raises)."""
     from botocore.exceptions import BotoCoreError
@@ -1371,9 +1383,11 @@ def load_inventory(
     live = request.live_iam
     needs_session = live is not False and not request.iam_files or bool(request.clusters)
     if needs_session and session is None:
-        import boto3
-
-        session = boto3.Session()
+        try:
+            session = aws_session()
+        except UsageError as error:
+            notices.append(f"{error}: nothing read live from AWS")
+            live, request = False, replace(request, clusters=())
     if live is None:
         live = not request.iam_files and has_aws_credentials(session)
         if not request.iam_files and not live:
@@ -1427,9 +1441,7 @@ def _ingest(store: Store, request: IngestRequest, window: Window, session: Any, 
         result, _coverage = ingest_files(store, list(request.paths), progress=progress)
         return [str(problem) for problem in result.problems]
     if session is None:
-        import boto3
-
-        session = boto3.Session()
+        session = aws_session()
     if source == "s3":
         from trailscan.sources.s3 import ingest_s3
 
