@@ -266,3 +266,9 @@ def test_the_store_is_busy_while_another_process_writes(tmp_path):
         holder.wait()
     assert done.returncode == 2
     assert "in use by another process" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_documents_with_the_same_name_are_all_stored(store):
+    docs = [json.dumps(record(f"d-{i}")) for i in range(3)]
+    result = store.ingest_documents(docs, origin="lookup", names=["page"] * 3)
+    assert result.new_events == 3 and result.problems == []

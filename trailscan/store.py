@@ -455,6 +455,9 @@ class Store:
         """Store records held in memory: each document is one JSON text in any shape
         of SPEC §4 (a bare record, ``{"Records": …}``, a LookupEvents page …)."""
         names = list(names) if names is not None else [f"{origin}#{i}" for i in range(len(documents))]
+        if len(set(names)) != len(names):
+            # Names key the documents below: a repeated name must not hide a document.
+            names = [f"{name}#{i}" for i, name in enumerate(names)]
         texts = dict(zip(names, (d.decode("utf-8", "replace") if isinstance(d, bytes) else d for d in documents)))
         result = BatchResult(files=len(texts))
         blank = [name for name, text in texts.items() if not text.strip()]
@@ -545,6 +548,13 @@ class Store:
             except duckdb.Error:
                 pass  # the failure came before BEGIN: nothing to roll back
             raise StoreError(f"cannot write to the store {self.path}: {_first_line(str(exc))}") from None
+        except BaseException:
+            # Ctrl-C or a bug mid-batch: leave no transaction open on the connection.
+            try:
+                con.execute("ROLLBACK")
+            except duckdb.Error:
+                pass
+            raise
         finally:
             try:
                 con.execute("DROP TABLE IF EXISTS staging")
