@@ -128,6 +128,86 @@ def ingest_files_command(paths: tuple[str, ...], db: str | None) -> None:
         raise InputError(f"{len(result.problems)} of {result.files} files could not be read (named above)")
 
 
+@ingest.command("s3")
+@click.option("--bucket", metavar="BUCKET", help="The trail's bucket, or s3://BUCKET/PREFIX (default: found with describe-trails).")
+@click.option("--prefix", default="", metavar="PREFIX", help="The trail's S3 key prefix, if any.")
+@click.option("--org-id", metavar="o-…", help="Organization trail id (default: discovered).")
+@click.option(
+    "--accounts",
+    multiple=True,
+    callback=lambda ctx, param, values: _values(ctx, param, values),  # defined below, with `since`
+    metavar="ID,…",
+    help="Accounts to read (default: every account folder).",
+)
+@click.option(
+    "--regions",
+    multiple=True,
+    callback=lambda ctx, param, values: _values(ctx, param, values),
+    metavar="REGION,…",
+    help="Regions to read (default: every region folder).",
+)
+@click.option("--since", required=True, metavar="WHEN", help="Window start: 30m, 24h, 7d or an ISO time.")
+@click.option("--until", metavar="WHEN", help="Window end (default: now).")
+@click.option("--workers", type=click.IntRange(1, 256), default=8, show_default=True, help="Parallel downloads.")
+@db_option
+def ingest_s3_command(
+    bucket: str | None,
+    prefix: str,
+    org_id: str | None,
+    accounts: tuple[str, ...],
+    regions: tuple[str, ...],
+    since: str,
+    until: str | None,
+    workers: int,
+    db: str | None,
+) -> None:
+    """Ingest a window of a trail's log files from its S3 bucket.
+
+    Reads [PREFIX/]AWSLogs/[o-ORG/]ACCOUNT/CloudTrail/REGION/YYYY/MM/DD/, listing only
+    the days the window needs (plus an hour for delivery lag) and keeping the events
+    whose eventTime is in the window. Objects already stored are not downloaded again.
+    Standard AWS configuration applies (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL).
+    Exits 2 when some objects could not be read (named on stderr; the rest is stored),
+    3 when an account or region could not be listed.
+    """
+    from trailscan.errors import IncompleteCoverage
+    from trailscan.model import COMPLETE, FAILED
+    from trailscan.sources.s3 import default_session, ingest_s3
+    from trailscan.window import make_window
+
+    window = make_window(since, until)
+    with open_store(db) as store, progress_reporter() as progress:
+        result, coverages = ingest_s3(
+            store,
+            default_session(),
+            window=window,
+            bucket=bucket,
+            prefix=prefix,
+            org_id=org_id,
+            accounts=accounts,
+            regions=regions,
+            workers=workers,
+            progress=progress,
+        )
+        total = store.count_events()
+    for problem in result.problems:
+        click.echo(f"trailscan: {problem}", err=True)
+    for coverage in coverages:
+        if coverage.status != COMPLETE:
+            where = " ".join(filter(None, (coverage.account, coverage.region)))
+            click.echo(f"trailscan: {where}: {coverage.status}: {coverage.detail}", err=True)
+    click.echo(
+        f"read {result.records} records from {result.files} objects in {len(coverages)} account/regions: "
+        f"{result.new_events} new events stored ({total} in the store)",
+        err=True,
+    )
+    failed = [c for c in coverages if c.status == FAILED]
+    if failed:
+        raise IncompleteCoverage(f"{len(failed)} account/regions could not be read (named above)")
+    if result.problems:
+        raise InputError(f"{len(result.problems)} objects could not be read (named above)")
+
+
 @ingest.command("lookup")
 @click.option("--since", required=True, metavar="WHEN", help="Window start: 30m, 24h, 7d or an ISO time.")
 @click.option("--until", metavar="WHEN", help="Window end (default: now).")

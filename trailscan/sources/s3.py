@@ -1,0 +1,707 @@
+"""The ``s3`` source: the log files a trail delivers to its bucket, read for one window.
+
+CloudTrail writes one gzip file per account, region and ~5 minutes, named by its delivery
+time, under a dated folder::
+
+    [prefix/]AWSLogs/ACCOUNT/CloudTrail/REGION/YYYY/MM/DD/ACCOUNT_CloudTrail_REGION_YYYYMMDDTHHMMZ_XXXXXXXXXXXXXXXX.json.gz
+    [prefix/]AWSLogs/o-ORGID/ACCOUNT/CloudTrail/REGION/…     (organization trails)
+
+Older organization trails write without the ``o-ORGID`` segment.  Digest files
+(``CloudTrail-Digest/``) and Insights (``CloudTrail-Insight/``) sit in folders beside
+``CloudTrail/`` and are never listed, let alone downloaded.
+
+How a window is read, cheaply enough for a nightly run:
+
+1. The organization, accounts and regions not given are discovered by delimiter listings
+   (``Delimiter="/"``), one folder level at a time; the bucket is never listed as a whole.
+2. Only the day folders the window needs are listed.  File names carry *delivery* time:
+   an event at ``T`` is delivered at ``T`` plus up to ~15 minutes, so a file delivered at
+   ``D`` holds events from before ``D``.  Files delivered in
+   ``[window start, window end + DELIVERY_LAG]`` are read and every record is then kept or
+   dropped on its own ``eventTime`` (:meth:`Store.ingest_files` with ``window``).
+3. Objects already stored with the same ETag are skipped; the others are downloaded in
+   parallel into a temporary folder and stored in bounded batches (memory and disk stay
+   bounded whatever the window), then deleted.  An object that cannot be read is named,
+   makes its account/region ``partial``, and is not remembered, so the next run retries it.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+from typing import TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+from trailscan.errors import SourceError, UsageError
+from trailscan.model import COMPLETE, FAILED, PARTIAL, BatchResult, Coverage, FileProblem, ProgressFn, Window
+from trailscan.store import IngestedObject, Store
+
+SOURCE = "s3"
+#: How long after its last event a log file may still be delivered.  CloudTrail delivers
+#: within ~15 minutes "typically"; an hour covers its slow days for one extra day folder
+#: at most.
+DELIVERY_LAG = timedelta(hours=1)
+DEFAULT_WORKERS = 8
+#: Objects per store transaction; with the in-flight downloads this bounds the temporary disk.
+BATCH_OBJECTS = 500
+#: Decompressed bytes per transaction (compressed sizes are counted ×10).
+BATCH_BYTES = 256 * 1024 * 1024
+
+_STAMP = re.compile(r"_(\d{8}T\d{4})Z_")
+_ACCOUNT = re.compile(r"^\d{12}$")
+_SKIPPED_FOLDERS = ("CloudTrail-Digest", "CloudTrail-Insight")
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+# -- key prefixes: small pure functions ----------------------------------------------------
+
+
+def logs_prefix(prefix: str = "") -> str:
+    """``[prefix/]AWSLogs/``: the folder a trail writes under."""
+    head = prefix.strip("/")
+    return f"{head}/AWSLogs/" if head else "AWSLogs/"
+
+
+def normalize_org_id(org_id: str) -> str:
+    """``o-abc123`` or ``abc123`` → ``o-abc123`` (the folder name of an organization trail)."""
+    org_id = org_id.strip().strip("/")
+    return org_id if org_id.startswith("o-") else f"o-{org_id}"
+
+
+def region_prefix(prefix: str, account: str, region: str, org_id: str | None = None) -> str:
+    """``[prefix/]AWSLogs/[o-ORG/]ACCOUNT/CloudTrail/REGION/``."""
+    org = f"{normalize_org_id(org_id)}/" if org_id else ""
+    return f"{logs_prefix(prefix)}{org}{account}/CloudTrail/{region}/"
+
+
+def delivery_days(window: Window, lag: timedelta = DELIVERY_LAG) -> list[date]:
+    """The UTC days whose folders can hold files delivered in ``[start, end + lag]``."""
+    first = window.start.astimezone(timezone.utc).date()
+    last = (window.end + lag).astimezone(timezone.utc).date()
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+def day_folders(root: str, window: Window, lag: timedelta = DELIVERY_LAG) -> list[str]:
+    """``root`` (a :func:`region_prefix`) + ``YYYY/MM/DD/`` for each of :func:`delivery_days`."""
+    return [f"{root}{day:%Y/%m/%d}/" for day in delivery_days(window, lag)]
+
+
+def day_prefixes(
+    prefix: str,
+    account: str,
+    region: str,
+    window: Window,
+    *,
+    org_id: str | None = None,
+    lag: timedelta = DELIVERY_LAG,
+) -> list[str]:
+    """Every day folder to list for one account and region (trailscraper-style)."""
+    return day_folders(region_prefix(prefix, account, region, org_id), window, lag)
+
+
+def delivery_time(key: str) -> datetime | None:
+    """The delivery time in a log file's name (``…_20261127T0605Z_…``), if it has one."""
+    match = _STAMP.search(key.rsplit("/", 1)[-1])
+    if not match:
+        return None
+    return datetime.strptime(match.group(1), "%Y%m%dT%H%M").replace(tzinfo=timezone.utc)
+
+
+def is_log_key(key: str) -> bool:
+    """A CloudTrail log file (not a digest, not an Insights file, not a folder marker)."""
+    if any(folder in key for folder in _SKIPPED_FOLDERS):
+        return False
+    return key.endswith((".json.gz", ".json"))
+
+
+def delivered_in(key: str, window: Window, lag: timedelta = DELIVERY_LAG) -> bool:
+    """Whether a log file can hold events of ``window``: delivered in ``[start, end + lag]``.
+
+    The name's time has minute precision, so the start is taken to its minute.  A name
+    without a time is read (its records are filtered on ``eventTime`` all the same).
+    """
+    delivered = delivery_time(key)
+    if delivered is None:
+        return True
+    start = window.start.astimezone(timezone.utc).replace(second=0, microsecond=0)
+    return start <= delivered <= window.end + lag
+
+
+def s3_url(bucket: str, key: str = "") -> str:
+    return f"s3://{bucket}/{key}"
+
+
+# -- finding the trail -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Trail:
+    """Where a trail delivers: its bucket and key prefix."""
+
+    name: str
+    bucket: str
+    prefix: str = ""
+    multi_region: bool = False
+    organization: bool = False
+
+
+def choose_trail(trails: Iterable[dict], region: str = "") -> Trail:
+    """The trail to read among ``describe_trails`` output: an organization trail, else a
+    multi-region trail, else the only one.  Trails delivering to the same place count once.
+
+    Raises :class:`SourceError` when no trail delivers to S3, :class:`UsageError` when
+    several places remain (naming them).
+    """
+    found: dict[tuple[str, str], Trail] = {}
+    for item in trails:
+        if not item.get("S3BucketName"):
+            continue
+        trail = Trail(
+            name=item.get("Name", ""),
+            bucket=item["S3BucketName"],
+            prefix=item.get("S3KeyPrefix") or "",
+            multi_region=bool(item.get("IsMultiRegionTrail")),
+            organization=bool(item.get("IsOrganizationTrail")),
+        )
+        found.setdefault((trail.bucket, trail.prefix.strip("/")), trail)
+    where = f" in {region}" if region else ""
+    if not found:
+        raise SourceError(f"no CloudTrail trail delivering to S3 found{where}", "pass --bucket")
+    candidates = list(found.values())
+    for preferred in ([t for t in candidates if t.organization], [t for t in candidates if t.multi_region]):
+        if preferred:
+            candidates = preferred
+            break
+    if len(candidates) > 1:
+        names = ", ".join(f"{t.name} (s3://{t.bucket}/{t.prefix.strip('/')})" for t in candidates)
+        raise UsageError(
+            f"several trails deliver to S3{where}: {names}", "choose one with --bucket and --prefix"
+        )
+    return candidates[0]
+
+
+def discover_trail(session: boto3.Session) -> Trail:
+    """The trail to read, from ``cloudtrail describe-trails`` in the session's region
+    (which lists multi-region and organization trails of other home regions too)."""
+    region = session.region_name or "us-east-1"
+    client = session.client("cloudtrail", region_name=region, config=_config(1))
+    try:
+        trails = client.describe_trails(includeShadowTrails=True).get("trailList", [])
+    except (ClientError, BotoCoreError) as exc:
+        raise SourceError(
+            f"cannot list the CloudTrail trails in {region}: {_aws_error(exc)}", "pass --bucket"
+        ) from None
+    return choose_trail(trails, region)
+
+
+def default_session() -> boto3.Session:
+    """A session from standard AWS configuration (``AWS_PROFILE``, ``AWS_REGION``,
+    ``AWS_ENDPOINT_URL`` …, all honoured by boto3 itself)."""
+    return boto3.Session()
+
+
+# -- the bucket --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Object:
+    key: str
+    etag: str
+    size: int
+
+
+class _ListError(Exception):
+    """A listing that failed (after botocore's retries)."""
+
+
+class _Bucket:
+    """One bucket, one S3 client in the bucket's region (clients are thread-safe)."""
+
+    def __init__(self, session: boto3.Session, name: str, workers: int) -> None:
+        self.name = name
+        config = _config(workers)
+        client = session.client("s3", region_name=session.region_name or "us-east-1", config=config)
+        region = self._locate(client)
+        if region and region != client.meta.region_name:
+            client = session.client("s3", region_name=region, config=config)
+        self.client = client
+
+    def _locate(self, client) -> str | None:
+        """Check the bucket can be read and return its region.  ``HeadBucket`` needs only
+        ``s3:ListBucket``, which reading needs anyway (``GetBucketLocation`` is one more
+        permission a least-privilege role may lack)."""
+        try:
+            response = client.head_bucket(Bucket=self.name)
+        except ClientError as exc:
+            code = _error_code(exc)
+            if code in ("404", "NoSuchBucket", "NotFound"):
+                raise SourceError(f"bucket {self.name} does not exist") from None
+            if code in ("403", "AccessDenied", "Forbidden"):
+                raise SourceError(
+                    f"access to bucket {self.name} is denied",
+                    "the credentials need s3:ListBucket and s3:GetObject on it",
+                ) from None
+            raise SourceError(f"cannot read bucket {self.name}: {_aws_error(exc)}") from None
+        except NoCredentialsError:
+            raise SourceError(
+                f"no AWS credentials to read bucket {self.name}", "set AWS_PROFILE or configure credentials"
+            ) from None
+        except BotoCoreError as exc:
+            raise SourceError(f"cannot reach bucket {self.name}: {exc}") from None
+        headers = response.get("ResponseMetadata", {}).get("HTTPHeaders", {})
+        return response.get("BucketRegion") or headers.get("x-amz-bucket-region")
+
+    def _pages(self, prefix: str) -> Iterator[dict]:
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            yield from paginator.paginate(Bucket=self.name, Prefix=prefix, Delimiter="/")
+        except (ClientError, BotoCoreError) as exc:
+            raise _ListError(f"cannot list {s3_url(self.name, prefix)}: {_aws_error(exc)}") from None
+
+    def folders(self, prefix: str) -> list[str]:
+        """The names of the folders directly under ``prefix`` (one delimiter listing)."""
+        names = []
+        for page in self._pages(prefix):
+            for common in page.get("CommonPrefixes", []):
+                names.append(common["Prefix"][len(prefix) :].rstrip("/"))
+        return names
+
+    def objects(self, prefix: str) -> list[_Object]:
+        """The objects directly under ``prefix`` (never descending further)."""
+        found = []
+        for page in self._pages(prefix):
+            for item in page.get("Contents", []):
+                found.append(_Object(item["Key"], item.get("ETag", "").strip('"'), item.get("Size", 0)))
+        return found
+
+    def download(self, key: str, path: Path) -> tuple[str | None, str | None]:
+        """Stream one object to ``path``: ``(etag, None)``, or ``(None, why not)``.
+
+        The ETag is the one of the bytes downloaded (the object may have changed since it
+        was listed), so what is remembered matches what was stored.
+        """
+        try:
+            response = self.client.get_object(Bucket=self.name, Key=key)
+            with open(path, "wb") as handle:
+                handle.writelines(response["Body"].iter_chunks(1 << 20))
+            return response.get("ETag", "").strip('"'), None
+        except ClientError as exc:
+            return None, _object_error(exc)
+        except BotoCoreError as exc:
+            return None, f"download failed: {exc}"
+        except OSError as exc:
+            return None, f"cannot write the download: {exc.strerror}"
+
+
+def _config(workers: int) -> Config:
+    return Config(retries={"mode": "standard", "max_attempts": 5}, max_pool_connections=max(workers, 1))
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _aws_error(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code, message = error.get("Code", ""), error.get("Message", "")
+        return f"{code}: {message}" if message and message != code else str(code or exc)
+    return str(exc)
+
+
+def _object_error(exc: ClientError) -> str:
+    code = _error_code(exc)
+    if code in ("NoSuchKey", "404"):
+        return "vanished between listing and download"
+    if code in ("AccessDenied", "403"):
+        return "access denied (s3:GetObject, or kms:Decrypt on the trail's KMS key)"
+    if code == "InvalidObjectState":
+        return "archived (S3 Glacier): restore it first"
+    return _aws_error(exc)
+
+
+# -- accounts and regions ---------------------------------------------------------------
+
+
+@dataclass
+class _Unit:
+    """One account and region: the folders it is read from and what reading did."""
+
+    account: str
+    region: str
+    roots: list[str]
+    in_window: int = 0
+    downloaded: int = 0
+    unchanged: int = 0
+    problems: list[FileProblem] = field(default_factory=list)
+    list_errors: list[str] = field(default_factory=list)
+
+
+def _discover(
+    bucket: _Bucket,
+    pool: ThreadPoolExecutor,
+    window: Window,
+    *,
+    prefix: str,
+    org_id: str | None,
+    accounts: Sequence[str],
+    regions: Sequence[str],
+) -> tuple[list[_Unit], list[Coverage]]:
+    """The account/region units to read, by delimiter listings of what was not given,
+    and a ``failed`` coverage for each requested one that has no logs or cannot be listed."""
+    root = logs_prefix(prefix)
+    if org_id:
+        containers = [f"{root}{normalize_org_id(org_id)}/"]
+    else:
+        try:
+            children = bucket.folders(root)
+        except _ListError as exc:
+            raise SourceError(str(exc)) from None
+        orgs = [f"{root}{name}/" for name in children if name.startswith("o-")]
+        plain = any(_ACCOUNT.match(name) for name in children)
+        containers = ([root] if plain or not orgs else []) + orgs
+        if not children and not accounts:
+            raise SourceError(
+                f"no CloudTrail logs under {s3_url(bucket.name, root)}",
+                "check --prefix, or the trail's bucket",
+            )
+
+    def failed(account: str, region: str, detail: str) -> Coverage:
+        return Coverage(SOURCE, account, region, window.start, window.end, status=FAILED, detail=detail)
+
+    def accounts_in(container: str) -> list[str]:
+        if accounts:
+            return list(accounts)
+        return [name for name in bucket.folders(container) if _ACCOUNT.match(name)]
+
+    failures: list[Coverage] = []
+    account_roots: dict[str, list[str]] = {}
+    for container, listed in zip(containers, pool.map(_catching(accounts_in), containers)):
+        if isinstance(listed, _ListError):
+            raise SourceError(str(listed)) from None
+        for account in listed:
+            account_roots.setdefault(account, []).append(f"{container}{account}/CloudTrail/")
+    if not account_roots:
+        raise SourceError(
+            f"no account folders under {', '.join(s3_url(bucket.name, c) for c in containers)}",
+            "check --prefix and --org-id",
+        )
+
+    def regions_of(roots: list[str]) -> tuple[dict[str, list[str]], list[str]]:
+        present: dict[str, list[str]] = {}
+        errors = []
+        for account_root in roots:
+            try:
+                for name in bucket.folders(account_root):
+                    present.setdefault(name, []).append(f"{account_root}{name}/")
+            except _ListError as exc:
+                errors.append(str(exc))
+        return present, errors
+
+    units: list[_Unit] = []
+    items = list(account_roots.items())
+    for (account, roots), (present, errors) in zip(items, pool.map(lambda item: regions_of(item[1]), items)):
+        where = s3_url(bucket.name, roots[0])
+        if errors and not present:
+            for region in regions or [""]:
+                failures.append(failed(account, region, "; ".join(errors)))
+            continue
+        if not present and not regions:
+            failures.append(failed(account, "", f"no CloudTrail logs under {where}"))
+            continue
+        for region in regions or sorted(present):
+            if region in present:
+                units.append(_Unit(account, region, present[region], list_errors=list(errors)))
+            else:
+                failures.append(failed(account, region, f"no CloudTrail logs for {region} under {where}"))
+    return units, failures
+
+
+def _catching(function: Callable[[T], R]) -> Callable[[T], R | _ListError]:
+    def call(item: T) -> R | _ListError:
+        try:
+            return function(item)
+        except _ListError as exc:
+            return exc
+
+    return call
+
+
+def _ahead(
+    pool: ThreadPoolExecutor, function: Callable[[T], R], items: Iterable[T], depth: int
+) -> Iterator[tuple[T, R]]:
+    """``(item, function(item))`` in order, computed in ``pool`` with at most ``depth`` pending."""
+    pending: deque[tuple[T, Future]] = deque()
+    for item in items:
+        pending.append((item, pool.submit(function, item)))
+        if len(pending) >= depth:
+            first, future = pending.popleft()
+            yield first, future.result()
+    while pending:
+        first, future = pending.popleft()
+        yield first, future.result()
+
+
+# -- reading a window ------------------------------------------------------------------
+
+
+class _Transfer:
+    """Lists day folders, downloads what is new, stores it in bounded batches."""
+
+    def __init__(
+        self,
+        store: Store,
+        bucket: _Bucket,
+        pool: ThreadPoolExecutor,
+        folder: Path,
+        window: Window,
+        *,
+        workers: int,
+        lag: timedelta,
+        batch_objects: int,
+        progress: ProgressFn | None,
+    ) -> None:
+        self.store = store
+        self.bucket = bucket
+        self.pool = pool
+        self.folder = folder
+        self.window = window
+        self.workers = workers
+        self.lag = lag
+        self.batch_objects = batch_objects
+        self.progress = progress
+        self.total = BatchResult()
+        self.in_flight: deque[tuple[_Object, _Unit, Path, Future]] = deque()
+        self.batch: list[tuple[_Object, _Unit, Path, str]] = []
+        self.batch_bytes = 0
+        self.submitted = 0
+        self.finished = 0
+
+    def run(self, units: list[_Unit]) -> BatchResult:
+        tasks = [
+            (unit, folder)
+            for unit in units
+            for root in unit.roots
+            for folder in day_folders(root, self.window, self.lag)
+        ]
+        listed = 0
+        list_folder = _catching(self.bucket.objects)
+        for (unit, folder), outcome in _ahead(
+            self.pool, lambda task: list_folder(task[1]), tasks, 2 * self.workers
+        ):
+            listed += 1
+            if self.progress:
+                self.progress("listing day folders", listed, len(tasks))
+            if isinstance(outcome, _ListError):
+                unit.list_errors.append(str(outcome))
+                continue
+            known = self.store.ingested_objects(SOURCE, s3_url(self.bucket.name, folder))
+            for item in outcome:
+                if not is_log_key(item.key):
+                    if "CloudTrail-Digest" in item.key:
+                        self.total.digests += 1
+                    continue
+                if not delivered_in(item.key, self.window, self.lag):
+                    continue
+                unit.in_window += 1
+                if known.get(s3_url(self.bucket.name, item.key)) == item.etag:
+                    unit.unchanged += 1
+                    continue
+                self._submit(item, unit)
+        while self.in_flight:
+            self._finish_one()
+        self._flush()
+        return self.total
+
+    def _submit(self, item: _Object, unit: _Unit) -> None:
+        self.submitted += 1
+        path = self.folder / f"{self.submitted:07d}-{item.key.rsplit('/', 1)[-1]}"
+        self.in_flight.append((item, unit, path, self.pool.submit(self.bucket.download, item.key, path)))
+        # Downloads run ahead of the store by at most one batch: bounded disk.
+        while len(self.in_flight) >= self.batch_objects + self.workers:
+            self._finish_one()
+
+    def _finish_one(self) -> None:
+        item, unit, path, future = self.in_flight.popleft()
+        etag, error = future.result()
+        self.finished += 1
+        if self.progress:
+            self.progress("downloading objects", self.finished, self.submitted)
+        if error is not None:
+            problem = FileProblem(s3_url(self.bucket.name, item.key), error)
+            unit.problems.append(problem)
+            self.total.problems.append(problem)
+            self.total.files += 1
+            path.unlink(missing_ok=True)
+            return
+        self.batch.append((item, unit, path, etag or item.etag))
+        self.batch_bytes += item.size * 10
+        if len(self.batch) >= self.batch_objects or self.batch_bytes >= BATCH_BYTES:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.batch:
+            return
+        urls = [s3_url(self.bucket.name, item.key) for item, _, _, _ in self.batch]
+        units = {url: unit for url, (_, unit, _, _) in zip(urls, self.batch)}
+        try:
+            result = self.store.ingest_files(
+                [path for _, _, path, _ in self.batch],
+                names=urls,
+                objects=[IngestedObject(SOURCE, url, etag) for url, (_, _, _, etag) in zip(urls, self.batch)],
+                window=self.window,
+            )
+        finally:
+            for _, _, path, _ in self.batch:
+                path.unlink(missing_ok=True)
+        self.total.add(result)
+        bad = set()
+        for problem in result.problems:
+            bad.add(problem.name)
+            if problem.name in units:
+                units[problem.name].problems.append(problem)
+        for url, unit in units.items():
+            unit.downloaded += url not in bad
+        self.batch, self.batch_bytes = [], 0
+
+
+def ingest_s3(
+    store: Store,
+    session: boto3.Session,
+    *,
+    window: Window,
+    bucket: str | None = None,
+    prefix: str = "",
+    org_id: str | None = None,
+    accounts: Sequence[str] = (),
+    regions: Sequence[str] = (),
+    workers: int = DEFAULT_WORKERS,
+    progress: ProgressFn | None = None,
+    lag: timedelta = DELIVERY_LAG,
+    batch_objects: int = BATCH_OBJECTS,
+) -> tuple[BatchResult, list[Coverage]]:
+    """Read the CloudTrail records of ``window`` from a trail's bucket into ``store``.
+
+    ``bucket`` may be a name or ``s3://bucket/prefix``; without it the trail is found with
+    :func:`discover_trail`.  Organization, accounts and regions not given are discovered.
+    Returns what was stored and one :class:`Coverage` per account/region (also recorded in
+    the store): ``partial`` when some objects could not be read (they are named in the
+    result's problems and retried by the next run), ``failed`` when an account or region
+    could not be listed or holds no logs.
+
+    Raises :class:`SourceError` when the bucket is missing or denied, or holds no trail logs.
+    """
+    if workers < 1:
+        raise UsageError(f"--workers {workers}: must be at least 1")
+    for account in accounts:
+        if not _ACCOUNT.match(account):
+            raise UsageError(f"--accounts {account!r}: not an AWS account id (12 digits)")
+    if bucket is None:
+        trail = discover_trail(session)
+        bucket, prefix = trail.bucket, prefix or trail.prefix
+    bucket, prefix = _split_url(bucket, prefix)
+    reader = _Bucket(session, bucket, workers)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trailscan-s3")
+    try:
+        units, failures = _discover(
+            reader, pool, window, prefix=prefix, org_id=org_id, accounts=accounts, regions=regions
+        )
+        with tempfile.TemporaryDirectory(prefix="trailscan-s3-") as folder:
+            transfer = _Transfer(
+                store,
+                reader,
+                pool,
+                Path(folder),
+                window,
+                workers=workers,
+                lag=lag,
+                batch_objects=batch_objects,
+                progress=progress,
+            )
+            total = transfer.run(units)
+    finally:
+        # On an interruption, queued downloads are dropped rather than waited for.
+        pool.shutdown(wait=True, cancel_futures=True)
+    events = _events_by_unit(store, window)
+    coverages = [_coverage(unit, window, events.get((unit.account, unit.region), 0)) for unit in units]
+    coverages += failures
+    for coverage in coverages:
+        store.record_coverage(coverage)
+    return total, coverages
+
+
+def _split_url(bucket: str, prefix: str) -> tuple[str, str]:
+    """``s3://bucket/some/prefix`` → ``("bucket", "some/prefix")``."""
+    if bucket.startswith("s3://"):
+        name, _, path = bucket[len("s3://") :].partition("/")
+        if path.strip("/") and prefix.strip("/"):
+            raise UsageError(f"--bucket {bucket} already holds a prefix; drop --prefix {prefix}")
+        bucket, prefix = name, path or prefix
+    if not bucket:
+        raise UsageError("--bucket is empty")
+    return bucket, prefix
+
+
+def _events_by_unit(store: Store, window: Window) -> dict[tuple[str, str], int]:
+    """Events the store holds in ``window``, per account and region (whichever run stored them)."""
+    _, rows = store.query(
+        "SELECT account_id, aws_region, count(*) FROM events "
+        "WHERE event_time >= $start AND event_time < $end GROUP BY ALL",
+        {"start": window.start, "end": window.end},
+    )
+    return {(account, region): count for account, region, count in rows}
+
+
+def _coverage(unit: _Unit, window: Window, events: int) -> Coverage:
+    parts = [
+        f"{unit.in_window} log files in the window",
+        f"{unit.downloaded} downloaded",
+        f"{unit.unchanged} already stored",
+    ]
+    if unit.problems:
+        parts.append(f"{len(unit.problems)} unreadable")
+    detail = ", ".join(parts)
+    if unit.list_errors:
+        detail += "; " + "; ".join(unit.list_errors)
+    status = FAILED if unit.list_errors else PARTIAL if unit.problems else COMPLETE
+    return Coverage(
+        SOURCE,
+        unit.account,
+        unit.region,
+        window.start,
+        window.end,
+        events=events,
+        status=status,
+        detail=detail,
+    )
+
+
+__all__ = [
+    "DELIVERY_LAG",
+    "Trail",
+    "choose_trail",
+    "day_folders",
+    "day_prefixes",
+    "default_session",
+    "delivered_in",
+    "delivery_days",
+    "delivery_time",
+    "discover_trail",
+    "ingest_s3",
+    "is_log_key",
+    "logs_prefix",
+    "normalize_org_id",
+    "region_prefix",
+    "s3_url",
+]
