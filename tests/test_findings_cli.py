@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -221,3 +222,33 @@ def test_findings_reads_iam_and_eks_live_when_credentials_are_set(tmp_path):
     assert finding["cause"] == "TRUST_SUBJECT_MISMATCH"
     assert finding["workload"]["cluster"] == "prod"
     assert "aws iam update-assume-role-policy --role-name payments-api" in finding["fix"]
+
+
+def test_since_reads_the_trail_bucket_and_explains(tmp_path):
+    """`trailscan since 24h --bucket …`: S3 ingest, live IAM and EKS, explanation — all through moto."""
+    import random
+
+    from tests.test_explain import NOW, REGION, World, missing_permission
+    from trailscan.generate import delivery_files, iso
+
+    with MotoServer() as moto:
+        world = World(moto)
+        missing_permission(world)
+        files = world.write(tmp_path)
+        s3 = world.session.client("s3")
+        s3.create_bucket(Bucket="org-trail", CreateBucketConfiguration={"LocationConstraint": REGION})
+        for key, body in delivery_files(world.records, random.Random(3), prefix="trail"):
+            s3.put_object(Bucket="org-trail", Key=key, Body=body)
+        ran = run_cli("since", "24h", "--until", iso(NOW + timedelta(minutes=1)), "--bucket", "org-trail",
+                      "--prefix", "trail", "--regions", REGION, "--cluster", "prod",
+                      "--service-accounts", str(files["service_accounts"]), "--db", str(tmp_path / "s3.duckdb"),
+                      "--format", "json", "--fail-on-findings",
+                      env={**moto.environ(REGION), "AWS_EC2_METADATA_DISABLED": "true"})
+    assert ran.returncode == 1, ran.stderr
+    document = json.loads(ran.stdout)
+    assert [row["source"] for row in document["coverage"]] == ["s3"]
+    assert all(row["status"] == "complete" for row in document["coverage"]), document["coverage"]
+    [finding] = document["findings"]
+    assert (finding["cause"], finding["workload"]["namespace"], finding["workload"]["service_account"]) == (
+        "MISSING_PERMISSION", "orders", "worker")
+    assert finding["workload"]["cluster"] == "prod" and finding["count"] == 9

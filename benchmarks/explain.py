@@ -1,0 +1,273 @@
+"""How fast is explaining, and does it grow with failures rather than with events?  (issue 5)
+
+    python benchmarks/explain.py [--events 1000000] [--small 100000] [--failures 300] [--repeat 3]
+
+Builds three DuckDB stores with trailscan's own schema and ingest:
+
+- ``small``: ``--small`` healthy events + ``--failures`` failed events;
+- ``large``: ``--events`` healthy events + the same failures;
+- ``large, 2× failures``: ``--events`` healthy events + twice as many failures.
+
+Healthy traffic comes from ``trailscan.generate.healthy_traffic`` (50,000 records,
+ingested with ``Store.ingest_documents``), then is replicated in SQL with fresh event ids
+and shifted times up to the wanted size: every row is a full CloudTrail record as the
+store holds it (``raw`` included), at a fraction of the generation time.  The failures are
+built like the test scenarios: refused web identities against roles whose trust policy
+names another subject, successful web identities whose sessions are then refused API
+calls (silent EC2 ``Client.UnauthorizedOperation`` and messages that name the reason),
+node-role fallbacks and failed Pod Identity requests, over 30 workloads; the inventory
+(roles with trust and permission policies, annotated service accounts) is built in
+memory so that every cause is computed, not skipped.
+
+Then times ``explain_store(store, inventory, window=24h)`` (collect in SQL, explain per
+group) on each store, best of ``--repeat``, and prints the times, the ratios
+large/small (flat when cost does not grow with events) and 2×failures/large (about 2 at
+most when cost grows with failures), and PASS/FAIL: large ≤ 3 s, large/small ≤ 2,
+2×failures/large ≤ 2.5.  It checks that every failed event is in exactly one finding.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import tempfile
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from trailscan.explain import explain_store
+from trailscan.generate import RoleSession, access_key_id, api_call, healthy_traffic
+from trailscan.inventory import authorization_details_inventory
+from trailscan.kube import ServiceAccount
+from trailscan.model import Window
+from trailscan.store import Store
+
+ACCOUNT = "111122223333"
+REGION = "eu-west-1"
+NOW = datetime(2026, 11, 28, 6, 0, tzinfo=timezone.utc)
+WINDOW = Window(NOW - timedelta(hours=24), NOW)
+ISSUER = f"oidc.eks.{REGION}.amazonaws.com/id/5C1A7E0E5A1B2C3D4E5F60718293A4B5"
+PROVIDER = f"arn:aws:iam::{ACCOUNT}:oidc-provider/{ISSUER}"
+BASE_EVENTS = 50_000
+WORKLOADS = 30
+TARGET_SECONDS = 3.0
+TARGET_EVENTS_RATIO = 2.0
+TARGET_FAILURES_RATIO = 2.5
+
+
+def policy(*statements: dict) -> dict:
+    return {"Version": "2012-10-17", "Statement": list(statements)}
+
+
+def inventory():
+    """Roles (trust for a neighbouring subject; permissions without the refused actions)
+    and the service accounts annotated with them."""
+    roles = []
+    accounts = []
+    for n in range(WORKLOADS):
+        name = f"app-{n}"
+        roles.append(
+            {
+                "Arn": f"arn:aws:iam::{ACCOUNT}:role/{name}",
+                "RoleName": name,
+                "AssumeRolePolicyDocument": policy(
+                    {
+                        "Effect": "Allow",
+                        "Principal": {"Federated": PROVIDER},
+                        "Action": "sts:AssumeRoleWithWebIdentity",
+                        "Condition": {"StringEquals": {f"{ISSUER}:sub": f"system:serviceaccount:team-{n}:app-old",
+                                                       f"{ISSUER}:aud": "sts.amazonaws.com"}},
+                    }
+                ),
+                "RolePolicyList": [
+                    {"PolicyName": "s3", "PolicyDocument": policy({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"})}
+                ],
+                "AttachedManagedPolicies": [],
+            }
+        )
+        accounts.append(ServiceAccount("", f"team-{n}", name, role_arn=f"arn:aws:iam::{ACCOUNT}:role/{name}"))
+    found = authorization_details_inventory({"RoleDetailList": roles, "Policies": []}, source="benchmark")
+    return found.with_service_accounts(accounts)
+
+
+def failures(rng: random.Random, count: int) -> list[dict]:
+    """About *count* failed events (plus the successful web identities that minted sessions)."""
+    records: list[dict] = []
+    per_kind = max(1, count // 4)
+    span = (WINDOW.end - WINDOW.start).total_seconds()
+
+    def when() -> datetime:
+        return WINDOW.start + timedelta(seconds=rng.random() * span)
+
+    sessions = []
+    for n in range(WORKLOADS):
+        subject = f"system:serviceaccount:team-{n}:app-{n}"
+        role = f"arn:aws:iam::{ACCOUNT}:role/app-{n}"
+        session = RoleSession(ACCOUNT, f"app-{n}", f"botocore-session-{n}", access_key_id(rng))
+        sessions.append(session)
+        records.append(api_call(
+            rng, when=WINDOW.start + timedelta(minutes=n), region=REGION, account=ACCOUNT,
+            identity={"type": "WebIdentityUser", "principalId": f"{PROVIDER}:sts.amazonaws.com:{subject}",
+                      "userName": subject, "identityProvider": PROVIDER},
+            event_source="sts.amazonaws.com", event_name="AssumeRoleWithWebIdentity",
+            request_parameters={"roleArn": role, "roleSessionName": session.session_name},
+            response_elements={"credentials": {"accessKeyId": session.access_key_id, "sessionToken": "x",
+                                               "expiration": "Nov 28, 2026, 5:00:00 AM"},
+                               "subjectFromWebIdentityToken": subject},
+        ))
+    for i in range(per_kind):  # refused web identities: the trust names another subject
+        n = i % WORKLOADS
+        subject = f"system:serviceaccount:team-{n}:app-{n}"
+        records.append(api_call(
+            rng, when=when(), region=REGION, account=ACCOUNT,
+            identity={"type": "WebIdentityUser", "principalId": f"{PROVIDER}:sts.amazonaws.com:{subject}",
+                      "userName": subject, "identityProvider": PROVIDER},
+            event_source="sts.amazonaws.com", event_name="AssumeRoleWithWebIdentity",
+            error_code="AccessDenied", error_message="An unknown error occurred",
+            request_parameters={"roleArn": f"arn:aws:iam::{ACCOUNT}:role/app-{n}", "roleSessionName": f"s-{i}"},
+        ))
+    for i in range(per_kind):  # silent EC2 refusals: the role's policies decide
+        session = sessions[i % WORKLOADS]
+        moment = when()
+        records.append(api_call(
+            rng, when=moment, region=REGION, account=ACCOUNT, identity=session.user_identity(moment),
+            event_source="ec2.amazonaws.com", event_name=rng.choice(["DescribeVolumes", "DescribeSnapshots"]),
+            error_code="Client.UnauthorizedOperation", error_message="You are not authorized to perform this operation.",
+        ))
+    for i in range(per_kind):  # messages that name the reason
+        session = sessions[i % WORKLOADS]
+        moment = when()
+        records.append(api_call(
+            rng, when=moment, region=REGION, account=ACCOUNT, identity=session.user_identity(moment),
+            event_source="sqs.amazonaws.com", event_name="SendMessage", read_only=False, error_code="AccessDenied",
+            error_message=f"User: {session.arn} is not authorized to perform: sqs:sendmessage on resource: "
+                          f"arn:aws:sqs:{REGION}:{ACCOUNT}:orders because no identity-based policy allows the "
+                          "sqs:sendmessage action",
+        ))
+    node = RoleSession(ACCOUNT, "eks-node-group-role", "i-0a1b2c3d4e5f60718", access_key_id(rng), ec2_role_delivery=True)
+    for i in range(count - 3 * per_kind):  # node-role fallbacks and Pod Identity refusals
+        moment = when()
+        if i % 2:
+            records.append(api_call(
+                rng, when=moment, region=REGION, account=ACCOUNT, identity=node.user_identity(moment),
+                event_source="s3.amazonaws.com", event_name="GetObject", error_code="AccessDenied",
+                error_message=f'User: {node.arn} is not authorized to perform: s3:GetObject on resource: '
+                              '"arn:aws:s3:::data/x" because no identity-based policy allows the s3:GetObject action',
+                user_agent="Boto3/1.9.100 Python/3.7.3 Linux/4.14 Botocore/1.12.100",
+            ))
+        else:
+            records.append(api_call(
+                rng, when=moment, region=REGION, account=ACCOUNT, identity=node.user_identity(moment),
+                event_source="eks-auth.amazonaws.com", event_name="AssumeRoleForPodIdentity", error_code="AccessDenied",
+                error_message="Unauthorized Exception! EKS does not have permissions to assume the associated role.",
+                request_parameters={"clusterName": "prod", "token": "HIDDEN_DUE_TO_SECURITY_REASONS"},
+            ))
+    return records
+
+
+def build_store(path: Path, healthy: int, failed: int, seed: int) -> None:
+    rng = random.Random(seed)
+    with Store.open(path, memory_limit="4GB") as store:
+        base = list(healthy_traffic(rng, count=min(BASE_EVENTS, healthy), start=WINDOW.start, end=WINDOW.end,
+                                    accounts=[ACCOUNT], regions=[REGION, "us-east-1"]))
+        store.ingest_documents([json.dumps({"Records": base[i:i + 5000]}) for i in range(0, len(base), 5000)],
+                               origin="benchmark")
+        copies = (healthy + BASE_EVENTS - 1) // BASE_EVENTS
+        if copies > 1:
+            # Replicate the generated rows with fresh ids, spread over the same window.
+            columns = [row[0] for row in store.con.execute(
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'events' "
+                "AND is_generated = 'NEVER' ORDER BY ordinal_position"
+            ).fetchall()]
+            replaced = {
+                "event_id": "md5(event_id || '#' || n)",
+                "event_time": "event_time - to_seconds((n * 7919) % 3600)",
+            }
+            select = ", ".join(replaced.get(column, column) for column in columns)
+            store.con.execute(
+                f"INSERT INTO events ({', '.join(columns)}) SELECT {select} FROM events, range(1, $copies) AS r(n)",
+                {"copies": copies},
+            )
+            excess = store.count_events() - healthy
+            if excess > 0:
+                store.con.execute(
+                    "DELETE FROM events WHERE event_id IN (SELECT event_id FROM events ORDER BY event_id LIMIT $n)",
+                    {"n": excess},
+                )
+        store.ingest_documents([json.dumps({"Records": failures(rng, failed)})], origin="benchmark")
+        store.con.execute("CHECKPOINT")
+
+
+def measure(path: Path, inventory_, repeat: int) -> tuple[float, int, int, int]:
+    best = float("inf")
+    with Store.open(path, read_only=True) as store:
+        events = store.count_events()
+        failed = store.query(
+            "SELECT count(*) FROM events WHERE error_code IS NOT NULL AND event_time >= $s AND event_time < $e",
+            {"s": WINDOW.start, "e": WINDOW.end},
+        )[1][0][0]
+        for _ in range(repeat):
+            started = time.perf_counter()
+            report = explain_store(store, inventory_, window=WINDOW)
+            best = min(best, time.perf_counter() - started)
+    explained = sum(f.count for f in report.findings)
+    return best, events, failed, explained
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=1_000_000, help="healthy events of the large store")
+    parser.add_argument("--small", type=int, default=100_000, help="healthy events of the small store")
+    parser.add_argument("--failures", type=int, default=300, help="failed events (the 2× store has twice as many)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--keep", type=Path, help="build the stores in this folder and keep them")
+    args = parser.parse_args(argv)
+
+    folder = args.keep or Path(tempfile.mkdtemp(prefix="trailscan-bench-explain-"))
+    folder.mkdir(parents=True, exist_ok=True)
+    cases = [
+        ("small", args.small, args.failures),
+        ("large", args.events, args.failures),
+        ("large, 2x failures", args.events, 2 * args.failures),
+    ]
+    paths = {}
+    for name, healthy, failed in cases:
+        path = folder / f"explain-{healthy}-{failed}.duckdb"
+        if not path.exists():
+            started = time.perf_counter()
+            try:
+                build_store(path, healthy, failed, seed=11)
+            except BaseException:
+                path.unlink(missing_ok=True)
+                raise
+            print(f"built {name}: {path.name} in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        paths[name] = path
+
+    inv = inventory()
+    results = {}
+    print(f"{'store':<20} {'events':>10} {'failed':>7} {'findings s':>11}")
+    for name, _healthy, _failed in cases:
+        seconds, events, failed, explained = measure(paths[name], inv, args.repeat)
+        results[name] = seconds
+        print(f"{name:<20} {events:>10,} {failed:>7} {seconds:>11.3f}")
+        if explained != failed:
+            print(f"FAIL: {name}: {explained} events in findings, {failed} failed events", file=sys.stderr)
+            return 1
+    by_events = results["large"] / results["small"]
+    by_failures = results["large, 2x failures"] / results["large"]
+    print(f"large / small (10x events, same failures): {by_events:.2f}x")
+    print(f"2x failures / large (same events):         {by_failures:.2f}x")
+    checks = [
+        (f"large store ≤ {TARGET_SECONDS} s", results["large"] <= TARGET_SECONDS),
+        (f"large/small ≤ {TARGET_EVENTS_RATIO}", by_events <= TARGET_EVENTS_RATIO),
+        (f"2x failures/large ≤ {TARGET_FAILURES_RATIO}", by_failures <= TARGET_FAILURES_RATIO),
+    ]
+    for label, ok in checks:
+        print(f"{'PASS' if ok else 'FAIL'}: {label}")
+    return 0 if all(ok for _, ok in checks) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
