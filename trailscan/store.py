@@ -538,9 +538,19 @@ class Store:
             bounds = {} if window is None else {"start": window.start, "end": window.end}
             con.execute(_insert_sql(windowed=window is not None, dedupe=repeats > 0), bounds)
             after = con.execute("SELECT count(*) FROM events").fetchone()[0]
-            remembered = [(o.source, o.name, o.etag, o.events) for o in objects if o.name not in failed]
+            remembered = list({(o.source, o.name): o for o in objects if o.name not in failed}.values())
             if remembered:
-                con.executemany("INSERT OR REPLACE INTO ingested_objects VALUES (?, ?, ?, ?, now())", remembered)
+                # One statement: executemany costs ~4 ms of CPU a row (4 s for 1,000 objects).
+                con.execute(
+                    "INSERT OR REPLACE INTO ingested_objects "
+                    "SELECT unnest($sources), unnest($names), unnest($etags), unnest($events), now()",
+                    {
+                        "sources": [o.source for o in remembered],
+                        "names": [o.name for o in remembered],
+                        "etags": [o.etag for o in remembered],
+                        "events": [o.events for o in remembered],
+                    },
+                )
             con.execute("COMMIT")
         except duckdb.Error as exc:
             try:
