@@ -653,3 +653,40 @@ def test_every_cause_has_a_scenario():
         source = probe.__code__.co_consts
         covered |= {c for c in source if isinstance(c, str) and c.isupper() and "_" in c}
     assert {cause for _kind, cause in CAUSES} <= covered | {"UNEXPLAINED"}
+
+
+def test_pod_identity_association_names_the_role_eks_could_not_assume(real_store):
+    """The real failed AssumeRoleForPodIdentity names no role; the cluster's associations and
+    their roles' trust policies do (moto has no Pod Identity API, so the inventory is built here)."""
+    from trailscan.explain import explain_store
+    from trailscan.inventory import Cluster, PodIdentityAssociation, authorization_details_inventory
+
+    good = "arn:aws:iam::753273931759:role/eks-pod-s3-read-access-role"
+    bad = "arn:aws:iam::753273931759:role/eks-pod-dynamodb-role"
+    pods = {"Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"}}
+    iam = authorization_details_inventory(
+        {"RoleDetailList": [
+            {"Arn": good, "RoleName": "eks-pod-s3-read-access-role",
+             "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [{**pods, "Action": ["sts:AssumeRole", "sts:TagSession"]}]}},
+            {"Arn": bad, "RoleName": "eks-pod-dynamodb-role",
+             "AssumeRolePolicyDocument": {"Version": "2012-10-17", "Statement": [
+                 {"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}]}},
+        ]},
+        source="test",
+    )
+    cluster = Cluster(
+        "eksworkshop-eksctl", "us-west-2", "753273931759", "arn:aws:eks:us-west-2:753273931759:cluster/eksworkshop-eksctl",
+        "https://oidc.eks.us-west-2.amazonaws.com/id/EXAMPLE",
+        pod_identity_associations=[
+            PodIdentityAssociation("ns-a", "sa1", good, "a-1"),
+            PodIdentityAssociation("ns-b", "sa2", bad, "a-2"),
+        ],
+    )
+    with Store.open(real_store, read_only=True) as store:
+        report = explain_store(store, iam.with_clusters([cluster]))
+    [finding] = [f for f in report.findings if f.kind == "pod_identity"]
+    assert finding.cause == "POD_IDENTITY_TRUST" and finding.role_arn == bad
+    assert finding.workload.resolution == "by_role"
+    assert [str(c) for c in finding.workload.candidates] == ["ns-b/sa2"]
+    assert "aws iam update-assume-role-policy --role-name eks-pod-dynamodb-role" in finding.fix
+    assert '"ec2.amazonaws.com"' in finding.fix and '"sts:TagSession"' in finding.fix  # the other statement is kept

@@ -1392,11 +1392,14 @@ def load_inventory(
         live = not request.iam_files and has_aws_credentials(session)
         if not request.iam_files and not live:
             notices.append("no --iam file and no AWS credentials: IAM roles, policies and OIDC providers not read")
-    if live:
-        wanted = sorted(set(role_arns))
-        parts.append(load_iam_live(session, role_arns=wanted))
+    wanted = set(role_arns)
     if request.clusters:
-        parts.append(Inventory().with_clusters(load_eks_live(session, request.clusters, request.regions or None)))
+        clusters = load_eks_live(session, request.clusters, request.regions or None)
+        parts.append(Inventory().with_clusters(clusters))
+        # The roles of Pod Identity associations: a refused AssumeRoleForPodIdentity names none.
+        wanted |= {a.role_arn for c in clusters for a in c.pod_identity_associations}
+    if live:
+        parts.append(load_iam_live(session, role_arns=sorted(wanted)))
     if not parts:
         return None, notices
     return merge_inventories(parts), notices
