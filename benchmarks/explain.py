@@ -34,7 +34,7 @@ import random
 import sys
 import tempfile
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from trailscan.explain import explain_store
@@ -46,7 +46,7 @@ from trailscan.store import Store
 
 ACCOUNT = "111122223333"
 REGION = "eu-west-1"
-NOW = datetime(2026, 11, 28, 6, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
 WINDOW = Window(NOW - timedelta(hours=24), NOW)
 ISSUER = f"oidc.eks.{REGION}.amazonaws.com/id/5C1A7E0E5A1B2C3D4E5F60718293A4B5"
 PROVIDER = f"arn:aws:iam::{ACCOUNT}:oidc-provider/{ISSUER}"

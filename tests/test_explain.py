@@ -27,7 +27,7 @@ import json
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from trailscan.store import Store
 
 ACCOUNT = "123456789012"  # moto's account
 REGION = "eu-west-1"
-NOW = datetime(2026, 11, 28, 6, 0, tzinfo=timezone.utc)
+NOW = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
 WINDOW = Window(NOW - timedelta(hours=24), NOW + timedelta(minutes=1))
 BOTO3 = "Boto3/1.34.69 md/Botocore#1.34.69 ua/2.0 os/linux#5.10.210 lang/python#3.11.8 Botocore/1.34.69"
 OLD_BOTO3 = "Boto3/1.9.100 Python/3.7.3 Linux/4.14.133-113.105.amzn2.x86_64 Botocore/1.12.100"
@@ -328,8 +328,8 @@ def oidc_thumbprint_mismatch(w: World) -> Expect:
     w.web_identity("payments", "api", arn, count=2, code="InvalidIdentityToken",
                    message="OpenIDConnect provider's HTTPS certificate doesn't match configured thumbprint")
     return Expect("irsa", "OIDC_THUMBPRINT_MISMATCH", 2, "payments", "api", role="payments-api",
-                  fix=("aws iam update-open-id-connect-provider-thumbprint --open-id-connect-provider-arn "
-                       f"{w.provider_arn}",))
+                  fix=(("aws iam update-open-id-connect-provider-thumbprint --open-id-connect-provider-arn "
+                       f"{w.provider_arn}"),))
 
 
 def sa_not_found(w: World) -> Expect:
@@ -473,8 +473,8 @@ def pod_identity_agent_denied(w: World) -> Expect:
             )
         )
     return Expect("pod_identity", "POD_IDENTITY_AGENT_DENIED", 4, resolution="unknown", role=NODE_ROLE,
-                  fix=(f"aws iam attach-role-policy --role-name {NODE_ROLE} --policy-arn "
-                       "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy",))
+                  fix=((f"aws iam attach-role-policy --role-name {NODE_ROLE} --policy-arn "
+                       "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy"),))
 
 
 def node_role_fallback(w: World) -> Expect:

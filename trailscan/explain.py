@@ -22,7 +22,7 @@ import json
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -35,8 +35,6 @@ from trailscan.identity import (
     credential_support,
     is_node_session,
     issuer_id,
-    issuer_of,
-    parse_subject,
     parse_user_agent,
     parse_web_identity,
     pod_identity_tags,
@@ -44,7 +42,7 @@ from trailscan.identity import (
     role_arn_of_session,
     session_name_of,
 )
-from trailscan.inventory import IAM, KUBERNETES, OIDC, Inventory, Role
+from trailscan.inventory import IAM, KUBERNETES, Inventory, Role
 from trailscan.kube import DEFAULT_AUDIENCE, ServiceAccount
 from trailscan.model import Window
 from trailscan.policy import (
@@ -209,8 +207,8 @@ def _utc(moment: datetime | None) -> datetime | None:
     if moment is None:
         return None
     if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
 
 
 def collect_failures(store: Store, window: Window | None = None, *, book: QueryBook | None = None) -> Failures:
@@ -962,16 +960,16 @@ class _Explainer:
             statements = "; ".join(ref.describe() for ref in identity.matched)
             return (
                 "EXPLICIT_DENY",
-                f"{caller} was refused {action}{where}: {statements} of the role {role.name} explicitly denies it, "
-                "and an explicit deny always wins.",
-                f"Narrow or remove the Deny in {statements}.\n\nIt denies {action} for {role.arn}; an explicit deny "
-                "cannot be overridden by any Allow.",
+                (f"{caller} was refused {action}{where}: {statements} of the role {role.name} explicitly denies it, "
+                "and an explicit deny always wins."),
+                (f"Narrow or remove the Deny in {statements}.\n\nIt denies {action} for {role.arn}; an explicit deny "
+                "cannot be overridden by any Allow."),
             )
         if boundary is not None and boundary.effect == "explicit_deny":
             return (
                 "EXPLICIT_DENY",
-                f"{caller} was refused {action}{where}: the permissions boundary {role.boundary_arn} of {role.name} "
-                "explicitly denies it.",
+                (f"{caller} was refused {action}{where}: the permissions boundary {role.boundary_arn} of {role.name} "
+                "explicitly denies it."),
                 f"Change the Deny in the permissions boundary {role.boundary_arn}, or attach another boundary.",
             )
         missing = identity.effect == "implicit_deny" and not identity.conditional and role.policies_complete
@@ -979,8 +977,8 @@ class _Explainer:
             also = " No identity policy of the role allows it either." if missing else ""
             return (
                 "BOUNDARY_DENY",
-                f"{caller} may not call {action}{where}: the permissions boundary {role.boundary_arn} of {role.name} "
-                f"does not allow it, whatever the role's policies grant.{also}",
+                (f"{caller} may not call {action}{where}: the permissions boundary {role.boundary_arn} of {role.name} "
+                f"does not allow it, whatever the role's policies grant.{also}"),
                 self._boundary_fix(role, role.arn, action, resource)
                 + ("\n\n" + self._missing_permission_fix(role.arn, None, action, resource) if missing else ""),
             )
@@ -988,8 +986,8 @@ class _Explainer:
             unread = f" (its permissions boundary {role.boundary_arn} could not be read)" if role.boundary_arn and boundary is None else ""
             return (
                 "MISSING_PERMISSION",
-                f"No identity-based policy of {self._whose(role.arn, None, None)} allows {action}{where}, so AWS "
-                f"refused the call (its message did not say why; the role's policies were evaluated{unread}).",
+                (f"No identity-based policy of {self._whose(role.arn, None, None)} allows {action}{where}, so AWS "
+                f"refused the call (its message did not say why; the role's policies were evaluated{unread})."),
                 self._missing_permission_fix(role.arn, None, action, resource),
             )
         if identity.effect == "implicit_deny" and identity.conditional:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import IO, Any
 
 import orjson
@@ -65,8 +65,8 @@ def _iso(moment: datetime | None) -> str | None:
     if moment is None:
         return None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 @dataclass(frozen=True)
@@ -337,8 +337,8 @@ def findings_markdown(report: FindingsReport, *, generated_at: datetime) -> str:
     lines = [
         "# trailscan findings",
         "",
-        f"Window: {_iso(report.window_start) or 'beginning'} – {_iso(report.window_end) or 'now'}; "
-        f"generated {_iso(generated_at)}.",
+        (f"Window: {_iso(report.window_start) or 'beginning'} – {_iso(report.window_end) or 'now'}; "
+        f"generated {_iso(generated_at)}."),
         "",
     ]
     if not report.findings:
@@ -359,10 +359,10 @@ def findings_markdown(report: FindingsReport, *, generated_at: datetime) -> str:
                 "",
                 f"- **Kind:** {finding.kind}; **resolution:** {finding.workload.resolution}",
                 f"- **Role:** {finding.role_arn or 'unknown'}",
-                f"- **Failed:** {finding.event_source} {finding.event_name} — {finding.error_code or ''}"
-                f"{': ' + _md(finding.error_message) if finding.error_message else ''}",
-                f"- **Events:** {finding.count}, {_iso(finding.first_seen)} – {_iso(finding.last_seen)} "
-                f"in {', '.join(finding.regions) or 'unknown region'}",
+                (f"- **Failed:** {finding.event_source} {finding.event_name} — {finding.error_code or ''}"
+                f"{': ' + _md(finding.error_message) if finding.error_message else ''}"),
+                (f"- **Events:** {finding.count}, {_iso(finding.first_seen)} – {_iso(finding.last_seen)} "
+                f"in {', '.join(finding.regions) or 'unknown region'}"),
                 "",
                 finding.explanation,
                 "",
