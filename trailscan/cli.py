@@ -485,5 +485,80 @@ def since_command(duration, until, source, paths, bucket, prefix, org_id, accoun
     _emit_report(report, fmt, fail_on_findings)
 
 
+# -- demo and iam-policy ------------------------------------------------------------------------
+
+
+@main.command("demo")
+@click.option("--out", default="trailscan-demo", show_default=True, metavar="DIR",
+              help="Folder the HTML report is written to (a dated folder and latest/).")
+@format_option(("table", "json", "markdown"))
+@click.option("--db", metavar="PATH", help="Keep the demo's DuckDB store at PATH (default: a temporary one).")
+def demo_command(out: str, fmt: str, db: str | None) -> None:
+    """Run trailscan end to end on a simulated AWS account: no account, no network.
+
+    Starts moto on 127.0.0.1, seeds an EKS cluster whose workloads fail in a dozen
+    different ways (IRSA trust policies, service-account annotations, missing roles and
+    permissions, an SCP, an SDK too old for IRSA, Pod Identity) amid healthy traffic, in an
+    organization trail's bucket over two regions, then runs what `trailscan since 24h
+    --bucket … --service-accounts … --cluster …` runs, prints the findings and writes the
+    HTML report to DIR. Your AWS configuration is neither read nor used.
+    """
+    from trailscan.demo import run_demo
+
+    click.echo("trailscan demo: seeding a simulated AWS account (moto on 127.0.0.1) with a broken EKS "
+               "cluster and a day of CloudTrail…", err=True)
+    with progress_reporter() as progress:
+        run = run_demo(out=out, db=db, progress=progress)
+    click.echo(
+        f"trailscan demo: {run.events} events in {run.log_files} log files (and {run.digest_files} digest files), "
+        f"then the equivalent of `{run.command}`:",
+        err=True,
+    )
+    try:
+        _emit_report(run.report, fmt, False)
+    finally:
+        click.echo(f"trailscan demo: report written to {run.location.html} (copy in {run.location.latest}); "
+                   f"{run.seconds:.0f} s", err=True)
+
+
+@main.command("iam-policy")
+@click.option("--source", type=click.Choice(["s3", "lookup"]), default="s3", show_default=True,
+              help="Where trailscan will read CloudTrail.")
+@click.option("--bucket", metavar="BUCKET", help="The trail's bucket, or s3://BUCKET/PREFIX (default: discovered).")
+@click.option("--prefix", default="", metavar="PREFIX", help="The trail's S3 key prefix, if any.")
+@click.option("--org-id", metavar="o-…", help="Only this organization trail's folder.")
+@click.option("--accounts", multiple=True, callback=_values, metavar="ID,…", help="Only these accounts' logs.")
+@click.option("--kms-key", "kms_keys", multiple=True, metavar="ARN",
+              help="KMS key of the trail bucket's SSE-KMS (adds kms:Decrypt through S3). Repeatable.")
+@click.option("--report-to", metavar="s3://BUCKET/PREFIX/", help="Where `trailscan report --to` writes.")
+@click.option("--report-kms-key", "report_kms_keys", multiple=True, metavar="ARN",
+              help="KMS key of the report bucket's SSE-KMS (adds kms:GenerateDataKey). Repeatable.")
+@click.option("--cluster", "clusters", multiple=True, callback=_values, metavar="NAME,…",
+              help="EKS clusters described live (names or ARNs).")
+@click.option("--offline", is_flag=True, help="IAM comes from an --iam file: leave out the live IAM reads.")
+def iam_policy_command(source, bucket, prefix, org_id, accounts, kms_keys, report_to, report_kms_keys,
+                       clusters, offline) -> None:
+    """Print the least-privilege IAM policy trailscan itself needs (JSON, on stdout).
+
+    One statement per kind of call made for the chosen source (a trail's S3 bucket, or
+    LookupEvents), the live inventory (IAM roles and policies, OIDC providers, the --cluster
+    EKS clusters) and the report destination; resources as narrow as each action allows.
+    Attach it to the role trailscan runs as (for the nightly CronJob, the role of its
+    service account). Notes on what to replace or add go to stderr.
+    """
+    import json
+
+    from trailscan.iam_policy import PolicyRequest, required_policy
+
+    policy = required_policy(PolicyRequest(
+        source=source, bucket=bucket, prefix=prefix, org_id=org_id, accounts=tuple(accounts),
+        kms_keys=tuple(kms_keys), report_to=report_to, report_kms_keys=tuple(report_kms_keys),
+        clusters=tuple(clusters), live_iam=not offline,
+    ))
+    click.echo(json.dumps(policy.document, indent=2))
+    for note in policy.notes:
+        click.echo(f"trailscan: note: {note}", err=True)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

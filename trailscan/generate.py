@@ -9,7 +9,9 @@ Everything is deterministic for a given seed.
 from __future__ import annotations
 
 import gzip
+import hashlib
 import random
+import re
 import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -300,6 +302,201 @@ def sample_failures(rng: random.Random, *, start: datetime, end: datetime, accou
             error_code="Client.UnauthorizedOperation",
             error_message="You are not authorized to perform this operation.",
         )
+
+
+
+# --------------------------------------------------------------------------
+# Web identity, Pod Identity and digest files, as AWS writes them
+# --------------------------------------------------------------------------
+
+#: The ``aud`` of an IRSA token unless ``eks.amazonaws.com/audience`` says otherwise.
+STS_AUDIENCE = "sts.amazonaws.com"
+
+
+def web_identity_call(
+    rng: random.Random,
+    *,
+    when: datetime,
+    region: str,
+    account: str,
+    provider_arn: str,
+    subject: str,
+    role_arn: str,
+    audience: str = STS_AUDIENCE,
+    user_agent: str | None = None,
+    error_code: str | None = None,
+    error_message: str = "An unknown error occurred",
+    session: RoleSession | None = None,
+    global_endpoint: bool = False,
+) -> dict:
+    """An ``sts:AssumeRoleWithWebIdentity`` record: a pod trading its service-account
+    token for role credentials.
+
+    Refused (``error_code`` given): the shape of the real refusal — ``WebIdentityUser``
+    identity, ``responseElements`` null, the role in ``resources``, and more often than
+    not the message "An unknown error occurred".  Granted: ``session`` is the role
+    session minted, and ``responseElements`` carries its access key (and a session
+    token, which trailscan must never store).  ``global_endpoint``: the SDK called
+    ``sts.amazonaws.com`` (old SDK defaults), which CloudTrail records in us-east-1.
+    """
+    identity = {
+        "type": "WebIdentityUser",
+        "principalId": f"{provider_arn}:{audience}:{subject}",
+        "userName": subject,
+        "identityProvider": provider_arn,
+    }
+    session_name = session.session_name if session else f"botocore-session-{int(when.timestamp()) - 3}"
+    record = api_call(
+        rng,
+        when=when,
+        region=region,
+        identity=identity,
+        account=account,
+        event_source="sts.amazonaws.com",
+        event_name="AssumeRoleWithWebIdentity",
+        user_agent=user_agent,
+        error_code=error_code,
+        error_message=error_message if error_code else None,
+        request_parameters={"roleArn": role_arn, "roleSessionName": session_name},
+        resources=[{"accountId": role_arn.split(":")[4], "type": "AWS::IAM::Role", "ARN": role_arn}],
+    )
+    record["sourceIPAddress"] = f"52.{rng.randrange(16, 95)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+    if global_endpoint:
+        record["tlsDetails"]["clientProvidedHostHeader"] = "sts.amazonaws.com"
+    if not error_code and session is not None:
+        record["responseElements"] = {
+            "credentials": {
+                "accessKeyId": session.access_key_id,
+                "sessionToken": "IQoJb3JpZ2luX2VjEXAMPLE" + "".join(rng.choice("ABCDEFGHIJ0123456789") for _ in range(40)),
+                "expiration": _sts_time(when + timedelta(hours=1)),
+            },
+            "subjectFromWebIdentityToken": subject,
+            "assumedRoleUser": {"assumedRoleId": f"{session.role_id}:{session.session_name}", "arn": session.arn},
+            "provider": provider_arn,
+            "audience": audience,
+        }
+    return record
+
+
+def pod_identity_assume_role(
+    rng: random.Random,
+    *,
+    when: datetime,
+    region: str,
+    account: str,
+    role_arn: str,
+    cluster: str,
+    namespace: str,
+    service_account: str,
+    pod: str,
+    error_code: str | None = None,
+    error_message: str = "Access denied",
+) -> dict:
+    """The ``sts:AssumeRole`` EKS Pod Identity makes on a pod's behalf: the caller is the
+    service ``pods.eks.amazonaws.com``, and the pod is named only in the session tags."""
+    tags = [
+        {"key": "eks-cluster-arn", "value": f"arn:aws:eks:{region}:{account}:cluster/{cluster}"},
+        {"key": "eks-cluster-name", "value": cluster},
+        {"key": "kubernetes-namespace", "value": namespace},
+        {"key": "kubernetes-service-account", "value": service_account},
+        {"key": "kubernetes-pod-name", "value": pod},
+        {"key": "kubernetes-pod-uid", "value": str(uuid.UUID(int=rng.getrandbits(128), version=4))},
+    ]
+    record = api_call(
+        rng,
+        when=when,
+        region=region,
+        account=account,
+        identity={"type": "AWSService", "invokedBy": "pods.eks.amazonaws.com"},
+        event_source="sts.amazonaws.com",
+        event_name="AssumeRole",
+        user_agent="pods.eks.amazonaws.com",
+        error_code=error_code,
+        error_message=error_message if error_code else None,
+        request_parameters={
+            "roleArn": role_arn,
+            "roleSessionName": f"eks-{cluster}-{pod}"[:64],
+            "durationSeconds": 21600,
+            "tags": tags,
+            "transitiveTagKeys": [tag["key"] for tag in tags],
+        },
+    )
+    record["sourceIPAddress"] = "pods.eks.amazonaws.com"
+    return record
+
+
+def _sts_time(moment: datetime) -> str:
+    """STS's way of writing a credential's expiry in CloudTrail: ``Nov 28, 2026, 7:00:00 AM``."""
+    hour = moment.hour % 12 or 12
+    return f"{moment:%b %d, %Y}, {hour}:{moment:%M:%S} {'AM' if moment.hour < 12 else 'PM'}"
+
+
+_LOG_KEY = re.compile(
+    r"^(?P<head>.*AWSLogs/(?:o-[a-z0-9]+/)?)(?P<account>\d{12})/CloudTrail/(?P<region>[a-z0-9-]+)/"
+    r"\d{4}/\d{2}/\d{2}/[^/]+_(?P<stamp>\d{8}T\d{4})Z_[^/]+\.json\.gz$"
+)
+
+
+def digest_files(
+    files: Iterable[tuple[str, bytes]],
+    rng: random.Random,
+    *,
+    bucket: str,
+    trail_name: str,
+    home_region: str,
+) -> Iterator[tuple[str, bytes]]:
+    """The hourly digest files CloudTrail writes beside ``files`` (the ``(key, gzip
+    bytes)`` pairs of :func:`delivery_files`): per account and region, under
+    ``CloudTrail-Digest/``, each listing the hour's log files with the SHA-256 of their
+    content and chained to the previous digest.  Readers must skip them.
+    """
+    hours: dict[tuple[str, str, str, datetime], list[tuple[str, bytes]]] = {}
+    for key, body in files:
+        match = _LOG_KEY.match(key)
+        if not match:
+            continue
+        delivered = datetime.strptime(match["stamp"], "%Y%m%dT%H%M").replace(tzinfo=timezone.utc)
+        hour = delivered.replace(minute=0) + timedelta(hours=1)
+        hours.setdefault((match["head"], match["account"], match["region"], hour), []).append((key, body))
+    previous: dict[tuple[str, str], tuple[str, str, str]] = {}  # key, signature, SHA-256
+    for (head, account, region, end), members in sorted(hours.items(), key=lambda item: item[0][3]):
+        logs = []
+        for key, body in members:
+            times = [r["eventTime"] for r in orjson.loads(gzip.decompress(body))["Records"]]
+            logs.append({
+                "s3Bucket": bucket,
+                "s3Object": key,
+                "hashValue": hashlib.sha256(gzip.decompress(body)).hexdigest(),
+                "hashAlgorithm": "SHA-256",
+                "newestEventTime": max(times),
+                "oldestEventTime": min(times),
+            })
+        key = (
+            f"{head}{account}/CloudTrail-Digest/{region}/{end:%Y/%m/%d}/"
+            f"{account}_CloudTrail-Digest_{region}_{trail_name}_{home_region}_{end:%Y%m%dT%H%M%S}Z.json.gz"
+        )
+        prior_key, prior_signature, prior_hash = previous.get((account, region), (None, None, None))
+        document = {
+            "awsAccountId": account,
+            "digestStartTime": iso(end - timedelta(hours=1)),
+            "digestEndTime": iso(end),
+            "digestS3Bucket": bucket,
+            "digestS3Object": key,
+            "digestPublicKeyFingerprint": "".join(rng.choice("0123456789abcdef") for _ in range(32)),
+            "digestSignatureAlgorithm": "SHA256withRSA",
+            "newestEventTime": max(log["newestEventTime"] for log in logs),
+            "oldestEventTime": min(log["oldestEventTime"] for log in logs),
+            "previousDigestS3Bucket": bucket if prior_key else None,
+            "previousDigestS3Object": prior_key,
+            "previousDigestHashValue": prior_hash,
+            "previousDigestHashAlgorithm": "SHA-256" if prior_key else None,
+            "previousDigestSignature": prior_signature,
+            "logFiles": logs,
+        }
+        content = orjson.dumps(document)
+        signature = "".join(rng.choice("0123456789abcdef") for _ in range(512))
+        previous[(account, region)] = (key, signature, hashlib.sha256(content).hexdigest())
+        yield key, gzip.compress(content, compresslevel=6)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,132 @@
+"""`trailscan demo` as a user runs it: a subprocess of the real console entry point, in an
+empty folder, with an AWS environment that would send any request astray.
+
+The demo must reach only the moto server it starts on 127.0.0.1, explain the seeded
+cluster's failures with ≥ 8 different SPEC §7 causes, write the HTML report to the
+folder it names on stderr, and leave the user's store and AWS configuration alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from trailscan.demo import CLUSTER, REGIONS, SCENARIOS, loopback_session
+
+# What a user's shell may hold; the demo must use none of it.
+HOSTILE_AWS = {
+    "AWS_PROFILE": "production-admin",  # a profile that does not exist in the config below
+    "AWS_DEFAULT_PROFILE": "production-admin",
+    "AWS_ACCESS_KEY_ID": "AKIAIOSFODNN7EXAMPLE",
+    "AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+    "AWS_SESSION_TOKEN": "not-a-token",
+    "AWS_REGION": "ap-southeast-2",
+    "AWS_DEFAULT_REGION": "ap-southeast-2",
+    "AWS_ENDPOINT_URL": "http://127.0.0.1:9",  # discard port: nothing listens
+    "AWS_ENDPOINT_URL_S3": "http://127.0.0.1:9",
+    "AWS_USE_FIPS_ENDPOINT": "true",
+    "HTTP_PROXY": "http://127.0.0.1:9",
+    "HTTPS_PROXY": "http://127.0.0.1:9",
+    "AWS_EC2_METADATA_DISABLED": "true",
+}
+
+
+def trailscan_command() -> list[str]:
+    """The `trailscan` console script of this interpreter's environment (as installed)."""
+    script = Path(sys.executable).with_name("trailscan")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "trailscan"]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """One `trailscan demo --format json` run in an empty folder (the default --out)."""
+    home = tmp_path_factory.mktemp("demo")
+    user_db = home / "user-store.duckdb"
+    config = home / "aws-config"
+    config.write_text("[profile other]\nregion = us-west-2\nendpoint_url = http://127.0.0.1:9\n")
+    env = {
+        **os.environ,
+        **HOSTILE_AWS,
+        "AWS_CONFIG_FILE": str(config),
+        "AWS_SHARED_CREDENTIALS_FILE": str(home / "no-credentials"),
+        "TRAILSCAN_DB": str(user_db),
+    }
+    started = time.monotonic()
+    ran = subprocess.run(
+        [*trailscan_command(), "demo", "--format", "json"],
+        capture_output=True, text=True, env=env, cwd=home, timeout=600, check=False,
+    )
+    seconds = time.monotonic() - started
+    return {"ran": ran, "seconds": seconds, "home": home, "user_db": user_db}
+
+
+def test_demo_exits_0_with_at_least_8_causes(demo_run, record_property):
+    ran = demo_run["ran"]
+    record_property("demo_seconds", round(demo_run["seconds"], 1))
+    print(f"\ntrailscan demo took {demo_run['seconds']:.1f} s")
+    assert ran.returncode == 0, ran.stderr
+    document = json.loads(ran.stdout)  # stdout holds the document alone
+    assert document["schema"] == "trailscan.findings/v1"
+    causes = {finding["cause"] for finding in document["findings"]}
+    assert len(causes) >= 8, causes
+    # One finding per seeded story, each explained, with a fix, on the demo's cluster.
+    assert len(causes) == len(SCENARIOS), causes
+    assert "UNEXPLAINED" not in causes
+    for finding in document["findings"]:
+        assert finding["explanation"] and finding["fix"], finding
+        assert finding["workload"]["cluster"] == CLUSTER, finding["workload"]
+        assert finding["count"] >= 1 and finding["sample_event_ids"]
+    # An organization trail over two regions (and two accounts), all read completely.
+    coverage = document["coverage"]
+    assert {row["source"] for row in coverage} == {"s3"}
+    assert {row["status"] for row in coverage} == {"complete"}
+    assert {row["region"] for row in coverage} == set(REGIONS)
+    assert len({row["account"] for row in coverage}) == 2
+    assert sum(row["events"] for row in coverage) >= 5000
+    # The global STS endpoint's refusals are found in us-east-1.
+    assert any(finding["regions"] == ["us-east-1"] for finding in document["findings"])
+
+
+def test_demo_names_the_report_it_wrote(demo_run):
+    ran, home = demo_run["ran"], demo_run["home"]
+    named = re.search(r"report written to (\S+report\.html)", ran.stderr)
+    assert named, ran.stderr
+    report = Path(named.group(1))
+    assert report.is_file() and report.stat().st_size > 10_000
+    assert report.parent.parent == home / "trailscan-demo"  # the default --out, under the working folder
+    for name in ("report.html", "report.md", "findings.json", "events.parquet"):
+        assert (report.parent / name).is_file()
+        assert (home / "trailscan-demo" / "latest" / name).is_file()
+    html = report.read_text()
+    for workload in ("payments/api", "checkout/cart", "notifications/mailer", "media/uploader"):
+        assert workload in html
+    # The stderr says what ran: the equivalent `trailscan since` command line.
+    assert "trailscan since 24h --bucket" in ran.stderr
+
+
+def test_demo_leaves_the_users_store_and_folder_alone(demo_run):
+    home = demo_run["home"]
+    assert not demo_run["user_db"].exists()  # TRAILSCAN_DB is the user's store, not the demo's
+    assert sorted(p.name for p in home.iterdir()) == ["aws-config", "trailscan-demo"]
+
+
+def test_loopback_session_ignores_the_environment(tmp_path, monkeypatch):
+    """The demo's session: its endpoint, credentials and region, whatever the environment says."""
+    for name, value in HOSTILE_AWS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "absent"))
+    session = loopback_session("http://127.0.0.1:4566", "eu-west-1", tmp_path)
+    for service in ("s3", "iam", "sts", "eks", "cloudtrail"):
+        client = session.client(service)
+        assert client.meta.endpoint_url == "http://127.0.0.1:4566"
+        assert client.meta.config.proxies == {}
+    credentials = session.get_credentials()
+    assert (credentials.access_key, credentials.secret_key, credentials.token) == ("demo", "demo", None)
+    assert session.region_name == "eu-west-1"

@@ -1,0 +1,257 @@
+"""The least-privilege IAM policy trailscan itself needs (``trailscan iam-policy``).
+
+Every statement answers an AWS call the pipeline makes, and nothing else:
+
+==========================  =====================================================================
+part                        calls → actions
+==========================  =====================================================================
+s3 source                   ``HeadBucket``, ``ListObjectsV2`` (delimiter walk under ``AWSLogs/``)
+                            → ``s3:ListBucket``; ``GetObject`` → ``s3:GetObject`` on the log
+                            prefix; ``kms:Decrypt`` through S3 when the bucket uses SSE-KMS;
+                            ``DescribeTrails`` → ``cloudtrail:DescribeTrails`` when no bucket is
+                            given and the trail is discovered
+lookup source               ``LookupEvents`` → ``cloudtrail:LookupEvents``
+IAM inventory (live)        ``GetRole``, ``ListRolePolicies``, ``GetRolePolicy``,
+                            ``ListAttachedRolePolicies``, ``GetPolicy``, ``GetPolicyVersion``,
+                            ``ListOpenIDConnectProviders``, ``GetOpenIDConnectProvider``, and
+                            ``sts:GetCallerIdentity`` (the session's account)
+EKS inventory (--cluster)   ``DescribeCluster``, ``ListNodegroups``, ``DescribeNodegroup``,
+                            ``ListPodIdentityAssociations``, ``DescribePodIdentityAssociation``
+report to S3                ``PutObject`` → ``s3:PutObject`` under the report prefix
+==========================  =====================================================================
+
+Resources are as narrow as the action allows; ``"*"`` is used only for actions that
+support no resource-level permission (``cloudtrail:DescribeTrails``,
+``cloudtrail:LookupEvents``, ``iam:ListOpenIDConnectProviders``, ``sts:GetCallerIdentity``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from trailscan.errors import UsageError
+from trailscan.sources.s3 import logs_prefix, normalize_org_id
+
+#: Stand-in for the trail's bucket when it is to be discovered (``describe-trails``).
+BUCKET_PLACEHOLDER = "TRAIL_BUCKET"
+SOURCES = ("s3", "lookup")
+
+_ACCOUNT = re.compile(r"^\d{12}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
+_KMS_KEY = re.compile(r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:(key|alias)/.+$")
+_CLUSTER = re.compile(r"^[0-9A-Za-z][A-Za-z0-9\-_]{0,99}$")
+_CLUSTER_ARN = re.compile(r"^arn:(aws[a-z-]*):eks:([a-z0-9-]+):(\d{12}):cluster/([0-9A-Za-z][A-Za-z0-9\-_]*)$")
+
+
+@dataclass(frozen=True)
+class PolicyRequest:
+    """What trailscan will be run with, as ``trailscan iam-policy`` options say.
+
+    ``source``: ``s3`` (a trail's bucket: ``bucket`` — a name or ``s3://BUCKET/PREFIX`` —
+    ``prefix``, ``org_id``, ``accounts`` narrow what may be read; no bucket means the trail
+    is discovered) or ``lookup``.  ``kms_keys``: keys the trail's bucket encrypts with.
+    ``report_to``: ``s3://BUCKET/PREFIX/`` (or a local folder: nothing to allow), and
+    ``report_kms_keys`` the keys of that bucket's SSE-KMS.  ``clusters``: EKS cluster names
+    or ARNs described live.  ``live_iam``: roles and OIDC providers read live (``False``
+    when an ``--iam`` file is given instead).
+    """
+
+    source: str = "s3"
+    bucket: str | None = None
+    prefix: str = ""
+    org_id: str | None = None
+    accounts: tuple[str, ...] = ()
+    kms_keys: tuple[str, ...] = ()
+    report_to: str | None = None
+    report_kms_keys: tuple[str, ...] = ()
+    clusters: tuple[str, ...] = ()
+    live_iam: bool = True
+    partition: str = "aws"
+
+
+@dataclass(frozen=True)
+class RequiredPolicy:
+    """The policy document, and notes for whoever attaches it (what to replace or add)."""
+
+    document: dict[str, Any]
+    notes: tuple[str, ...]
+
+    @property
+    def actions(self) -> set[str]:
+        """Every action the document allows."""
+        found: set[str] = set()
+        for statement in self.document["Statement"]:
+            actions = statement["Action"]
+            found.update([actions] if isinstance(actions, str) else actions)
+        return found
+
+
+def required_policy(request: PolicyRequest) -> RequiredPolicy:
+    """The least-privilege identity policy for running trailscan as ``request`` says.
+
+    Raises :class:`UsageError` for an unknown source, a malformed bucket, account, KMS
+    key or cluster, or a report destination that is not ``s3://…`` or a folder.
+    """
+    if request.source not in SOURCES:
+        raise UsageError(f"--source {request.source!r}: expected one of {', '.join(SOURCES)}")
+    statements: list[dict[str, Any]] = []
+    notes: list[str] = []
+    arn = f"arn:{request.partition}"
+    if request.source == "s3":
+        statements += _s3_source(request, arn, notes)
+    elif request.bucket or request.prefix or request.org_id or request.accounts or request.kms_keys:
+        raise UsageError("--bucket, --prefix, --org-id, --accounts and --kms-key apply to --source s3")
+    else:
+        statements.append(_statement("LookupManagementEvents", ["cloudtrail:LookupEvents"], "*"))
+        notes.append(
+            "cloudtrail:LookupEvents allows no resource-level scoping: it reads every management event of the account"
+        )
+    if request.live_iam:
+        statements += _iam_inventory(arn)
+    if request.source == "lookup" or request.live_iam:
+        statements.append(_statement("SessionAccount", ["sts:GetCallerIdentity"], "*"))
+    if request.clusters:
+        statements += _eks_inventory(request.clusters, arn)
+    else:
+        notes.append("no --cluster given: add the EKS clusters trailscan describes (OIDC issuer, node roles, "
+                     "Pod Identity associations) with --cluster NAME")
+    if request.report_to:
+        statements += _report(request.report_to, request.report_kms_keys, arn, notes)
+    return RequiredPolicy({"Version": "2012-10-17", "Statement": statements}, tuple(notes))
+
+
+def _statement(sid: str, actions: list[str], resource: str | list[str], condition: dict | None = None) -> dict:
+    statement: dict[str, Any] = {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resource}
+    if condition:
+        statement["Condition"] = condition
+    return statement
+
+
+def _s3_source(request: PolicyRequest, arn: str, notes: list[str]) -> list[dict]:
+    statements: list[dict] = []
+    bucket, prefix = _split_s3(request.bucket, request.prefix, option="--bucket")
+    if bucket is None:
+        bucket = BUCKET_PLACEHOLDER
+        statements.append(_statement("DiscoverTrail", ["cloudtrail:DescribeTrails"], "*"))
+        notes.append(f"no --bucket given: the trail is discovered with describe-trails; replace {BUCKET_PLACEHOLDER} "
+                     "with its bucket (or pass --bucket)")
+    for account in request.accounts:
+        if not _ACCOUNT.match(account):
+            raise UsageError(f"--accounts {account!r}: not an AWS account id (12 digits)")
+    # The key prefixes the S3 source lists and reads (see trailscan.sources.s3): everything
+    # under AWSLogs/, or only the organization's or the accounts' folders when given.
+    root = logs_prefix(prefix)
+    if request.org_id and request.accounts:
+        read = [f"{root}{normalize_org_id(request.org_id)}/{account}/CloudTrail/*" for account in request.accounts]
+        listed = read
+    elif request.org_id:
+        read = listed = [f"{root}{normalize_org_id(request.org_id)}/*"]
+    elif request.accounts:
+        # Organization trails are found by listing AWSLogs/ itself; then only the accounts'
+        # folders, with or without the o-ORGID segment.
+        read = [key for account in request.accounts
+                for key in (f"{root}{account}/CloudTrail/*", f"{root}o-*/{account}/CloudTrail/*")]
+        listed = [root, *read]
+    else:
+        read = listed = [f"{root}*"]
+    statements.append(_statement(
+        "ListTrailLogFolders",
+        ["s3:ListBucket"],
+        f"{arn}:s3:::{bucket}",
+        # IfExists: HeadBucket, which finds the bucket's region, also needs s3:ListBucket and
+        # carries no s3:prefix; every listing carries one and must match.
+        {"StringLikeIfExists": {"s3:prefix": listed}},
+    ))
+    statements.append(_statement(
+        "ReadTrailLogFiles", ["s3:GetObject"], [f"{arn}:s3:::{bucket}/{key}" for key in read]
+    ))
+    if request.kms_keys:
+        statements.append(_kms("DecryptTrailLogFiles", ["kms:Decrypt"], request.kms_keys))
+    else:
+        notes.append("if the trail's bucket uses SSE-KMS, pass --kms-key ARN to add kms:Decrypt on its key "
+                     "(and allow this role in the key policy)")
+    return statements
+
+
+def _kms(sid: str, actions: list[str], keys: tuple[str, ...]) -> dict:
+    for key in keys:
+        if not _KMS_KEY.match(key):
+            raise UsageError(f"--kms-key {key!r}: expected a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)")
+    # Only through S3: the key cannot be used directly with these credentials.
+    return _statement(sid, actions, list(keys), {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}})
+
+
+def _iam_inventory(arn: str) -> list[dict]:
+    return [
+        _statement(
+            "ReadRolesAndTheirPolicies",
+            ["iam:GetRole", "iam:ListRolePolicies", "iam:GetRolePolicy", "iam:ListAttachedRolePolicies"],
+            f"{arn}:iam::*:role/*",
+        ),
+        # Attached managed policies and permissions boundaries, customer and AWS managed.
+        _statement("ReadManagedPolicies", ["iam:GetPolicy", "iam:GetPolicyVersion"], f"{arn}:iam::*:policy/*"),
+        _statement("ListOidcProviders", ["iam:ListOpenIDConnectProviders"], "*"),
+        _statement("ReadOidcProviders", ["iam:GetOpenIDConnectProvider"], f"{arn}:iam::*:oidc-provider/*"),
+    ]
+
+
+def _eks_inventory(clusters: tuple[str, ...], arn: str) -> list[dict]:
+    cluster_arns, nodegroups, associations = [], [], []
+    for value in dict.fromkeys(clusters):
+        match = _CLUSTER_ARN.match(value)
+        if match:
+            partition, region, account, name = match.groups()
+            base = f"arn:{partition}:eks:{region}:{account}"
+        elif _CLUSTER.match(value):
+            name, base = value, f"{arn}:eks:*:*"
+        else:
+            raise UsageError(f"--cluster {value!r}: not an EKS cluster name or ARN")
+        cluster_arns.append(f"{base}:cluster/{name}")
+        nodegroups.append(f"{base}:nodegroup/{name}/*/*")
+        associations.append(f"{base}:podidentityassociation/{name}/*")
+    return [
+        _statement(
+            "DescribeClusters",
+            ["eks:DescribeCluster", "eks:ListNodegroups", "eks:ListPodIdentityAssociations"],
+            cluster_arns,
+        ),
+        _statement("DescribeNodeGroups", ["eks:DescribeNodegroup"], nodegroups),
+        _statement("DescribePodIdentityAssociations", ["eks:DescribePodIdentityAssociation"], associations),
+    ]
+
+
+def _report(destination: str, kms_keys: tuple[str, ...], arn: str, notes: list[str]) -> list[dict]:
+    if not destination.lower().startswith("s3:"):
+        notes.append(f"the report goes to the local folder {destination}: no AWS permission needed for it")
+        return []
+    bucket, prefix = _split_s3(destination, "", option="--report-to")
+    assert bucket is not None
+    key = f"{prefix.strip('/')}/*" if prefix.strip("/") else "*"
+    statements = [_statement("WriteReports", ["s3:PutObject"], f"{arn}:s3:::{bucket}/{key}")]
+    if kms_keys:
+        statements.append(_kms("EncryptReports", ["kms:GenerateDataKey"], kms_keys))
+    else:
+        notes.append("if the report bucket uses SSE-KMS, pass --report-kms-key ARN to add kms:GenerateDataKey")
+    return statements
+
+
+def _split_s3(value: str | None, prefix: str, *, option: str) -> tuple[str | None, str]:
+    """``bucket`` or ``s3://bucket/prefix`` → ``(bucket, prefix)``."""
+    if value is None:
+        return None, prefix
+    text = value.strip()
+    if text.lower().startswith("s3://"):
+        name, _, path = text[len("s3://"):].partition("/")
+        if path.strip("/") and prefix.strip("/"):
+            raise UsageError(f"{option} {value} already holds a prefix; drop --prefix {prefix}")
+        text, prefix = name, path or prefix
+    if not _BUCKET.match(text):
+        raise UsageError(f"{option} {value!r}: not an S3 bucket name or s3://BUCKET/PREFIX")
+    if any(part in (".", "..") for part in prefix.split("/")):
+        raise UsageError(f"{option} {value!r}: the prefix may not hold '.' or '..' segments")
+    return text, prefix
+
+
+__all__ = ["BUCKET_PLACEHOLDER", "SOURCES", "PolicyRequest", "RequiredPolicy", "required_policy"]
