@@ -14,11 +14,16 @@ grows with the store.
 from __future__ import annotations
 
 import gzip
+import io
+import json
 import os
+import re
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import duckdb
 import orjson
@@ -60,8 +65,10 @@ SECRET_KEYS = (
 )
 REDACTED = "REDACTED"
 #: Largest single JSON value read (a whole delivery file is one value); DuckDB
-#: allocates twice this per reader thread.
+#: allocates twice this per reader thread.  A file beyond it is read in pieces.
 MAX_OBJECT_BYTES = 64 * 1024 * 1024
+#: JSON text per statement when a file is read in pieces (see ``Store._stage_in_pieces``).
+PIECE_BYTES = 8 * 1024 * 1024
 _SECRET_PATTERN = (
     r'(?i)"(' + "|".join(SECRET_KEYS) + r')"\s*:\s*"(?:[^"\\]|\\.)*"'
 )
@@ -173,6 +180,9 @@ _UNIT_SCHEMA = orjson.dumps(
 ).decode()
 
 
+_DOCUMENTS_SQL = "SELECT filename, doc::JSON AS doc FROM docs_input"
+
+
 def _normalize_sql(docs_sql: str) -> str:
     """SQL turning ``docs(filename, doc JSON)`` into staged rows
     ``(filename, kind, r, v)``: one row per record (kind ``record``, ``v`` the list of
@@ -260,10 +270,11 @@ FROM redacted
 """
 
 
-def _insert_sql(*, windowed: bool, dedupe: bool) -> str:
+def _insert_sql(*, windowed: bool, dedupe: bool, sliced: bool = False) -> str:
     """INSERT of the staged records into ``events``, dropping those already stored.
 
     ``windowed`` keeps only records whose ``eventTime`` lies in ``[$start, $end)``;
+    ``sliced`` only the staged rows whose rowid lies in ``[$low, $high)``;
     ``dedupe`` also drops repeats within the batch (the same records delivered as
     .json and .json.gz) — a window over the whole batch, so it is paid only when
     :data:`_BATCH_DUPLICATES_SQL` finds any.
@@ -298,6 +309,8 @@ def _insert_sql(*, windowed: bool, dedupe: bool) -> str:
         "ingested_at": "now()",
     }
     in_window = f"AND {event_time} >= $start AND {event_time} < $end" if windowed else ""
+    if sliced:
+        in_window += " AND staging.rowid >= $low AND staging.rowid < $high"
     once = "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY filename) = 1" if dedupe else ""
     return f"""
 INSERT INTO events ({", ".join(columns)})
@@ -315,6 +328,22 @@ SELECT {", ".join(columns.values())}
 FROM fresh
 """
 
+
+#: JSON bytes one INSERT may take in: DuckDB works on vectors of 2,048 rows and copies a
+#: vector's strings several times over, so 2,048 records near CloudTrail's 256 KB would
+#: need gigabytes at once.  Batches of ordinary records are inserted in one statement.
+INSERT_SLICE_BYTES = 16 * 1024 * 1024
+#: Row ranges of the staged records, each holding at most about INSERT_SLICE_BYTES of JSON;
+#: one range when no vector of 2,048 records does.
+_SLICES_SQL = f"""
+WITH sized AS (SELECT rowid AS id, strlen(r::VARCHAR) AS bytes FROM staging WHERE kind = 'record'),
+dense AS (SELECT max(total) > {INSERT_SLICE_BYTES} AS big FROM (SELECT sum(bytes) AS total FROM sized GROUP BY id // 2048))
+SELECT min(id), max(id) + 1 FROM (
+    SELECT id, CASE WHEN (SELECT big FROM dense)
+                    THEN sum(bytes) OVER (ORDER BY id) // {INSERT_SLICE_BYTES} ELSE 0 END AS slice
+    FROM sized
+) GROUP BY slice ORDER BY 1
+"""
 
 #: How many staged records repeat an event_id of the same batch.
 _BATCH_DUPLICATES_SQL = (
@@ -434,9 +463,14 @@ class Store:
             for path in group:
                 by_compression.setdefault(_compression_of(path), []).append(path)
             for compression, members in by_compression.items():
-                self.con.execute(
-                    f"INSERT INTO staging {_normalize_sql(_files_docs_sql(compression))}", {"files": members}
-                )
+                try:
+                    self.con.execute(
+                        f"INSERT INTO staging {_normalize_sql(_files_docs_sql(compression))}", {"files": members}
+                    )
+                except duckdb.Error as exc:
+                    if len(group) > 1 or not _too_big_for_one_read(exc):
+                        raise
+                    self._stage_in_pieces(members[0], compression)
 
         def describe(path: str, error: str) -> FileProblem:
             return FileProblem(display[path], _describe_read_error(path, error))
@@ -458,22 +492,23 @@ class Store:
         if len(set(names)) != len(names):
             # Names key the documents below: a repeated name must not hide a document.
             names = [f"{name}#{i}" for i, name in enumerate(names)]
-        texts = dict(zip(names, (d.decode("utf-8", "replace") if isinstance(d, bytes) else d for d in documents)))
+        texts = dict(zip(names, (_utf8_text(d) for d in documents)))
         result = BatchResult(files=len(texts))
         blank = [name for name, text in texts.items() if not text.strip()]
         result.problems.extend(FileProblem(name, "empty") for name in blank)
-        docs_sql = "SELECT filename, doc::JSON AS doc FROM docs_input"
 
         def stage(group: list[str]) -> None:
             table = pa.table({"filename": group, "doc": [texts[name] for name in group]})
             self.con.register("docs_input", table)
             try:
-                self.con.execute(f"INSERT INTO staging {_normalize_sql(docs_sql)}")
+                self.con.execute(f"INSERT INTO staging {_normalize_sql(_DOCUMENTS_SQL)}")
             finally:
                 self.con.unregister("docs_input")
 
         def describe(name: str, error: str) -> FileProblem:
-            return FileProblem(name, f"invalid JSON ({_strip_error_class(error)})")
+            # DuckDB quotes the start of the document; it may hold what redaction removes.
+            reason = _strip_error_class(error).split("  Input: ", 1)[0].strip()
+            return FileProblem(name, f"invalid JSON ({reason})")
 
         wanted = [name for name in texts if name not in set(blank)]
         self._stage_and_insert(wanted, stage, describe, result, {n: n for n in wanted}, objects)
@@ -505,9 +540,15 @@ class Store:
             try:
                 stage(group)
                 return
-            except duckdb.Error as exc:
+            except (duckdb.Error, UnicodeDecodeError) as exc:
+                # A group may be staged by several statements (one per compression):
+                # what the successful ones staged would be staged again by the retries.
+                con.execute("DELETE FROM staging WHERE filename IN (SELECT unnest($names))", {"names": group})
                 if len(group) == 1:
-                    result.problems.append(describe(group[0], _first_line(str(exc))))
+                    # DuckDB quotes the start of an invalid document in its error; cut
+                    # inside a character, the quote cannot even become a Python string.
+                    error = str(exc) if isinstance(exc, duckdb.Error) else "Malformed JSON"
+                    result.problems.append(describe(group[0], _first_line(error)))
                     return
             # Nothing of a failed statement was inserted: retry the halves.
             middle = len(group) // 2
@@ -536,7 +577,13 @@ class Store:
             before = con.execute("SELECT count(*) FROM events").fetchone()[0]
             repeats = con.execute(_BATCH_DUPLICATES_SQL).fetchone()[0]
             bounds = {} if window is None else {"start": window.start, "end": window.end}
-            con.execute(_insert_sql(windowed=window is not None, dedupe=repeats > 0), bounds)
+            slices = con.execute(_SLICES_SQL).fetchall()
+            if len(slices) <= 1:
+                con.execute(_insert_sql(windowed=window is not None, dedupe=repeats > 0), bounds)
+            else:  # large records: a few MiB per statement, still one transaction
+                insert = _insert_sql(windowed=window is not None, dedupe=repeats > 0, sliced=True)
+                for low, high in slices:
+                    con.execute(insert, {**bounds, "low": low, "high": high})
             after = con.execute("SELECT count(*) FROM events").fetchone()[0]
             remembered = list({(o.source, o.name): o for o in objects if o.name not in failed}.values())
             if remembered:
@@ -587,6 +634,37 @@ class Store:
         for filename in inputs:
             if filename not in counted and display.get(filename, filename) not in reported:
                 result.problems.append(FileProblem(display.get(filename, filename), "empty"))
+
+    def _stage_in_pieces(self, path: str, compression: str) -> None:
+        """Stage one file a few MiB of records at a time, parsed by Python: for the files
+        DuckDB cannot read whole — one JSON value over :data:`MAX_OBJECT_BYTES` (a busy
+        account's delivery file: 50 MB of gzip is ~800 MB of JSON), or records so large
+        (CloudTrail allows 256 KB each) that DuckDB's vectors of 2,048 of them outgrow the
+        memory limit.  Memory is bounded by :data:`PIECE_BYTES`, not by the file.
+
+        A file that fails here fails whole: the caller removes what was staged of it.
+        """
+        piece: list[str] = []
+        size = 0
+        try:
+            with _open_decompressed(path, compression) as handle:
+                for text in _json_values(handle):
+                    piece.append(text)
+                    size += len(text)
+                    if size >= PIECE_BYTES:
+                        self._stage_texts(path, piece)
+                        piece, size = [], 0
+            if piece:
+                self._stage_texts(path, piece)
+        except (OSError, EOFError, zlib.error, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+            raise duckdb.InvalidInputException(f'Malformed JSON in file "{path}": {exc}') from None
+
+    def _stage_texts(self, filename: str, texts: list[str]) -> None:
+        self.con.register("docs_input", pa.table({"filename": [filename] * len(texts), "doc": texts}))
+        try:
+            self.con.execute(f"INSERT INTO staging {_normalize_sql(_DOCUMENTS_SQL)}")
+        finally:
+            self.con.unregister("docs_input")
 
     # -- coverage, objects and state -----------------------------------------------
 
@@ -666,6 +744,115 @@ def _files_docs_sql(compression: str) -> str:
         "SELECT filename, json AS doc FROM read_json_objects($files, format='unstructured', "
         f"filename=true, compression='{compression}', maximum_object_size={MAX_OBJECT_BYTES})"
     )
+
+
+def _too_big_for_one_read(error: duckdb.Error) -> bool:
+    return isinstance(error, duckdb.OutOfMemoryException) or "maximum_object_size" in str(error)
+
+
+def _open_decompressed(path: str, compression: str) -> IO[bytes]:
+    return gzip.open(path, "rb") if compression == "gzip" else open(path, "rb")  # noqa: SIM115
+
+
+_DECODER = json.JSONDecoder()
+_WHITESPACE = re.compile(r"[ \t\n\r]*")
+_RECORDS_HEAD = re.compile(r'\{[ \t\n\r]*"Records"[ \t\n\r]*:[ \t\n\r]*(?=\[)')
+
+
+def _json_values(handle: IO[bytes], *, read_size: int = 4 << 20) -> Iterator[str]:
+    """The text of each record-level JSON value of a UTF-8 byte stream, one at a time:
+    the elements of a ``{"Records": [...]}`` document (``Records`` first, as CloudTrail
+    writes it) or of a top-level array, else every top-level value (NDJSON).  Raises
+    ValueError for anything else, including more after the array, or a value larger
+    than :data:`MAX_OBJECT_BYTES`."""
+    stream = io.TextIOWrapper(handle, encoding="utf-8-sig", errors="strict")
+    buffer, pos, ended = "", 0, False
+
+    def read_more(size: int = read_size) -> bool:
+        nonlocal buffer, pos, ended
+        chunk = stream.read(size)
+        if not chunk:
+            ended = True
+            return False
+        buffer, pos = buffer[pos:] + chunk, 0
+        return True
+
+    def skip_space() -> bool:
+        """Move to the next non-space character; False at the end of the stream."""
+        nonlocal pos
+        while True:
+            pos = _WHITESPACE.match(buffer, pos).end()
+            if pos < len(buffer):
+                return True
+            if ended or not read_more():
+                return False
+
+    def value() -> str:
+        nonlocal pos
+        while True:
+            try:
+                _, end = _DECODER.raw_decode(buffer, pos)
+            except json.JSONDecodeError as exc:
+                if len(buffer) - pos > MAX_OBJECT_BYTES:
+                    raise ValueError(f"a JSON value larger than {MAX_OBJECT_BYTES >> 20} MiB") from None
+                # The value goes on: read as much again, so a large one is parsed a few
+                # times over, not once per chunk.
+                if ended or not read_more(max(read_size, len(buffer) - pos)):
+                    raise ValueError(exc.msg) from None
+                continue
+            if end == len(buffer) and not ended and read_more():
+                continue  # a number may go on in the next chunk
+            if end - pos > MAX_OBJECT_BYTES:
+                raise ValueError(f"a JSON value larger than {MAX_OBJECT_BYTES >> 20} MiB")
+            text, pos = buffer[pos:end], end
+            return text
+
+    def expect(char: str) -> None:
+        nonlocal pos
+        if not skip_space() or buffer[pos] != char:
+            raise ValueError(f"expected {char!r}")
+        pos += 1
+
+    while len(buffer) < 4096 and read_more():
+        pass
+    if not skip_space():
+        return
+    head = _RECORDS_HEAD.match(buffer, pos)
+    if head:
+        pos = head.end()
+    if buffer[pos] != "[":
+        while skip_space():
+            yield value()
+        return
+    pos += 1
+    if skip_space() and buffer[pos] == "]":
+        pos += 1
+    else:
+        while True:
+            if not skip_space():
+                raise ValueError("the array is not closed")
+            yield value()
+            if skip_space() and buffer[pos] == ",":
+                pos += 1
+                continue
+            expect("]")
+            break
+    if head:
+        expect("}")
+    if skip_space():
+        raise ValueError("more after the records")
+
+
+def _utf8_text(document: str | bytes) -> str:
+    """A document as text UTF-8 can carry: invalid bytes and lone surrogates (which a
+    JSON parser makes of ``"\\ud800"``) become U+FFFD."""
+    if isinstance(document, bytes):
+        return document.decode("utf-8", "replace")
+    try:
+        document.encode("utf-8")
+    except UnicodeEncodeError:
+        return document.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return document
 
 
 def _compression_of(path: str) -> str:

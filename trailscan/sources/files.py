@@ -7,12 +7,14 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from trailscan.errors import InputError
+from trailscan.errors import InputError, UsageError
 from trailscan.model import COMPLETE, PARTIAL, BatchResult, Coverage, FileProblem, ProgressFn
 from trailscan.store import Store, iter_batches
 
 #: Decompressed bytes read per transaction: bounds memory whatever the input size.
+#: ``$TRAILSCAN_BATCH_BYTES`` overrides it (smaller batches: less memory, more commits).
 BATCH_BYTES = 256 * 1024 * 1024
+BATCH_BYTES_ENV = "TRAILSCAN_BATCH_BYTES"
 
 _SKIP_SUFFIXES = (".md", ".txt", ".sha256", ".sig", ".pem", ".csv", ".parquet", ".duckdb", ".wal")
 
@@ -62,14 +64,17 @@ def ingest_files(
     specs: Iterable[str],
     *,
     progress: ProgressFn | None = None,
-    batch_bytes: int = BATCH_BYTES,
+    batch_bytes: int | None = None,
 ) -> tuple[BatchResult, Coverage]:
     """Read every CloudTrail record under ``specs`` into ``store``.
 
     Digest files are skipped and counted.  Unreadable files are reported in the
     result's problems (the readable ones are stored regardless) and make the
-    coverage ``partial``.
+    coverage ``partial``.  Each batch of about ``batch_bytes`` (default
+    :func:`batch_bytes_setting`) is one transaction.
     """
+    if batch_bytes is None:
+        batch_bytes = batch_bytes_setting()
     specs = list(specs)
     paths, problems = expand_paths(specs)
     if not paths:
@@ -98,6 +103,20 @@ def ingest_files(
     )
     store.record_coverage(coverage)
     return total, coverage
+
+
+def batch_bytes_setting() -> int:
+    """``$TRAILSCAN_BATCH_BYTES`` if set, else :data:`BATCH_BYTES`."""
+    text = os.environ.get(BATCH_BYTES_ENV, "").strip()
+    if not text:
+        return BATCH_BYTES
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"{BATCH_BYTES_ENV}={text!r} is not a positive number of bytes")
+    return value
 
 
 def _detail(result: BatchResult) -> str:
