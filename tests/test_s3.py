@@ -16,6 +16,7 @@ from datetime import datetime, timedelta, timezone
 
 import orjson
 import pytest
+from botocore.awsrequest import AWSResponse
 from click.testing import CliRunner
 
 from tests.support.moto_server import MotoServer
@@ -425,6 +426,54 @@ def test_an_object_vanishing_after_listing_is_named(moto, small_trail, store):
         for k in small_trail.logs
         if delivered_in(k, SMALL_WINDOW) and k != victim
     }
+
+
+def test_a_day_folder_that_cannot_be_listed_fails_its_region(moto, small_trail, store):
+    session = moto.session()
+    denied = "AWSLogs/111122223333/CloudTrail/eu-west-1/2026/01/20/"
+
+    def deny(model, params, **_):
+        if params["query_string"].get("prefix") == denied:
+            return AWSResponse("", 403, {}, None), {
+                "Error": {"Code": "AccessDenied", "Message": "Access Denied"},
+                "ResponseMetadata": {"HTTPStatusCode": 403},
+            }
+        return None
+
+    session.events.register("before-call.s3.ListObjectsV2", deny)
+    _, coverage = ingest_s3(store, session, window=SMALL_WINDOW, bucket=small_trail.bucket)
+    assert coverage[0].status == FAILED
+    assert (
+        f"cannot list s3://{small_trail.bucket}/{denied}: AccessDenied: Access Denied" in coverage[0].detail
+    )
+
+
+def test_an_interrupted_run_resumes_without_duplicates(moto, small_trail, store):
+    session = moto.session()
+    calls = Calls(session)
+
+    def interrupt(label, done, total):
+        if label == "downloading objects" and done == 6:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        ingest_s3(
+            store,
+            session,
+            window=SMALL_WINDOW,
+            bucket=small_trail.bucket,
+            batch_objects=4,
+            workers=2,
+            progress=interrupt,
+        )
+    stored = len(store.ingested_objects("s3"))
+    assert stored == 4  # the first batch was stored and remembered
+    calls.reset()
+    _, coverage = ingest_s3(store, session, window=SMALL_WINDOW, bucket=small_trail.bucket)
+    assert len(calls.gets) == 13 - stored
+    assert coverage[0].status == COMPLETE
+    assert stored_ids(store, SMALL_WINDOW) == small_trail.in_window_ids(SMALL_WINDOW)
+    assert store.query("SELECT count(*) - count(DISTINCT event_id) FROM events")[1][0][0] == 0
 
 
 def test_a_missing_bucket_is_one_error_naming_it(moto, store):

@@ -612,12 +612,12 @@ def ingest_s3(
         bucket, prefix = trail.bucket, prefix or trail.prefix
     bucket, prefix = _split_url(bucket, prefix)
     reader = _Bucket(session, bucket, workers)
-    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trailscan-s3")
-    try:
-        units, failures = _discover(
-            reader, pool, window, prefix=prefix, org_id=org_id, accounts=accounts, regions=regions
-        )
-        with tempfile.TemporaryDirectory(prefix="trailscan-s3-") as folder:
+    with tempfile.TemporaryDirectory(prefix="trailscan-s3-", ignore_cleanup_errors=True) as folder:
+        pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trailscan-s3")
+        try:
+            units, failures = _discover(
+                reader, pool, window, prefix=prefix, org_id=org_id, accounts=accounts, regions=regions
+            )
             transfer = _Transfer(
                 store,
                 reader,
@@ -630,9 +630,10 @@ def ingest_s3(
                 progress=progress,
             )
             total = transfer.run(units)
-    finally:
-        # On an interruption, queued downloads are dropped rather than waited for.
-        pool.shutdown(wait=True, cancel_futures=True)
+        finally:
+            # On an interruption, queued downloads are dropped, running ones finish
+            # before their folder goes; every batch already stored stays stored.
+            pool.shutdown(wait=True, cancel_futures=True)
     events = _events_by_unit(store, window)
     coverages = [_coverage(unit, window, events.get((unit.account, unit.region), 0)) for unit in units]
     coverages += failures
