@@ -328,12 +328,16 @@ def queries_run(name: str, params: tuple[str, ...], db: str | None, fmt: str) ->
 
 @main.command("sql")
 @click.argument("statement")
-@click.option("--write", is_flag=True, help="Open the store writable (default: read-only).")
+@click.option("--write", is_flag=True,
+              help="Open the store writable, with files, extensions and other databases in reach "
+              "(default: read-only, and the store is all the SQL can see).")
 @db_option
 @format_option()
 def sql_command(statement: str, write: bool, db: str | None, fmt: str) -> None:
     """Run one SQL statement over the store (tables: events, coverage, ingested_objects)."""
     with open_store(db, read_only=not write and db != ":memory:") as store:
+        if not write:
+            store.confine()
         columns, rows = store.query(statement)
     render_rows(columns, rows, fmt, sys.stdout)
 

@@ -706,6 +706,15 @@ class Store:
 
     # -- reading ---------------------------------------------------------------------
 
+    def confine(self) -> None:
+        """Let SQL run on this connection see the store and nothing else: no files read
+        or written (``COPY … TO``, ``EXPORT DATABASE``, ``read_text``, ``read_csv`` …), no
+        other database attached, no extension installed or loaded, and no setting changed
+        to undo it.  For ``trailscan sql`` without ``--write``: read-only means read-only
+        for the machine too, not only for the store file."""
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
+
     def count_events(self) -> int:
         return self.con.execute("SELECT count(*) FROM events").fetchone()[0]
 
