@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -435,6 +436,20 @@ def _dump(document: Any) -> str:
     return json.dumps(document, indent=2)
 
 
+def _sh(value: Any) -> str:
+    """One shell word for a fix's command line, quoted only when needed (an ordinary ARN or
+    name is printed as is).  The names come from CloudTrail, that is from callers: a web-
+    identity subject or a requested role ARN may hold ``$(…)``, ``;`` or a newline, and
+    fixes are made to be pasted into a terminal."""
+    return shlex.quote(str(value))
+
+
+def _line(value: Any) -> str:
+    """``value`` for a comment or a prose line of a fix: on one line, so it cannot start a
+    command line of its own."""
+    return " ".join(str(value).split())
+
+
 def _sentence(text: str) -> str:
     text = text.strip()
     return text if not text or text.endswith((".", "!", "?")) else text + "."
@@ -695,7 +710,7 @@ class _Explainer:
                         "the trust policy is read.",
                         f"Add the audience to the OIDC provider's client ids.\n\n"
                         f"aws iam add-client-id-to-open-id-connect-provider --open-id-connect-provider-arn "
-                        f"{provider.arn} --client-id {audience}",
+                        f"{_sh(provider.arn)} --client-id {_sh(audience)}",
                     )
         elif not web.subject:
             unchecked.append("the token's subject is not in the event: trust conditions")
@@ -905,7 +920,7 @@ class _Explainer:
             unchecked.append(f"the caller {identity_arn or 'unknown'} is not a role: its policies")
         decode = (
             f"\n\nEC2 encodes why; decode it with:\naws sts decode-authorization-message --encoded-message "
-            f"'{denial.encoded_message}' --query DecodedMessage --output text"
+            f"{_sh(denial.encoded_message)} --query DecodedMessage --output text"
             if denial.encoded_message else ""
         )
         return verdict(
@@ -1064,46 +1079,53 @@ class _Explainer:
     @staticmethod
     def _restart(sa_ref: ServiceAccountRef | None) -> str:
         ns = sa_ref.namespace if sa_ref else "NAMESPACE"
-        return f"kubectl rollout restart deployment -n {ns} DEPLOYMENT   # each workload that runs as {sa_ref or 'the service account'}"
+        return (
+            f"kubectl rollout restart deployment -n {_sh(ns)} DEPLOYMENT   "
+            f"# each workload that runs as {_line(sa_ref or 'the service account')}"
+        )
 
     def _annotate_fix(self, sa_ref: ServiceAccountRef | None, role_arn: str | None, summary: str) -> str:
         ns, name = (sa_ref.namespace, sa_ref.name) if sa_ref else ("NAMESPACE", "SERVICE_ACCOUNT")
+        annotation = _sh(f"eks.amazonaws.com/role-arn={role_arn}")
         return (
             f"{summary}\n\n"
-            f"kubectl annotate serviceaccount -n {ns} {name} eks.amazonaws.com/role-arn={role_arn} --overwrite\n"
+            f"kubectl annotate serviceaccount -n {_sh(ns)} {_sh(name)} {annotation} --overwrite\n"
             + self._restart(sa_ref)
         )
 
     def _role_mismatch_fix(self, sa_ref: ServiceAccountRef, *, requested: str, annotated: str) -> str:
+        annotation = _sh(f"eks.amazonaws.com/role-arn={requested}")
         return (
-            f"Restart the pods of {sa_ref} so they use the annotated role {_role_name(annotated)}, or annotate the "
-            f"service account with {_role_name(requested)} if that is the right one.\n\n"
-            f"# the annotation ({annotated}) is right: restart, and drop any AWS_ROLE_ARN override from the pod spec\n"
+            f"Restart the pods of {_line(sa_ref)} so they use the annotated role {_line(_role_name(annotated))}, or "
+            f"annotate the service account with {_line(_role_name(requested))} if that is the right one.\n\n"
+            f"# the annotation ({_line(annotated)}) is right: restart, and drop any AWS_ROLE_ARN override from the pod spec\n"
             + self._restart(sa_ref)
-            + f"\n# the requested role ({requested}) is right:\n"
-            f"kubectl annotate serviceaccount -n {sa_ref.namespace} {sa_ref.name} "
-            f"eks.amazonaws.com/role-arn={requested} --overwrite\n"
+            + f"\n# the requested role ({_line(requested)}) is right:\n"
+            f"kubectl annotate serviceaccount -n {_sh(sa_ref.namespace)} {_sh(sa_ref.name)} "
+            f"{annotation} --overwrite\n"
             + self._restart(sa_ref)
         )
 
     def _sa_not_found_fix(self, sa_ref: ServiceAccountRef, role_arn: str | None) -> str:
+        annotation = _sh(f"eks.amazonaws.com/role-arn={role_arn or 'ROLE_ARN'}")
         return (
-            f"Create the service account {sa_ref} annotated with the role, or point the pod's serviceAccountName at "
-            "an existing one.\n\n"
-            f"kubectl create serviceaccount -n {sa_ref.namespace} {sa_ref.name}\n"
-            f"kubectl annotate serviceaccount -n {sa_ref.namespace} {sa_ref.name} "
-            f"eks.amazonaws.com/role-arn={role_arn or 'ROLE_ARN'} --overwrite\n" + self._restart(sa_ref)
+            f"Create the service account {_line(sa_ref)} annotated with the role, or point the pod's "
+            "serviceAccountName at an existing one.\n\n"
+            f"kubectl create serviceaccount -n {_sh(sa_ref.namespace)} {_sh(sa_ref.name)}\n"
+            f"kubectl annotate serviceaccount -n {_sh(sa_ref.namespace)} {_sh(sa_ref.name)} "
+            f"{annotation} --overwrite\n"
+            + self._restart(sa_ref)
         )
 
     @staticmethod
     def _oidc_provider_fix(cluster: str | None, issuer: str | None, audience: str | None) -> str:
-        name = cluster or "CLUSTER"
-        url = f"https://{issuer}" if issuer else "$(aws eks describe-cluster --name " + name + " --query cluster.identity.oidc.issuer --output text)"
+        name = _sh(cluster or "CLUSTER")
+        url = _sh(f"https://{issuer}") if issuer else "$(aws eks describe-cluster --name " + name + " --query cluster.identity.oidc.issuer --output text)"
         return (
             f"Create the IAM OIDC identity provider for the cluster's issuer.\n\n"
             f"eksctl utils associate-iam-oidc-provider --cluster {name} --approve\n"
             f"# or, without eksctl:\n"
-            f"aws iam create-open-id-connect-provider --url {url} --client-id-list {audience or DEFAULT_AUDIENCE}"
+            f"aws iam create-open-id-connect-provider --url {url} --client-id-list {_sh(audience or DEFAULT_AUDIENCE)}"
         )
 
     @staticmethod
@@ -1111,12 +1133,12 @@ class _Explainer:
         host = (issuer or "ISSUER").split("/", 1)[0]
         return (
             "Update the OIDC provider's thumbprint to the issuer's current certificate chain.\n\n"
-            f"# the SHA-1 of the last certificate in the chain of {host}:\n"
-            f"openssl s_client -servername {host} -showcerts -connect {host}:443 </dev/null 2>/dev/null "
+            f"# the SHA-1 of the last certificate in the chain of {_line(host)}:\n"
+            f"openssl s_client -servername {_sh(host)} -showcerts -connect {_sh(host + ':443')} </dev/null 2>/dev/null "
             "| awk '/BEGIN/{c=\"\"} {c=c $0 \"\\n\"} /END/{last=c} END{printf \"%s\", last}' "
             "| openssl x509 -fingerprint -sha1 -noout | tr -d ':' | cut -d= -f2\n"
             f"aws iam update-open-id-connect-provider-thumbprint --open-id-connect-provider-arn "
-            f"{provider_arn or 'PROVIDER_ARN'} --thumbprint-list THUMBPRINT"
+            f"{_sh(provider_arn or 'PROVIDER_ARN')} --thumbprint-list THUMBPRINT"
         )
 
     def _role_not_found_fix(self, role_arn: str | None, provider_arn: str | None, sa_ref: ServiceAccountRef | None, audience: str) -> str:
@@ -1126,9 +1148,9 @@ class _Explainer:
 
             trust = _dump(irsa_trust_policy(provider_arn, sa_ref.namespace, sa_ref.name, audience))
             return (
-                f"Create the role {name} with a trust policy for {sa_ref}, or annotate the service account with an "
-                "existing role.\n\n"
-                f"aws iam create-role --role-name {name} --assume-role-policy-document file://trust.json\n"
+                f"Create the role {_line(name)} with a trust policy for {_line(sa_ref)}, or annotate the service "
+                "account with an existing role.\n\n"
+                f"aws iam create-role --role-name {_sh(name)} --assume-role-policy-document file://trust.json\n"
                 f"# trust.json:\n{trust}"
             )
         return f"Create the role {name}, or point the workload at an existing role."
@@ -1148,7 +1170,7 @@ class _Explainer:
         }.get(cause, f"admit {sa_ref.subject}")
         return (
             f"Update the trust policy of {role.name} to {what}; other statements are kept.\n\n"
-            f"aws iam update-assume-role-policy --role-name {role.name} --policy-document file://trust.json\n"
+            f"aws iam update-assume-role-policy --role-name {_sh(role.name)} --policy-document file://trust.json\n"
             f"# trust.json:\n{_dump(fixed)}"
         )
 
@@ -1161,18 +1183,18 @@ class _Explainer:
             return (
                 f"Let pods.eks.amazonaws.com assume {role.name} with sts:AssumeRole and sts:TagSession; other "
                 "statements are kept.\n\n"
-                f"aws iam update-assume-role-policy --role-name {role.name} --policy-document file://trust.json\n"
+                f"aws iam update-assume-role-policy --role-name {_sh(role.name)} --policy-document file://trust.json\n"
                 f"# trust.json:\n{_dump(policy)}"
             )
-        name = cluster or "CLUSTER"
+        name = _sh(cluster or "CLUSTER")
         find = f"aws eks list-pod-identity-associations --cluster-name {name}"
         if tags is not None and getattr(tags, "workload", None):
-            find += f" --namespace {tags.namespace} --service-account {tags.service_account}"
+            find += f" --namespace {_sh(tags.namespace)} --service-account {_sh(tags.service_account)}"
         return (
             f"Make the trust policy of {_role_name(role_arn) if role_arn else 'the associated role'} let "
             "pods.eks.amazonaws.com call sts:AssumeRole and sts:TagSession.\n\n"
             + ("" if role_arn else f"# find the role: {find}, then aws eks describe-pod-identity-association --cluster-name {name} --association-id ID\n")
-            + f"aws iam update-assume-role-policy --role-name {_role_name(role_arn) if role_arn else 'ROLE_NAME'} "
+            + f"aws iam update-assume-role-policy --role-name {_sh(_role_name(role_arn) if role_arn else 'ROLE_NAME')} "
             "--policy-document file://trust.json   # keep the role's other statements\n"
             f"# the statement the trust policy needs:\n{_dump(wanted)}"
         )
@@ -1186,8 +1208,8 @@ class _Explainer:
         }
         return (
             f"Allow the node role {name} to call {POD_IDENTITY_ACTION} (AmazonEKSWorkerNodePolicy includes it).\n\n"
-            f"aws iam attach-role-policy --role-name {name} --policy-arn {WORKER_NODE_POLICY}\n"
-            f"# or an inline policy:\naws iam put-role-policy --role-name {name} --policy-name eks-pod-identity-agent "
+            f"aws iam attach-role-policy --role-name {_sh(name)} --policy-arn {WORKER_NODE_POLICY}\n"
+            f"# or an inline policy:\naws iam put-role-policy --role-name {_sh(name)} --policy-name eks-pod-identity-agent "
             f"--policy-document file://policy.json\n# policy.json:\n{_dump(statement)}"
         )
 
@@ -1198,8 +1220,11 @@ class _Explainer:
             support = credential_support(sdk)
             if support.irsa is False or support.pod_identity is False:
                 wanted = support.irsa_minimum if support.irsa is False else support.pod_identity_minimum
-                upgrade = f"\n# first upgrade {sdk.label} from {sdk.version} to {wanted} or later: older versions ignore pod credentials"
-        name = cluster or "CLUSTER"
+                upgrade = (
+                f"\n# first upgrade {_line(sdk.label)} from {_line(sdk.version)} to {wanted} or later: "
+                "older versions ignore pod credentials"
+            )
+        name = _sh(cluster or "CLUSTER")
         return (
             "Give the workload its own role (IRSA or EKS Pod Identity) and grant "
             f"{action} there, not to the node role.{upgrade}\n\n"
@@ -1216,16 +1241,16 @@ class _Explainer:
             "Version": "2012-10-17",
             "Statement": [{"Effect": "Allow", "Action": action, "Resource": resource or "*"}],
         }
-        policy_name = "allow-" + action.replace(":", "-")
+        policy_name = _sh("allow-" + action.replace(":", "-"))
         if role_arn:
             command = (
-                f"aws iam put-role-policy --role-name {_role_name(role_arn)} --policy-name {policy_name} "
+                f"aws iam put-role-policy --role-name {_sh(_role_name(role_arn))} --policy-name {policy_name} "
                 "--policy-document file://policy.json"
             )
             who = f"the role {_role_name(role_arn)}"
         elif identity_arn and ":user/" in identity_arn:
             command = (
-                f"aws iam put-user-policy --user-name {identity_arn.rsplit('/', 1)[-1]} --policy-name {policy_name} "
+                f"aws iam put-user-policy --user-name {_sh(identity_arn.rsplit('/', 1)[-1])} --policy-name {policy_name} "
                 "--policy-document file://policy.json"
             )
             who = f"the user {identity_arn.rsplit('/', 1)[-1]}"

@@ -328,12 +328,18 @@ def _render_coverage_table(report: FindingsReport, console: Any) -> None:
 
 
 def _md(text: Any) -> str:
-    return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ")
+    """One line of Markdown that renders ``text`` literally: CloudTrail strings carry
+    whatever callers sent (HTML, links, pipes, newlines, backticks)."""
+    from trailscan.report import md_text
+
+    return md_text(text)
 
 
 def findings_markdown(report: FindingsReport, *, generated_at: datetime) -> str:
     """The findings as Markdown: a summary table per cluster and namespace, each finding's
-    explanation and full fix, then the coverage."""
+    explanation and full fix, then the coverage.  Every string is escaped (:func:`_md`),
+    the fix sits in a fence no content can close."""
+    from trailscan.report import md_fence, md_paragraph
     lines = [
         "# trailscan findings",
         "",
@@ -345,7 +351,7 @@ def findings_markdown(report: FindingsReport, *, generated_at: datetime) -> str:
         lines += ["No failing workloads in the events read.", ""]
     number = 0
     for group, members in _groups(report.findings):
-        lines += [f"## {group}", "", "| Workload | What failed | Cause | Count | Last seen | Fix |", "|---|---|---|---|---|---|"]
+        lines += [f"## {_md(group)}", "", "| Workload | What failed | Cause | Count | Last seen | Fix |", "|---|---|---|---|---|---|"]
         for finding in members:
             lines.append(
                 f"| {_md(finding.workload.label())} | {_md(_what_failed(finding))} | {finding.cause} | "
@@ -355,22 +361,20 @@ def findings_markdown(report: FindingsReport, *, generated_at: datetime) -> str:
         for finding in members:
             number += 1
             lines += [
-                f"### {number}. {finding.workload.label()}: {finding.cause}",
+                f"### {number}. {_md(finding.workload.label())}: {finding.cause}",
                 "",
                 f"- **Kind:** {finding.kind}; **resolution:** {finding.workload.resolution}",
-                f"- **Role:** {finding.role_arn or 'unknown'}",
+                f"- **Role:** {_md(finding.role_arn or 'unknown')}",
                 (f"- **Failed:** {finding.event_source} {finding.event_name} — {finding.error_code or ''}"
                 f"{': ' + _md(finding.error_message) if finding.error_message else ''}"),
                 (f"- **Events:** {finding.count}, {_iso(finding.first_seen)} – {_iso(finding.last_seen)} "
                 f"in {', '.join(finding.regions) or 'unknown region'}"),
                 "",
-                finding.explanation,
+                md_paragraph(finding.explanation),
                 "",
                 "**Fix:**",
                 "",
-                "```",
-                finding.fix.strip(),
-                "```",
+                md_fence(finding.fix.strip()),
                 "",
             ]
     lines += ["## Coverage", "", "| Source | Account | Region | Status | Events | Detail |", "|---|---|---|---|---|---|"]
