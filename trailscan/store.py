@@ -23,7 +23,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import duckdb
 import orjson
@@ -72,8 +72,15 @@ PIECE_BYTES = 8 * 1024 * 1024
 _SECRET_PATTERN = (
     r'(?i)"(' + "|".join(SECRET_KEYS) + r')"\s*:\s*"(?:[^"\\]|\\.)*"'
 )
-# A cheap pre-filter: only records containing one of these substrings go through the regex.
+# A cheap pre-filter: only records containing one of these substrings (in any case: a key
+# may be spelt SESSIONTOKEN) go through the regex.
 _SECRET_HINTS = ("oken", "ecret", "assword", "AMLAssertion", "amlResponse", "rivateKey")
+_SECRET_HINT_PATTERN = "(?i)" + "|".join(hint.lower() for hint in _SECRET_HINTS)
+# What the string-only regex cannot redact: a secret key holding a number, an object or an
+# array, or a secret inside JSON text held in a string ({"policy": "{\"token\": …}"}).
+_NESTED_SECRET_PATTERN = (
+    r'(?i)"(?:' + "|".join(SECRET_KEYS) + r')"\s*:\s*[\[{0-9tf-]|\\"(?:' + "|".join(SECRET_KEYS) + r')\\"'
+)
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
@@ -189,7 +196,7 @@ def _normalize_sql(docs_sql: str) -> str:
     extracted :data:`_FIELDS`), plus one marker row
     (``r`` NULL) for every digest file, every JSON value that is not CloudTrail, and
     every container that held no records."""
-    secret_hint = " OR ".join(f"contains(r, '{hint}')" for hint in _SECRET_HINTS)
+    secret_hint = f"regexp_matches(r::VARCHAR, '{_SECRET_HINT_PATTERN}')"
     paths = ", ".join(f"'{path}'" for _, path in _FIELDS)
     return f"""
 WITH docs AS ({docs_sql}),
@@ -259,7 +266,7 @@ redacted AS (
     SELECT filename, kind,
            CASE WHEN r IS NULL THEN NULL
                 WHEN {secret_hint}
-                THEN regexp_replace(r::VARCHAR, '{_SECRET_PATTERN}', '"\\1":"{REDACTED}"', 'g')::JSON
+                THEN _redact_nested(regexp_replace(r::VARCHAR, '{_SECRET_PATTERN}', '"\\1":"{REDACTED}"', 'g'))::JSON
                 ELSE r END AS r
     FROM staged
 )
@@ -421,6 +428,12 @@ class Store:
         store = cls(con, target)
         # A JSON text that may be invalid (LookupEvents' CloudTrailEvent): NULL if so.
         con.execute("CREATE OR REPLACE TEMP MACRO _as_json(t) AS CASE WHEN json_valid(t) THEN json(t) END")
+        # Records the redaction regex cannot fully clean are rare: Python walks those.
+        con.create_function("_redact_deep", redact_record, ["VARCHAR"], "VARCHAR", side_effects=False)
+        con.execute(
+            "CREATE OR REPLACE TEMP MACRO _redact_nested(t) AS "
+            f"CASE WHEN regexp_matches(t, '{_NESTED_SECRET_PATTERN}') THEN _redact_deep(t) ELSE t END"
+        )
         if not read_only:
             con.execute(SCHEMA)
         return store
@@ -729,6 +742,36 @@ class Store:
         return columns, cursor.fetchall()
 
 
+_SECRET_NAMES = frozenset(key.lower() for key in SECRET_KEYS)
+_SECRET_TEXT = re.compile(_SECRET_PATTERN[len("(?i)") :], re.IGNORECASE)
+_SECRET_HINT = re.compile(_SECRET_HINT_PATTERN[len("(?i)") :], re.IGNORECASE)
+
+
+def redact_record(text: str) -> str:
+    """The record (JSON text) with every value of a :data:`SECRET_KEYS` key, in any case,
+    whatever its type, replaced by ``"REDACTED"`` — in nested objects and arrays, and in
+    JSON text held in a string.  ``null`` stays ``null``."""
+    return json.dumps(_redact_value(json.loads(text)), ensure_ascii=False, separators=(",", ":"))
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {
+            key: REDACTED if key.lower() in _SECRET_NAMES and item is not None else _redact_value(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list):
+        return [_redact_value(item) for item in value]
+    if isinstance(value, str) and _SECRET_HINT.search(value):
+        try:
+            inner = json.loads(value)
+        except ValueError:  # not JSON: its quoted "key": "value" pairs at least
+            return _SECRET_TEXT.sub(f'"\\1":"{REDACTED}"', value)
+        if isinstance(inner, (dict, list)):
+            return json.dumps(_redact_value(inner), ensure_ascii=False, separators=(",", ":"))
+    return value
+
+
 def iter_batches(paths: Iterable[Path], limit_bytes: int) -> Iterator[list[Path]]:
     """Group paths so each group's estimated decompressed size stays under ``limit_bytes``
     (compressed files are counted at 10× their size)."""
@@ -892,7 +935,7 @@ def _describe_read_error(path: str, error: str) -> str:
             with gzip.open(path, "rb") as handle:
                 while handle.read(1 << 20):
                     pass
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zlib.error) as exc:
             return f"corrupt gzip ({exc})"
     elif path.endswith(".gz"):
         return "named .gz but not gzip-compressed"
