@@ -542,10 +542,13 @@ class _Run:
             if not text:
                 continue
             if self.on_record is not None or not self.seen_account:
-                record = orjson.loads(text)
-                self.seen_account = self.seen_account or record.get("recipientAccountId") or ""
-                if self.on_record is not None:
-                    self.on_record(job.region, job, record)
+                # The text is what the caller's request made of it: not always a record.
+                record = _parse_record(text)
+                if record is not None:
+                    account = record.get("recipientAccountId")
+                    self.seen_account = self.seen_account or (account if isinstance(account, str) else "")
+                    if self.on_record is not None:
+                        self.on_record(job.region, job, record)
             if start <= moment < end:
                 pending.documents.append(text)
                 pending.names.append(f"{SOURCE}:{job.region}:{event.get('EventId', '')}")
@@ -624,17 +627,17 @@ def minted_session(record: dict[str, Any]) -> _Session | None:
     if record.get("errorCode"):
         return None
     name = record.get("eventName")
-    identity = record.get("userIdentity") or {}
+    identity = _mapping(record.get("userIdentity"))
     if name == "AssumeRole":
         if identity.get("invokedBy") != POD_IDENTITY_SERVICE:
             return None
     elif name != "AssumeRoleWithWebIdentity":
         return None
-    response = record.get("responseElements") or {}
-    request = record.get("requestParameters") or {}
-    key = (response.get("credentials") or {}).get("accessKeyId") or None
-    role_user = (response.get("assumedRoleUser") or {}).get("arn") or ""
-    session_name = role_user.rsplit("/", 1)[1] if "/" in role_user else request.get("roleSessionName")
+    response = _mapping(record.get("responseElements"))
+    request = _mapping(record.get("requestParameters"))
+    key = _text_or_none(_mapping(response.get("credentials")).get("accessKeyId"))
+    role_user = _text_or_none(_mapping(response.get("assumedRoleUser")).get("arn")) or ""
+    session_name = role_user.rsplit("/", 1)[1] if "/" in role_user else _text_or_none(request.get("roleSessionName"))
     if not key and not session_name:
         return None
     try:
@@ -645,7 +648,7 @@ def minted_session(record: dict[str, Any]) -> _Session | None:
 
 
 def _expiry(response: dict[str, Any], request: dict[str, Any], minted: float) -> float:
-    raw = (response.get("credentials") or {}).get("expiration")
+    raw = _mapping(response.get("credentials")).get("expiration")
     if isinstance(raw, str):
         # STS writes "Apr 16, 2024, 3:20:04 PM" (UTC) here; tolerate ISO too.
         for parse in (lambda s: datetime.strptime(s, "%b %d, %Y, %I:%M:%S %p"), _parse_iso):
@@ -806,7 +809,7 @@ def _run_quick(run: _Run, window: Window, floor: datetime) -> None:
         elif (
             in_window
             and name == "AssumeRole"
-            and (record.get("userIdentity") or {}).get("invokedBy") == POD_IDENTITY_SERVICE
+            and _mapping(record.get("userIdentity")).get("invokedBy") == POD_IDENTITY_SERVICE
         ):
             state.count("pod_assume")
         minted = minted_session(record)
@@ -876,10 +879,16 @@ def _finish(
             parts.append("interrupted: run the same command again to continue where it stopped")
         if state.error:
             parts.insert(0, f"stopped by {state.error}")
+        unreadable = state.result.problems
+        if unreadable:
+            parts.append(
+                f"{_plural(len(unreadable), 'event')} not stored, their CloudTrailEvent not being a CloudTrail "
+                f"record (the first: {unreadable[0]})"
+            )
         read_something = state.pages > 0 or state.resumed > 0
         if state.error and not read_something:
             status = FAILED
-        elif state.error or interrupted_here or quick or notes:
+        elif state.error or interrupted_here or quick or notes or unreadable:
             status = PARTIAL
         else:
             status = COMPLETE
@@ -902,6 +911,23 @@ def _finish(
 
 
 # -- small helpers --------------------------------------------------------------------------------
+
+
+def _parse_record(text: str) -> dict[str, Any] | None:
+    try:
+        record = orjson.loads(text)
+    except orjson.JSONDecodeError:  # invalid JSON, or a lone surrogate orjson will not take
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    """``value`` if it is a JSON object, else empty: a record's fields may hold any type."""
+    return value if isinstance(value, dict) else {}
+
+
+def _text_or_none(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
 
 
 def _parse_iso(text: str) -> datetime:
