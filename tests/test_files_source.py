@@ -272,3 +272,13 @@ def test_documents_with_the_same_name_are_all_stored(store):
     docs = [json.dumps(record(f"d-{i}")) for i in range(3)]
     result = store.ingest_documents(docs, origin="lookup", names=["page"] * 3)
     assert result.new_events == 3 and result.problems == []
+
+
+def test_gzip_header_with_corrupt_data_is_named_not_a_crash(tmp_path):
+    (tmp_path / "bad.json.gz").write_bytes(b"\x1f\x8b\x08\x00 not really gzip at all")
+    write(tmp_path / "good.json", {"Records": [record("ok-1")]})
+    done = run_cli("ingest", "files", str(tmp_path), "--db", str(tmp_path / "s.duckdb"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert any("bad.json.gz" in line and "gzip" in line for line in done.stderr.splitlines())
+    with Store.open(tmp_path / "s.duckdb", read_only=True) as store:
+        assert store.count_events() == 1
