@@ -803,7 +803,7 @@ def _too_big_for_one_read(error: duckdb.Error) -> bool:
 
 
 def _open_decompressed(path: str, compression: str) -> IO[bytes]:
-    return gzip.open(path, "rb") if compression == "gzip" else open(path, "rb")  # noqa: SIM115
+    return gzip.open(path, "rb") if compression == "gzip" else open(path, "rb")
 
 
 _DECODER = json.JSONDecoder()
