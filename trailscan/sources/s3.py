@@ -51,8 +51,11 @@ SOURCE = "s3"
 #: at most.
 DELIVERY_LAG = timedelta(hours=1)
 DEFAULT_WORKERS = 8
-#: Objects per store transaction (larger batches cost the store less CPU per event).
+#: Objects per store transaction (larger batches cost the store less CPU per event).  The
+#: first batches are smaller (FIRST_BATCH, doubling) so the store starts working while the
+#: rest downloads.
 BATCH_OBJECTS = 1000
+FIRST_BATCH = 100
 #: Decompressed bytes per transaction, compressed sizes counted ×10.  Downloads run ahead
 #: of the store by at most one more batch, so the temporary disk holds at most two.
 BATCH_BYTES = 256 * 1024 * 1024
@@ -486,6 +489,7 @@ class _Transfer:
         self.in_flight: deque[tuple[_Object, _Unit, Path, Future]] = deque()
         self.batch: list[tuple[_Object, _Unit, Path, str]] = []
         self.batch_bytes = 0
+        self.batch_limit = min(FIRST_BATCH, batch_objects)
         self.in_flight_bytes = 0
         self.submitted = 0
         self.finished = 0
@@ -536,6 +540,9 @@ class _Transfer:
             self._finish_one()
 
     def _finish_one(self) -> None:
+        if not self.in_flight[0][3].done() and len(self.batch) >= min(FIRST_BATCH, self.batch_limit):
+            # Store what has arrived rather than wait idle for the next download.
+            self._flush()
         item, unit, path, future = self.in_flight.popleft()
         self.in_flight_bytes -= item.size * 10
         etag, error = future.result()
@@ -551,7 +558,7 @@ class _Transfer:
             return
         self.batch.append((item, unit, path, etag or item.etag))
         self.batch_bytes += item.size * 10
-        if len(self.batch) >= self.batch_objects or self.batch_bytes >= BATCH_BYTES:
+        if len(self.batch) >= self.batch_limit or self.batch_bytes >= BATCH_BYTES:
             self._flush()
 
     def _flush(self) -> None:
@@ -578,6 +585,7 @@ class _Transfer:
         for url, unit in units.items():
             unit.downloaded += url not in bad
         self.batch, self.batch_bytes = [], 0
+        self.batch_limit = min(2 * self.batch_limit, self.batch_objects)
 
 
 def ingest_s3(
