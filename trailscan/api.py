@@ -523,25 +523,14 @@ class Session:
         ``to``: a local folder or ``s3://BUCKET/PREFIX/``.  Writes a dated folder holding
         ``report.html``, ``report.md``, ``findings.json`` and ``events.parquet``, plus a
         ``latest/`` copy; returns where (``.html`` is the page's path or URL)."""
-        from trailscan.report import publish_report
+        from trailscan.report import publish_findings
 
         if findings is None:
             if since is None and until is None and self._last is not None:
                 findings = self._last
             else:
                 findings = self.explain(since, until, live_iam=False)
-        document = findings.document(now)
-        if findings.window is None:
-            # Everything stored: a window that holds the last event too (windows are half-open).
-            first, last = findings.report.window_start, findings.report.window_end
-            if first is None or last is None:
-                raise UsageError("nothing to report: the store holds no events", "ingest something first")
-            end = last + timedelta(seconds=1)
-            document["window"]["end"] = end.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        event_ids = {index: finding.event_ids for index, finding in enumerate(findings.report.findings)}
-        return publish_report(
-            self.store, document, destination=os.fspath(to), session=session, now=now, event_ids=event_ids
-        )
+        return publish_findings(self.store, findings.report, destination=os.fspath(to), session=session, now=now)
 
     # -- summaries ------------------------------------------------------------------------------
 

@@ -447,18 +447,55 @@ def findings_command(fmt, since, until, service_account_files, kube_context, iam
     _emit_report(report, fmt, fail_on_findings)
 
 
+def source_options(function):
+    """The options that say where CloudTrail is read (SPEC §4), shared by since and report."""
+    options = [
+        click.option("--source", type=click.Choice(["files", "s3", "lookup"]),
+                     help="Where CloudTrail is read (default: s3 when --bucket is given, files with --path, "
+                     "else lookup)."),
+        click.option("--path", "paths", multiple=True, metavar="P",
+                     help="Files, directories or globs (--source files). Repeatable."),
+        click.option("--bucket", metavar="BUCKET", help="The trail's bucket, or s3://BUCKET/PREFIX (--source s3)."),
+        click.option("--prefix", default="", metavar="PREFIX", help="The trail's S3 key prefix, if any."),
+        click.option("--org-id", metavar="o-…", help="Organization trail id (default: discovered)."),
+        click.option("--accounts", multiple=True, callback=_values, metavar="ID,…",
+                     help="Accounts to read (s3; default: all)."),
+        click.option("--regions", multiple=True, callback=_values, metavar="REGION,…",
+                     help="Regions to read, and where --cluster names are looked for."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _investigate_window(db, window, source, paths, bucket, prefix, org_id, accounts, regions,
+                        service_account_files, kube_context, iam_files, clusters, offline, publish_to=None):
+    """Ingest the window, explain it, and (with ``publish_to``) publish the report."""
+    from trailscan.explain import IngestRequest, aws_session, investigate
+
+    ingest = IngestRequest(
+        source=source, paths=tuple(paths), bucket=bucket, prefix=prefix, org_id=org_id,
+        accounts=tuple(accounts), regions=tuple(regions),
+    )
+    request = _inventory_request(service_account_files, kube_context, iam_files, clusters, regions, offline)
+    # One session for reading and publishing when the report goes to S3; otherwise
+    # investigate() makes one only if a source or the inventory needs AWS.
+    session = aws_session() if publish_to and publish_to.startswith("s3://") else None
+    with open_store(db) as store, progress_reporter() as progress:
+        report = investigate(store, window=window, inventory=request, ingest=ingest, session=session,
+                             progress=progress)
+        location = None
+        if publish_to:
+            from trailscan.report import publish_findings
+
+            location = publish_findings(store, report, destination=publish_to, session=session)
+    return report, location
+
+
 @main.command("since")
 @click.argument("duration")
 @click.option("--until", metavar="WHEN", help="Window end (default: now).")
-@click.option("--source", type=click.Choice(["files", "s3", "lookup"]),
-              help="Where CloudTrail is read (default: s3 when --bucket is given, files with --path, else lookup).")
-@click.option("--path", "paths", multiple=True, metavar="P", help="Files, directories or globs (--source files). Repeatable.")
-@click.option("--bucket", metavar="BUCKET", help="The trail's bucket, or s3://BUCKET/PREFIX (--source s3).")
-@click.option("--prefix", default="", metavar="PREFIX", help="The trail's S3 key prefix, if any.")
-@click.option("--org-id", metavar="o-…", help="Organization trail id (default: discovered).")
-@click.option("--accounts", multiple=True, callback=_values, metavar="ID,…", help="Accounts to read (s3; default: all).")
-@click.option("--regions", multiple=True, callback=_values, metavar="REGION,…",
-              help="Regions to read, and where --cluster names are looked for.")
+@source_options
 @inventory_options
 @format_option(("table", "json", "markdown"))
 @click.option("--fail-on-findings", is_flag=True, help="Exit 1 when there are findings.")
@@ -475,18 +512,40 @@ def since_command(duration, until, source, paths, bucket, prefix, org_id, accoun
     stdout alone. Exits 1 with --fail-on-findings when there are findings, 2 when an input
     could not be read, 3 when the coverage is incomplete.
     """
-    from trailscan.explain import IngestRequest, investigate
     from trailscan.window import make_window
 
-    window = make_window(duration, until)
-    ingest = IngestRequest(
-        source=source, paths=tuple(paths), bucket=bucket, prefix=prefix, org_id=org_id,
-        accounts=tuple(accounts), regions=tuple(regions),
-    )
-    request = _inventory_request(service_account_files, kube_context, iam_files, clusters, regions, offline)
-    with open_store(db) as store, progress_reporter() as progress:
-        report = investigate(store, window=window, inventory=request, ingest=ingest, progress=progress)
+    report, _ = _investigate_window(db, make_window(duration, until), source, paths, bucket, prefix, org_id,
+                                    accounts, regions, service_account_files, kube_context, iam_files, clusters,
+                                    offline)
     _emit_report(report, fmt, fail_on_findings)
+
+
+@main.command("report")
+@click.option("--since", "since", required=True, metavar="WHEN", help="Window start: 30m, 24h, 7d or an ISO time.")
+@click.option("--until", metavar="WHEN", help="Window end (default: now).")
+@click.option("--to", "destination", required=True, metavar="s3://BUCKET/PREFIX/|DIR",
+              help="Where the dated report folder (and latest/) is written.")
+@source_options
+@inventory_options
+@click.option("--fail-on-findings", is_flag=True, help="Exit 1 when there are findings.")
+@db_option
+def report_command(since, until, destination, source, paths, bucket, prefix, org_id, accounts, regions,
+                   service_account_files, kube_context, iam_files, clusters, offline, fail_on_findings, db) -> None:
+    """Ingest the window, explain it, and publish the report: the nightly job.
+
+    Writes a dated folder holding report.html (one self-contained page), report.md,
+    findings.json (the trailscan.findings/v1 document) and events.parquet (the window's
+    events, secrets removed), plus a stable latest/ copy, to a local folder or
+    s3://BUCKET/PREFIX/. Takes the source and inventory options of `trailscan since`.
+    The report is published even when coverage is incomplete, then the command exits 3.
+    """
+    from trailscan.window import make_window
+
+    report, location = _investigate_window(db, make_window(since, until), source, paths, bucket, prefix, org_id,
+                                           accounts, regions, service_account_files, kube_context, iam_files,
+                                           clusters, offline, publish_to=destination)
+    click.echo(f"trailscan: report written to {location.html} (latest copy in {location.latest})", err=True)
+    _emit_report(report, "table", fail_on_findings)
 
 
 # -- demo and iam-policy ------------------------------------------------------------------------

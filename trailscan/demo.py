@@ -14,7 +14,7 @@ it) for two accounts and two regions: thousands of healthy calls, and the worklo
 (:data:`SCENARIOS`).  Then it runs what ``trailscan since 24h --bucket
 acme-org-cloudtrail --service-accounts FILE --cluster shop-prod`` runs
 (:func:`trailscan.explain.investigate`) and publishes the report to a local folder
-(:func:`trailscan.report.publish_report`).
+(:func:`trailscan.report.publish_findings`).
 
 The user's own AWS configuration is never read nor changed: the demo's
 ``boto3.Session`` carries its own credentials, region and endpoint, and points at an
@@ -46,7 +46,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from trailscan.errors import TrailscanError, UsageError
 from trailscan.explain import IngestRequest, InventoryRequest, investigate
-from trailscan.findings import FindingsReport, findings_document
+from trailscan.findings import FindingsReport
 from trailscan.generate import (
     RoleSession,
     access_key_id,
@@ -58,7 +58,7 @@ from trailscan.generate import (
     web_identity_call,
 )
 from trailscan.model import ProgressFn, utc_now
-from trailscan.report import ReportLocation, publish_report
+from trailscan.report import ReportLocation, publish_findings
 from trailscan.store import Store
 from trailscan.window import make_window
 
@@ -134,7 +134,7 @@ def run_demo(
                 store, window=make_window(SINCE, now=now), inventory=inventory, ingest=ingest,
                 session=session, progress=progress,
             )
-            location = publish_report(store, findings_document(report, now), destination=out, now=now)
+            location = publish_findings(store, report, destination=out, now=now)
     return DemoRun(
         report=report,
         location=location,

@@ -1055,8 +1055,10 @@ class _Explainer:
     @staticmethod
     def _sdk_sentence(user_agent: str | None) -> str:
         sdk = parse_user_agent(user_agent)
+        # The literal user agent (clipped) often names the application: worth showing.
+        seen = f' (user agent "{user_agent[:160]}{"…" if len(user_agent) > 160 else ""}")' if user_agent else ""
         if sdk is None:
-            return "The user agent names no AWS SDK, so whether it could use pod credentials is unknown."
+            return f"The user agent names no AWS SDK{seen}, so whether it could use pod credentials is unknown."
         support = credential_support(sdk)
         parts = []
         for label, can, minimum in (
@@ -1072,7 +1074,7 @@ class _Explainer:
         verdict = "; ".join(parts)
         if support.irsa is False and support.pod_identity is False:
             verdict += ": upgrading the SDK is the fix"
-        return f"The caller is {sdk}: {verdict}."
+        return f"The caller is {sdk}{seen}: {verdict}."
 
     # -- fixes -------------------------------------------------------------------------------
 

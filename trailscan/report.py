@@ -48,6 +48,7 @@ from trailscan.model import Window, utc_now
 if TYPE_CHECKING:  # pragma: no cover
     import boto3
 
+    from trailscan.findings import FindingsReport
     from trailscan.store import Store
 
 SCHEMA = "trailscan.findings/v1"
@@ -782,6 +783,37 @@ def publish_report(
         now=now or utc_now(),
         timeline=timeline,
     )
+
+
+def publish_findings(
+    store: Store,
+    report: FindingsReport,
+    *,
+    destination: str,
+    session: boto3.Session | None = None,
+    now: datetime | None = None,
+) -> ReportLocation:
+    """Publish an explained :class:`~trailscan.findings.FindingsReport`: its document, a
+    chart per workload (from each finding's events) and the window's events.  What
+    ``trailscan report``, the demo and the notebook session all call.
+
+    A report over everything stored has no window of its own: the span of its events is
+    used, its end moved past the last event (windows are half-open).
+    """
+    from trailscan.findings import findings_document
+
+    now = now or utc_now()
+    document = findings_document(report, now)
+    if document["window"]["end"] is None or document["window"]["start"] is None:
+        if report.window_start is None or report.window_end is None:
+            raise UsageError("nothing to report: the store holds no events", "ingest something first")
+        end = report.window_end + timedelta(seconds=1)
+        document["window"] = {
+            "start": report.window_start.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "end": end.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    event_ids = {index: finding.event_ids for index, finding in enumerate(report.findings)}
+    return publish_report(store, document, destination=destination, session=session, now=now, event_ids=event_ids)
 
 
 def _write_parquet(events: pa.Table | pa.RecordBatchReader, path: Path) -> None:
