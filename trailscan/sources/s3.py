@@ -51,14 +51,15 @@ SOURCE = "s3"
 #: at most.
 DELIVERY_LAG = timedelta(hours=1)
 DEFAULT_WORKERS = 8
-#: Objects per store transaction (larger batches cost the store less CPU per event).  The
-#: first batches are smaller (FIRST_BATCH, doubling) so the store starts working while the
-#: rest downloads.
-BATCH_OBJECTS = 1000
-FIRST_BATCH = 100
-#: Decompressed bytes per transaction, compressed sizes counted ×10.  Downloads run ahead
-#: of the store by at most one more batch, so the temporary disk holds at most two.
+#: Decompressed bytes per store transaction, compressed sizes counted ×10 (as the files
+#: source does): larger batches cost the store less CPU per event.  Downloads run ahead of
+#: the store by at most one more batch, so the temporary disk holds at most two.
 BATCH_BYTES = 256 * 1024 * 1024
+#: Objects per transaction at most, whatever their size.
+BATCH_OBJECTS = 5000
+#: The first batches are smaller (doubling from this) so the store starts working while
+#: the rest downloads.
+FIRST_BATCH = 250
 
 _STAMP = re.compile(r"_(\d{8}T\d{4})Z_")
 _ACCOUNT = re.compile(r"^\d{12}$")
