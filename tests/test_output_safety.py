@@ -28,6 +28,7 @@ import pytest
 
 from tests.conftest import run_cli
 from trailscan.errors import QueryError
+from trailscan.generate import iso
 from trailscan.model import Window
 from trailscan.store import Store
 
@@ -207,17 +208,12 @@ def test_findings_table_and_json_carry_the_strings_verbatim(hostile_db):
 
 
 def test_report_artifacts_escape_every_cloudtrail_string(hostile_db, tmp_path):
-    from trailscan.explain import InventoryRequest, investigate
-    from trailscan.findings import findings_document
-    from trailscan.report import publish_report
-
     copy = tmp_path / "store.duckdb"
     copy.write_bytes(hostile_db.read_bytes())
-    with Store.open(copy) as store:
-        report = investigate(store, window=WINDOW, inventory=InventoryRequest(live_iam=False))
-        document = findings_document(report, NOW)
-        location = publish_report(store, document, destination=str(tmp_path / "out"), now=NOW)
-    folder = Path(location.folder)
+    done = run_cli("report", "--since", iso(WINDOW.start), "--until", iso(WINDOW.end), "--to", str(tmp_path / "out"),
+                   "--source", "files", "--path", str(hostile_db.parent), "--offline", "--db", str(copy))
+    assert done.returncode == 0, done.stderr
+    folder = tmp_path / "out" / "latest"
     html = (folder / "report.html").read_text()
     for raw in ("<script>alert", "<img src=x", "</td><script>"):
         assert raw not in html
@@ -509,20 +505,18 @@ def secret_outputs(tmp_path_factory, moto):
         for query in load_queries():
             outputs[f"query {query.name} (library)"] = repr(store.query(query.typed_sql(), query.bind({})))
 
-    from trailscan.explain import InventoryRequest, investigate
-    from trailscan.findings import findings_document
-    from trailscan.report import publish_report
-
-    with Store.open(db) as store:
-        window = Window(NOW - timedelta(days=2), now + timedelta(hours=1))
-        document = findings_document(investigate(store, window=window, inventory=InventoryRequest(live_iam=False)), NOW)
-        location = publish_report(store, document, destination=str(folder / "report"), now=NOW)
+    # The nightly job: ingest the window again (nothing new), explain, publish.
+    cli("report", "report", "--since", iso(NOW - timedelta(days=2)), "--to", str(folder / "report"),
+        "--source", "files", "--path", str(trail), "--offline", "--db", str(db))
+    with Store.open(db, read_only=True) as store:
         columns, rows = store.query("SELECT * FROM events")
         outputs["store"] = repr(rows)
         ids = {row[columns.index("event_id")] for row in rows}
     import pyarrow.parquet as pq
 
-    for path in Path(location.folder).iterdir():
+    latest = folder / "report" / "latest"
+    document = json.loads((latest / "findings.json").read_text())
+    for path in latest.iterdir():
         outputs[f"report {path.name}"] = (
             repr(pq.read_table(path).to_pylist()) if path.suffix == ".parquet" else path.read_text()
         )
