@@ -376,12 +376,6 @@ def test_s3_keys_with_dots_and_slashes_never_write_outside_the_download_folder(m
     assert stored == {planted[key] for key in listed} and result.problems == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="trailscan/sources/s3.py names each download NNNNNNN-<last key segment>: a segment of ~250 bytes "
-    "or more is no file name (ENAMETOOLONG, raised again by path.unlink in _finish_one) and one holding NUL "
-    "makes open() raise ValueError; either ends the whole ingest with a traceback",
-)
 @pytest.mark.parametrize("name", ["x" * 300 + ".json.gz", "nul\x00byte.json.gz"])
 def test_s3_keys_whose_last_segment_is_no_file_name_still_load(moto, name, tmp_path):
     from trailscan.sources.s3 import ingest_s3

@@ -533,7 +533,9 @@ class _Transfer:
 
     def _submit(self, item: _Object, unit: _Unit) -> None:
         self.submitted += 1
-        path = self.folder / f"{self.submitted:07d}-{item.key.rsplit('/', 1)[-1]}"
+        # The local name is a counter and the compression suffix only: a key's last segment
+        # may be no valid file name (too long, a NUL byte); problems name the s3:// URL.
+        path = self.folder / f"{self.submitted:07d}{'.json.gz' if item.key.endswith('.gz') else '.json'}"
         self.in_flight.append((item, unit, path, self.pool.submit(self.bucket.download, item.key, path)))
         self.in_flight_bytes += item.size * 10
         # Downloads run ahead of the store by at most one batch: bounded disk.
