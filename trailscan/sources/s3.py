@@ -57,9 +57,10 @@ DEFAULT_WORKERS = 8
 BATCH_BYTES = 256 * 1024 * 1024
 #: Objects per transaction at most, whatever their size.
 BATCH_OBJECTS = 5000
-#: The first batches are smaller (doubling from this) so the store starts working while
-#: the rest downloads.
-FIRST_BATCH = 250
+#: When the next download has not arrived yet, a batch of at least this many objects is
+#: stored rather than waited on, so the store works while downloads continue.  (Each
+#: transaction has a fixed cost, so batches are not made smaller than this.)
+EARLY_BATCH = 500
 
 _STAMP = re.compile(r"_(\d{8}T\d{4})Z_")
 _ACCOUNT = re.compile(r"^\d{12}$")
@@ -490,7 +491,6 @@ class _Transfer:
         self.in_flight: deque[tuple[_Object, _Unit, Path, Future]] = deque()
         self.batch: list[tuple[_Object, _Unit, Path, str]] = []
         self.batch_bytes = 0
-        self.batch_limit = min(FIRST_BATCH, batch_objects)
         self.in_flight_bytes = 0
         self.submitted = 0
         self.finished = 0
@@ -543,7 +543,7 @@ class _Transfer:
             self._finish_one()
 
     def _finish_one(self) -> None:
-        if not self.in_flight[0][3].done() and len(self.batch) >= min(FIRST_BATCH, self.batch_limit):
+        if not self.in_flight[0][3].done() and len(self.batch) >= min(EARLY_BATCH, self.batch_objects):
             # Store what has arrived rather than wait idle for the next download.
             self._flush()
         item, unit, path, future = self.in_flight.popleft()
@@ -561,7 +561,7 @@ class _Transfer:
             return
         self.batch.append((item, unit, path, etag or item.etag))
         self.batch_bytes += item.size * 10
-        if len(self.batch) >= self.batch_limit or self.batch_bytes >= BATCH_BYTES:
+        if len(self.batch) >= self.batch_objects or self.batch_bytes >= BATCH_BYTES:
             self._flush()
 
     def _flush(self) -> None:
@@ -588,7 +588,6 @@ class _Transfer:
         for url, unit in units.items():
             unit.downloaded += url not in bad
         self.batch, self.batch_bytes = [], 0
-        self.batch_limit = min(2 * self.batch_limit, self.batch_objects)
 
 
 def ingest_s3(
