@@ -530,7 +530,9 @@ class Session:
                 findings = self._last
             else:
                 findings = self.explain(since, until, live_iam=False)
-        return publish_findings(self.store, findings.report, destination=os.fspath(to), session=session, now=now)
+        return publish_findings(
+            self.store, findings.report, window=findings.window, destination=os.fspath(to), session=session, now=now
+        )
 
     # -- summaries ------------------------------------------------------------------------------
 

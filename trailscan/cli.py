@@ -488,7 +488,7 @@ def _investigate_window(db, window, source, paths, bucket, prefix, org_id, accou
         if publish_to:
             from trailscan.report import publish_findings
 
-            location = publish_findings(store, report, destination=publish_to, session=session)
+            location = publish_findings(store, report, window=window, destination=publish_to, session=session)
     return report, location
 
 

@@ -130,11 +130,11 @@ def run_demo(
         ingest = IngestRequest(bucket=TRAIL_BUCKET)
         inventory = InventoryRequest(service_account_files=(str(world.service_accounts),), clusters=(CLUSTER,))
         with Store.open(db or str(folder / "demo.duckdb")) as store:
+            window = make_window(SINCE, now=now)
             report = investigate(
-                store, window=make_window(SINCE, now=now), inventory=inventory, ingest=ingest,
-                session=session, progress=progress,
+                store, window=window, inventory=inventory, ingest=ingest, session=session, progress=progress,
             )
-            location = publish_findings(store, report, destination=out, now=now)
+            location = publish_findings(store, report, window=window, destination=out, now=now)
     return DemoRun(
         report=report,
         location=location,

@@ -789,6 +789,7 @@ def publish_findings(
     store: Store,
     report: FindingsReport,
     *,
+    window: Window | None,
     destination: str,
     session: boto3.Session | None = None,
     now: datetime | None = None,
@@ -797,14 +798,15 @@ def publish_findings(
     chart per workload (from each finding's events) and the window's events.  What
     ``trailscan report``, the demo and the notebook session all call.
 
-    A report over everything stored has no window of its own: the span of its events is
-    used, its end moved past the last event (windows are half-open).
+    ``window`` is the window the report was asked for; None means everything stored,
+    whose span the report then carries, its end moved past the last event (windows are
+    half-open).
     """
     from trailscan.findings import findings_document
 
     now = now or utc_now()
     document = findings_document(report, now)
-    if document["window"]["end"] is None or document["window"]["start"] is None:
+    if window is None:
         if report.window_start is None or report.window_end is None:
             raise UsageError("nothing to report: the store holds no events", "ingest something first")
         end = report.window_end + timedelta(seconds=1)
