@@ -87,3 +87,18 @@ def test_importing_trailscan_prints_nothing():
     done = subprocess.run([sys.executable, "-c", "import trailscan, trailscan.cli, trailscan.store"],
                           capture_output=True, text=True)
     assert done.returncode == 0 and done.stdout == "" and done.stderr == ""
+
+
+def test_aws_region_is_honoured_as_the_other_sdks_do(monkeypatch, tmp_path):
+    from trailscan.aws import default_session
+
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-2")
+    monkeypatch.setenv("AWS_REGION", "eu-west-3")
+    assert default_session().region_name == "eu-west-3"
+    monkeypatch.delenv("AWS_REGION")
+    assert default_session().region_name == "us-east-2"
+    monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
+    with pytest.raises(UsageError, match="AWS configuration"):
+        default_session()

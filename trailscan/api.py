@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import duckdb
 
+from trailscan.aws import default_session
 from trailscan.errors import QueryError, UsageError
 from trailscan.findings import CoverageRow, Finding, FindingsReport, findings_document
 from trailscan.model import BatchResult, Coverage, ProgressFn, Window, utc_now
@@ -382,7 +383,7 @@ class Session:
 
         result, coverages = ingest_s3(
             self.store,
-            session or boto3.Session(),
+            session or default_session(),
             window=_required_window(since, until),
             bucket=bucket,
             prefix=prefix,
@@ -415,7 +416,7 @@ class Session:
 
         result, coverages = ingest_lookup(
             self.store,
-            session or boto3.Session(),
+            session or default_session(),
             window=_required_window(since, until),
             regions=list(_names(regions)) or None,
             quick=quick,

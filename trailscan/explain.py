@@ -1360,15 +1360,10 @@ class IngestRequest:
 
 
 def aws_session() -> Any:
-    """A ``boto3.Session`` from standard AWS configuration; :class:`UsageError` when that
-    configuration is broken (an unknown ``AWS_PROFILE``, say)."""
-    import boto3
-    from botocore.exceptions import BotoCoreError
+    """A ``boto3.Session`` from standard AWS configuration (see :func:`trailscan.aws.default_session`)."""
+    from trailscan.aws import default_session
 
-    try:
-        return boto3.Session()
-    except BotoCoreError as error:
-        raise UsageError(f"AWS configuration: {error}", "check AWS_PROFILE and ~/.aws/config") from None
+    return default_session()
 
 
 def has_aws_credentials(session: Any) -> bool:

@@ -834,10 +834,11 @@ class _S3Target:
     prefix: str  # "" or ending in "/"
 
     def upload(self, folder: Path, stamp: str, session: boto3.Session | None) -> ReportLocation:
-        import boto3
         from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-        client = (session or boto3.Session()).client("s3")
+        from trailscan.aws import default_session
+
+        client = (session or default_session()).client("s3")
         where = f"s3://{self.bucket}/{self.prefix}"
         for sub in (stamp, LATEST):
             for name in ARTIFACTS:

@@ -42,6 +42,7 @@ import orjson
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
+from trailscan.aws import default_session
 from trailscan.errors import SourceError, UsageError
 from trailscan.model import COMPLETE, FAILED, PARTIAL, BatchResult, Coverage, ProgressFn, Window, utc_now
 from trailscan.store import Store
@@ -717,7 +718,7 @@ def ingest_lookup(
     if rate <= 0:
         raise UsageError(f"rate {rate} must be positive")
     try:
-        session = session or boto3.Session()
+        session = session or default_session()
         credentials = session.get_credentials()
     except BotoCoreError as error:  # a missing profile, an unreadable config file …
         raise SourceError(f"cannot load the AWS configuration: {error}") from None

@@ -212,9 +212,10 @@ def discover_trail(session: boto3.Session) -> Trail:
 
 
 def default_session() -> boto3.Session:
-    """A session from standard AWS configuration (``AWS_PROFILE``, ``AWS_REGION``,
-    ``AWS_ENDPOINT_URL`` …, all honoured by boto3 itself)."""
-    return boto3.Session()
+    """A session from standard AWS configuration (see :func:`trailscan.aws.default_session`)."""
+    from trailscan.aws import default_session as standard
+
+    return standard()
 
 
 # -- the bucket --------------------------------------------------------------------------
