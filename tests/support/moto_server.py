@@ -48,6 +48,9 @@ class MotoServer:
         self._server.start()
         _, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://127.0.0.1:{port}"
+        # moto's backends are global to the process: without this, a server would start with
+        # what an earlier test module's server created, and results would depend on test order.
+        self.reset()
         return self
 
     def stop(self) -> None:
