@@ -49,6 +49,11 @@ def format_option(choices=FORMATS):
     )
 
 
+def _values(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
+    """A repeatable, comma-separated list option as one tuple."""
+    return tuple(item.strip() for value in values for item in value.split(",") if item.strip())
+
+
 @contextmanager
 def progress_reporter() -> Iterator[ProgressFn | None]:
     """A progress bar on stderr when it is a terminal; nothing when piped."""
@@ -135,14 +140,14 @@ def ingest_files_command(paths: tuple[str, ...], db: str | None) -> None:
 @click.option(
     "--accounts",
     multiple=True,
-    callback=lambda ctx, param, values: _values(ctx, param, values),  # defined below, with `since`
+    callback=_values,
     metavar="ID,…",
     help="Accounts to read (default: every account folder).",
 )
 @click.option(
     "--regions",
     multiple=True,
-    callback=lambda ctx, param, values: _values(ctx, param, values),
+    callback=_values,
     metavar="REGION,…",
     help="Regions to read (default: every region folder).",
 )
@@ -214,7 +219,7 @@ def ingest_s3_command(
 @click.option(
     "--regions",
     multiple=True,
-    callback=lambda ctx, param, values: _values(ctx, param, values),  # defined below, with `since`
+    callback=_values,
     metavar="REGION,…",
     help="Regions to read (default: us-east-1, for global STS and IAM events, and the configured region).",
 )
@@ -343,11 +348,6 @@ def sql_command(statement: str, write: bool, db: str | None, fmt: str) -> None:
 
 
 # -- findings and since ----------------------------------------------------------------------
-
-
-def _values(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
-    """A repeatable, comma-separated list option as one tuple."""
-    return tuple(item.strip() for value in values for item in value.split(",") if item.strip())
 
 
 def inventory_options(function):
