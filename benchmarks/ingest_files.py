@@ -45,6 +45,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.trailscraper_venv import TRAILSCRAPER, trailscraper_executable  # noqa: E402
+
 ACCOUNTS = ("111122223333", "444455556666")
 REGIONS = ("eu-west-1", "us-east-1")
 #: Events generated per call of the generator: bounds the generator's memory (it holds a
@@ -53,7 +59,6 @@ REGIONS = ("eu-west-1", "us-east-1")
 CHUNK_EVENTS = 100_000
 SLOT = timedelta(minutes=5)
 
-TRAILSCRAPER = "trailscraper==0.10.0"
 
 TARGET_VS_DUCKDB = 0.6
 TARGET_VS_TRAILSCRAPER = 3.0
@@ -284,42 +289,6 @@ def run_trailscraper(data: dict, result: Result, executable: Path) -> None:
         result.problem = f"read {loaded:,} of {data['files']:,} files"
     else:
         result.checked = f"{loaded:,} files read"
-
-
-def trailscraper_executable(venv: Path) -> tuple[Path | None, str]:
-    """trailscraper's console script in ``venv``, installing it there first if needed;
-    ``(None, why)`` when it cannot be had."""
-    script = venv / "bin" / "trailscraper"
-    version = TRAILSCRAPER.split("==")[1]
-
-    def works() -> bool:
-        try:
-            probe = subprocess.run(
-                [str(script), "--version"], check=False, capture_output=True, text=True, timeout=120
-            )
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-        return probe.returncode == 0 and version in probe.stdout
-
-    if works():
-        return script, ""
-    print(f"installing {TRAILSCRAPER} into {venv} …", flush=True)
-    shutil.rmtree(venv, ignore_errors=True)
-    try:
-        venv.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        return None, f"cannot create {venv.parent}: {exc.strerror}"
-    for step in (
-        [sys.executable, "-m", "venv", str(venv)],
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", TRAILSCRAPER],
-    ):
-        done = subprocess.run(step, check=False, capture_output=True, text=True)
-        if done.returncode != 0:
-            lines = [line for line in (done.stderr + done.stdout).splitlines() if "WARNING" not in line]
-            return None, f"`{' '.join(step[-3:])}` failed: {' | '.join(lines[-3:]) or done.returncode}"
-    if not works():
-        return None, f"{script} --version does not print {version}"
-    return script, ""
 
 
 def remove_db(db: Path) -> None:

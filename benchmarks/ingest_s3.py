@@ -51,6 +51,7 @@ if str(ROOT) not in sys.path:
 
 import orjson  # noqa: E402
 
+from benchmarks.trailscraper_venv import trailscraper_executable  # noqa: E402
 from trailscan.generate import HEALTHY_CALLS, RoleSession, access_key_id, api_call, delivery_key  # noqa: E402
 
 ACCOUNTS = ("111122223333", "444455556666")
@@ -58,7 +59,6 @@ REGIONS = ("eu-west-1", "us-east-1")
 START = datetime(2026, 11, 1, tzinfo=timezone.utc)
 END = START + timedelta(hours=24)
 BUCKET = "bench-trail-logs"
-TRAILSCRAPER = "trailscraper==0.10.0"
 TRAILSCAN = "trailscan ingest s3"
 SEQUENTIAL = "sequential boto3 + ingest files"
 S3_LAYER = "trailscan, S3 layer only"
@@ -243,35 +243,6 @@ def run_trailscraper(env: dict, work: Path, executable: Path, workers: int) -> R
     selected.unlink(missing_ok=True)
     shutil.rmtree(logs, ignore_errors=True)
     return run
-
-
-def trailscraper_executable(venv: Path) -> tuple[Path | None, str]:
-    """trailscraper in ``venv``, installed there from PyPI first if needed; ``(None, why)``
-    when it cannot be had."""
-    script = venv / "bin" / "trailscraper"
-    version = TRAILSCRAPER.split("==")[1]
-
-    def works() -> bool:
-        try:
-            probe = subprocess.run([str(script), "--version"], capture_output=True, text=True, timeout=120)
-        except (OSError, subprocess.TimeoutExpired):
-            return False
-        return probe.returncode == 0 and version in probe.stdout
-
-    if works():
-        return script, ""
-    print(f"installing {TRAILSCRAPER} into a venv of its own ({venv}) …", flush=True)
-    for step in (
-        [sys.executable, "-m", "venv", str(venv)],
-        [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet", TRAILSCRAPER],
-    ):
-        done = subprocess.run(step, capture_output=True, text=True)
-        if done.returncode != 0:
-            lines = [line for line in (done.stderr + done.stdout).splitlines() if "WARNING" not in line]
-            return None, f"`{' '.join(step[-3:])}` failed: {' | '.join(lines[-3:]) or done.returncode}"
-    if not works():
-        return None, f"{script} --version does not print {version}"
-    return script, ""
 
 
 def last_line(text: str) -> str:
