@@ -213,6 +213,18 @@ def test_bad_files_are_named_and_the_good_one_is_stored(tmp_path):
         assert store.query("SELECT event_id FROM events")[1] == [("good-1",)]
 
 
+@pytest.mark.parametrize("text", ["[]", " [ ]\n", '{"Records": []}', '{"Events": []}'])
+def test_a_file_holding_no_records_is_read_not_reported(tmp_path, text):
+    """An hour without activity is an empty container, whatever its shape: nothing to
+    store, and nothing wrong with the file."""
+    (tmp_path / "quiet.json").write_text(text)
+    write(tmp_path / "busy.json", [record("busy-1")])
+    with Store.open(":memory:") as store:
+        result, coverage = ingest_files(store, [str(tmp_path)])
+        assert result.problems == [] and coverage.status == "complete"
+        assert (result.files, result.records, result.new_events) == (2, 1, 1)
+
+
 def test_missing_path_is_one_line_exit_2(tmp_path):
     done = run_cli("ingest", "files", str(tmp_path / "nope"), "--db", str(tmp_path / "s.duckdb"))
     assert done.returncode == 2

@@ -72,10 +72,13 @@ PIECE_BYTES = 8 * 1024 * 1024
 _SECRET_PATTERN = (
     r'(?i)"(' + "|".join(SECRET_KEYS) + r')"\s*:\s*"(?:[^"\\]|\\.)*"'
 )
-# A cheap pre-filter: only records containing one of these substrings (in any case: a key
-# may be spelt SESSIONTOKEN) go through the regex.
-_SECRET_HINTS = ("oken", "ecret", "assword", "AMLAssertion", "amlResponse", "rivateKey")
-_SECRET_HINT_PATTERN = "(?i)" + "|".join(hint.lower() for hint in _SECRET_HINTS)
+# A cheap pre-filter: only records holding a secret key, in any case (SESSIONTOKEN), as a
+# key (followed by `":`) or inside JSON text held in a string (followed by `\\"`), go
+# through the regexes.  Every text either regex matches also matches this one; it starts
+# with a quote, which RE2 looks for first: measured on 200k records, a third of the cost
+# of matching the key fragments alone ("oken", "ecret" …), which also matched the 17%
+# of records that name GetAuthorizationToken or secretsmanager.
+_SECRET_HINT_PATTERN = r'(?i)"(?:' + "|".join(SECRET_KEYS) + r')(?:"\s*:|\\")'
 # What the string-only regex cannot redact: a secret key holding a number, an object or an
 # array, or a secret inside JSON text held in a string ({"policy": "{\"token\": …}"}).
 _NESTED_SECRET_PATTERN = (
@@ -200,13 +203,15 @@ def _normalize_sql(docs_sql: str) -> str:
     paths = ", ".join(f"'{path}'" for _, path in _FIELDS)
     return f"""
 WITH docs AS ({docs_sql}),
--- A top-level array is a list of units (records, or wrappers around them).
+-- A top-level array is a list of units (records, or wrappers around them); an empty
+-- one is a container without records (u NULL).  One pass over docs: reading it twice
+-- would hold every document of the batch in memory at once.
 units AS (
-    SELECT filename, unnest(from_json(doc, '["JSON"]')) AS u
-    FROM docs WHERE starts_with(ltrim(doc::VARCHAR), '[')
-    UNION ALL
-    SELECT filename, doc AS u
-    FROM docs WHERE NOT starts_with(ltrim(doc::VARCHAR), '[')
+    SELECT filename,
+           unnest(CASE WHEN NOT regexp_matches(doc, '^\\s*\\[') THEN [doc]
+                       WHEN json_array_length(doc) = 0 THEN [NULL::JSON]
+                       ELSE from_json(doc, '["JSON"]') END) AS u
+    FROM docs
 ),
 shaped AS (
     SELECT filename, u,
@@ -217,6 +222,7 @@ shaped AS (
 classified AS (
     SELECT filename,
         CASE
+            WHEN u IS NULL THEN 'container'
             WHEN s."Records" IS NOT NULL THEN 'records'
             WHEN s."Events" IS NOT NULL THEN 'events'
             WHEN s."detail" IS NOT NULL AND s."detail-type" IS NOT NULL THEN 'envelope'
