@@ -178,8 +178,8 @@ def build_store(path: Path, healthy: int, failed: int, seed: int) -> None:
         if copies > 1:
             # Replicate the generated rows with fresh ids, spread over the same window.
             columns = [row[0] for row in store.con.execute(
-                "SELECT column_name FROM information_schema.columns WHERE table_name = 'events' "
-                "AND is_generated = 'NEVER' ORDER BY ordinal_position"
+                "SELECT column_name FROM information_schema.columns WHERE table_name = 'event_rows' "
+                "ORDER BY ordinal_position"
             ).fetchall()]
             replaced = {
                 "event_id": "md5(event_id || '#' || n)",
@@ -187,13 +187,13 @@ def build_store(path: Path, healthy: int, failed: int, seed: int) -> None:
             }
             select = ", ".join(replaced.get(column, column) for column in columns)
             store.con.execute(
-                f"INSERT INTO events ({', '.join(columns)}) SELECT {select} FROM events, range(1, $copies) AS r(n)",
+                f"INSERT INTO event_rows ({', '.join(columns)}) SELECT {select} FROM event_rows, range(1, $copies) AS r(n)",
                 {"copies": copies},
             )
             excess = store.count_events() - healthy
             if excess > 0:
                 store.con.execute(
-                    "DELETE FROM events WHERE event_id IN (SELECT event_id FROM events ORDER BY event_id LIMIT $n)",
+                    "DELETE FROM event_rows WHERE event_id IN (SELECT event_id FROM event_rows ORDER BY event_id LIMIT $n)",
                     {"n": excess},
                 )
         store.ingest_documents([json.dumps({"Records": failures(rng, failed)})], origin="benchmark")

@@ -62,15 +62,13 @@ def build(db: Path, events: int, seed: int = 7) -> None:
         ingest_files(store, [folder])
         copies = -(-events // base) - 1
         if copies:
-            # Every stored column but the virtual ones (computed from raw when read).
-            virtual = ("request_parameters", "response_elements", "resources")
+            # Every stored column (the view `events` adds the JSON ones, read from raw).
             columns = [
                 name
                 for (name,) in store.con.execute(
-                    "SELECT column_name FROM information_schema.columns WHERE table_name = 'events' "
+                    "SELECT column_name FROM information_schema.columns WHERE table_name = 'event_rows' "
                     "ORDER BY ordinal_position"
                 ).fetchall()
-                if name not in virtual
             ]
             values = [
                 "md5(event_id || '-' || k) AS event_id" if c == "event_id"
@@ -79,14 +77,14 @@ def build(db: Path, events: int, seed: int = 7) -> None:
                 for c in columns
             ]
             store.con.execute(
-                f"INSERT INTO events ({', '.join(columns)}) "
-                f"SELECT {', '.join(values)} FROM events, range(1, $copies + 1) AS copies(k)",
+                f"INSERT INTO event_rows ({', '.join(columns)}) "
+                f"SELECT {', '.join(values)} FROM event_rows, range(1, $copies + 1) AS copies(k)",
                 {"copies": copies},
             )
         extra = store.con.execute("SELECT count(*) - $n FROM events", {"n": events}).fetchall()[0][0]
         if extra > 0:
             store.con.execute(
-                "DELETE FROM events WHERE event_id IN (SELECT event_id FROM events ORDER BY event_time LIMIT $n)",
+                "DELETE FROM event_rows WHERE event_id IN (SELECT event_id FROM event_rows ORDER BY event_time LIMIT $n)",
                 {"n": extra},
             )
         store.con.execute("CHECKPOINT")

@@ -294,3 +294,41 @@ def test_gzip_header_with_corrupt_data_is_named_not_a_crash(tmp_path):
     assert any("bad.json.gz" in line and "gzip" in line for line in done.stderr.splitlines())
     with Store.open(tmp_path / "s.duckdb", read_only=True) as store:
         assert store.count_events() == 1
+
+
+def test_a_store_written_before_events_became_a_view_is_brought_forward(tmp_path):
+    """Stores of earlier versions hold `events` as a table whose JSON columns were VIRTUAL:
+    opening one for writing keeps every row, under the view, and ingesting goes on."""
+    import duckdb
+
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    text = ", ".join(f"{name} VARCHAR" for name in (
+        "event_version", "event_source", "aws_region", "account_id", "source_ip", "user_agent",
+        "error_code", "error_message", "event_category", "event_type", "identity_type", "identity_arn",
+        "principal_id", "user_name", "access_key_id", "session_issuer_arn", "identity_provider",
+    ))
+    con.execute(
+        f"""CREATE TABLE events (
+               event_id VARCHAR NOT NULL, event_time TIMESTAMPTZ, event_name VARCHAR, read_only BOOLEAN, {text},
+               request_parameters JSON GENERATED ALWAYS AS (json_extract(raw, '$.requestParameters')) VIRTUAL,
+               response_elements JSON GENERATED ALWAYS AS (json_extract(raw, '$.responseElements')) VIRTUAL,
+               resources JSON GENERATED ALWAYS AS (json_extract(raw, '$.resources')) VIRTUAL,
+               tls_host VARCHAR, raw JSON, origin VARCHAR, ingested_at TIMESTAMPTZ)"""
+    )
+    old = record("old-1", requestParameters={"bucketName": "b"})
+    con.execute(
+        "INSERT INTO events (event_id, event_name, raw) VALUES ('old-1', ?, ?)", [old["eventName"], json.dumps(old)]
+    )
+    con.close()
+    write(tmp_path / "new.json", {"Records": [record("new-1"), record("old-1")]})
+
+    with Store.open(db) as store:
+        kinds = dict(store.query("SELECT table_name, table_type FROM information_schema.tables")[1])
+        assert kinds["events"] == "VIEW" and kinds["event_rows"] == "BASE TABLE"
+        assert store.query("SELECT request_parameters FROM events WHERE event_id = 'old-1'")[1] == [
+            (json.dumps(old["requestParameters"], separators=(",", ":")),)
+        ]
+        result, _ = ingest_files(store, [str(tmp_path / "new.json")])
+        assert (result.records, result.new_events) == (2, 1)
+        assert sorted(store.query("SELECT event_id FROM events")[1]) == [("new-1",), ("old-1",)]

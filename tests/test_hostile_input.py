@@ -130,7 +130,7 @@ def stores():
 
 
 def emptied(store: Store) -> Store:
-    store.con.execute("DELETE FROM events")
+    store.con.execute("DELETE FROM event_rows")
     return store
 
 

@@ -263,8 +263,8 @@ def test_sql_without_write_touches_nothing_but_the_store(hostile_db, tmp_path):
         "LOAD httpfs",
         "SET enable_external_access = true",
         "SET lock_configuration = false",
-        "DELETE FROM events",
-        "DROP TABLE events",
+        "DELETE FROM event_rows",
+        "DROP TABLE event_rows",
         "CREATE TABLE kept AS SELECT 1",
     ]
     before = hostile_db.read_bytes()
@@ -295,10 +295,10 @@ def test_sql_without_write_touches_nothing_but_the_store(hostile_db, tmp_path):
     "query, param",
     [
         ("failure_context", "event_ids=[wi-0' OR '1'='1]"),
-        ("failure_context", "event_ids=['wi-0'); DELETE FROM events; --']"),
+        ("failure_context", "event_ids=['wi-0'); DELETE FROM event_rows; --']"),
         ("minted_sessions", "access_keys=[x') OR 1=1 --]"),
         ("denied_calls", "since=2020-01-01' OR '1'='1"),
-        ("errors_by_code", "until=now(); DROP TABLE events"),
+        ("errors_by_code", "until=now(); DROP TABLE event_rows"),
     ],
 )
 def test_query_parameters_are_values_never_sql(hostile_db, query, param):

@@ -117,7 +117,7 @@ def test_cli_queries_list_show_run(real_store):
 
 
 def test_parameters_are_bound_not_formatted(real_store):
-    hostile = "2020-01-01'; DROP TABLE events; --"
+    hostile = "2020-01-01'; DROP TABLE event_rows; --"
     ran = run_cli("queries", "run", "denied_calls", "--param", f"since={hostile}", "--db", str(real_store))
     assert ran.returncode == 2 and "Traceback" not in ran.stderr
     with Store.open(real_store, read_only=True) as store:
@@ -125,14 +125,14 @@ def test_parameters_are_bound_not_formatted(real_store):
 
 
 def test_sql_is_read_only_unless_write(real_store, tmp_path):
-    refused = run_cli("sql", "DELETE FROM events", "--db", str(real_store))
+    refused = run_cli("sql", "DELETE FROM event_rows", "--db", str(real_store))
     assert refused.returncode == 2 and "read-only" in refused.stderr
     copy = tmp_path / "copy.duckdb"
     copy.write_bytes(Path(real_store).read_bytes())
     with Store.open(copy) as store:
         failed = store.query("SELECT count(*) FROM events WHERE error_code IS NOT NULL")[1][0][0]
     assert 0 < failed < 3250
-    allowed = run_cli("sql", "DELETE FROM events WHERE error_code IS NULL", "--db", str(copy), "--write")
+    allowed = run_cli("sql", "DELETE FROM event_rows WHERE error_code IS NULL", "--db", str(copy), "--write")
     assert allowed.returncode == 0, allowed.stderr
     counted = run_cli("sql", "SELECT count(*) AS n FROM events", "--db", str(copy), "--format", "csv")
     assert counted.stdout.splitlines() == ["n", str(failed)]

@@ -85,8 +85,10 @@ _NESTED_SECRET_PATTERN = (
     r'(?i)"(?:' + "|".join(SECRET_KEYS) + r')"\s*:\s*[\[{0-9tf-]|\\"(?:' + "|".join(SECRET_KEYS) + r')\\"'
 )
 
+#: Columns of ``event_rows``, in the order of the ``events`` view (which adds the JSON
+#: columns computed from ``raw``).
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
+CREATE TABLE IF NOT EXISTS event_rows (
     event_id VARCHAR NOT NULL,
     event_time TIMESTAMPTZ,
     event_version VARCHAR,
@@ -108,16 +110,27 @@ CREATE TABLE IF NOT EXISTS events (
     access_key_id VARCHAR,
     session_issuer_arn VARCHAR,
     identity_provider VARCHAR,
-    -- Views into raw, computed when read: storing them again would double the bytes
-    -- written per event for columns only the analysis of failed events reads.
-    request_parameters JSON GENERATED ALWAYS AS (nullif(json_extract(raw, '$.requestParameters'), 'null'::JSON)) VIRTUAL,
-    response_elements JSON GENERATED ALWAYS AS (nullif(json_extract(raw, '$.responseElements'), 'null'::JSON)) VIRTUAL,
-    resources JSON GENERATED ALWAYS AS (nullif(json_extract(raw, '$.resources'), 'null'::JSON)) VIRTUAL,
     tls_host VARCHAR,
-    raw JSON,
+    -- zstd rather than DuckDB's default string compression: measured on 200k generated
+    -- records, written 3.2x faster, 7x smaller, and scanned faster too.
+    raw JSON USING COMPRESSION zstd,
     origin VARCHAR,
     ingested_at TIMESTAMPTZ
 );
+-- What SQL sees.  request_parameters, response_elements and resources are read out of raw
+-- when queried: stored again they would double the bytes written per event, for columns
+-- only the analysis of failed events reads; and as VIRTUAL columns of the table DuckDB
+-- evaluates them on every insert (to check they can be), a third of the ingest's time.
+CREATE VIEW IF NOT EXISTS events AS
+SELECT event_id, event_time, event_version, event_source, event_name, aws_region, account_id,
+       source_ip, user_agent, error_code, error_message, read_only, event_category, event_type,
+       identity_type, identity_arn, principal_id, user_name, access_key_id, session_issuer_arn,
+       identity_provider,
+       nullif(json_extract(raw, '$.requestParameters'), 'null'::JSON) AS request_parameters,
+       nullif(json_extract(raw, '$.responseElements'), 'null'::JSON) AS response_elements,
+       nullif(json_extract(raw, '$.resources'), 'null'::JSON) AS resources,
+       tls_host, raw, origin, ingested_at
+FROM event_rows;
 CREATE TABLE IF NOT EXISTS coverage (
     recorded_at TIMESTAMPTZ NOT NULL,
     source VARCHAR NOT NULL,
@@ -326,7 +339,7 @@ def _insert_sql(*, windowed: bool, dedupe: bool, sliced: bool = False) -> str:
         in_window += " AND staging.rowid >= $low AND staging.rowid < $high"
     once = "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY filename) = 1" if dedupe else ""
     return f"""
-INSERT INTO events ({", ".join(columns)})
+INSERT INTO event_rows ({", ".join(columns)})
 WITH keyed AS (
     -- A record without eventID is keyed by a stable hash of its (redacted) text.
     SELECT coalesce({v['event_id']}, md5(r::VARCHAR)) AS event_id, * FROM staging
@@ -334,7 +347,7 @@ WITH keyed AS (
 ),
 fresh AS (
     SELECT * FROM keyed
-    WHERE NOT EXISTS (SELECT 1 FROM events e WHERE e.event_id = keyed.event_id)
+    WHERE NOT EXISTS (SELECT 1 FROM event_rows e WHERE e.event_id = keyed.event_id)
     {once}
 )
 SELECT {", ".join(columns.values())}
@@ -441,7 +454,12 @@ class Store:
             f"CASE WHEN regexp_matches(t, '{_NESTED_SECRET_PATTERN}') THEN _redact_deep(t) ELSE t END"
         )
         if not read_only:
-            con.execute(SCHEMA)
+            try:
+                _migrate(con)
+                con.execute(SCHEMA)
+            except duckdb.Error as exc:
+                con.close()
+                raise StoreError(f"cannot prepare the store {target}: {_first_line(str(exc))}") from None
         return store
 
     def close(self) -> None:
@@ -551,6 +569,9 @@ class Store:
         the transaction because a failed statement aborts a DuckDB transaction.
         """
         con = self.con
+        # Rows land in any order (event_rows has no order; readers sort): both statements
+        # then run on every core, and hold less in memory (measured: a third faster).
+        con.execute("SET preserve_insertion_order = false")
         con.execute("CREATE OR REPLACE TEMP TABLE staging (filename VARCHAR, kind VARCHAR, r JSON, v VARCHAR[])")
 
         def walk(group: list[str]) -> None:
@@ -593,7 +614,7 @@ class Store:
                     {"paths": list(renamed), "names": list(renamed.values())},
                 )
             con.execute("BEGIN TRANSACTION")
-            before = con.execute("SELECT count(*) FROM events").fetchone()[0]
+            before = con.execute("SELECT count(*) FROM event_rows").fetchone()[0]
             repeats = con.execute(_BATCH_DUPLICATES_SQL).fetchone()[0]
             bounds = {} if window is None else {"start": window.start, "end": window.end}
             slices = con.execute(_SLICES_SQL).fetchall()
@@ -603,7 +624,7 @@ class Store:
                 insert = _insert_sql(windowed=window is not None, dedupe=repeats > 0, sliced=True)
                 for low, high in slices:
                     con.execute(insert, {**bounds, "low": low, "high": high})
-            after = con.execute("SELECT count(*) FROM events").fetchone()[0]
+            after = con.execute("SELECT count(*) FROM event_rows").fetchone()[0]
             remembered = list({(o.source, o.name): o for o in objects if o.name not in failed}.values())
             if remembered:
                 # One statement: executemany costs ~4 ms of CPU a row (4 s for 1,000 objects).
@@ -634,6 +655,7 @@ class Store:
         finally:
             try:
                 con.execute("DROP TABLE IF EXISTS staging")
+                con.execute("RESET preserve_insertion_order")
             except duckdb.Error:
                 pass
         result.new_events += after - before
@@ -776,6 +798,25 @@ def _redact_value(value: Any) -> Any:
         if isinstance(inner, (dict, list)):
             return json.dumps(_redact_value(inner), ensure_ascii=False, separators=(",", ":"))
     return value
+
+
+def _migrate(con: duckdb.DuckDBPyConnection) -> None:
+    """Bring a store written by an earlier trailscan to the current schema: ``events`` was
+    a table (with VIRTUAL JSON columns); its rows become ``event_rows``, under the view."""
+    kind = con.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_schema = 'main' AND table_name = 'events'"
+    ).fetchone()
+    if not kind or kind[0] != "BASE TABLE":
+        return
+    con.execute("BEGIN TRANSACTION")
+    try:
+        for column in ("request_parameters", "response_elements", "resources"):
+            con.execute(f"ALTER TABLE events DROP COLUMN IF EXISTS {column}")
+        con.execute("ALTER TABLE events RENAME TO event_rows")
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
 
 
 def iter_batches(paths: Iterable[Path], limit_bytes: int) -> Iterator[list[Path]]:
