@@ -332,3 +332,24 @@ def test_a_store_written_before_events_became_a_view_is_brought_forward(tmp_path
         result, _ = ingest_files(store, [str(tmp_path / "new.json")])
         assert (result.records, result.new_events) == (2, 1)
         assert sorted(store.query("SELECT event_id FROM events")[1]) == [("new-1",), ("old-1",)]
+
+
+def test_batches_are_sized_by_the_json_the_files_hold(tmp_path):
+    """gzip files are weighed by the size their trailer records, not by a fixed ratio:
+    how much a batch holds in memory does not depend on how well its files compress."""
+    from trailscan.store import decompressed_size, iter_batches
+
+    texts = {
+        "dense.json.gz": json.dumps({"Records": [record(f"d-{i}") for i in range(300)]}).encode(),
+        "noisy.json.gz": os.urandom(60_000).hex().encode(),  # compresses about 2x, not 10x
+        "plain.json": b"[" + b" " * 50_000 + b"]",
+    }
+    for name, data in texts.items():
+        (tmp_path / name).write_bytes(gzip.compress(data) if name.endswith(".gz") else data)
+    paths = [tmp_path / name for name in texts]
+    assert [decompressed_size(p) for p in paths] == [len(data) for data in texts.values()]
+    assert decompressed_size(tmp_path / "missing.json.gz") == 0
+
+    limit = len(texts["dense.json.gz"]) + len(texts["noisy.json.gz"])
+    assert list(iter_batches(paths, limit)) == [paths[:2], paths[2:]]
+    assert list(iter_batches(paths, limit - 1)) == [paths[:1], paths[1:]]

@@ -43,7 +43,7 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from trailscan.errors import SourceError, UsageError
 from trailscan.model import COMPLETE, FAILED, PARTIAL, BatchResult, Coverage, FileProblem, ProgressFn, Window
-from trailscan.store import IngestedObject, Store
+from trailscan.store import GZIP_RATIO, IngestedObject, Store, decompressed_size
 
 SOURCE = "s3"
 #: How long after its last event a log file may still be delivered.  CloudTrail delivers
@@ -538,7 +538,7 @@ class _Transfer:
         # may be no valid file name (too long, a NUL byte); problems name the s3:// URL.
         path = self.folder / f"{self.submitted:07d}{'.json.gz' if item.key.endswith('.gz') else '.json'}"
         self.in_flight.append((item, unit, path, self.pool.submit(self.bucket.download, item.key, path)))
-        self.in_flight_bytes += item.size * 10
+        self.in_flight_bytes += _expected_bytes(item)
         # Downloads run ahead of the store by at most one batch: bounded disk.
         while len(self.in_flight) >= self.batch_objects + self.workers or self.in_flight_bytes >= BATCH_BYTES:
             self._finish_one()
@@ -548,7 +548,7 @@ class _Transfer:
             # Store what has arrived rather than wait idle for the next download.
             self._flush()
         item, unit, path, future = self.in_flight.popleft()
-        self.in_flight_bytes -= item.size * 10
+        self.in_flight_bytes -= _expected_bytes(item)
         etag, error = future.result()
         self.finished += 1
         if self.progress:
@@ -561,7 +561,7 @@ class _Transfer:
             path.unlink(missing_ok=True)
             return
         self.batch.append((item, unit, path, etag or item.etag))
-        self.batch_bytes += item.size * 10
+        self.batch_bytes += decompressed_size(path)
         if len(self.batch) >= self.batch_objects or self.batch_bytes >= BATCH_BYTES:
             self._flush()
 
@@ -655,6 +655,12 @@ def ingest_s3(
     for coverage in coverages:
         store.record_coverage(coverage)
     return total, coverages
+
+
+def _expected_bytes(item: _Object) -> int:
+    """What an object will hold decompressed, before it is downloaded (then its gzip
+    trailer says exactly)."""
+    return item.size * (GZIP_RATIO if item.key.endswith(".gz") else 1)
 
 
 def _split_url(bucket: str, prefix: str) -> tuple[str, str]:
