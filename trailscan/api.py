@@ -230,7 +230,7 @@ class Session:
     def __init__(self, store: Store) -> None:
         self.store = store
         # A cursor of its own (see the module docstring), in UTC so DataFrames are too.
-        self._con = store.con.cursor()
+        self._con = store.cursor()
         self._con.execute("SET TimeZone = 'UTC'")
         self._last: Explanation | None = None
 

@@ -426,10 +426,12 @@ class Store:
             if read_only and not Path(target).exists():
                 raise StoreError(f"no store at {target}", "ingest something first, or pass --db")
         config = {"memory_limit": memory_limit}
+        if target != ":memory:":
+            config["temp_directory"] = f"{target}.tmp"  # where DuckDB spills, as for its own files
         deadline = time.monotonic() + wait
         while True:
             try:
-                con = duckdb.connect(target, read_only=read_only, config=config)
+                con = _connect(target, read_only=read_only, config=config)
                 break
             except duckdb.IOException as exc:
                 text = str(exc)
@@ -461,6 +463,12 @@ class Store:
                 con.close()
                 raise StoreError(f"cannot prepare the store {target}: {_first_line(str(exc))}") from None
         return store
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """Another connection to the store, for another thread or settings of its own."""
+        cursor = self.con.cursor()
+        cursor.execute(f"USE {CATALOG}")
+        return cursor
 
     def close(self) -> None:
         self.con.close()
@@ -800,11 +808,36 @@ def _redact_value(value: Any) -> Any:
     return value
 
 
+#: Rows per row group of the store (DuckDB's default: 122,880).  DuckDB writes a batch's
+#: full row groups while inserting, one per thread, and the rest when it commits, on one:
+#: measured on 200k events, an insert took 0.7 s instead of 1.1 s, and four batches of 50k
+#: 1.0 s instead of 1.7 s.  Scans are as fast; zone maps (min/max per row group) get finer.
+ROW_GROUP_ROWS = 32_768
+#: The name the store is attached under (and made the default database).
+CATALOG = "trailscan"
+
+
+def _connect(target: str, *, read_only: bool, config: dict[str, str]) -> duckdb.DuckDBPyConnection:
+    """A connection whose default database is the store at ``target``: attached rather than
+    opened, because only ATTACH sets the row group size."""
+    con = duckdb.connect(":memory:", config=config)
+    try:
+        options = ("READ_ONLY, " if read_only else "") + f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}"
+        quoted = "'" + target.replace("'", "''") + "'"
+        con.execute(f"ATTACH {quoted} AS {CATALOG} ({options})")
+        con.execute(f"USE {CATALOG}")
+    except BaseException:
+        con.close()
+        raise
+    return con
+
+
 def _migrate(con: duckdb.DuckDBPyConnection) -> None:
     """Bring a store written by an earlier trailscan to the current schema: ``events`` was
     a table (with VIRTUAL JSON columns); its rows become ``event_rows``, under the view."""
     kind = con.execute(
-        "SELECT table_type FROM information_schema.tables WHERE table_schema = 'main' AND table_name = 'events'"
+        "SELECT table_type FROM information_schema.tables "
+        "WHERE table_catalog = current_database() AND table_schema = 'main' AND table_name = 'events'"
     ).fetchone()
     if not kind or kind[0] != "BASE TABLE":
         return
