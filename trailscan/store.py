@@ -27,7 +27,6 @@ from typing import IO, Any
 
 import duckdb
 import orjson
-import pyarrow as pa
 
 from trailscan.errors import QueryError, StoreError
 from trailscan.model import BatchResult, Coverage, FileProblem, Window
@@ -543,7 +542,7 @@ class Store:
         result.problems.extend(FileProblem(name, "empty") for name in blank)
 
         def stage(group: list[str]) -> None:
-            table = pa.table({"filename": group, "doc": [texts[name] for name in group]})
+            table = _arrow_table(group, [texts[name] for name in group])
             self.con.register("docs_input", table)
             try:
                 self.con.execute(f"INSERT INTO staging {_normalize_sql(_DOCUMENTS_SQL)}")
@@ -709,7 +708,7 @@ class Store:
             raise duckdb.InvalidInputException(f'Malformed JSON in file "{path}": {exc}') from None
 
     def _stage_texts(self, filename: str, texts: list[str]) -> None:
-        self.con.register("docs_input", pa.table({"filename": [filename] * len(texts), "doc": texts}))
+        self.con.register("docs_input", _arrow_table([filename] * len(texts), texts))
         try:
             self.con.execute(f"INSERT INTO staging {_normalize_sql(_DOCUMENTS_SQL)}")
         finally:
@@ -994,6 +993,14 @@ def _json_values(handle: IO[bytes], *, read_size: int = 4 << 20) -> Iterator[str
         expect("}")
     if skip_space():
         raise ValueError("more after the records")
+
+
+def _arrow_table(filenames: list[str], docs: list[str]):
+    """Documents held in memory, as DuckDB reads them without copying.  pyarrow is imported
+    here: reading files never needs it, and it is a tenth of a second of every start."""
+    import pyarrow as pa
+
+    return pa.table({"filename": filenames, "doc": docs})
 
 
 def _utf8_text(document: str | bytes) -> str:
