@@ -1,4 +1,5 @@
-"""The DuckDB store: every CloudTrail record from every source lands in table ``events``.
+"""The DuckDB store: every CloudTrail record from every source lands in table ``event_rows``,
+which SQL reads through the view ``events``.
 
 DuckDB does the heavy lifting.  A batch of inputs (local files, or JSON texts held in
 memory) is read by ``read_json_objects``; each top-level JSON value is unwrapped from
@@ -6,9 +7,9 @@ whatever shape it came in (SPEC §4: ``{"Records": […]}``, a JSON array, a bar
 NDJSON, LookupEvents output, EventBridge envelopes), secrets are redacted, the columns of
 SPEC §6 are extracted with one parse per record, and the batch is inserted in one
 transaction — so an interrupted ingest leaves every earlier batch intact and the store
-usable.  Uniqueness by ``event_id`` is kept with an anti-join rather than a primary key:
-measured on 200k events, DuckDB's ART index made the insert ~45% slower and its memory
-grows with the store.
+usable.  Uniqueness by ``event_id`` is kept by looking up the batch's ids rather than with
+a primary key: measured on 200k events, DuckDB's ART index made the insert ~45% slower and
+its memory grows with the store.
 """
 
 from __future__ import annotations
@@ -588,7 +589,8 @@ class Store:
         """
         con = self.con
         # Rows land in any order (event_rows has no order; readers sort): both statements
-        # then run on every core, and hold less in memory (measured: a third faster).
+        # then run on every core and hold less in memory (measured on 200k events: staging
+        # 25% faster, peak RSS 90 MiB lower).
         con.execute("SET preserve_insertion_order = false")
         con.execute("CREATE OR REPLACE TEMP TABLE staging (filename VARCHAR, kind VARCHAR, r JSON, v VARCHAR[])")
 
