@@ -189,6 +189,7 @@ _FIELDS = (
     ("federated_provider", "$.userIdentity.sessionContext.webIdFederationData.federatedProvider"),
     ("tls_host", "$.tlsDetails.clientProvidedHostHeader"),
 )
+_EVENT_ID_INDEX = 1 + [name for name, _ in _FIELDS].index("event_id")  # in v, a 1-based list
 # Top-level keys looked at to recognise the shape of one JSON object (one parse).
 _UNIT_SCHEMA = orjson.dumps(
     {
@@ -212,8 +213,8 @@ _DOCUMENTS_SQL = "SELECT filename, doc::JSON AS doc FROM docs_input"
 
 def _normalize_sql(docs_sql: str) -> str:
     """SQL turning ``docs(filename, doc JSON)`` into staged rows
-    ``(filename, kind, r, v)``: one row per record (kind ``record``, ``v`` the list of
-    extracted :data:`_FIELDS`), plus one marker row
+    ``(filename, kind, r, v, event_id)``: one row per record (kind ``record``, ``v`` the
+    list of extracted :data:`_FIELDS`), plus one marker row
     (``r`` NULL) for every digest file, every JSON value that is not CloudTrail, and
     every container that held no records."""
     secret_hint = f"regexp_matches(r::VARCHAR, '{_SECRET_HINT_PATTERN}')"
@@ -292,16 +293,22 @@ redacted AS (
                 THEN _redact_nested(regexp_replace(r::VARCHAR, '{_SECRET_PATTERN}', '"\\1":"{REDACTED}"', 'g'))::JSON
                 ELSE r END AS r
     FROM staged
-)
+),
 -- Every column is pulled out of a record with one json_extract_string call (one parse).
-SELECT filename, kind, r,
-       CASE WHEN kind = 'record' THEN json_extract_string(r, [{paths}]) END AS v
-FROM redacted
+extracted AS (
+    SELECT filename, kind, r,
+           CASE WHEN kind = 'record' THEN json_extract_string(r, [{paths}]) END AS v
+    FROM redacted
+)
+-- A record without eventID is keyed by a stable hash of its (redacted) text.
+SELECT filename, kind, r, v,
+       CASE WHEN kind = 'record' THEN coalesce(v[{_EVENT_ID_INDEX}], md5(r::VARCHAR)) END AS event_id
+FROM extracted
 """
 
 
 def _insert_sql(*, windowed: bool, dedupe: bool, sliced: bool = False) -> str:
-    """INSERT of the staged records into ``events``, dropping those already stored.
+    """INSERT of the staged records into ``event_rows``, dropping those already stored.
 
     ``windowed`` keeps only records whose ``eventTime`` lies in ``[$start, $end)``;
     ``sliced`` only the staged rows whose rowid lies in ``[$low, $high)``;
@@ -345,16 +352,14 @@ def _insert_sql(*, windowed: bool, dedupe: bool, sliced: bool = False) -> str:
     return f"""
 INSERT INTO event_rows ({", ".join(columns)})
 WITH keyed AS (
-    -- A record without eventID is keyed by a stable hash of its (redacted) text.
-    SELECT coalesce({v['event_id']}, md5(r::VARCHAR)) AS event_id, * FROM staging
-    WHERE kind = 'record' {in_window}
+    SELECT * FROM staging WHERE kind = 'record' {in_window}
 ),
 -- The stored events this batch repeats: a semi-join that hashes the batch's ids and scans
 -- the stored ones, so memory follows the batch, not the store (an anti-join against
 -- event_rows hashed every stored id, every batch).
 repeated AS (
     SELECT e.event_id FROM event_rows e
-    WHERE e.event_id IN (SELECT coalesce({v['event_id']}, md5(r::VARCHAR)) FROM staging WHERE kind = 'record')
+    WHERE e.event_id IN (SELECT event_id FROM staging WHERE kind = 'record')
 ),
 fresh AS (
     SELECT * FROM keyed
@@ -384,7 +389,7 @@ SELECT min(id), max(id) + 1 FROM (
 
 #: How many staged records repeat an event_id of the same batch.
 _BATCH_DUPLICATES_SQL = (
-    "SELECT count(*) - count(DISTINCT coalesce(v[1], md5(r::VARCHAR))) FROM staging WHERE kind = 'record'"
+    "SELECT count(*) - count(DISTINCT event_id) FROM staging WHERE kind = 'record'"
 )
 
 
@@ -592,7 +597,9 @@ class Store:
         # then run on every core and hold less in memory (measured on 200k events: staging
         # 25% faster, peak RSS 90 MiB lower).
         con.execute("SET preserve_insertion_order = false")
-        con.execute("CREATE OR REPLACE TEMP TABLE staging (filename VARCHAR, kind VARCHAR, r JSON, v VARCHAR[])")
+        con.execute(
+            "CREATE OR REPLACE TEMP TABLE staging (filename VARCHAR, kind VARCHAR, r JSON, v VARCHAR[], event_id VARCHAR)"
+        )
 
         def walk(group: list[str]) -> None:
             if not group:
