@@ -320,11 +320,26 @@ class Calls:
 
     def watch(self, session: boto3.Session) -> boto3.Session:
         def record(params: dict, model: Any, context: dict | None = None, **_: Any) -> None:
+            if (context or {}).get("is_presign_request"):
+                return  # a presigned URL is computed, not sent
             region = (context or {}).get("client_region") or session.region_name
             self.made.append((model.service_model.endpoint_prefix, model.name, dict(params), region))
 
         session.events.register("before-parameter-build", record)
         return session
+
+    def downloads(self, moto: MotoServer, bucket: str, since: int) -> int:
+        """Add the objects of ``bucket`` the server was asked for by the AWS Common Runtime
+        (trailscan's downloader, which botocore hooks do not see); returns how many."""
+        found = [
+            request.path.removeprefix(f"/{bucket}/")
+            for request in moto.requests[since:]
+            if request.method == "GET"
+            and request.path.startswith(f"/{bucket}/")
+            and not request.user_agent.startswith("Boto3/")
+        ]
+        self.made.extend(("s3", "GetObject", {"Bucket": bucket, "Key": key}, REGION) for key in found)
+        return len(found)
 
     @property
     def actions(self) -> set[str]:
@@ -380,6 +395,7 @@ def test_policy_covers_every_call_of_since_and_the_nightly_report(world):
     IAM, EKS, and the upload, each call allowed by `iam-policy --bucket --cluster --report-to`."""
     calls = Calls()
     session = calls.watch(world["moto"].session(REGION))
+    since = len(world["moto"].requests)
     window = make_window("24h", now=world["now"])
     with Store.open(":memory:") as store:
         report = investigate(
@@ -389,6 +405,7 @@ def test_policy_covers_every_call_of_since_and_the_nightly_report(world):
         assert report.complete and len({f.cause for f in report.findings}) >= 8
         publish_report(store, findings_document(report, world["now"]), destination=f"s3://{REPORTS_BUCKET}/nightly/",
                        session=session, now=world["now"])
+    assert calls.downloads(world["moto"], TRAIL_BUCKET, since) > 0
     document, _ = policy_from_cli("--bucket", TRAIL_BUCKET, "--cluster", CLUSTER,
                                   "--report-to", f"s3://{REPORTS_BUCKET}/nightly/")
     calls.check(document)
@@ -405,9 +422,11 @@ def test_policy_covers_trail_discovery(world):
     allows that, and the bucket it names is a placeholder to replace."""
     calls = Calls()
     session = calls.watch(world["moto"].session(REGION))
+    since = len(world["moto"].requests)
     with Store.open(":memory:") as store:
         _, coverages = ingest_s3(store, session, window=make_window("24h", now=world["now"]))
     assert coverages and {c.status for c in coverages} == {"complete"}
+    assert calls.downloads(world["moto"], TRAIL_BUCKET, since) > 0
     assert "cloudtrail:DescribeTrails" in calls.actions
     document, _ = policy_from_cli("--cluster", CLUSTER)
     placeholder = json.loads(json.dumps(document).replace("TRAIL_BUCKET", TRAIL_BUCKET))

@@ -1,8 +1,10 @@
 """The s3 source against moto in server mode, through real boto3 clients (SPEC §4 s3, §9).
 
 A bucket holds 30 days of an organization trail (2 accounts × 2 regions, digests and Insights
-beside the logs).  Requests are counted with botocore event hooks on the injected session, so
-the tests see exactly which folders were listed and which objects were downloaded.
+beside the logs).  Listings are seen by botocore event hooks on the injected session, downloads
+by the server itself (they go through boto3 or the AWS Common Runtime, and the tests that
+download run with both), so the tests see exactly which folders were listed and which objects
+were downloaded.
 """
 
 from __future__ import annotations
@@ -25,6 +27,10 @@ from trailscan.errors import SourceError, UsageError
 from trailscan.generate import HEALTHY_CALLS, RoleSession, access_key_id, api_call, delivery_key
 from trailscan.model import COMPLETE, FAILED, PARTIAL, Window
 from trailscan.sources.s3 import (
+    DOWNLOADER_ENV,
+    _Bucket,
+    _crt_problem,
+    _downloads,
     choose_trail,
     day_prefixes,
     delivered_in,
@@ -193,21 +199,35 @@ def small_trail(moto):
 
 
 class Calls:
-    """API parameters of the S3 calls a session makes, recorded by botocore event hooks."""
+    """The listings a session makes (their API parameters, by botocore event hooks) and the
+    objects of ``bucket`` downloaded since (as the moto server received the GETs)."""
 
-    def __init__(self, session) -> None:
+    def __init__(self, session, moto: MotoServer, bucket: str) -> None:
+        self.moto, self.bucket = moto, bucket
         self.lists: list[dict] = []
-        self.gets: list[str] = []
+        self.seen = len(moto.requests)
         session.events.register(
             "before-parameter-build.s3.ListObjectsV2", lambda params, **_: self.lists.append(dict(params))
         )
-        session.events.register(
-            "before-parameter-build.s3.GetObject", lambda params, **_: self.gets.append(params["Key"])
-        )
+
+    def downloads(self) -> list:
+        """The GET requests of objects of the bucket (not its listings)."""
+        folder = f"/{self.bucket}/"
+        return [r for r in self.moto.requests[self.seen :] if r.method == "GET" and r.path.startswith(folder)]
+
+    @property
+    def gets(self) -> list[str]:
+        return [r.path.removeprefix(f"/{self.bucket}/") for r in self.downloads()]
 
     def reset(self) -> None:
         self.lists.clear()
-        self.gets.clear()
+        self.seen = len(self.moto.requests)
+
+
+@pytest.fixture(params=["crt", "boto3"])
+def downloader(request) -> str:
+    """Tests that download run with both downloaders (see trailscan.sources.s3)."""
+    return request.param
 
 
 def stored_ids(store: Store, window: Window = WINDOW) -> set[str]:
@@ -274,10 +294,13 @@ def test_choose_trail_prefers_organization_then_multi_region():
 # -- the organization trail ------------------------------------------------------------------
 
 
-def test_reads_only_the_window_and_a_rerun_downloads_nothing(moto, org_trail, store):
+def test_reads_only_the_window_and_a_rerun_downloads_nothing(moto, org_trail, store, downloader):
     session = moto.session("eu-west-1")
-    calls = Calls(session)
-    result, coverage = ingest_s3(store, session, window=WINDOW, bucket=org_trail.bucket, workers=4)
+    calls = Calls(session, moto, org_trail.bucket)
+    result, coverage = ingest_s3(
+        store, session, window=WINDOW, bucket=org_trail.bucket, workers=4, downloader=downloader
+    )
+    assert all(r.user_agent.startswith("Boto3/") == (downloader == "boto3") for r in calls.downloads())
 
     # Discovery by delimiter listings, then exactly the three day folders of each account/region.
     days = {
@@ -317,7 +340,7 @@ def test_reads_only_the_window_and_a_rerun_downloads_nothing(moto, org_trail, st
     assert {row[0] for row in origins} <= {f"s3://{org_trail.bucket}/{key}" for key in wanted}
 
     calls.reset()
-    again, coverage = ingest_s3(store, session, window=WINDOW, bucket=org_trail.bucket)
+    again, coverage = ingest_s3(store, session, window=WINDOW, bucket=org_trail.bucket, downloader=downloader)
     assert calls.gets == [] and again.files == 0
     assert all(c.status == COMPLETE and c.events > 0 for c in coverage)
     assert "8 already stored" in coverage[0].detail
@@ -326,7 +349,7 @@ def test_reads_only_the_window_and_a_rerun_downloads_nothing(moto, org_trail, st
 
 def test_given_org_accounts_and_regions_list_only_those(moto, org_trail, store):
     session = moto.session()
-    calls = Calls(session)
+    calls = Calls(session, moto, org_trail.bucket)
     _, coverage = ingest_s3(
         store,
         session,
@@ -356,10 +379,10 @@ SMALL_WINDOW = Window(
 )
 
 
-def test_new_and_changed_objects_are_fetched_next_run(moto, small_trail, store):
+def test_new_and_changed_objects_are_fetched_next_run(moto, small_trail, store, downloader):
     session = moto.session()
-    calls = Calls(session)
-    ingest_s3(store, session, window=SMALL_WINDOW, bucket=small_trail.bucket)
+    calls = Calls(session, moto, small_trail.bucket)
+    ingest_s3(store, session, window=SMALL_WINDOW, bucket=small_trail.bucket, downloader=downloader)
     assert len(calls.gets) == 13  # the window's 12 files, and the one delivered at 12:22 (margin)
     s3 = moto.session().client("s3")
     rng = random.Random(5)
@@ -371,7 +394,9 @@ def test_new_and_changed_objects_are_fetched_next_run(moto, small_trail, store):
         s3.put_object(Bucket=small_trail.bucket, Key=key, Body=log_file(small_trail.logs[key]))
 
     calls.reset()
-    result, coverage = ingest_s3(store, session, window=SMALL_WINDOW, bucket=small_trail.bucket)
+    result, coverage = ingest_s3(
+        store, session, window=SMALL_WINDOW, bucket=small_trail.bucket, downloader=downloader
+    )
     assert sorted(calls.gets) == sorted([new_key, changed_key])
     assert result.new_events == 2
     assert stored_ids(store, SMALL_WINDOW) == small_trail.in_window_ids(SMALL_WINDOW)
@@ -380,15 +405,20 @@ def test_new_and_changed_objects_are_fetched_next_run(moto, small_trail, store):
     )
 
 
-def test_a_corrupt_object_is_named_the_rest_stored_and_it_is_retried(moto, small_trail, store):
+def test_a_corrupt_object_is_named_the_rest_stored_and_it_is_retried(moto, small_trail, store, downloader):
     s3 = moto.session().client("s3")
     bad_key = sorted(k for k in small_trail.logs if "20260120T0522Z" in k)[0]
     good_body = log_file(small_trail.logs[bad_key])
     s3.put_object(Bucket=small_trail.bucket, Key=bad_key, Body=good_body[:20] + b"\x00garbage" * 10)
     session = moto.session()
-    calls = Calls(session)
+    calls = Calls(session, moto, small_trail.bucket)
 
-    result, coverage = ingest_s3(store, session, window=SMALL_WINDOW, bucket=small_trail.bucket)
+    def run():
+        return ingest_s3(
+            store, session, window=SMALL_WINDOW, bucket=small_trail.bucket, downloader=downloader
+        )
+
+    result, coverage = run()
     assert [p.name for p in result.problems] == [f"s3://{small_trail.bucket}/{bad_key}"]
     assert "gzip" in result.problems[0].message
     assert coverage[0].status == PARTIAL and "1 unreadable" in coverage[0].detail
@@ -396,27 +426,29 @@ def test_a_corrupt_object_is_named_the_rest_stored_and_it_is_retried(moto, small
     assert stored_ids(store, SMALL_WINDOW) == small_trail.in_window_ids(SMALL_WINDOW) - bad_ids
 
     calls.reset()
-    result, coverage = ingest_s3(store, session, window=SMALL_WINDOW, bucket=small_trail.bucket)
+    result, coverage = run()
     assert calls.gets == [bad_key] and len(result.problems) == 1  # retried, still corrupt
 
     s3.put_object(Bucket=small_trail.bucket, Key=bad_key, Body=good_body)
     calls.reset()
-    result, coverage = ingest_s3(store, session, window=SMALL_WINDOW, bucket=small_trail.bucket)
+    result, coverage = run()
     assert calls.gets == [bad_key] and not result.problems and coverage[0].status == COMPLETE
     assert stored_ids(store, SMALL_WINDOW) == small_trail.in_window_ids(SMALL_WINDOW)
 
 
-def test_an_object_vanishing_after_listing_is_named(moto, small_trail, store):
+def test_an_object_vanishing_after_listing_is_named(moto, small_trail, store, downloader):
     victim = sorted(k for k in small_trail.logs if "20260120T0822Z" in k)[0]
     other = moto.session().client("s3")
     session = moto.session()
 
-    def delete_first(params, **_):
-        if params["Key"] == victim:
+    def delete_once_listed(parsed, **_):
+        if any(item["Key"] == victim for item in parsed.get("Contents", [])):
             other.delete_object(Bucket=small_trail.bucket, Key=victim)
 
-    session.events.register("before-parameter-build.s3.GetObject", delete_first)
-    result, coverage = ingest_s3(store, session, window=SMALL_WINDOW, bucket=small_trail.bucket)
+    session.events.register("after-call.s3.ListObjectsV2", delete_once_listed)
+    result, coverage = ingest_s3(
+        store, session, window=SMALL_WINDOW, bucket=small_trail.bucket, downloader=downloader
+    )
     assert [str(p) for p in result.problems] == [
         f"s3://{small_trail.bucket}/{victim}: vanished between listing and download"
     ]
@@ -448,9 +480,9 @@ def test_a_day_folder_that_cannot_be_listed_fails_its_region(moto, small_trail, 
     )
 
 
-def test_an_interrupted_run_resumes_without_duplicates(moto, small_trail, store):
+def test_an_interrupted_run_resumes_without_duplicates(moto, small_trail, store, downloader):
     session = moto.session()
-    calls = Calls(session)
+    calls = Calls(session, moto, small_trail.bucket)
 
     def interrupt(label, done, total):
         if label == "downloading objects" and done == 6:
@@ -465,11 +497,14 @@ def test_an_interrupted_run_resumes_without_duplicates(moto, small_trail, store)
             batch_objects=4,
             workers=2,
             progress=interrupt,
+            downloader=downloader,
         )
     stored = len(store.ingested_objects("s3"))
     assert stored == 4  # the first batch was stored and remembered
     calls.reset()
-    _, coverage = ingest_s3(store, session, window=SMALL_WINDOW, bucket=small_trail.bucket)
+    _, coverage = ingest_s3(
+        store, session, window=SMALL_WINDOW, bucket=small_trail.bucket, downloader=downloader
+    )
     assert len(calls.gets) == 13 - stored
     assert coverage[0].status == COMPLETE
     assert stored_ids(store, SMALL_WINDOW) == small_trail.in_window_ids(SMALL_WINDOW)
@@ -503,16 +538,74 @@ def plant_plain(moto, prefix: str) -> Trail:
     return trail
 
 
-def test_layout_without_org_segment_and_with_a_prefix(moto, store):
-    trail = plant_plain(moto, "team/trails")
+def test_layout_without_org_segment_and_with_a_prefix(moto, store, downloader):
+    # A prefix with characters a URL must escape: each downloader addresses the keys right.
+    prefix = "team trails/a+b~c=d"
+    trail = plant_plain(moto, prefix)
     session = moto.session()
-    calls = Calls(session)
-    _, coverage = ingest_s3(store, session, window=WINDOW, bucket=f"s3://{trail.bucket}/team/trails/")
+    calls = Calls(session, moto, trail.bucket)
+    _, coverage = ingest_s3(
+        store, session, window=WINDOW, bucket=f"s3://{trail.bucket}/{prefix}/", downloader=downloader
+    )
     assert stored_ids(store) == trail.in_window_ids() and len(trail.in_window_ids()) == 4
     assert sorted((c.account, c.region, c.status) for c in coverage) == [
         (a, "eu-central-1", COMPLETE) for a in ACCOUNTS
     ]
-    assert all(call["Prefix"].startswith("team/trails/AWSLogs/") for call in calls.lists)
+    assert all(call["Prefix"].startswith(f"{prefix}/AWSLogs/") for call in calls.lists)
+    assert len(calls.gets) == 4 and all(key.startswith(f"{prefix}/AWSLogs/") for key in calls.gets)
+
+
+# -- the downloaders ------------------------------------------------------------------------
+
+
+def test_runtime_failures_are_worded_like_boto3s():
+    body = b"<?xml version='1.0'?><Error><Code>NoSuchKey</Code><Message>gone</Message></Error>"
+    assert _crt_problem(RuntimeError("x"), 404, body) == "vanished between listing and download"
+    denied = b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>"
+    assert _crt_problem(RuntimeError("x"), 403, denied).startswith(
+        "access denied (s3:GetObject, or kms:Decrypt"
+    )
+    archived = b"<Error><Code>InvalidObjectState</Code></Error>"
+    assert _crt_problem(RuntimeError("x"), 403, archived) == "archived (S3 Glacier): restore it first"
+    slow = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
+    assert _crt_problem(RuntimeError("x"), 503, slow) == "SlowDown: Please reduce your request rate."
+    assert _crt_problem(RuntimeError("x"), 500, b"") == "HTTP 500"
+    assert _crt_problem(RuntimeError("x"), 404, None) == "vanished between listing and download"
+
+    class Timeout(Exception):
+        name = "AWS_IO_SOCKET_TIMEOUT"
+
+    assert _crt_problem(Timeout(), 0, None) == "download failed: AWS_IO_SOCKET_TIMEOUT"
+
+
+def test_the_downloader_is_chosen_from_the_session(moto, small_trail, monkeypatch):
+    session = moto.session()
+    bucket = _Bucket(session, small_trail.bucket, 2)
+    with ThreadPoolExecutor(2) as pool:
+        chosen = _downloads(session, bucket, pool, 2, None)
+        chosen.close(cancel=False)
+        assert chosen.name == "crt"
+        assert _downloads(session, bucket, pool, 2, "boto3").name == "boto3"
+        monkeypatch.setenv(DOWNLOADER_ENV, "boto3")
+        assert _downloads(session, bucket, pool, 2, None).name == "boto3"
+        monkeypatch.setenv(DOWNLOADER_ENV, "curl")
+        with pytest.raises(UsageError, match="TRAILSCAN_S3_DOWNLOADER='curl': one of auto, crt, boto3"):
+            _downloads(session, bucket, pool, 2, None)
+        monkeypatch.delenv(DOWNLOADER_ENV)
+        # The runtime does not read proxy settings: boto3 downloads through the proxy instead.
+        monkeypatch.setenv("HTTPS_PROXY", "http://proxy.invalid:3128")
+        monkeypatch.setenv("HTTP_PROXY", "http://proxy.invalid:3128")
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        assert _downloads(session, bucket, pool, 2, None).name == "boto3"
+        with pytest.raises(
+            UsageError, match="cannot download with the AWS Common Runtime: a proxy is configured"
+        ):
+            _downloads(session, bucket, pool, 2, "crt")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        chosen = _downloads(session, bucket, pool, 2, None)
+        chosen.close(cancel=False)
+        assert chosen.name == "crt"
 
 
 def test_the_trail_is_found_with_describe_trails(moto, store):

@@ -9,6 +9,7 @@ retries, paginators and event hooks all run as they do against AWS::
         session.client("s3").create_bucket(...)
         subprocess.run([...], env={**os.environ, **moto.environ()})   # a CLI, through AWS_ENDPOINT_URL
         moto.reset()                                  # forget every resource
+        moto.requests                                 # what reached the server: method, path, user agent
 
 :meth:`MotoServer.session` writes an ordinary AWS config file (a profile with ``endpoint_url``,
 ``region`` and test credentials) and points a botocore session at it, so the code under test
@@ -20,7 +21,10 @@ from __future__ import annotations
 
 import logging
 import tempfile
+import threading
+import urllib.parse
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import boto3
@@ -32,8 +36,40 @@ ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
 
 
+@dataclass(frozen=True)
+class Request:
+    """One HTTP request as the server received it (the path unquoted)."""
+
+    method: str
+    path: str
+    query: str
+    user_agent: str
+
+
+class _Recorder:
+    """WSGI middleware: notes each request before moto answers it."""
+
+    def __init__(self, app, log: list[Request], lock: threading.Lock) -> None:
+        self.app, self.log, self.lock = app, log, lock
+
+    def __call__(self, environ, start_response):
+        request = Request(
+            environ.get("REQUEST_METHOD", ""),
+            urllib.parse.unquote(environ.get("PATH_INFO", "")),
+            environ.get("QUERY_STRING", ""),
+            environ.get("HTTP_USER_AGENT", ""),
+        )
+        with self.lock:
+            self.log.append(request)
+        return self.app(environ, start_response)
+
+
 class MotoServer:
-    """A moto server on 127.0.0.1 and an ephemeral port; a context manager."""
+    """A moto server on 127.0.0.1 and an ephemeral port; a context manager.
+
+    Every request that reaches it is noted in :attr:`requests`, whichever client sent it
+    (boto3, the AWS Common Runtime, a CLI in a subprocess).
+    """
 
     def __init__(self) -> None:
         self._server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
@@ -41,11 +77,22 @@ class MotoServer:
         self.endpoint_url = ""
         # Service models parsed once for every session handed out (botocore caches them per loader).
         self._loader = botocore.loaders.create_loader()
+        self._log: list[Request] = []
+        self._log_lock = threading.Lock()
+
+    @property
+    def requests(self) -> list[Request]:
+        """The requests received so far, oldest first (a copy)."""
+        with self._log_lock:
+            return list(self._log)
 
     def start(self) -> "MotoServer":
         # werkzeug logs every request at INFO; tests and benchmarks only want errors.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._server.start()
+        # werkzeug's handlers call ``server.app`` for each request: wrap it to note them.
+        served = self._server._server
+        served.app = _Recorder(served.app, self._log, self._log_lock)
         _, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://127.0.0.1:{port}"
         # moto's backends are global to the process: without this, a server would start with

@@ -23,21 +23,33 @@ How a window is read, cheaply enough for a nightly run:
    parallel into a temporary folder and stored in bounded batches (memory and disk stay
    bounded whatever the window), then deleted.  An object that cannot be read is named,
    makes its account/region ``partial``, and is not remembered, so the next run retries it.
+
+Listings go through boto3.  Downloads go through the AWS Common Runtime's S3 client
+(``awscrt``, the engine of boto3's and the AWS CLI's fast transfers) when it can serve
+the session: it signs, sends and writes each GetObject in C, outside the GIL, for about
+a quarter of boto3's CPU per object — what bounds a run reading many small log files.
+boto3 in threads downloads otherwise: behind a proxy (the runtime does not read proxy
+settings as botocore does), without credentials, or with ``TRAILSCAN_S3_DOWNLOADER=boto3``.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import tempfile
+import threading
+import urllib.request
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
+from urllib.parse import quote, urlsplit
 
 import boto3
+from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
@@ -61,6 +73,9 @@ BATCH_OBJECTS = 5000
 #: stored rather than waited on, so the store works while downloads continue.  (Each
 #: transaction has a fixed cost, so batches are not made smaller than this.)
 EARLY_BATCH = 500
+#: ``auto`` (the AWS Common Runtime when it can serve the session, else boto3), ``crt`` or ``boto3``.
+DOWNLOADER_ENV = "TRAILSCAN_S3_DOWNLOADER"
+DOWNLOADERS = ("auto", "crt", "boto3")
 
 _STAMP = re.compile(r"_(\d{8}T\d{4})Z_")
 _ACCOUNT = re.compile(r"^\d{12}$")
@@ -92,7 +107,7 @@ def region_prefix(prefix: str, account: str, region: str, org_id: str | None = N
 
 
 def delivery_days(window: Window, lag: timedelta = DELIVERY_LAG) -> list[date]:
-    """The UTC days whose folders can hold files delivered in ``[start, end + lag]``."""
+    """The timezone.utc days whose folders can hold files delivered in ``[start, end + lag]``."""
     first = window.start.astimezone(timezone.utc).date()
     last = (window.end + lag).astimezone(timezone.utc).date()
     return [first + timedelta(days=n) for n in range((last - first).days + 1)]
@@ -328,14 +343,249 @@ def _aws_error(exc: Exception) -> str:
 
 
 def _object_error(exc: ClientError) -> str:
-    code = _error_code(exc)
+    return _object_problem(_error_code(exc), _aws_error(exc))
+
+
+def _object_problem(code: str, otherwise: str) -> str:
+    """Why an object could not be downloaded, from S3's error code (or HTTP status)."""
     if code in ("NoSuchKey", "404"):
         return "vanished between listing and download"
     if code in ("AccessDenied", "403"):
         return "access denied (s3:GetObject, or kms:Decrypt on the trail's KMS key)"
     if code == "InvalidObjectState":
         return "archived (S3 Glacier): restore it first"
-    return _aws_error(exc)
+    return otherwise
+
+
+# -- downloads ---------------------------------------------------------------------------
+
+#: What a download gives: ``(etag, None)``, or ``(None, why not)``.
+Outcome = tuple[str | None, str | None]
+
+
+class _Downloads(Protocol):
+    def submit(self, key: str, path: Path) -> Future[Outcome]: ...
+
+    def close(self, cancel: bool) -> None: ...
+
+
+class _ThreadDownloads:
+    """GetObject with boto3, in the worker threads (see :meth:`_Bucket.download`)."""
+
+    name = "boto3"
+
+    def __init__(self, bucket: _Bucket, pool: ThreadPoolExecutor) -> None:
+        self.bucket = bucket
+        self.pool = pool
+
+    def submit(self, key: str, path: Path) -> Future[Outcome]:
+        return self.pool.submit(self.bucket.download, key, path)
+
+    def close(self, cancel: bool) -> None:
+        """Nothing of its own: the pool is shut down by its owner."""
+
+
+#: A key without characters to escape, to learn from boto3 how this bucket's objects are
+#: addressed (virtual-hosted or path style, the endpoint, a configured endpoint URL).
+_PROBE_KEY = "trailscan-probe"
+
+
+class _CrtDownloads:
+    """GetObject through the AWS Common Runtime's S3 client, ``workers`` at a time.
+
+    Each request is signed, sent and written to ``path`` by C code outside the GIL.
+    Measured against moto on 127.0.0.1: 0.7 ms of CPU per 12 KB object, where boto3 in
+    threads takes 2.6-2.9 ms.  Addresses come from boto3 (a presigned URL's host and
+    path), so the endpoint and addressing style are the ones boto3 would use; credentials
+    come from the session each time the runtime signs, so refreshed ones are picked up.
+    """
+
+    name = "crt"
+
+    def __init__(self, session: boto3.Session, client, bucket: str, workers: int) -> None:
+        from awscrt.auth import AwsCredentials, AwsCredentialsProvider
+        from awscrt.io import (
+            ClientBootstrap,
+            ClientTlsContext,
+            DefaultHostResolver,
+            EventLoopGroup,
+            TlsContextOptions,
+        )
+        from awscrt.s3 import S3Client, S3RequestTlsMode
+
+        credentials = session.get_credentials()
+
+        def current() -> AwsCredentials:
+            frozen = credentials.get_frozen_credentials()
+            return AwsCredentials(frozen.access_key, frozen.secret_key, frozen.token)
+
+        url = urlsplit(
+            client.generate_presigned_url(
+                "get_object", Params={"Bucket": bucket, "Key": _PROBE_KEY}, ExpiresIn=60
+            )
+        )
+        self.host = url.netloc
+        self.path = url.path[: -len(_PROBE_KEY)]
+        tls = None
+        if url.scheme == "https" and _ca_bundle(session):
+            options = TlsContextOptions()
+            options.override_default_trust_store_from_path(ca_filepath=_ca_bundle(session))
+            tls = ClientTlsContext(options).new_connection_options()
+        loops = EventLoopGroup(max(1, min(workers, os.cpu_count() or 1)))
+        self.client = S3Client(
+            bootstrap=ClientBootstrap(loops, DefaultHostResolver(loops)),
+            region=client.meta.region_name,
+            tls_mode=S3RequestTlsMode.ENABLED if url.scheme == "https" else S3RequestTlsMode.DISABLED,
+            tls_connection_options=tls,
+            credential_provider=AwsCredentialsProvider.new_delegate(current),
+        )
+        self.slots = threading.BoundedSemaphore(workers)
+        self.queue: deque[tuple[str, Path, Future] | None] = deque()
+        self.ready = threading.Semaphore(0)
+        self.lock = threading.RLock()
+        self.active: dict[Future, object] = {}
+        self.dispatcher = threading.Thread(target=self._dispatch, name="trailscan-s3-get", daemon=True)
+        self.dispatcher.start()
+
+    def submit(self, key: str, path: Path) -> Future[Outcome]:
+        future: Future = Future()
+        self.queue.append((key, path, future))
+        self.ready.release()
+        return future
+
+    def _dispatch(self) -> None:
+        """Start queued requests, keeping ``workers`` of them running."""
+        while True:
+            self.ready.acquire()
+            try:
+                job = self.queue.popleft()
+            except IndexError:  # a job cancelled by close() left its permit behind
+                continue
+            if job is None:
+                return
+            key, path, future = job
+            if not future.set_running_or_notify_cancel():
+                continue
+            from awscrt.exceptions import AwsCrtError
+
+            self.slots.acquire()
+            try:
+                with self.lock:
+                    self.active[future] = self._start(key, path, future)
+            except (AwsCrtError, OSError, ValueError) as exc:  # refused by the runtime: named, the rest go on
+                self.slots.release()
+                future.set_result((None, f"download failed: {exc}"))
+
+    def _start(self, key: str, path: Path, future: Future):
+        from awscrt.http import HttpHeaders, HttpRequest
+        from awscrt.s3 import S3RequestType
+
+        etag: list[str] = []
+
+        def on_headers(status_code: int, headers, **_) -> None:
+            if status_code == 200:
+                etag.extend(value.strip('"') for name, value in headers if name.lower() == "etag")
+
+        def on_done(error=None, status_code=None, error_body=None, **_) -> None:
+            with self.lock:
+                self.active.pop(future, None)
+            self.slots.release()
+            if error is None:
+                future.set_result((etag[0] if etag else None, None))
+            else:
+                future.set_result((None, _crt_problem(error, status_code, error_body)))
+
+        request = HttpRequest(
+            "GET",
+            self.path + quote(key, safe="/~"),
+            HttpHeaders([("Host", self.host), ("Content-Length", "0")]),
+        )
+        return self.client.make_request(
+            type=S3RequestType.DEFAULT,
+            operation_name="GetObject",
+            request=request,
+            recv_filepath=str(path),
+            on_headers=on_headers,
+            on_done=on_done,
+        )
+
+    def close(self, cancel: bool) -> None:
+        """Stop the dispatcher and wait for running requests (cancelled with ``cancel``),
+        so no download writes into a folder about to be removed."""
+        if cancel:
+            while True:
+                try:
+                    job = self.queue.popleft()
+                except IndexError:
+                    break
+                if job is not None:
+                    job[2].cancel()
+        self.queue.append(None)
+        self.ready.release()
+        self.dispatcher.join()
+        with self.lock:
+            running = list(self.active.values())
+        for request in running:
+            if cancel:
+                request.cancel()
+            request.finished_future.exception()
+
+
+def _crt_problem(error: Exception, status: int | None, body: bytes | None) -> str:
+    """Why a runtime download failed, worded as for boto3 (S3's error code first)."""
+    text = (body or b"").decode("utf-8", "replace")
+    code = re.search(r"<Code>([^<]+)</Code>", text)
+    message = re.search(r"<Message>([^<]+)</Message>", text)
+    if code:
+        detail = f"{code.group(1)}: {message.group(1)}" if message else code.group(1)
+        return _object_problem(code.group(1), detail)
+    if status:
+        return _object_problem(str(status), f"HTTP {status}")
+    return f"download failed: {getattr(error, 'name', None) or error}"
+
+
+def _crt_unusable(session: boto3.Session, client) -> str | None:
+    """Why the AWS Common Runtime cannot download for this session (None when it can).
+    The runtime does not read proxy settings the way botocore does."""
+    try:
+        import awscrt.s3  # noqa: F401
+    except ImportError:
+        return "awscrt is not installed"
+    if session.get_credentials() is None:
+        return "no credentials"
+    if getattr(client.meta.config, "signature_version", None) is UNSIGNED:
+        return "unsigned requests"
+    if client.meta.config.proxies:
+        return "a proxy is configured"
+    host = urlsplit(client.meta.endpoint_url).hostname or ""
+    proxies = urllib.request.getproxies()
+    if any(proxies.get(scheme) for scheme in ("http", "https", "all")) and not urllib.request.proxy_bypass(
+        host
+    ):
+        return "a proxy is configured"
+    return None
+
+
+def _ca_bundle(session: boto3.Session) -> str | None:
+    """The CA bundle botocore verifies TLS with (``AWS_CA_BUNDLE`` or the profile's ``ca_bundle``)."""
+    return session._session.get_config_variable("ca_bundle") or None
+
+
+def _downloads(
+    session: boto3.Session, bucket: _Bucket, pool: ThreadPoolExecutor, workers: int, downloader: str | None
+) -> _Downloads:
+    """The runtime's downloads when asked for or usable, else boto3's."""
+    choice = (downloader or os.environ.get(DOWNLOADER_ENV) or "auto").lower()
+    if choice not in DOWNLOADERS:
+        raise UsageError(f"{DOWNLOADER_ENV}={choice!r}: one of {', '.join(DOWNLOADERS)}")
+    if choice == "boto3":
+        return _ThreadDownloads(bucket, pool)
+    why_not = _crt_unusable(session, bucket.client)
+    if why_not is None:
+        return _CrtDownloads(session, bucket.client, bucket.name, workers)
+    if choice == "crt":
+        raise UsageError(f"cannot download with the AWS Common Runtime: {why_not}", f"unset {DOWNLOADER_ENV}")
+    return _ThreadDownloads(bucket, pool)
 
 
 # -- accounts and regions ---------------------------------------------------------------
@@ -471,6 +721,7 @@ class _Transfer:
         store: Store,
         bucket: _Bucket,
         pool: ThreadPoolExecutor,
+        downloads: _Downloads,
         folder: Path,
         window: Window,
         *,
@@ -482,6 +733,7 @@ class _Transfer:
         self.store = store
         self.bucket = bucket
         self.pool = pool
+        self.downloads = downloads
         self.folder = folder
         self.window = window
         self.workers = workers
@@ -537,7 +789,7 @@ class _Transfer:
         # The local name is a counter and the compression suffix only: a key's last segment
         # may be no valid file name (too long, a NUL byte); problems name the s3:// URL.
         path = self.folder / f"{self.submitted:07d}{'.json.gz' if item.key.endswith('.gz') else '.json'}"
-        self.in_flight.append((item, unit, path, self.pool.submit(self.bucket.download, item.key, path)))
+        self.in_flight.append((item, unit, path, self.downloads.submit(item.key, path)))
         self.in_flight_bytes += _expected_bytes(item)
         # Downloads run ahead of the store by at most one batch: bounded disk.
         while len(self.in_flight) >= self.batch_objects + self.workers or self.in_flight_bytes >= BATCH_BYTES:
@@ -605,6 +857,7 @@ def ingest_s3(
     progress: ProgressFn | None = None,
     lag: timedelta = DELIVERY_LAG,
     batch_objects: int = BATCH_OBJECTS,
+    downloader: str | None = None,
 ) -> tuple[BatchResult, list[Coverage]]:
     """Read the CloudTrail records of ``window`` from a trail's bucket into ``store``.
 
@@ -614,6 +867,9 @@ def ingest_s3(
     the store): ``partial`` when some objects could not be read (they are named in the
     result's problems and retried by the next run), ``failed`` when an account or region
     could not be listed or holds no logs.
+
+    ``downloader`` is one of :data:`DOWNLOADERS` (default ``$TRAILSCAN_S3_DOWNLOADER``,
+    else ``auto``): see the module's docstring.
 
     Raises :class:`SourceError` when the bucket is missing or denied, or holds no trail logs.
     """
@@ -629,14 +885,18 @@ def ingest_s3(
     reader = _Bucket(session, bucket, workers)
     with tempfile.TemporaryDirectory(prefix="trailscan-s3-", ignore_cleanup_errors=True) as folder:
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trailscan-s3")
+        downloads: _Downloads | None = None
+        finished = False
         try:
             units, failures = _discover(
                 reader, pool, window, prefix=prefix, org_id=org_id, accounts=accounts, regions=regions
             )
+            downloads = _downloads(session, reader, pool, workers, downloader)
             transfer = _Transfer(
                 store,
                 reader,
                 pool,
+                downloads,
                 Path(folder),
                 window,
                 workers=workers,
@@ -645,9 +905,12 @@ def ingest_s3(
                 progress=progress,
             )
             total = transfer.run(units)
+            finished = True
         finally:
             # On an interruption, queued downloads are dropped, running ones finish
             # before their folder goes; every batch already stored stays stored.
+            if downloads is not None:
+                downloads.close(cancel=not finished)
             pool.shutdown(wait=True, cancel_futures=True)
     events = _events_by_unit(store, window)
     coverages = [_coverage(unit, window, events.get((unit.account, unit.region), 0)) for unit in units]
