@@ -19,9 +19,12 @@ through ``AWS_ENDPOINT_URL`` (this process only hosts the server while they run)
   created by this script under a temporary folder (or reused with ``--trailscraper-venv``).
 
 Each is checked (the stores hold N×E events; trailscraper selected N×E records).  It prints
-objects/s and events/s of each, the ratios, and PASS/FAIL against the target: trailscan at
-least 3× faster than trailscraper end to end.  Exit status 0 when the target passes (or
-trailscraper could not be run), 1 when it fails or a tool's result is wrong.
+objects/s and events/s of each (its best round), and PASS/FAIL against the target: trailscan
+at least 3× faster than trailscraper end to end.  The machine's speed drifts over minutes on
+a shared host, so that ratio is taken round by round, the two tools running back to back in
+alternating order (the references after them), and the rounds' ratios are averaged
+geometrically.  Exit status 0 when the target passes (or trailscraper could not be run), 1
+when it fails or a tool's result is wrong.
 
 moto is a single Python process: every tool's figure is bounded by how fast it answers, so the
 ratios say more than the absolute rates, which a real bucket would raise for the parallel tools.
@@ -36,6 +39,7 @@ import random
 import re
 import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -320,37 +324,45 @@ def main(argv: list[str] | None = None) -> int:
               f"(moto on {moto.endpoint_url}, {os.cpu_count()} CPUs)")  # fmt: skip
         env = {**os.environ, **moto.environ("eu-west-1")}
         best: dict[str, Run] = {}
+        paired: list[float] = []  # trailscraper / trailscan, one per round
         for round_ in range(args.rounds):
-            tools = [
-                lambda: run_trailscan(env, work, args.workers),
-                lambda: run_s3_layer(env, args.workers),
-                lambda: run_sequential(env, work),
-            ]
+            # The machine's speed drifts over minutes (shared, throttled): the two tools
+            # compared run back to back, in alternating order, and the references after.
+            pair = [lambda: run_trailscan(env, work, args.workers)]
             if executable is not None:
-                tools.append(lambda: run_trailscraper(env, work, executable, args.workers))
+                pair.append(lambda: run_trailscraper(env, work, executable, args.workers))
+            references = [lambda: run_s3_layer(env, args.workers), lambda: run_sequential(env, work)]
             if round_ % 2:
-                tools.reverse()
-            for tool in tools:
+                pair.reverse()
+                references.reverse()
+            this_round: dict[str, Run] = {}
+            for tool in pair + references:
                 run = tool()
+                this_round[run.tool] = run
                 print(f"  round {round_ + 1}: {run.tool}: {run.seconds:.2f}s {run.problem}", flush=True)
                 kept = best.get(run.tool)
                 if kept is None or kept.problem or (not run.problem and run.seconds < kept.seconds):
                     best[run.tool] = run
+            ours, theirs = this_round[TRAILSCAN], this_round.get(TRAILSCRAPER_NAME)
+            if theirs is not None and not (ours.problem or theirs.problem):
+                paired.append(theirs.seconds / ours.seconds)
         ok = report(best, args.objects, events)
         trailscan = best[TRAILSCAN]
         print()
         for name, other in best.items():
             if other is not trailscan and not (other.reference or trailscan.problem or other.problem):
-                print(f"trailscan vs {name}: {other.seconds / trailscan.seconds:.1f}× faster "
+                print(f"trailscan vs {name}: {other.seconds / trailscan.seconds:.1f}× faster, best against best "
                       f"(by CPU s: {other.cpu / trailscan.cpu:.1f}×)")  # fmt: skip
-        target = f"target (≥ {TARGET_VS_TRAILSCRAPER:g}× faster than trailscraper end to end)"
+        target = f"target (≥ {TARGET_VS_TRAILSCRAPER:g}× faster than trailscraper end to end, run back to back)"
         scraper = best.get(TRAILSCRAPER_NAME)
-        if scraper is None or scraper.problem or trailscan.problem:
+        if not paired:
             print(f"{target}: not measured ({scraper.problem if scraper else why})")
         else:
-            ratio = scraper.seconds / trailscan.seconds
+            ratio = statistics.geometric_mean(paired)
             ok &= ratio >= TARGET_VS_TRAILSCRAPER
-            print(f"{target}: {'PASS' if ratio >= TARGET_VS_TRAILSCRAPER else 'FAIL'} ({ratio:.1f}×)")
+            rounds = ", ".join(f"{r:.2f}×" for r in paired)
+            print(f"{target}: {'PASS' if ratio >= TARGET_VS_TRAILSCRAPER else 'FAIL'} "
+                  f"({ratio:.2f}×, the geometric mean of the rounds: {rounds})")  # fmt: skip
     return 0 if ok else 1
 
 
