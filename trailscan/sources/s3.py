@@ -107,7 +107,7 @@ def region_prefix(prefix: str, account: str, region: str, org_id: str | None = N
 
 
 def delivery_days(window: Window, lag: timedelta = DELIVERY_LAG) -> list[date]:
-    """The timezone.utc days whose folders can hold files delivered in ``[start, end + lag]``."""
+    """The UTC days whose folders can hold files delivered in ``[start, end + lag]``."""
     first = window.start.astimezone(timezone.utc).date()
     last = (window.end + lag).astimezone(timezone.utc).date()
     return [first + timedelta(days=n) for n in range((last - first).days + 1)]
