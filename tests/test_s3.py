@@ -29,6 +29,7 @@ from trailscan.model import COMPLETE, FAILED, PARTIAL, Window
 from trailscan.sources.s3 import (
     DOWNLOADER_ENV,
     _Bucket,
+    _CrtDownloads,
     _crt_problem,
     _downloads,
     choose_trail,
@@ -576,6 +577,27 @@ def test_runtime_failures_are_worded_like_boto3s():
         name = "AWS_IO_SOCKET_TIMEOUT"
 
     assert _crt_problem(Timeout(), 0, None) == "download failed: AWS_IO_SOCKET_TIMEOUT"
+
+
+def test_a_request_the_runtime_refuses_is_named_and_the_rest_stored(moto, small_trail, store, monkeypatch):
+    refused = sorted(k for k in small_trail.logs if "20260120T0422Z" in k)[0]
+    start = _CrtDownloads._start
+
+    def refuse_one(self, key, path, future):
+        if key == refused:
+            raise RuntimeError("refused for the test")
+        return start(self, key, path, future)
+
+    monkeypatch.setattr(_CrtDownloads, "_start", refuse_one)
+    result, coverage = ingest_s3(
+        store, moto.session(), window=SMALL_WINDOW, bucket=small_trail.bucket, downloader="crt"
+    )
+    assert [str(p) for p in result.problems] == [
+        f"s3://{small_trail.bucket}/{refused}: download failed: refused for the test"
+    ]
+    assert coverage[0].status == PARTIAL
+    refused_ids = {r["eventID"] for r in small_trail.logs[refused]}
+    assert stored_ids(store, SMALL_WINDOW) == small_trail.in_window_ids(SMALL_WINDOW) - refused_ids
 
 
 def test_the_downloader_is_chosen_from_the_session(moto, small_trail, monkeypatch):

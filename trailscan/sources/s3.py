@@ -466,13 +466,11 @@ class _CrtDownloads:
             key, path, future = job
             if not future.set_running_or_notify_cancel():
                 continue
-            from awscrt.exceptions import AwsCrtError
-
             self.slots.acquire()
             try:
                 with self.lock:
                     self.active[future] = self._start(key, path, future)
-            except (AwsCrtError, OSError, ValueError) as exc:  # refused by the runtime: named, the rest go on
+            except Exception as exc:  # noqa: BLE001 - whatever refused it, its object is named, never awaited forever
                 self.slots.release()
                 future.set_result((None, f"download failed: {exc}"))
 
@@ -490,10 +488,15 @@ class _CrtDownloads:
             with self.lock:
                 self.active.pop(future, None)
             self.slots.release()
-            if error is None:
-                future.set_result((etag[0] if etag else None, None))
-            else:
-                future.set_result((None, _crt_problem(error, status_code, error_body)))
+            outcome: Outcome = (None, f"download failed: {error}")
+            try:
+                outcome = (
+                    (etag[0] if etag else None, None)
+                    if error is None
+                    else (None, _crt_problem(error, status_code, error_body))
+                )
+            finally:  # the waiting thread always hears back
+                future.set_result(outcome)
 
         request = HttpRequest(
             "GET",
@@ -582,7 +585,12 @@ def _downloads(
         return _ThreadDownloads(bucket, pool)
     why_not = _crt_unusable(session, bucket.client)
     if why_not is None:
-        return _CrtDownloads(session, bucket.client, bucket.name, workers)
+        from awscrt.exceptions import AwsCrtError
+
+        try:
+            return _CrtDownloads(session, bucket.client, bucket.name, workers)
+        except (AwsCrtError, OSError, ValueError) as exc:  # e.g. a CA bundle the runtime cannot load
+            why_not = str(exc)
     if choice == "crt":
         raise UsageError(f"cannot download with the AWS Common Runtime: {why_not}", f"unset {DOWNLOADER_ENV}")
     return _ThreadDownloads(bucket, pool)
