@@ -426,10 +426,10 @@ class _CrtDownloads:
         )
         self.host = url.netloc
         self.path = url.path[: -len(_PROBE_KEY)]
-        tls = None
-        if url.scheme == "https" and _ca_bundle(session):
+        tls, bundle = None, _ca_bundle(session)
+        if url.scheme == "https" and bundle:
             options = TlsContextOptions()
-            options.override_default_trust_store_from_path(ca_filepath=_ca_bundle(session))
+            options.override_default_trust_store_from_path(ca_filepath=bundle)
             tls = ClientTlsContext(options).new_connection_options()
         loops = EventLoopGroup(max(1, min(workers, os.cpu_count() or 1)))
         self.client = S3Client(
@@ -481,8 +481,8 @@ class _CrtDownloads:
         etag: list[str] = []
 
         def on_headers(status_code: int, headers, **_) -> None:
-            if status_code == 200:
-                etag.extend(value.strip('"') for name, value in headers if name.lower() == "etag")
+            if status_code == 200:  # the headers of the response written to disk (a retry's, if any)
+                etag[:] = [value.strip('"') for name, value in headers if name.lower() == "etag"]
 
         def on_done(error=None, status_code=None, error_body=None, **_) -> None:
             with self.lock:
