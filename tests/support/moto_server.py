@@ -22,7 +22,6 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
-import urllib.parse
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +37,7 @@ SECRET_KEY = "testing"
 
 @dataclass(frozen=True)
 class Request:
-    """One HTTP request as the server received it (the path unquoted)."""
+    """One HTTP request as the server received it (the path percent-decoded)."""
 
     method: str
     path: str
@@ -55,7 +54,8 @@ class _Recorder:
     def __call__(self, environ, start_response):
         request = Request(
             environ.get("REQUEST_METHOD", ""),
-            urllib.parse.unquote(environ.get("PATH_INFO", "")),
+            # WSGI hands the path percent-decoded, its bytes as latin-1 characters.
+            environ.get("PATH_INFO", "").encode("latin-1").decode("utf-8", "replace"),
             environ.get("QUERY_STRING", ""),
             environ.get("HTTP_USER_AGENT", ""),
         )
