@@ -172,6 +172,8 @@ def ingest_s3_command(
     the days the window needs (plus an hour for delivery lag) and keeping the events
     whose eventTime is in the window. Objects already stored are not downloaded again.
     Standard AWS configuration applies (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL).
+    Objects are downloaded with the AWS Common Runtime, or with boto3 behind a proxy or
+    with TRAILSCAN_S3_DOWNLOADER=boto3.
     Exits 2 when some objects could not be read (named on stderr; the rest is stored),
     3 when an account or region could not be listed.
     """
