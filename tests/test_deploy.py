@@ -331,13 +331,7 @@ class Calls:
     def downloads(self, moto: MotoServer, bucket: str, since: int) -> int:
         """Add the objects of ``bucket`` the server was asked for by the AWS Common Runtime
         (trailscan's downloader, which botocore hooks do not see); returns how many."""
-        found = [
-            request.path.removeprefix(f"/{bucket}/")
-            for request in moto.requests[since:]
-            if request.method == "GET"
-            and request.path.startswith(f"/{bucket}/")
-            and not request.user_agent.startswith("Boto3/")
-        ]
+        found = [key for key, request in moto.object_gets(bucket, since) if not request.user_agent.startswith("Boto3/")]
         self.made.extend(("s3", "GetObject", {"Bucket": bucket, "Key": key}, REGION) for key in found)
         return len(found)
 

@@ -213,12 +213,11 @@ class Calls:
 
     def downloads(self) -> list:
         """The GET requests of objects of the bucket (not its listings)."""
-        folder = f"/{self.bucket}/"
-        return [r for r in self.moto.requests[self.seen :] if r.method == "GET" and r.path.startswith(folder)]
+        return [request for _, request in self.moto.object_gets(self.bucket, self.seen)]
 
     @property
     def gets(self) -> list[str]:
-        return [r.path.removeprefix(f"/{self.bucket}/") for r in self.downloads()]
+        return [key for key, _ in self.moto.object_gets(self.bucket, self.seen)]
 
     def reset(self) -> None:
         self.lists.clear()

@@ -86,6 +86,16 @@ class MotoServer:
         with self._log_lock:
             return list(self._log)
 
+    def object_gets(self, bucket: str, since: int = 0) -> list[tuple[str, Request]]:
+        """``(key, request)`` for each GET of an object of ``bucket`` (not a listing of it)
+        among the requests from index ``since`` on."""
+        folder = f"/{bucket}/"
+        return [
+            (request.path.removeprefix(folder), request)
+            for request in self.requests[since:]
+            if request.method == "GET" and request.path.startswith(folder)
+        ]
+
     def start(self) -> "MotoServer":
         # werkzeug logs every request at INFO; tests and benchmarks only want errors.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
