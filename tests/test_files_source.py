@@ -111,9 +111,13 @@ def ids(n: int, prefix: str) -> list[str]:
 
 def test_every_shape_loads(tmp_path, store):
     rec = lambda i: record(i)  # noqa: E731
-    a, b, c, d, e, f, g, h = (ids(2, p) for p in "abcdefgh")
+    a, b, c, d, e, f, g, h, pretty = (ids(2, p) for p in "abcdefghp")
     write(tmp_path / "delivery.json", {"Records": [rec(i) for i in a]})
     write(tmp_path / "delivery.json.gz", {"Records": [rec(i) for i in b]}, compress=True)
+    # Among files of one line each, as CloudTrail writes them: read another way.
+    write(
+        tmp_path / "delivery-pretty.json.gz", {"Records": [rec(i) for i in pretty]}, compress=True, pretty=True
+    )
     write(tmp_path / "array.json", [rec(i) for i in c])
     write(tmp_path / "single.json", rec(d[0]), pretty=True)
     write(tmp_path / "single-gz.json.gz", rec(d[1]), compress=True)
@@ -135,7 +139,7 @@ def test_every_shape_loads(tmp_path, store):
     assert result.problems == []
     assert result.digests == 1
     stored = {row[0] for row in store.query("SELECT event_id FROM events")[1]}
-    expected = set(a + b + c + d + e + f + g + h)
+    expected = set(a + b + c + d + e + f + g + h + pretty)
     assert stored == expected
     assert coverage.status == "complete"
 
@@ -284,6 +288,38 @@ def test_documents_with_the_same_name_are_all_stored(store):
     docs = [json.dumps(record(f"d-{i}")) for i in range(3)]
     result = store.ingest_documents(docs, origin="lookup", names=["page"] * 3)
     assert result.new_events == 3 and result.problems == []
+
+
+def test_files_staged_over_several_calls_are_stored_in_one_commit(tmp_path, store):
+    write(tmp_path / "a.json.gz", {"Records": [record("s-1"), record("s-2")]}, compress=True)
+    write(tmp_path / "b.json", {"Records": [record("s-3")]})
+    (tmp_path / "c.json.gz").write_bytes(b"\x1f\x8b\x08\x00 not really gzip at all")
+    store.stage_files([tmp_path / "a.json.gz"], names=["s3://bucket/a.json.gz"])
+    store.stage_files([tmp_path / "b.json", tmp_path / "c.json.gz"])
+    assert store.count_events() == 0  # staged, not stored
+
+    result = store.commit_staged()
+
+    assert (result.files, result.records, result.new_events) == (3, 3, 3)
+    assert [problem.name for problem in result.problems] == [str(tmp_path / "c.json.gz")]
+    origins = dict(store.query("SELECT event_id, origin FROM events")[1])
+    assert origins == {
+        "s-1": "s3://bucket/a.json.gz",
+        "s-2": "s3://bucket/a.json.gz",
+        "s-3": str(tmp_path / "b.json"),
+    }
+
+
+def test_a_discarded_batch_stores_nothing(tmp_path, store):
+    write(tmp_path / "a.json", {"Records": [record("x-1")]})
+    store.stage_files([tmp_path / "a.json"])
+    store.discard_staged()
+    write(tmp_path / "b.json", {"Records": [record("x-2")]})
+
+    result = store.ingest_files([tmp_path / "b.json"])
+
+    assert (result.files, result.new_events) == (1, 1)
+    assert store.query("SELECT event_id FROM events")[1] == [("x-2",)]
 
 
 def test_gzip_header_with_corrupt_data_is_named_not_a_crash(tmp_path):

@@ -22,7 +22,8 @@ import re
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
@@ -231,9 +232,11 @@ units AS (
                        ELSE from_json(doc, '["JSON"]') END) AS u
     FROM docs
 ),
+-- A unit is valid JSON: it is an object when it starts with a brace (json_type would
+-- parse all of it, a third of the cost of reading it).
 shaped AS (
     SELECT filename, u,
-           CASE WHEN json_type(u) = 'OBJECT'
+           CASE WHEN regexp_matches(u, '^\\s*\\{{')
                 THEN from_json(u, '{_UNIT_SCHEMA}') END AS s
     FROM units
 ),
@@ -307,14 +310,16 @@ FROM extracted
 """
 
 
-def _insert_sql(*, windowed: bool, dedupe: bool, sliced: bool = False) -> str:
-    """INSERT of the staged records into ``event_rows``, dropping those already stored.
+def _insert_sql(*, windowed: bool, dedupe: bool, stored: bool = True, sliced: bool = False) -> str:
+    """INSERT of the staged records into ``event_rows``.
 
     ``windowed`` keeps only records whose ``eventTime`` lies in ``[$start, $end)``;
     ``sliced`` only the staged rows whose rowid lies in ``[$low, $high)``;
-    ``dedupe`` also drops repeats within the batch (the same records delivered as
-    .json and .json.gz) — a window over the whole batch, so it is paid only when
-    :data:`_BATCH_DUPLICATES_SQL` finds any.
+    ``stored`` drops the records already stored — an anti-join that hashes every staged
+    record, a quarter of the statement's time, so it is paid only when
+    :data:`_STORED_REPEATS_SQL` finds any; ``dedupe`` also drops repeats within the batch
+    (the same records delivered as .json and .json.gz) — a window over the whole batch,
+    paid only when :data:`_BATCH_DUPLICATES_SQL` finds any.
     """
     v = {name: f"v[{i}]" for i, (name, _) in enumerate(_FIELDS, start=1)}
     event_time = f"try_cast({v['event_time']} AS TIMESTAMPTZ)"
@@ -349,21 +354,17 @@ def _insert_sql(*, windowed: bool, dedupe: bool, sliced: bool = False) -> str:
     if sliced:
         in_window += " AND staging.rowid >= $low AND staging.rowid < $high"
     once = "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY filename) = 1" if dedupe else ""
+    unstored = "WHERE NOT EXISTS (SELECT 1 FROM repeated WHERE repeated.event_id = keyed.event_id)"
+    new = unstored if stored else ""
     return f"""
 INSERT INTO event_rows ({", ".join(columns)})
 WITH keyed AS (
     SELECT * FROM staging WHERE kind = 'record' {in_window}
 ),
--- The stored events this batch repeats: a semi-join that hashes the batch's ids and scans
--- the stored ones, so memory follows the batch, not the store (an anti-join against
--- event_rows hashed every stored id, every batch).
-repeated AS (
-    SELECT e.event_id FROM event_rows e
-    WHERE e.event_id IN (SELECT event_id FROM staging WHERE kind = 'record')
-),
+repeated AS ({_STORED_REPEATS_SQL}),
 fresh AS (
     SELECT * FROM keyed
-    WHERE NOT EXISTS (SELECT 1 FROM repeated WHERE repeated.event_id = keyed.event_id)
+    {new}
     {once}
 )
 SELECT {", ".join(columns.values())}
@@ -387,6 +388,12 @@ SELECT min(id), max(id) + 1 FROM (
 ) GROUP BY slice ORDER BY 1
 """
 
+#: The stored events the staged records repeat: a semi-join that hashes the batch's ids and
+#: scans the stored ones, so memory follows the batch, not the store (an anti-join against
+#: event_rows hashed every stored id, every batch).
+_STORED_REPEATS_SQL = (
+    "SELECT event_id FROM event_rows WHERE event_id IN (SELECT event_id FROM staging WHERE kind = 'record')"
+)
 #: How many staged records repeat an event_id of the same batch.
 _BATCH_DUPLICATES_SQL = (
     "SELECT count(*) - count(DISTINCT event_id) FROM staging WHERE kind = 'record'"
@@ -403,6 +410,30 @@ class IngestedObject:
     events: int = 0
 
 
+@dataclass
+class _Staged:
+    """The batch being staged: what it has read so far, and the names of its inputs."""
+
+    result: BatchResult = field(default_factory=BatchResult)
+    names: list[str] = field(default_factory=list)
+
+
+@contextmanager
+def _threads(con: duckdb.DuckDBPyConnection, threads: int | None) -> Iterator[None]:
+    """DuckDB's threads capped at ``threads`` for the statements of the block (None: all)."""
+    if not threads:
+        yield
+        return
+    con.execute(f"SET threads = {int(threads)}")
+    try:
+        yield
+    finally:
+        try:
+            con.execute("RESET threads")
+        except duckdb.Error:
+            pass
+
+
 class Store:
     """A DuckDB database holding ``events``, ``coverage``, ``ingested_objects`` and ``state``.
 
@@ -412,6 +443,7 @@ class Store:
     def __init__(self, connection: duckdb.DuckDBPyConnection, path: str) -> None:
         self.con = connection
         self.path = path
+        self._staged: _Staged | None = None
 
     # -- opening -------------------------------------------------------------------
 
@@ -505,6 +537,7 @@ class Store:
         objects: Sequence[IngestedObject] = (),
         names: Sequence[str] | None = None,
         window: Window | None = None,
+        threads: int | None = None,
     ) -> BatchResult:
         """Store every record of the local ``paths`` in one transaction.
 
@@ -512,12 +545,43 @@ class Store:
         for each path (an ``s3://`` URL for a downloaded object); ``objects`` are
         remembered as ingested in the same transaction.  With ``window``, only records
         whose ``eventTime`` lies inside it are stored (a source that reads a margin
-        around its window drops the rest here).  Unreadable files are returned as
-        problems, never raised: the readable ones are still stored.
+        around its window drops the rest here).  ``threads`` caps DuckDB's threads for
+        this batch (default: every core).  Unreadable files are returned as problems,
+        never raised: the readable ones are still stored.
+
+        The same as :meth:`stage_files` then :meth:`commit_staged` (with whatever was
+        staged before).
+        """
+        try:
+            self.stage_files(paths, names=names, threads=threads)
+        except BaseException:
+            self.discard_staged()
+            raise
+        return self.commit_staged(objects=objects, window=window, threads=threads)
+
+    def stage_files(
+        self,
+        paths: Sequence[str | os.PathLike],
+        *,
+        names: Sequence[str] | None = None,
+        threads: int | None = None,
+    ) -> None:
+        """Read the local ``paths`` into the batch being staged, which
+        :meth:`commit_staged` stores in one transaction (``names`` and ``threads`` as for
+        :meth:`ingest_files`).  Records are read, checked and redacted here: a source can
+        stage files as they arrive, and its commit only inserts.  Once staged, the files
+        are no longer read.  Unreadable files become problems of the batch.
         """
         paths = [str(p) for p in paths]
         display = dict(zip(paths, names)) if names is not None else {p: p for p in paths}
-        result = BatchResult(files=len(paths))
+
+        # Files are first read as one JSON value a line, as CloudTrail writes them: DuckDB
+        # then parses each value once to read it, where finding the end of a value that
+        # may span lines costs another pass (measured on 200k records on one thread:
+        # staging took a fifth less CPU).  A file that is not (pretty-printed JSON, two
+        # values on a line) fails that read; its group, and the rest of this call, are
+        # read value by value, which also words the errors of files that are not JSON.
+        by_line = [True]
 
         def stage(group: list[str]) -> None:
             by_compression: dict[str, list[str]] = {}
@@ -525,9 +589,13 @@ class Store:
                 by_compression.setdefault(_compression_of(path), []).append(path)
             for compression, members in by_compression.items():
                 try:
-                    self.con.execute(
-                        f"INSERT INTO staging {_normalize_sql(_files_docs_sql(compression))}", {"files": members}
-                    )
+                    if by_line[0]:
+                        try:
+                            self._stage_read(members, compression, by_line=True)
+                            continue
+                        except duckdb.Error:
+                            by_line[0] = False
+                    self._stage_read(members, compression, by_line=False)
                 except duckdb.Error as exc:
                     if len(group) > 1 or not _too_big_for_one_read(exc):
                         raise
@@ -536,8 +604,7 @@ class Store:
         def describe(path: str, error: str) -> FileProblem:
             return FileProblem(display[path], _describe_read_error(path, error))
 
-        self._stage_and_insert(paths, stage, describe, result, display, objects, window=window)
-        return result
+        self._stage(paths, stage, describe, display, threads)
 
     def ingest_documents(
         self,
@@ -554,9 +621,7 @@ class Store:
             # Names key the documents below: a repeated name must not hide a document.
             names = [f"{name}#{i}" for i, name in enumerate(names)]
         texts = dict(zip(names, (_utf8_text(d) for d in documents)))
-        result = BatchResult(files=len(texts))
         blank = [name for name, text in texts.items() if not text.strip()]
-        result.problems.extend(FileProblem(name, "empty") for name in blank)
 
         def stage(group: list[str]) -> None:
             table = _arrow_table(group, [texts[name] for name in group])
@@ -572,20 +637,26 @@ class Store:
             return FileProblem(name, f"invalid JSON ({reason})")
 
         wanted = [name for name in texts if name not in set(blank)]
-        self._stage_and_insert(wanted, stage, describe, result, {n: n for n in wanted}, objects)
-        return result
+        try:
+            self._stage(wanted, stage, describe, {n: n for n in wanted}, None)
+        except BaseException:
+            self.discard_staged()
+            raise
+        staged = self._staged
+        assert staged is not None
+        staged.result.files += len(blank)
+        staged.result.problems.extend(FileProblem(name, "empty") for name in blank)
+        return self.commit_staged(objects=objects)
 
-    def _stage_and_insert(
+    def _stage(
         self,
         inputs: list[str],
         stage: Callable[[list[str]], None],
         describe: Callable[[str, str], FileProblem],
-        result: BatchResult,
         display: dict[str, str],
-        objects: Sequence[IngestedObject],
-        window: Window | None = None,
+        threads: int | None,
     ) -> None:
-        """Stage ``inputs`` into a temporary table, then insert them in one transaction.
+        """Stage ``inputs`` into the temporary table of the batch (created if need be).
 
         Staging the whole group is one DuckDB statement; only when it fails is the
         group halved until each bad input is isolated (k·log n statements for k bad
@@ -593,13 +664,20 @@ class Store:
         the transaction because a failed statement aborts a DuckDB transaction.
         """
         con = self.con
-        # Rows land in any order (event_rows has no order; readers sort): both statements
-        # then run on every core and hold less in memory (measured on 200k events: staging
-        # 25% faster, peak RSS 90 MiB lower).
-        con.execute("SET preserve_insertion_order = false")
-        con.execute(
-            "CREATE OR REPLACE TEMP TABLE staging (filename VARCHAR, kind VARCHAR, r JSON, v VARCHAR[], event_id VARCHAR)"
-        )
+        staged = self._staged
+        if staged is None:
+            # Rows land in any order (event_rows has no order; readers sort): statements
+            # then run on every core and hold less in memory (measured on 200k events:
+            # staging 25% faster, peak RSS 90 MiB lower).
+            con.execute("SET preserve_insertion_order = false")
+            con.execute(
+                "CREATE OR REPLACE TEMP TABLE staging "
+                "(filename VARCHAR, kind VARCHAR, r JSON, v VARCHAR[], event_id VARCHAR)"
+            )
+            staged = self._staged = _Staged()
+        result = staged.result
+        result.files += len(inputs)
+        staged.names.extend(display.get(name, name) for name in inputs)
 
         def walk(group: list[str]) -> None:
             if not group:
@@ -623,49 +701,73 @@ class Store:
             walk(group[middle:])
 
         try:
-            walk(inputs)
-            failed = {problem.name for problem in result.problems}
-            stats = con.execute(
-                """SELECT filename,
-                          count(*) FILTER (WHERE kind = 'record') AS records,
-                          count(*) FILTER (WHERE kind = 'digest') AS digests,
-                          count(*) FILTER (WHERE kind = 'unknown') AS unknown
-                   FROM staging GROUP BY filename"""
-            ).fetchall()
-            renamed = {path: name for path, name in display.items() if path != name}
-            if renamed:
-                # Events name where they came from (an s3:// URL), not a temporary download.
-                con.execute(
-                    "UPDATE staging SET filename = n.name "
-                    "FROM (SELECT unnest($paths) AS path, unnest($names) AS name) AS n WHERE staging.filename = n.path",
-                    {"paths": list(renamed), "names": list(renamed.values())},
-                )
-            con.execute("BEGIN TRANSACTION")
-            before = con.execute("SELECT count(*) FROM event_rows").fetchone()[0]
-            repeats = con.execute(_BATCH_DUPLICATES_SQL).fetchone()[0]
-            bounds = {} if window is None else {"start": window.start, "end": window.end}
-            slices = con.execute(_SLICES_SQL).fetchall()
-            if len(slices) <= 1:
-                con.execute(_insert_sql(windowed=window is not None, dedupe=repeats > 0), bounds)
-            else:  # large records: a few MiB per statement, still one transaction
-                insert = _insert_sql(windowed=window is not None, dedupe=repeats > 0, sliced=True)
-                for low, high in slices:
-                    con.execute(insert, {**bounds, "low": low, "high": high})
-            after = con.execute("SELECT count(*) FROM event_rows").fetchone()[0]
-            remembered = list({(o.source, o.name): o for o in objects if o.name not in failed}.values())
-            if remembered:
-                # One statement: executemany costs ~4 ms of CPU a row (4 s for 1,000 objects).
-                con.execute(
-                    "INSERT OR REPLACE INTO ingested_objects "
-                    "SELECT unnest($sources), unnest($names), unnest($etags), unnest($events), now()",
-                    {
-                        "sources": [o.source for o in remembered],
-                        "names": [o.name for o in remembered],
-                        "etags": [o.etag for o in remembered],
-                        "events": [o.events for o in remembered],
-                    },
-                )
-            con.execute("COMMIT")
+            with _threads(con, threads):
+                walk(inputs)
+                renamed = {path: name for path, name in display.items() if path != name}
+                if renamed:
+                    # Events name where they came from (an s3:// URL), not a temporary download.
+                    con.execute(
+                        "UPDATE staging SET filename = n.name "
+                        "FROM (SELECT unnest($paths) AS path, unnest($names) AS name) AS n "
+                        "WHERE staging.filename = n.path",
+                        {"paths": list(renamed), "names": list(renamed.values())},
+                    )
+        except duckdb.Error as exc:
+            raise StoreError(f"cannot write to the store {self.path}: {_first_line(str(exc))}") from None
+
+    def commit_staged(
+        self,
+        *,
+        objects: Sequence[IngestedObject] = (),
+        window: Window | None = None,
+        threads: int | None = None,
+    ) -> BatchResult:
+        """Insert the staged records into ``event_rows`` in one transaction, dropping those
+        already stored, with ``objects`` remembered as ingested (``window`` and ``threads``
+        as for :meth:`ingest_files`); what the batch read, stored and could not read."""
+        staged, self._staged = self._staged, None
+        if staged is None:
+            return BatchResult()
+        con = self.con
+        result = staged.result
+        try:
+            with _threads(con, threads):
+                failed = {problem.name for problem in result.problems}
+                stats = con.execute(
+                    """SELECT filename,
+                              count(*) FILTER (WHERE kind = 'record') AS records,
+                              count(*) FILTER (WHERE kind = 'digest') AS digests,
+                              count(*) FILTER (WHERE kind = 'unknown') AS unknown
+                       FROM staging GROUP BY filename"""
+                ).fetchall()
+                con.execute("BEGIN TRANSACTION")
+                before = con.execute("SELECT count(*) FROM event_rows").fetchone()[0]
+                repeats = con.execute(_BATCH_DUPLICATES_SQL).fetchone()[0]
+                stored = con.execute(f"SELECT EXISTS ({_STORED_REPEATS_SQL})").fetchone()[0]
+                bounds = {} if window is None else {"start": window.start, "end": window.end}
+                slices = con.execute(_SLICES_SQL).fetchall()
+                shape = {"windowed": window is not None, "dedupe": repeats > 0, "stored": stored}
+                if len(slices) <= 1:
+                    con.execute(_insert_sql(**shape), bounds)
+                else:  # large records: a few MiB per statement, still one transaction
+                    insert = _insert_sql(**shape, sliced=True)
+                    for low, high in slices:
+                        con.execute(insert, {**bounds, "low": low, "high": high})
+                after = con.execute("SELECT count(*) FROM event_rows").fetchone()[0]
+                remembered = list({(o.source, o.name): o for o in objects if o.name not in failed}.values())
+                if remembered:
+                    # One statement: executemany costs ~4 ms of CPU a row (4 s for 1,000 objects).
+                    con.execute(
+                        "INSERT OR REPLACE INTO ingested_objects "
+                        "SELECT unnest($sources), unnest($names), unnest($etags), unnest($events), now()",
+                        {
+                            "sources": [o.source for o in remembered],
+                            "names": [o.name for o in remembered],
+                            "etags": [o.etag for o in remembered],
+                            "events": [o.events for o in remembered],
+                        },
+                    )
+                con.execute("COMMIT")
         except duckdb.Error as exc:
             try:
                 con.execute("ROLLBACK")
@@ -680,28 +782,38 @@ class Store:
                 pass
             raise
         finally:
-            try:
-                con.execute("DROP TABLE IF EXISTS staging")
-                con.execute("RESET preserve_insertion_order")
-            except duckdb.Error:
-                pass
+            self._drop_staging()
         result.new_events += after - before
         counted = set()
-        for filename, records, digests, unknown in stats:
-            counted.add(filename)
+        for name, records, digests, unknown in stats:
+            counted.add(name)
             result.records += records
             if digests:
                 result.digests += 1
             elif records == 0 and unknown:
-                result.problems.append(
-                    FileProblem(display.get(filename, filename), "JSON, but not CloudTrail records")
-                )
+                result.problems.append(FileProblem(name, "JSON, but not CloudTrail records"))
             elif unknown:
                 result.skipped += unknown
-        reported = {problem.name for problem in result.problems}
-        for filename in inputs:
-            if filename not in counted and display.get(filename, filename) not in reported:
-                result.problems.append(FileProblem(display.get(filename, filename), "empty"))
+        reported = {problem.name for problem in result.problems} | counted
+        result.problems.extend(FileProblem(name, "empty") for name in staged.names if name not in reported)
+        return result
+
+    def discard_staged(self) -> None:
+        """Forget the batch being staged, if any (nothing of it is stored)."""
+        if self._staged is not None:
+            self._staged = None
+            self._drop_staging()
+
+    def _drop_staging(self) -> None:
+        try:
+            self.con.execute("DROP TABLE IF EXISTS staging")
+            self.con.execute("RESET preserve_insertion_order")
+        except duckdb.Error:
+            pass
+
+    def _stage_read(self, files: list[str], compression: str, *, by_line: bool) -> None:
+        docs = _files_docs_sql(compression, by_line=by_line)
+        self.con.execute(f"INSERT INTO staging {_normalize_sql(docs)}", {"files": files})
 
     def _stage_in_pieces(self, path: str, compression: str) -> None:
         """Stage one file a few MiB of records at a time, parsed by Python: for the files
@@ -911,9 +1023,12 @@ def decompressed_size(path: str | os.PathLike) -> int:
     return recorded if recorded >= compressed else compressed * GZIP_RATIO
 
 
-def _files_docs_sql(compression: str) -> str:
+def _files_docs_sql(compression: str, *, by_line: bool = False) -> str:
+    """``docs(filename, doc)`` of the files ``$files``: with ``by_line``, each line one
+    JSON value (blank lines skipped); without, values however laid out."""
+    layout = "newline_delimited" if by_line else "unstructured"
     return (
-        "SELECT filename, json AS doc FROM read_json_objects($files, format='unstructured', "
+        f"SELECT filename, json AS doc FROM read_json_objects($files, format='{layout}', "
         f"filename=true, compression='{compression}', maximum_object_size={MAX_OBJECT_BYTES})"
     )
 
