@@ -71,8 +71,13 @@ BATCH_BYTES = 256 * 1024 * 1024
 BATCH_OBJECTS = 5000
 #: When the next download has not arrived yet, a batch of at least this many objects is
 #: stored rather than waited on, so the store works while downloads continue.  (Each
-#: transaction has a fixed cost, so batches are not made smaller than this.)
+#: transaction has a fixed cost, and one under DuckDB's row group goes through its
+#: write-ahead log, so batches are not made smaller than this.)
 EARLY_BATCH = 500
+#: While the next download has not arrived, files that have are read into the batch
+#: (staged) this many at a time: the batch's commit then only inserts, and the last
+#: one, after the last download, is short.
+STAGE_FILES = 50
 #: ``auto`` (the AWS Common Runtime when it can serve the session, else boto3), ``crt`` or ``boto3``.
 DOWNLOADER_ENV = "TRAILSCAN_S3_DOWNLOADER"
 DOWNLOADERS = ("auto", "crt", "boto3")
@@ -750,7 +755,9 @@ class _Transfer:
         self.progress = progress
         self.total = BatchResult()
         self.in_flight: deque[tuple[_Object, _Unit, Path, Future]] = deque()
-        self.batch: list[tuple[_Object, _Unit, Path, str]] = []
+        # The batch: objects downloaded, then staged in the store, until their commit.
+        self.arrived: list[tuple[_Object, _Unit, Path, str]] = []
+        self.staged: list[tuple[_Object, _Unit, str]] = []
         self.batch_bytes = 0
         self.in_flight_bytes = 0
         self.submitted = 0
@@ -804,9 +811,12 @@ class _Transfer:
             self._finish_one()
 
     def _finish_one(self) -> None:
-        if not self.in_flight[0][3].done() and len(self.batch) >= min(EARLY_BATCH, self.batch_objects):
-            # Store what has arrived rather than wait idle for the next download.
-            self._flush()
+        if not self.in_flight[0][3].done():
+            # Work on what has arrived rather than wait idle for the next download.
+            if len(self.arrived) + len(self.staged) >= min(EARLY_BATCH, self.batch_objects):
+                self._flush(waiting=True)
+            elif len(self.arrived) >= STAGE_FILES:
+                self._stage(threads=1)
         item, unit, path, future = self.in_flight.popleft()
         self.in_flight_bytes -= _expected_bytes(item)
         etag, error = future.result()
@@ -820,26 +830,42 @@ class _Transfer:
             self.total.files += 1
             path.unlink(missing_ok=True)
             return
-        self.batch.append((item, unit, path, etag or item.etag))
+        self.arrived.append((item, unit, path, etag or item.etag))
         self.batch_bytes += decompressed_size(path)
-        if len(self.batch) >= self.batch_objects or self.batch_bytes >= BATCH_BYTES:
+        if len(self.arrived) + len(self.staged) >= self.batch_objects or self.batch_bytes >= BATCH_BYTES:
             self._flush()
 
-    def _flush(self) -> None:
-        if not self.batch:
+    def _stage(self, threads: int | None) -> None:
+        """Read the files that have arrived into the store's batch, and delete them."""
+        if not self.arrived:
             return
-        urls = [s3_url(self.bucket.name, item.key) for item, _, _, _ in self.batch]
-        units = {url: unit for url, (_, unit, _, _) in zip(urls, self.batch)}
+        urls = [s3_url(self.bucket.name, item.key) for item, _, _, _ in self.arrived]
         try:
-            result = self.store.ingest_files(
-                [path for _, _, path, _ in self.batch],
-                names=urls,
-                objects=[IngestedObject(SOURCE, url, etag) for url, (_, _, _, etag) in zip(urls, self.batch)],
-                window=self.window,
-            )
+            self.store.stage_files([path for _, _, path, _ in self.arrived], names=urls, threads=threads)
         finally:
-            for _, _, path, _ in self.batch:
+            for _, _, path, _ in self.arrived:
                 path.unlink(missing_ok=True)
+        self.staged.extend((item, unit, etag) for item, unit, _, etag in self.arrived)
+        self.arrived = []
+
+    def _flush(self, *, waiting: bool = False) -> None:
+        """Store the batch.  ``waiting``: the store has caught up with the downloads, which
+        are what the run waits on; the batch is then stored on one thread, leaving the other
+        cores to the downloads (measured against moto on 2 CPUs: with files read a line at a
+        time, ingest s3 spent 0.8 CPU-s less per 200k events, and finished 0.3 s sooner).  A
+        store that falls behind gets full batches, stored on every core, as is the last one.
+        """
+        threads = 1 if waiting else None
+        self._stage(threads)
+        if not self.staged:
+            return
+        urls = [s3_url(self.bucket.name, item.key) for item, _, _ in self.staged]
+        units = {url: unit for url, (_, unit, _) in zip(urls, self.staged)}
+        result = self.store.commit_staged(
+            objects=[IngestedObject(SOURCE, url, etag) for url, (_, _, etag) in zip(urls, self.staged)],
+            window=self.window,
+            threads=threads,
+        )
         self.total.add(result)
         bad = set()
         for problem in result.problems:
@@ -848,7 +874,7 @@ class _Transfer:
                 units[problem.name].problems.append(problem)
         for url, unit in units.items():
             unit.downloaded += url not in bad
-        self.batch, self.batch_bytes = [], 0
+        self.staged, self.batch_bytes = [], 0
 
 
 def ingest_s3(
@@ -916,7 +942,10 @@ def ingest_s3(
             finished = True
         finally:
             # On an interruption, queued downloads are dropped, running ones finish
-            # before their folder goes; every batch already stored stays stored.
+            # before their folder goes; every batch already stored stays stored, and
+            # one still being staged is dropped.
+            if not finished:
+                store.discard_staged()
             if downloads is not None:
                 downloads.close(cancel=not finished)
             pool.shutdown(wait=True, cancel_futures=True)
