@@ -328,6 +328,24 @@ def test_deep_and_wide_structures(tmp_path, store):
     assert width == 50_000
 
 
+def test_a_secret_nested_too_deep_to_redact_is_never_stored(tmp_path, store):
+    """Python redacts what the regex cannot; a record nested beyond what it can parse costs
+    its file, named, and the secret is not stored."""
+    text = json.dumps(well_formed(1, "deep-secret")[0])
+    secret = '"PLANTEDtooDEEPtoken"'
+    (tmp_path / "deep-secret.json").write_text(
+        text[:-1] + ', "requestParameters": {"token": ' + "[" * 5_000 + secret + "]" * 5_000 + "}}"
+    )
+    (tmp_path / "good.json").write_text(json.dumps({"Records": well_formed(2, "good")}))
+    result = store.ingest_files(sorted(tmp_path.iterdir()))
+    assert_clean(result, store, [str(p) for p in sorted(tmp_path.iterdir())])
+    assert [(p.name, p.message.split(":")[0]) for p in result.problems] == [
+        (str(tmp_path / "deep-secret.json"), "cannot redact a record")
+    ]
+    assert {row[0] for row in store.query("SELECT event_id FROM events")[1]} == {"good-0", "good-1"}
+    assert store.query("SELECT count(*) FROM events WHERE raw::VARCHAR LIKE '%PLANTEDtooDEEP%'")[1][0][0] == 0
+
+
 def test_a_256_kb_event_is_stored_whole(tmp_path, store):
     """CloudTrail's largest event is 256 KB: it is stored byte for byte (after redaction)."""
     record = {**well_formed(1, "big")[0], "requestParameters": {"policy": "", "note": "ünïcødé ✓ </script>"}}

@@ -290,22 +290,23 @@ staged AS (
     FROM unnested
 ),
 redacted AS (
-    SELECT filename, kind,
-           CASE WHEN r IS NULL THEN NULL
-                WHEN {secret_hint}
-                THEN _redact_nested(regexp_replace(r::VARCHAR, '{_SECRET_PATTERN}', '"\\1":"{REDACTED}"', 'g'))::JSON
+    SELECT filename, kind, hinted,
+           CASE WHEN hinted
+                THEN regexp_replace(r::VARCHAR, '{_SECRET_PATTERN}', '"\\1":"{REDACTED}"', 'g')::JSON
                 ELSE r END AS r
-    FROM staged
+    FROM (SELECT *, {secret_hint} AS hinted FROM staged)
 ),
 -- Every column is pulled out of a record with one json_extract_string call (one parse).
 extracted AS (
-    SELECT filename, kind, r,
+    SELECT filename, kind, r, hinted,
            CASE WHEN kind = 'record' THEN json_extract_string(r, [{paths}]) END AS v
     FROM redacted
 )
--- A record without eventID is keyed by a stable hash of its (redacted) text.
+-- A record without eventID is keyed by a stable hash of its (redacted) text.  `deep`: a
+-- secret the regex cannot redact is left (see Store._redact_deep).
 SELECT filename, kind, r, v,
-       CASE WHEN kind = 'record' THEN coalesce(v[{_EVENT_ID_INDEX}], md5(r::VARCHAR)) END AS event_id
+       CASE WHEN kind = 'record' THEN coalesce(v[{_EVENT_ID_INDEX}], md5(r::VARCHAR)) END AS event_id,
+       hinted AND regexp_matches(r::VARCHAR, '{_NESTED_SECRET_PATTERN}') AS deep
 FROM extracted
 """
 
@@ -497,12 +498,6 @@ class Store:
         store = cls(con, target)
         # A JSON text that may be invalid (LookupEvents' CloudTrailEvent): NULL if so.
         con.execute("CREATE OR REPLACE TEMP MACRO _as_json(t) AS CASE WHEN json_valid(t) THEN json(t) END")
-        # Records the redaction regex cannot fully clean are rare: Python walks those.
-        con.create_function("_redact_deep", redact_record, ["VARCHAR"], "VARCHAR", side_effects=False)
-        con.execute(
-            "CREATE OR REPLACE TEMP MACRO _redact_nested(t) AS "
-            f"CASE WHEN regexp_matches(t, '{_NESTED_SECRET_PATTERN}') THEN _redact_deep(t) ELSE t END"
-        )
         if not read_only:
             try:
                 _migrate(con)
@@ -672,7 +667,7 @@ class Store:
             con.execute("SET preserve_insertion_order = false")
             con.execute(
                 "CREATE OR REPLACE TEMP TABLE staging "
-                "(filename VARCHAR, kind VARCHAR, r JSON, v VARCHAR[], event_id VARCHAR)"
+                "(filename VARCHAR, kind VARCHAR, r JSON, v VARCHAR[], event_id VARCHAR, deep BOOLEAN)"
             )
             staged = self._staged = _Staged()
         result = staged.result
@@ -703,6 +698,7 @@ class Store:
         try:
             with _threads(con, threads):
                 walk(inputs)
+                self._redact_deep(display)
                 renamed = {path: name for path, name in display.items() if path != name}
                 if renamed:
                     # Events name where they came from (an s3:// URL), not a temporary download.
@@ -714,6 +710,34 @@ class Store:
                     )
         except duckdb.Error as exc:
             raise StoreError(f"cannot write to the store {self.path}: {_first_line(str(exc))}") from None
+
+    def _redact_deep(self, display: dict[str, str]) -> None:
+        """Redact, in Python, the staged records whose secrets the regex could not: a secret
+        key holding a number, an object or an array, or JSON text holding one.  They are
+        rare; a file holding one that cannot be redacted is dropped and named."""
+        con = self.con
+        rows = con.execute("SELECT rowid, filename, r FROM staging WHERE deep").fetchall()
+        if not rows:
+            return
+        ids, texts, unsafe = [], [], {}
+        for rowid, filename, text in rows:
+            try:
+                texts.append(redact_record(text))
+                ids.append(rowid)
+            except (ValueError, RecursionError) as exc:
+                unsafe.setdefault(filename, f"cannot redact a record: {exc}")
+        paths = ", ".join(f"'{path}'" for _, path in _FIELDS)
+        con.execute(
+            "UPDATE staging SET r = f.r::JSON, "
+            f"v = json_extract_string(f.r, [{paths}]), "
+            "event_id = coalesce(json_extract_string(f.r, '$.eventID'), md5(f.r)), deep = false "
+            "FROM (SELECT unnest($ids) AS id, unnest($texts) AS r) AS f WHERE staging.rowid = f.id",
+            {"ids": ids, "texts": texts},
+        )
+        if unsafe:
+            con.execute("DELETE FROM staging WHERE filename IN (SELECT unnest($names))", {"names": list(unsafe)})
+            problems = self._staged.result.problems
+            problems.extend(FileProblem(display.get(name, name), why) for name, why in unsafe.items())
 
     def commit_staged(
         self,
