@@ -306,7 +306,7 @@ extracted AS (
 -- secret the regex cannot redact is left (see Store._redact_deep).
 SELECT filename, kind, r, v,
        CASE WHEN kind = 'record' THEN coalesce(v[{_EVENT_ID_INDEX}], md5(r::VARCHAR)) END AS event_id,
-       hinted AND regexp_matches(r::VARCHAR, '{_NESTED_SECRET_PATTERN}') AS deep
+       CASE WHEN hinted THEN regexp_matches(r::VARCHAR, '{_NESTED_SECRET_PATTERN}') END AS deep
 FROM extracted
 """
 
