@@ -18,11 +18,14 @@ How a window is read, cheaply enough for a nightly run:
    an event at ``T`` is delivered at ``T`` plus up to ~15 minutes, so a file delivered at
    ``D`` holds events from before ``D``.  Files delivered in
    ``[window start, window end + DELIVERY_LAG]`` are read and every record is then kept or
-   dropped on its own ``eventTime`` (:meth:`Store.ingest_files` with ``window``).
+   dropped on its own ``eventTime`` (:meth:`Store.commit_staged` with ``window``).
 3. Objects already stored with the same ETag are skipped; the others are downloaded in
-   parallel into a temporary folder and stored in bounded batches (memory and disk stay
-   bounded whatever the window), then deleted.  An object that cannot be read is named,
-   makes its account/region ``partial``, and is not remembered, so the next run retries it.
+   parallel into a temporary folder.  While the next download has not arrived, the files
+   that have are read into the store's batch and deleted; a batch is committed in one
+   transaction when it is large enough (memory and disk stay bounded whatever the
+   window), so the last commit, after the last download, is short.  An object that
+   cannot be read is named, makes its account/region ``partial``, and is not remembered,
+   so the next run retries it.
 
 Listings go through boto3.  Downloads go through the AWS Common Runtime's S3 client
 (``awscrt``, the engine of boto3's and the AWS CLI's fast transfers) when it can serve
