@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
 import re
@@ -153,8 +154,10 @@ def test_gzip_without_gz_suffix_and_digest_by_content(tmp_path, store):
     assert store.count_events() == 1
 
 
-def test_record_without_event_id_gets_a_stable_hash_across_shapes(tmp_path, store):
-    bare = record(event_id=None)
+@pytest.mark.parametrize("secret", [None, {"token": {"value": "PLANTEDnestedTOKEN"}}], ids=["plain", "nested-secret"])
+def test_record_without_event_id_gets_a_stable_hash_across_shapes(tmp_path, store, secret):
+    # A nested secret is redacted after staging: the key hashes the redacted text all the same.
+    bare = record(event_id=None, **({"requestParameters": secret} if secret else {}))
     write(tmp_path / "pretty.json", bare, pretty=True)
     write(tmp_path / "delivery.json.gz", {"Records": [bare]}, compress=True)
     ingest_files(store, [str(tmp_path / "pretty.json")])
@@ -162,6 +165,8 @@ def test_record_without_event_id_gets_a_stable_hash_across_shapes(tmp_path, stor
     ingest_files(store, [str(tmp_path / "delivery.json.gz")])
     assert store.query("SELECT event_id FROM events")[1] == first
     assert len(first[0][0]) == 32
+    raw = store.query("SELECT raw FROM events")[1][0][0]
+    assert "PLANTED" not in raw and first[0][0] == hashlib.md5(raw.encode()).hexdigest()
 
 
 def test_secrets_are_removed_before_storing(tmp_path, store):

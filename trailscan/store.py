@@ -727,10 +727,12 @@ class Store:
             except (ValueError, RecursionError) as exc:
                 unsafe.setdefault(filename, f"cannot redact a record: {exc}")
         paths = ", ".join(f"'{path}'" for _, path in _FIELDS)
+        # As the staging SQL computes them, from the redacted text.
         con.execute(
             "UPDATE staging SET r = f.r::JSON, "
             f"v = json_extract_string(f.r, [{paths}]), "
-            "event_id = coalesce(json_extract_string(f.r, '$.eventID'), md5(f.r)), deep = false "
+            f"event_id = coalesce(json_extract_string(f.r, '{dict(_FIELDS)['event_id']}'), md5(f.r)), "
+            "deep = false "
             "FROM (SELECT unnest($ids) AS id, unnest($texts) AS r) AS f WHERE staging.rowid = f.id",
             {"ids": ids, "texts": texts},
         )
