@@ -193,11 +193,13 @@ def s3_layer_only(workers: int) -> None:
     class Stubbed(Store):
         """Files are counted, not read; batches are committed empty."""
 
+        counted = 0
+
         def stage_files(self, paths, **_):
-            self.counted = getattr(self, "counted", 0) + len(paths)
+            self.counted += len(paths)
 
         def commit_staged(self, **_):
-            files, self.counted = getattr(self, "counted", 0), 0
+            files, self.counted = self.counted, 0
             return BatchResult(files=files)
 
     with Stubbed.open(":memory:") as store:

@@ -191,6 +191,8 @@ _FIELDS = (
     ("tls_host", "$.tlsDetails.clientProvidedHostHeader"),
 )
 _EVENT_ID_INDEX = 1 + [name for name, _ in _FIELDS].index("event_id")  # in v, a 1-based list
+#: The paths of _FIELDS as a SQL list's items, for json_extract_string.
+_FIELD_PATHS = ", ".join(f"'{path}'" for _, path in _FIELDS)
 # Top-level keys looked at to recognise the shape of one JSON object (one parse).
 _UNIT_SCHEMA = orjson.dumps(
     {
@@ -219,7 +221,6 @@ def _normalize_sql(docs_sql: str) -> str:
     (``r`` NULL) for every digest file, every JSON value that is not CloudTrail, and
     every container that held no records."""
     secret_hint = f"regexp_matches(r::VARCHAR, '{_SECRET_HINT_PATTERN}')"
-    paths = ", ".join(f"'{path}'" for _, path in _FIELDS)
     return f"""
 WITH docs AS ({docs_sql}),
 -- A top-level array is a list of units (records, or wrappers around them); an empty
@@ -299,7 +300,7 @@ redacted AS (
 -- Every column is pulled out of a record with one json_extract_string call (one parse).
 extracted AS (
     SELECT filename, kind, r, hinted,
-           CASE WHEN kind = 'record' THEN json_extract_string(r, [{paths}]) END AS v
+           CASE WHEN kind = 'record' THEN json_extract_string(r, [{_FIELD_PATHS}]) END AS v
     FROM redacted
 )
 -- A record without eventID is keyed by a stable hash of its (redacted) text.  `deep`: a
@@ -532,7 +533,6 @@ class Store:
         objects: Sequence[IngestedObject] = (),
         names: Sequence[str] | None = None,
         window: Window | None = None,
-        threads: int | None = None,
     ) -> BatchResult:
         """Store every record of the local ``paths`` in one transaction.
 
@@ -540,19 +540,18 @@ class Store:
         for each path (an ``s3://`` URL for a downloaded object); ``objects`` are
         remembered as ingested in the same transaction.  With ``window``, only records
         whose ``eventTime`` lies inside it are stored (a source that reads a margin
-        around its window drops the rest here).  ``threads`` caps DuckDB's threads for
-        this batch (default: every core).  Unreadable files are returned as problems,
-        never raised: the readable ones are still stored.
+        around its window drops the rest here).  Unreadable files are returned as
+        problems, never raised: the readable ones are still stored.
 
         The same as :meth:`stage_files` then :meth:`commit_staged` (with whatever was
         staged before).
         """
         try:
-            self.stage_files(paths, names=names, threads=threads)
+            self.stage_files(paths, names=names)
         except BaseException:
             self.discard_staged()
             raise
-        return self.commit_staged(objects=objects, window=window, threads=threads)
+        return self.commit_staged(objects=objects, window=window)
 
     def stage_files(
         self,
@@ -562,8 +561,8 @@ class Store:
         threads: int | None = None,
     ) -> None:
         """Read the local ``paths`` into the batch being staged, which
-        :meth:`commit_staged` stores in one transaction (``names`` and ``threads`` as for
-        :meth:`ingest_files`).  Records are read, checked and redacted here: a source can
+        :meth:`commit_staged` stores in one transaction (``names`` as for
+        :meth:`ingest_files`; ``threads`` caps DuckDB's threads, default every core).  Records are read, checked and redacted here: a source can
         stage files as they arrive, and its commit only inserts.  Once staged, the files
         are no longer read.  Unreadable files become problems of the batch.
         """
@@ -726,11 +725,10 @@ class Store:
                 ids.append(rowid)
             except (ValueError, RecursionError) as exc:
                 unsafe.setdefault(filename, f"cannot redact a record: {exc}")
-        paths = ", ".join(f"'{path}'" for _, path in _FIELDS)
         # As the staging SQL computes them, from the redacted text.
         con.execute(
             "UPDATE staging SET r = f.r::JSON, "
-            f"v = json_extract_string(f.r, [{paths}]), "
+            f"v = json_extract_string(f.r, [{_FIELD_PATHS}]), "
             f"event_id = coalesce(json_extract_string(f.r, '{dict(_FIELDS)['event_id']}'), md5(f.r)), "
             "deep = false "
             "FROM (SELECT unnest($ids) AS id, unnest($texts) AS r) AS f WHERE staging.rowid = f.id",
@@ -749,8 +747,9 @@ class Store:
         threads: int | None = None,
     ) -> BatchResult:
         """Insert the staged records into ``event_rows`` in one transaction, dropping those
-        already stored, with ``objects`` remembered as ingested (``window`` and ``threads``
-        as for :meth:`ingest_files`); what the batch read, stored and could not read."""
+        already stored, with ``objects`` remembered as ingested (``window`` as for
+        :meth:`ingest_files`, ``threads`` as for :meth:`stage_files`); what the batch read,
+        stored and could not read."""
         staged, self._staged = self._staged, None
         if staged is None:
             return BatchResult()
