@@ -11,6 +11,24 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
+# Tests reach AWS only through the moto servers and loopback LookupEvents servers they start.
+# A developer's own AWS settings must not send them elsewhere: an endpoint (LocalStack's, say),
+# a profile, keys, role or container credentials, the instance metadata service, ~/.aws.
+for _name in [name for name in os.environ if name.startswith("AWS_ENDPOINT_URL")] + [
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_ROLE_ARN",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+]:
+    os.environ.pop(_name, None)
+os.environ["AWS_CONFIG_FILE"] = os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+os.environ["AWS_EC2_METADATA_DISABLED"] = "true"
+
 
 def shared_dir() -> Path:
     """``../shared`` beside the checkout (``TRAILSCAN_SHARED`` overrides)."""
