@@ -216,8 +216,9 @@ _DOCUMENTS_SQL = "SELECT filename, doc::JSON AS doc FROM docs_input"
 
 def _normalize_sql(docs_sql: str) -> str:
     """SQL turning ``docs(filename, doc JSON)`` into staged rows
-    ``(filename, kind, r, v, event_id)``: one row per record (kind ``record``, ``v`` the
-    list of extracted :data:`_FIELDS`), plus one marker row
+    ``(filename, kind, r, v, event_id, deep)``: one row per record (kind ``record``, ``v``
+    the list of extracted :data:`_FIELDS`, ``deep`` when a secret is left for Python to
+    redact), plus one marker row
     (``r`` NULL) for every digest file, every JSON value that is not CloudTrail, and
     every container that held no records."""
     secret_hint = f"regexp_matches(r::VARCHAR, '{_SECRET_HINT_PATTERN}')"
@@ -575,20 +576,21 @@ class Store:
         # staging took a fifth less CPU).  A file that is not (pretty-printed JSON, two
         # values on a line) fails that read; its group, and the rest of this call, are
         # read value by value, which also words the errors of files that are not JSON.
-        by_line = [True]
+        by_line = True
 
         def stage(group: list[str]) -> None:
+            nonlocal by_line
             by_compression: dict[str, list[str]] = {}
             for path in group:
                 by_compression.setdefault(_compression_of(path), []).append(path)
             for compression, members in by_compression.items():
                 try:
-                    if by_line[0]:
+                    if by_line:
                         try:
                             self._stage_read(members, compression, by_line=True)
                             continue
                         except duckdb.Error:
-                            by_line[0] = False
+                            by_line = False
                     self._stage_read(members, compression, by_line=False)
                 except duckdb.Error as exc:
                     if len(group) > 1 or not _too_big_for_one_read(exc):
