@@ -314,8 +314,8 @@ def test_the_summary_reads_only_cheap_aggregates(ts, monkeypatch):
         raise AssertionError("the summary must not explain the store")
 
     monkeypatch.setattr(ts, "_rows", recording)
-    monkeypatch.setattr("trailscan.explain.collect_failures", refuse)
-    monkeypatch.setattr("trailscan.explain.explain_store", refuse)
+    monkeypatch.setattr("trailscan.pipeline.collect_failures", refuse)
+    monkeypatch.setattr("trailscan.pipeline.explain_failures", refuse)
     html = ts._repr_html_()
     text = repr(ts)
     assert statements and not any("raw" in s or "request_parameters" in s for s in statements)

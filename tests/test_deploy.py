@@ -35,7 +35,7 @@ from tests.support.lookup_server import LookupServer
 from tests.support.moto_server import ACCESS_KEY, SECRET_KEY, MotoServer
 from trailscan.cli import main
 from trailscan.demo import ACCOUNT, CLUSTER, REGION, TRAIL_BUCKET, seed_world
-from trailscan.explain import IngestRequest, InventoryRequest, investigate
+from trailscan.pipeline import IngestRequest, InventoryRequest, investigate
 from trailscan.findings import findings_document
 from trailscan.generate import healthy_traffic, sample_failures
 from trailscan.iam_policy import PolicyRequest, required_policy

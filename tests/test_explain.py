@@ -37,7 +37,7 @@ from click.testing import CliRunner
 from tests.support.kube_api import service_account
 from tests.support.moto_server import MotoServer
 from trailscan.cli import main
-from trailscan.explain import InventoryRequest, investigate
+from trailscan.pipeline import InventoryRequest, investigate
 from trailscan.findings import findings_document
 from trailscan.generate import RoleSession, access_key_id, api_call, iso
 from trailscan.identity import issuer_id, issuer_of
@@ -645,14 +645,14 @@ def test_cause(moto, name, tmp_path, monkeypatch):
 
 
 def test_every_cause_has_a_scenario():
-    from trailscan.findings import CAUSES
+    from trailscan.explain.causes import CAUSES
 
     covered = set()
     for probe in SCENARIOS.values():
         # The expectation names the cause; read it without building a world.
         source = probe.__code__.co_consts
         covered |= {c for c in source if isinstance(c, str) and c.isupper() and "_" in c}
-    assert {cause for _kind, cause in CAUSES} <= covered | {"UNEXPLAINED"}
+    assert {c.code for c in CAUSES} <= covered | {"UNEXPLAINED"}
 
 
 def test_pod_identity_association_names_the_role_eks_could_not_assume(real_store):

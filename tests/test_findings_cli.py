@@ -114,7 +114,9 @@ def test_table_and_markdown(real_store):
     assert "POD_IDENTITY_TRUST" in table.stdout and "Coverage" in table.stdout and "complete" in table.stdout
     markdown = run_cli("findings", "--db", str(real_store), "--format", "markdown", env=OFFLINE)
     assert markdown.returncode == 0, markdown.stderr
-    assert f"## {ARGO_ISSUER_ID} / argo" in markdown.stdout and "## Coverage" in markdown.stdout
+    # The report's Markdown: findings by cluster, then namespace/service account, then the coverage.
+    assert f"### Cluster {ARGO_ISSUER_ID} (" in markdown.stdout and "#### argo/" in markdown.stdout
+    assert "## Coverage: what was read" in markdown.stdout
     assert "**Fix:**" in markdown.stdout and "```" in markdown.stdout
 
 

@@ -39,6 +39,7 @@ import botocore.session
 import pytest
 
 from tests.support.moto_server import MotoServer
+from trailscan.arn import issuer_of
 from trailscan.errors import InputError
 from trailscan.inventory import (
     EKS,
@@ -50,7 +51,6 @@ from trailscan.inventory import (
     Cluster,
     Inventory,
     OidcProvider,
-    issuer_host_path,
     load_eks_live,
     load_iam_file,
     load_iam_live,
@@ -687,11 +687,11 @@ def test_unreadable_file(tmp_path):
     ],
 )
 def test_issuer_forms(value):
-    assert issuer_host_path(value) == "oidc.eks.eu-west-1.amazonaws.com/id/ABC"
+    assert issuer_of(value) == "oidc.eks.eu-west-1.amazonaws.com/id/ABC"
 
 
 def test_issuer_id_stays_case_sensitive():
-    assert issuer_host_path("https://oidc.eks.eu-west-1.amazonaws.com/id/abc").endswith("/id/abc")
+    assert issuer_of("https://oidc.eks.eu-west-1.amazonaws.com/id/abc").endswith("/id/abc")
 
 
 def test_service_accounts_are_held_and_merge_keeps_completeness():

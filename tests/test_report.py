@@ -49,6 +49,11 @@ from trailscan.report import (
     workload_label,
     write_report,
 )
+from trailscan.report.chart import MAX_SERIES
+from trailscan.report.chart import chart as chart_of
+from trailscan.report.publish import KIND_SERIES
+from trailscan.report.publish import _parse_destination as parse_destination
+from trailscan.report.publish import _S3Target as S3Target
 from trailscan.sources.files import ingest_files
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -299,7 +304,7 @@ def frozen_timeline() -> list[tuple[str, datetime]]:
 @pytest.fixture
 def golden_version(monkeypatch):
     """Goldens must not change with each release."""
-    monkeypatch.setattr(report, "__version__", "GOLDEN")
+    monkeypatch.setattr("trailscan.report.view.__version__", "GOLDEN")
 
 
 # -- golden files ------------------------------------------------------------------------------
@@ -522,14 +527,14 @@ def test_chart_buckets_by_hour_and_folds_small_series():
         ("outside the window", NOW + timedelta(minutes=1)),
         ("before it", START - timedelta(seconds=1)),
     ]
-    chart = report._chart(report.document_window(doc), timeline)
+    chart = chart_of(report.document_window(doc), timeline)
     assert len(chart["bars"]) == 24 and chart["bucket"] == "hour"
     assert chart["total"] == 10
     assert [s["label"] for s in chart["series"]][-1] == "5 other series"
-    assert len(chart["series"]) == report.MAX_SERIES
+    assert len(chart["series"]) == MAX_SERIES
     assert "outside the window" not in str(chart)
     ten_years = Window(datetime(2014, 1, 1, tzinfo=timezone.utc), NOW)
-    chart = report._chart(ten_years, [("x", NOW - timedelta(days=1))])
+    chart = chart_of(ten_years, [("x", NOW - timedelta(days=1))])
     assert len(chart["bars"]) <= 41 and chart["labels"][0]["time"] == "Jan 2014"
 
 
@@ -665,8 +670,8 @@ def test_window_events_holds_the_window_only(trail_store):
 def test_failure_timeline_by_kind_from_the_detection_queries(trail_store):
     points = failure_timeline(trail_store, _store_document())
     kinds = [label for label, _ in points]
-    assert kinds.count(report.KIND_SERIES["irsa"]) == 6
-    assert kinds.count(report.KIND_SERIES["denied_call"]) == 4
+    assert kinds.count(KIND_SERIES["irsa"]) == 6
+    assert kinds.count(KIND_SERIES["denied_call"]) == 4
     assert all(START <= moment < NOW for _, moment in points)
 
 
@@ -856,12 +861,12 @@ def test_s3_access_denied_is_one_line_naming_the_bucket(trail_store, moto):
 )
 def test_bad_destinations_are_usage_errors(destination):
     with pytest.raises(UsageError):
-        report._parse_destination(destination)
+        parse_destination(destination)
 
 
 def test_destination_prefixes_are_normalised():
-    assert report._parse_destination("s3://b-1/a//b/") == report._S3Target("b-1", "a/b/")
-    assert report._parse_destination("S3://b-1") == report._S3Target("b-1", "")
+    assert parse_destination("s3://b-1/a//b/") == S3Target("b-1", "a/b/")
+    assert parse_destination("S3://b-1") == S3Target("b-1", "")
 
 
 # -- in a real browser ------------------------------------------------------------------------

@@ -14,7 +14,7 @@ import pytest
 from tests.conftest import run_cli
 from tests.support.moto_server import MotoServer
 from trailscan import generate
-from trailscan.findings import CAUSES
+from trailscan.explain.causes import CAUSES
 
 ACCOUNT = "123456789012"  # moto's default account
 REGION = "eu-west-1"
@@ -80,7 +80,7 @@ def test_report_to_s3_writes_the_four_artifacts(trail, tmp_path):
     kinds = {f["kind"] for f in document["findings"]}
     assert kinds == {"irsa", "denied_call"}
     for finding in document["findings"]:
-        assert (finding["kind"], finding["cause"]) in CAUSES or ("any", finding["cause"]) in CAUSES
+        assert (finding["kind"], finding["cause"]) in {(c.kind, c.code) for c in CAUSES} or finding["cause"] == "UNEXPLAINED"
         assert set(finding["workload"]) == {"cluster", "namespace", "service_account", "resolution", "candidates"}
         assert 1 <= len(finding["sample_event_ids"]) <= finding["count"]
     assert sum(f["count"] for f in document["findings"]) == 11  # 3 web identity + 8 denied calls planted

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from trailscan.version import __version__
+
 # Not in __all__: `from trailscan import *` must not shadow the builtin open().
 __all__ = ["__version__"]
 

@@ -40,11 +40,13 @@ from typing import TYPE_CHECKING, Any, Self
 
 import duckdb
 
-from trailscan.aws import default_session
+from trailscan.arn import principal_name
 from trailscan.errors import QueryError, UsageError
 from trailscan.findings import CoverageRow, Finding, FindingsReport, findings_document
 from trailscan.model import BatchResult, Coverage, ProgressFn, Window, utc_now
+from trailscan.sources import IngestRequest
 from trailscan.store import Store
+from trailscan.window import Moment, make_window
 
 if TYPE_CHECKING:  # pragma: no cover
     import boto3
@@ -54,9 +56,6 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["Explanation", "Ingested", "Session", "open"]
 
-#: A point in time as the API takes it: ``"24h"``/``"7d"`` back from now, ``"now"``,
-#: ISO 8601 text (naive means UTC), or a datetime (naive means UTC).
-Moment = str | datetime
 PathLike = str | os.PathLike[str]
 
 #: Columns of :meth:`Session.events` (``raw`` only on request: it is the bulk of the bytes).
@@ -165,33 +164,6 @@ def open(db: PathLike | None = None, *, read_only: bool = False) -> Session:
     write to it.  ``read_only`` sessions share the file with other readers.
     """
     return Session(Store.open(db, read_only=read_only))
-
-
-def _moment(value: Moment, now: datetime) -> datetime:
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-    from trailscan.window import parse_moment
-
-    return parse_moment(str(value), now)
-
-
-def make_window(since: Moment | None, until: Moment | None = None, *, now: datetime | None = None) -> Window | None:
-    """The half-open UTC window ``[since, until)``: None when neither is given (everything
-    stored); ``until`` defaults to now, ``since`` to the beginning of time.  A duration
-    (``"24h"``) for ``since`` counts back from ``until``."""
-    if since is None and until is None:
-        return None
-    now = now or utc_now()
-    end = _moment(until, now) if until is not None else now
-    if since is None:
-        start = datetime(1970, 1, 1, tzinfo=UTC)
-    elif isinstance(since, str) and re.fullmatch(r"\s*\d+\s*[smhdwSMHDW]\s*", since):
-        start = _moment(since, end)
-    else:
-        start = _moment(since, now)
-    if start >= end:
-        raise UsageError(f"the window starts ({start:%Y-%m-%dT%H:%M:%SZ}) at or after it ends ({end:%Y-%m-%dT%H:%M:%SZ})")
-    return Window(start, end)
 
 
 def _required_window(since: Moment | None, until: Moment | None) -> Window:
@@ -354,10 +326,7 @@ class Session:
         every shape of SPEC §4, gzip or not) into the store.  An unreadable file does not
         stop the rest: it is listed in the result's ``problems`` and makes the coverage
         partial."""
-        from trailscan.sources.files import ingest_files
-
-        result, coverage = ingest_files(self.store, list(_paths(paths)), progress=progress)
-        return self._ingested("files", result, [coverage])
+        return self._ingest(IngestRequest("files", paths=_paths(paths)), None, None, progress)
 
     def ingest_s3(
         self,
@@ -377,23 +346,9 @@ class Session:
         ``s3://bucket/prefix``; None: found with ``describe-trails``), listing only the day
         folders the window needs.  ``session`` is a ``boto3.Session`` (default: standard
         AWS configuration).  Objects already stored are not downloaded again."""
-        import boto3
-
-        from trailscan.sources.s3 import ingest_s3
-
-        result, coverages = ingest_s3(
-            self.store,
-            session or default_session(),
-            window=_required_window(since, until),
-            bucket=bucket,
-            prefix=prefix,
-            org_id=org_id,
-            accounts=list(_names(accounts)),
-            regions=list(_names(regions)),
-            workers=workers,
-            progress=progress,
-        )
-        return self._ingested("s3", result, coverages)
+        request = IngestRequest("s3", bucket=bucket, prefix=prefix, org_id=org_id, accounts=_names(accounts),
+                                regions=_names(regions), workers=workers)
+        return self._ingest(request, _required_window(since, until), session, progress)
 
     def ingest_lookup(
         self,
@@ -410,19 +365,14 @@ class Session:
         session's).  ``quick`` pages only web-identity and Pod Identity calls and what
         their sessions did, and says in the coverage what it could not see.  An
         interrupted run, started again, continues where it stopped."""
-        import boto3
+        request = IngestRequest("lookup", regions=_names(regions), quick=quick)
+        return self._ingest(request, _required_window(since, until), session, progress)
 
-        from trailscan.sources.lookup import ingest_lookup
+    def _ingest(self, request: IngestRequest, window: Window | None, session: Any, progress: ProgressFn | None) -> Ingested:
+        from trailscan.pipeline import ingest_source
 
-        result, coverages = ingest_lookup(
-            self.store,
-            session or default_session(),
-            window=_required_window(since, until),
-            regions=list(_names(regions)) or None,
-            quick=quick,
-            progress=progress,
-        )
-        return self._ingested("lookup", result, coverages)
+        result, coverages = ingest_source(self.store, request, window=window, session=session, progress=progress)
+        return self._ingested(request.chosen_source, result, coverages)
 
     def _ingested(self, source: str, result: BatchResult, coverages: Sequence[Coverage]) -> Ingested:
         self._last = None
@@ -466,7 +416,7 @@ class Session:
         Without an inventory the causes that need one stay ``UNEXPLAINED`` and the
         explanation says what was not checked.
         """
-        from trailscan.explain import InventoryRequest, investigate
+        from trailscan.pipeline import InventoryRequest, investigate
 
         window = make_window(since, until)
         request = InventoryRequest(
@@ -911,7 +861,7 @@ def workload_label(finding: Finding) -> str:
     if workload.namespace and workload.service_account:
         label = f"{workload.namespace}/{workload.service_account}"
         return f"{workload.cluster}/{label}" if workload.cluster else label
-    principal = _principal_name(finding.role_arn or finding.principal_arn)
+    principal = principal_name(finding.role_arn or finding.principal_arn)
     if workload.resolution == "node":
         label = f"node role {principal.removeprefix('role ')}" if principal else "node role"
     elif workload.candidates:
@@ -919,20 +869,6 @@ def workload_label(finding: Finding) -> str:
     else:
         label = principal or "unknown workload"
     return f"{workload.cluster}: {label}" if workload.cluster else label
-
-
-def _principal_name(arn: str | None) -> str:
-    """``…:role/path/NAME`` and ``…:assumed-role/NAME/SESSION`` → ``role NAME``;
-    ``…:user/NAME`` → ``user NAME``; anything else as it is."""
-    if not arn:
-        return ""
-    resource = arn.split(":", 5)[-1]
-    kind, _, rest = resource.partition("/")
-    if kind == "assumed-role" and rest:
-        return f"role {rest.split('/')[0]}"
-    if kind in ("role", "user") and rest:
-        return f"{kind} {rest.rsplit('/', 1)[-1]}"
-    return arn
 
 
 # --------------------------------------------------------------------------------------

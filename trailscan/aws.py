@@ -26,3 +26,14 @@ def default_session() -> "boto3.Session":
         return boto3.Session(region_name=os.environ.get("AWS_REGION") or None)
     except BotoCoreError as error:
         raise UsageError(f"AWS configuration: {error}", "check AWS_PROFILE and ~/.aws/config") from None
+
+
+def has_credentials(session: "boto3.Session") -> bool:
+    """Whether standard AWS configuration yields credentials (never raises: a broken
+    profile means "none", not a crash)."""
+    from botocore.exceptions import BotoCoreError
+
+    try:
+        return session.get_credentials() is not None
+    except (BotoCoreError, OSError, ValueError):
+        return False

@@ -12,10 +12,11 @@ from contextlib import contextmanager
 
 import click
 
-from trailscan import __version__
+from trailscan.version import __version__
 from trailscan.errors import InputError, TrailscanError, UsageError
-from trailscan.model import ProgressFn
-from trailscan.render import FORMATS, render_rows
+from trailscan.model import ProgressFn, Window
+from trailscan.report.terminal import ROW_FORMATS, render_rows
+from trailscan.sources import IngestRequest, source_names
 
 
 class Cli(click.Group):
@@ -43,10 +44,47 @@ def db_option(function):
     )(function)
 
 
-def format_option(choices=FORMATS):
+def format_option(choices=ROW_FORMATS):
     return click.option(
         "--format", "fmt", type=click.Choice(choices), default="table", show_default=True, help="Output format."
     )
+
+
+class MomentType(click.ParamType):
+    """``30m``, ``24h``, ``7d``, ``now`` or an ISO time, checked when the options are read
+    (the window is built from ``--since`` and ``--until`` together: a duration for the
+    start counts back from the end)."""
+
+    name = "WHEN"
+
+    def convert(self, value, param, ctx):
+        from trailscan.window import parse_moment
+
+        try:
+            parse_moment(value)
+        except TrailscanError as error:
+            self.fail(str(error), param, ctx)
+        return value
+
+
+MOMENT = MomentType()
+
+
+def window_options(*, required: bool):
+    """``--since`` and ``--until``, the same for every command that takes a window."""
+    since_help = "Window start: 30m, 24h, 7d or an ISO time." + ("" if required else " (default: everything stored)")
+
+    def decorate(function):
+        function = click.option("--until", type=MOMENT, metavar="WHEN", help="Window end (default: now).")(function)
+        return click.option("--since", type=MOMENT, required=required, metavar="WHEN", help=since_help)(function)
+
+    return decorate
+
+
+def make_window(since: str | None, until: str | None) -> Window | None:
+    from trailscan.window import make_window as build
+
+    return build(since, until)
 
 
 def _values(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...]) -> tuple[str, ...]:
@@ -113,10 +151,10 @@ def ingest_files_command(paths: tuple[str, ...], db: str | None) -> None:
     and EventBridge envelopes. Digest files are skipped. An unreadable file is named
     on stderr and the command exits 2; the readable ones are stored all the same.
     """
-    from trailscan.sources.files import ingest_files
+    from trailscan.pipeline import ingest_source
 
     with open_store(db) as store, progress_reporter() as progress:
-        result, _ = ingest_files(store, paths, progress=progress)
+        result, _ = ingest_source(store, IngestRequest("files", paths=paths), window=None, progress=progress)
         total = store.count_events()
     for problem in result.problems:
         click.echo(f"trailscan: {problem}", err=True)
@@ -151,8 +189,7 @@ def ingest_files_command(paths: tuple[str, ...], db: str | None) -> None:
     metavar="REGION,…",
     help="Regions to read (default: every region folder).",
 )
-@click.option("--since", required=True, metavar="WHEN", help="Window start: 30m, 24h, 7d or an ISO time.")
-@click.option("--until", metavar="WHEN", help="Window end (default: now).")
+@window_options(required=True)
 @click.option("--workers", type=click.IntRange(1, 256), default=8, show_default=True, help="Parallel downloads.")
 @db_option
 def ingest_s3_command(
@@ -179,23 +216,13 @@ def ingest_s3_command(
     """
     from trailscan.errors import IncompleteCoverage
     from trailscan.model import COMPLETE, FAILED
-    from trailscan.sources.s3 import default_session, ingest_s3
-    from trailscan.window import make_window
+    from trailscan.pipeline import ingest_source
 
+    request = IngestRequest("s3", bucket=bucket, prefix=prefix, org_id=org_id, accounts=accounts, regions=regions,
+                            workers=workers)
     window = make_window(since, until)
     with open_store(db) as store, progress_reporter() as progress:
-        result, coverages = ingest_s3(
-            store,
-            default_session(),
-            window=window,
-            bucket=bucket,
-            prefix=prefix,
-            org_id=org_id,
-            accounts=accounts,
-            regions=regions,
-            workers=workers,
-            progress=progress,
-        )
+        result, coverages = ingest_source(store, request, window=window, progress=progress)
         total = store.count_events()
     for problem in result.problems:
         click.echo(f"trailscan: {problem}", err=True)
@@ -216,8 +243,7 @@ def ingest_s3_command(
 
 
 @ingest.command("lookup")
-@click.option("--since", required=True, metavar="WHEN", help="Window start: 30m, 24h, 7d or an ISO time.")
-@click.option("--until", metavar="WHEN", help="Window end (default: now).")
+@window_options(required=True)
 @click.option(
     "--regions",
     multiple=True,
@@ -247,14 +273,12 @@ def ingest_lookup_command(
     """
     from trailscan.errors import IncompleteCoverage
     from trailscan.model import COMPLETE
-    from trailscan.sources.lookup import ingest_lookup
-    from trailscan.window import make_window
+    from trailscan.pipeline import ingest_source
 
     window = make_window(since, until)
     with open_store(db) as store, progress_reporter() as progress:
-        result, coverages = ingest_lookup(
-            store, window=window, regions=regions or None, quick=quick, progress=progress
-        )
+        result, coverages = ingest_source(store, IngestRequest("lookup", regions=regions, quick=quick), window=window,
+                                          progress=progress)
         total = store.count_events()
     for coverage in coverages:
         where = f"trailscan: lookup {coverage.region}: {coverage.status}, {coverage.events} events"
@@ -389,8 +413,8 @@ def inventory_options(function):
 def _emit_report(report, fmt: str, fail_on_findings: bool) -> None:
     """Print a findings report (stdout), its notices (stderr), and exit as SPEC §8 says."""
     from trailscan.errors import IncompleteCoverage
-    from trailscan.findings import render_findings
     from trailscan.model import utc_now
+    from trailscan.report.terminal import render_findings
 
     for note in report.notes:
         click.echo(f"trailscan: note: {note}", err=True)
@@ -410,7 +434,7 @@ def _emit_report(report, fmt: str, fail_on_findings: bool) -> None:
 
 
 def _inventory_request(service_account_files, kube_context, iam_files, clusters, regions, offline):
-    from trailscan.explain import InventoryRequest
+    from trailscan.pipeline import InventoryRequest
 
     return InventoryRequest(
         service_account_files=tuple(service_account_files),
@@ -424,8 +448,7 @@ def _inventory_request(service_account_files, kube_context, iam_files, clusters,
 
 @main.command("findings")
 @format_option(("table", "json", "markdown"))
-@click.option("--since", metavar="WHEN", help="Window start: 30m, 24h, 7d or an ISO time (default: everything stored).")
-@click.option("--until", metavar="WHEN", help="Window end (default: now).")
+@window_options(required=False)
 @inventory_options
 @click.option("--fail-on-findings", is_flag=True, help="Exit 1 when there are findings.")
 @db_option
@@ -439,10 +462,9 @@ def findings_command(fmt, since, until, service_account_files, kube_context, iam
     said. `--format json` prints the trailscan.findings/v1 document on stdout alone.
     Exits 3 when the window's coverage is incomplete.
     """
-    from trailscan.explain import investigate
-    from trailscan.window import make_window
+    from trailscan.pipeline import investigate
 
-    window = make_window(since, until) if since else (make_window("1970-01-01", until) if until else None)
+    window = make_window(since, until)
     request = _inventory_request(service_account_files, kube_context, iam_files, clusters, (), offline)
     with open_store(db, read_only=db != ":memory:") as store:
         report = investigate(store, window=window, inventory=request)
@@ -452,7 +474,7 @@ def findings_command(fmt, since, until, service_account_files, kube_context, iam
 def source_options(function):
     """The options that say where CloudTrail is read (SPEC §4), shared by since and report."""
     options = [
-        click.option("--source", type=click.Choice(["files", "s3", "lookup"]),
+        click.option("--source", type=click.Choice(source_names()),
                      help="Where CloudTrail is read (default: s3 when --bucket is given, files with --path, "
                      "else lookup)."),
         click.option("--path", "paths", multiple=True, metavar="P",
@@ -473,7 +495,8 @@ def source_options(function):
 def _investigate_window(db, window, source, paths, bucket, prefix, org_id, accounts, regions,
                         service_account_files, kube_context, iam_files, clusters, offline, publish_to=None):
     """Ingest the window, explain it, and (with ``publish_to``) publish the report."""
-    from trailscan.explain import IngestRequest, aws_session, investigate
+    from trailscan.aws import default_session
+    from trailscan.pipeline import investigate
 
     ingest = IngestRequest(
         source=source, paths=tuple(paths), bucket=bucket, prefix=prefix, org_id=org_id,
@@ -482,7 +505,7 @@ def _investigate_window(db, window, source, paths, bucket, prefix, org_id, accou
     request = _inventory_request(service_account_files, kube_context, iam_files, clusters, regions, offline)
     # One session for reading and publishing when the report goes to S3; otherwise
     # investigate() makes one only if a source or the inventory needs AWS.
-    session = aws_session() if publish_to and publish_to.startswith("s3://") else None
+    session = default_session() if publish_to and publish_to.startswith("s3://") else None
     with open_store(db) as store, progress_reporter() as progress:
         report = investigate(store, window=window, inventory=request, ingest=ingest, session=session,
                              progress=progress)
@@ -495,8 +518,8 @@ def _investigate_window(db, window, source, paths, bucket, prefix, org_id, accou
 
 
 @main.command("since")
-@click.argument("duration")
-@click.option("--until", metavar="WHEN", help="Window end (default: now).")
+@click.argument("duration", type=MOMENT)
+@click.option("--until", type=MOMENT, metavar="WHEN", help="Window end (default: now).")
 @source_options
 @inventory_options
 @format_option(("table", "json", "markdown"))
@@ -514,8 +537,6 @@ def since_command(duration, until, source, paths, bucket, prefix, org_id, accoun
     stdout alone. Exits 1 with --fail-on-findings when there are findings, 2 when an input
     could not be read, 3 when the coverage is incomplete.
     """
-    from trailscan.window import make_window
-
     report, _ = _investigate_window(db, make_window(duration, until), source, paths, bucket, prefix, org_id,
                                     accounts, regions, service_account_files, kube_context, iam_files, clusters,
                                     offline)
@@ -523,8 +544,7 @@ def since_command(duration, until, source, paths, bucket, prefix, org_id, accoun
 
 
 @main.command("report")
-@click.option("--since", "since", required=True, metavar="WHEN", help="Window start: 30m, 24h, 7d or an ISO time.")
-@click.option("--until", metavar="WHEN", help="Window end (default: now).")
+@window_options(required=True)
 @click.option("--to", "destination", required=True, metavar="s3://BUCKET/PREFIX/|DIR",
               help="Where the dated report folder (and latest/) is written.")
 @source_options
@@ -541,8 +561,6 @@ def report_command(since, until, destination, source, paths, bucket, prefix, org
     s3://BUCKET/PREFIX/. Takes the source and inventory options of `trailscan since`.
     The report is published even when coverage is incomplete, then the command exits 3.
     """
-    from trailscan.window import make_window
-
     report, location = _investigate_window(db, make_window(since, until), source, paths, bucket, prefix, org_id,
                                            accounts, regions, service_account_files, kube_context, iam_files,
                                            clusters, offline, publish_to=destination)
@@ -587,7 +605,7 @@ def demo_command(out: str, fmt: str, db: str | None) -> None:
 
 
 @main.command("iam-policy")
-@click.option("--source", type=click.Choice(["s3", "lookup"]), default="s3", show_default=True,
+@click.option("--source", type=click.Choice(source_names(remote=True)), default="s3", show_default=True,
               help="Where trailscan will read CloudTrail.")
 @click.option("--bucket", metavar="BUCKET", help="The trail's bucket, or s3://BUCKET/PREFIX (default: discovered).")
 @click.option("--prefix", default="", metavar="PREFIX", help="The trail's S3 key prefix, if any.")

@@ -45,7 +45,6 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
 from trailscan.errors import TrailscanError, UsageError
-from trailscan.explain import IngestRequest, InventoryRequest, investigate
 from trailscan.findings import FindingsReport
 from trailscan.generate import (
     RoleSession,
@@ -58,6 +57,7 @@ from trailscan.generate import (
     web_identity_call,
 )
 from trailscan.model import ProgressFn, utc_now
+from trailscan.pipeline import IngestRequest, InventoryRequest, investigate
 from trailscan.report import ReportLocation, publish_findings
 from trailscan.store import Store
 from trailscan.window import make_window

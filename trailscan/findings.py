@@ -1,19 +1,18 @@
-"""The findings model and its SPEC §7 JSON document, table and Markdown renderings.
+"""The findings model and its SPEC §7 JSON document.
 
-:mod:`trailscan.explain` fills a :class:`FindingsReport`; everything that shows
-findings to people or programs reads it from here: :func:`findings_document` is the
-``trailscan.findings/v1`` document (exactly the keys of SPEC §7), :func:`render_findings`
-prints it as a table, Markdown or that JSON.
+:mod:`trailscan.explain` fills a :class:`FindingsReport`; :func:`findings_document` is
+its ``trailscan.findings/v1`` document (exactly the keys of SPEC §7), which everything
+that shows findings to people or programs renders (:mod:`trailscan.report`).  A finding's
+cause must be a row of the cause table (:mod:`trailscan.explain.causes`) of its kind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO, Any
+from typing import Any
 
-import orjson
+from trailscan.explain.causes import CAUSES, KINDS, cause
 
 __all__ = [
     "CAUSES",
@@ -26,42 +25,15 @@ __all__ = [
     "FindingsReport",
     "Workload",
     "findings_document",
-    "render_findings",
+    "iso",
 ]
 
 SCHEMA = "trailscan.findings/v1"
-KINDS = ("irsa", "pod_identity", "denied_call")
 RESOLUTIONS = ("exact", "by_role", "node", "unknown")
 
-#: Every cause of SPEC §7 with the kind it belongs to, in precedence order: a finding
-#: gets the first cause that holds.
-CAUSES: tuple[tuple[str, str], ...] = (
-    ("irsa", "INVALID_ROLE_ARN"),
-    ("irsa", "TOKEN_EXPIRED"),
-    ("irsa", "IDP_UNREACHABLE"),
-    ("irsa", "OIDC_PROVIDER_MISSING"),
-    ("irsa", "OIDC_THUMBPRINT_MISMATCH"),
-    ("irsa", "SA_NOT_FOUND"),
-    ("irsa", "SA_NOT_ANNOTATED"),
-    ("irsa", "ROLE_MISMATCH"),
-    ("irsa", "ROLE_NOT_FOUND"),
-    ("irsa", "TRUST_PROVIDER_MISMATCH"),
-    ("irsa", "TRUST_ACTION_MISSING"),
-    ("irsa", "TRUST_SUBJECT_MISMATCH"),
-    ("irsa", "TRUST_AUDIENCE_MISMATCH"),
-    ("pod_identity", "POD_IDENTITY_TRUST"),
-    ("pod_identity", "POD_IDENTITY_AGENT_DENIED"),
-    ("denied_call", "NODE_ROLE_FALLBACK"),
-    ("denied_call", "EXPLICIT_DENY"),
-    ("denied_call", "BOUNDARY_DENY"),
-    ("denied_call", "RESOURCE_POLICY_DENY"),
-    ("denied_call", "MISSING_PERMISSION"),
-    ("any", "UNEXPLAINED"),
-)
-_CAUSE_NAMES = {cause for _kind, cause in CAUSES}
 
-
-def _iso(moment: datetime | None) -> str | None:
+def iso(moment: datetime | None) -> str | None:
+    """``2026-11-28T06:00:00Z``: a moment in UTC, to the second (None stays None)."""
     if moment is None:
         return None
     if moment.tzinfo is None:
@@ -150,8 +122,12 @@ class Finding:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown finding kind {self.kind!r}")
-        if self.cause not in _CAUSE_NAMES:
-            raise ValueError(f"unknown cause {self.cause!r}")
+        try:
+            row = cause(self.cause)
+        except KeyError:
+            raise ValueError(f"unknown cause {self.cause!r}") from None
+        if row.kind not in (self.kind, "any"):
+            raise ValueError(f"cause {self.cause} is not a cause of {self.kind} findings")
 
     @property
     def fix_summary(self) -> str:
@@ -170,8 +146,8 @@ class Finding:
             "error_code": self.error_code,
             "error_message": self.error_message,
             "count": self.count,
-            "first_seen": _iso(self.first_seen),
-            "last_seen": _iso(self.last_seen),
+            "first_seen": iso(self.first_seen),
+            "last_seen": iso(self.last_seen),
             "regions": list(self.regions),
             "sample_event_ids": list(self.sample_event_ids),
             "explanation": self.explanation,
@@ -232,157 +208,8 @@ def findings_document(report: FindingsReport, generated_at: datetime) -> dict[st
     """The SPEC §7 document: ``schema``, ``generated_at``, ``window``, ``coverage``, ``findings``."""
     return {
         "schema": SCHEMA,
-        "generated_at": _iso(generated_at),
-        "window": {"start": _iso(report.window_start), "end": _iso(report.window_end)},
+        "generated_at": iso(generated_at),
+        "window": {"start": iso(report.window_start), "end": iso(report.window_end)},
         "coverage": [row.as_json() for row in report.coverage],
         "findings": [finding.as_json() for finding in report.findings],
     }
-
-
-# --------------------------------------------------------------------------
-# Rendering
-# --------------------------------------------------------------------------
-
-FORMATS = ("table", "json", "markdown")
-
-
-def render_findings(report: FindingsReport, fmt: str, out: IO[str], *, generated_at: datetime) -> None:
-    """Print *report* as ``table`` (terminal), ``markdown`` or ``json`` (the SPEC §7 document)."""
-    if fmt == "json":
-        document = findings_document(report, generated_at)
-        out.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
-    elif fmt == "markdown":
-        out.write(findings_markdown(report, generated_at=generated_at))
-    else:
-        _render_table(report, out)
-
-
-def _groups(findings: Iterable[Finding]) -> list[tuple[str, list[Finding]]]:
-    grouped: dict[tuple, list[Finding]] = {}
-    for finding in findings:
-        cluster, namespace = finding.workload.cluster, finding.workload.namespace
-        key = (cluster is None, cluster or "", namespace is None, namespace or "")
-        grouped.setdefault(key, []).append(finding)
-    return [
-        (f"{key[1] or '(cluster unknown)'} / {key[3] or '(namespace unknown)'}", members)
-        for key, members in sorted(grouped.items())
-    ]
-
-
-def _what_failed(finding: Finding) -> str:
-    code = f" ({finding.error_code})" if finding.error_code else ""
-    return f"{finding.action}{code}"
-
-
-def _workload_cell(finding: Finding) -> str:
-    if finding.workload.resolution == "node" and finding.role_arn:
-        return f"node role {finding.role_arn.rsplit('/', 1)[-1]}"
-    return finding.workload.label()
-
-
-def _render_table(report: FindingsReport, out: IO[str]) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
-    console = Console(file=out, width=None if out.isatty() else 200, markup=False, highlight=False)
-    if report.findings:
-        table = Table(title="Failing workloads", header_style="bold", show_lines=False)
-        for column in ("Cluster / namespace", "Workload", "What failed", "Cause", "Count", "Last seen", "Fix"):
-            table.add_column(column, overflow="fold")
-        for index, (group, members) in enumerate(_groups(report.findings)):
-            if index:
-                table.add_section()
-            for position, finding in enumerate(members):
-                table.add_row(
-                    group if position == 0 else "",
-                    _workload_cell(finding),
-                    _what_failed(finding),
-                    finding.cause,
-                    str(finding.count),
-                    _iso(finding.last_seen) or "",
-                    finding.fix_summary,
-                )
-        console.print(table)
-        events = report.failed_events
-        console.print(
-            f"{len(report.findings)} finding{'s' if len(report.findings) != 1 else ''} "
-            f"over {events} failed event{'s' if events != 1 else ''}; `--format markdown` or "
-            "`--format json` shows each explanation and the full fix",
-        )
-    else:
-        console.print("No failing workloads in the events read.")
-    _render_coverage_table(report, console)
-
-
-def _render_coverage_table(report: FindingsReport, console: Any) -> None:
-    from rich.table import Table
-
-    table = Table(title="Coverage", header_style="bold")
-    for column in ("Source", "Account", "Region", "Status", "Events", "Detail"):
-        table.add_column(column, overflow="fold")
-    for row in report.coverage:
-        table.add_row(row.source, row.account, row.region, row.status, str(row.events), row.detail)
-    if not report.coverage:
-        table.add_row("-", "", "", "none", "0", "nothing was ingested for this window")
-    console.print(table)
-
-
-def _md(text: Any) -> str:
-    """One line of Markdown that renders ``text`` literally: CloudTrail strings carry
-    whatever callers sent (HTML, links, pipes, newlines, backticks)."""
-    from trailscan.report import md_text
-
-    return md_text(text)
-
-
-def findings_markdown(report: FindingsReport, *, generated_at: datetime) -> str:
-    """The findings as Markdown: a summary table per cluster and namespace, each finding's
-    explanation and full fix, then the coverage.  Every string is escaped (:func:`_md`),
-    the fix sits in a fence no content can close."""
-    from trailscan.report import md_fence, md_paragraph
-    lines = [
-        "# trailscan findings",
-        "",
-        (f"Window: {_iso(report.window_start) or 'beginning'} – {_iso(report.window_end) or 'now'}; "
-        f"generated {_iso(generated_at)}."),
-        "",
-    ]
-    if not report.findings:
-        lines += ["No failing workloads in the events read.", ""]
-    number = 0
-    for group, members in _groups(report.findings):
-        lines += [f"## {_md(group)}", "", "| Workload | What failed | Cause | Count | Last seen | Fix |", "|---|---|---|---|---|---|"]
-        for finding in members:
-            lines.append(
-                f"| {_md(finding.workload.label())} | {_md(_what_failed(finding))} | {finding.cause} | "
-                f"{finding.count} | {_iso(finding.last_seen)} | {_md(finding.fix_summary)} |"
-            )
-        lines.append("")
-        for finding in members:
-            number += 1
-            lines += [
-                f"### {number}. {_md(finding.workload.label())}: {finding.cause}",
-                "",
-                f"- **Kind:** {finding.kind}; **resolution:** {finding.workload.resolution}",
-                f"- **Role:** {_md(finding.role_arn or 'unknown')}",
-                (f"- **Failed:** {finding.event_source} {finding.event_name} — {finding.error_code or ''}"
-                f"{': ' + _md(finding.error_message) if finding.error_message else ''}"),
-                (f"- **Events:** {finding.count}, {_iso(finding.first_seen)} – {_iso(finding.last_seen)} "
-                f"in {', '.join(finding.regions) or 'unknown region'}"),
-                "",
-                md_paragraph(finding.explanation),
-                "",
-                "**Fix:**",
-                "",
-                md_fence(finding.fix.strip()),
-                "",
-            ]
-    lines += ["## Coverage", "", "| Source | Account | Region | Status | Events | Detail |", "|---|---|---|---|---|---|"]
-    for row in report.coverage:
-        lines.append(
-            f"| {_md(row.source)} | {_md(row.account)} | {_md(row.region)} | {row.status} | {row.events} | {_md(row.detail)} |"
-        )
-    if not report.coverage:
-        lines.append("| - | | | none | 0 | nothing was ingested for this window |")
-    lines.append("")
-    return "\n".join(lines)

@@ -32,11 +32,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from trailscan.errors import UsageError
-from trailscan.sources.s3 import logs_prefix, normalize_org_id
+from trailscan.sources import get_source, source_names
 
 #: Stand-in for the trail's bucket when it is to be discovered (``describe-trails``).
 BUCKET_PLACEHOLDER = "TRAIL_BUCKET"
-SOURCES = ("s3", "lookup")
 
 _ACCOUNT = re.compile(r"^\d{12}$")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -94,24 +93,17 @@ def required_policy(request: PolicyRequest) -> RequiredPolicy:
     Raises :class:`UsageError` for an unknown source, a malformed bucket, account, KMS
     key or cluster, or a report destination that is not ``s3://…`` or a folder.
     """
-    if request.source not in SOURCES:
-        raise UsageError(f"--source {request.source!r}: expected one of {', '.join(SOURCES)}")
+    if request.source not in source_names(remote=True):
+        raise UsageError(f"--source {request.source!r}: expected one of {', '.join(source_names(remote=True))}")
     statements: list[dict[str, Any]] = []
     notes: list[str] = []
     arn = f"arn:{request.partition}"
-    if request.source == "s3":
-        statements += _s3_source(request, arn, notes)
-    elif request.bucket or request.prefix or request.org_id or request.accounts or request.kms_keys:
-        raise UsageError("--bucket, --prefix, --org-id, --accounts and --kms-key apply to --source s3")
-    else:
-        statements.append(_statement("LookupManagementEvents", ["cloudtrail:LookupEvents"], "*"))
-        notes.append(
-            "cloudtrail:LookupEvents allows no resource-level scoping: it reads every management event of the account"
-        )
+    source = get_source(request.source)
+    statements += source.required_statements(request, notes)
     if request.live_iam:
         statements += _iam_inventory(arn)
-    if request.source == "lookup" or request.live_iam:
-        statements.append(_statement("SessionAccount", ["sts:GetCallerIdentity"], "*"))
+    if source.asks_caller_identity or request.live_iam:
+        statements.append(statement("SessionAccount", ["sts:GetCallerIdentity"], "*"))
     if request.clusters:
         statements += _eks_inventory(request.clusters, arn)
     else:
@@ -122,78 +114,39 @@ def required_policy(request: PolicyRequest) -> RequiredPolicy:
     return RequiredPolicy({"Version": "2012-10-17", "Statement": statements}, tuple(notes))
 
 
-def _statement(sid: str, actions: list[str], resource: str | list[str], condition: dict | None = None) -> dict:
-    statement: dict[str, Any] = {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resource}
+def statement(sid: str, actions: list[str], resource: str | list[str], condition: dict | None = None) -> dict:
+    """One Allow statement."""
+    found: dict[str, Any] = {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resource}
     if condition:
-        statement["Condition"] = condition
-    return statement
+        found["Condition"] = condition
+    return found
 
 
-def _s3_source(request: PolicyRequest, arn: str, notes: list[str]) -> list[dict]:
-    statements: list[dict] = []
-    bucket, prefix = _split_s3(request.bucket, request.prefix, option="--bucket")
-    if bucket is None:
-        bucket = BUCKET_PLACEHOLDER
-        statements.append(_statement("DiscoverTrail", ["cloudtrail:DescribeTrails"], "*"))
-        notes.append(f"no --bucket given: the trail is discovered with describe-trails; replace {BUCKET_PLACEHOLDER} "
-                     "with its bucket (or pass --bucket)")
-    for account in request.accounts:
-        if not _ACCOUNT.match(account):
-            raise UsageError(f"--accounts {account!r}: not an AWS account id (12 digits)")
-    # The key prefixes the S3 source lists and reads (see trailscan.sources.s3): everything
-    # under AWSLogs/, or only the organization's or the accounts' folders when given.
-    root = logs_prefix(prefix)
-    if request.org_id and request.accounts:
-        read = [f"{root}{normalize_org_id(request.org_id)}/{account}/CloudTrail/*" for account in request.accounts]
-        listed = read
-    elif request.org_id:
-        read = listed = [f"{root}{normalize_org_id(request.org_id)}/*"]
-    elif request.accounts:
-        # Organization trails are found by listing AWSLogs/ itself; then only the accounts'
-        # folders, with or without the o-ORGID segment.
-        read = [key for account in request.accounts
-                for key in (f"{root}{account}/CloudTrail/*", f"{root}o-*/{account}/CloudTrail/*")]
-        listed = [root, *read]
-    else:
-        read = listed = [f"{root}*"]
-    statements.append(_statement(
-        "ListTrailLogFolders",
-        ["s3:ListBucket"],
-        f"{arn}:s3:::{bucket}",
-        # IfExists: HeadBucket, which finds the bucket's region, also needs s3:ListBucket and
-        # carries no s3:prefix; every listing carries one and must match.
-        {"StringLikeIfExists": {"s3:prefix": listed}},
-    ))
-    statements.append(_statement(
-        "ReadTrailLogFiles", ["s3:GetObject"], [f"{arn}:s3:::{bucket}/{key}" for key in read]
-    ))
-    if request.kms_keys:
-        statements.append(_kms("DecryptTrailLogFiles", ["kms:Decrypt"], request.kms_keys))
-    else:
-        notes.append("if the trail's bucket uses SSE-KMS, pass --kms-key ARN to add kms:Decrypt on its key "
-                     "(and allow this role in the key policy)")
-    return statements
+def check_account(account: str) -> None:
+    """:class:`UsageError` unless *account* is an AWS account id."""
+    if not _ACCOUNT.match(account):
+        raise UsageError(f"--accounts {account!r}: not an AWS account id (12 digits)")
 
 
-def _kms(sid: str, actions: list[str], keys: tuple[str, ...]) -> dict:
+def kms_statement(sid: str, actions: list[str], keys: tuple[str, ...]) -> dict:
     for key in keys:
         if not _KMS_KEY.match(key):
             raise UsageError(f"--kms-key {key!r}: expected a KMS key ARN (arn:aws:kms:REGION:ACCOUNT:key/ID)")
     # Only through S3: the key cannot be used directly with these credentials.
-    return _statement(sid, actions, list(keys), {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}})
+    return statement(sid, actions, list(keys), {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"}})
 
 
 def _iam_inventory(arn: str) -> list[dict]:
     return [
-        _statement(
+        statement(
             "ReadRolesAndTheirPolicies",
             ["iam:GetRole", "iam:ListRolePolicies", "iam:GetRolePolicy", "iam:ListAttachedRolePolicies"],
             f"{arn}:iam::*:role/*",
         ),
         # Attached managed policies and permissions boundaries, customer and AWS managed.
-        _statement("ReadManagedPolicies", ["iam:GetPolicy", "iam:GetPolicyVersion"], f"{arn}:iam::*:policy/*"),
-        _statement("ListOidcProviders", ["iam:ListOpenIDConnectProviders"], "*"),
-        _statement("ReadOidcProviders", ["iam:GetOpenIDConnectProvider"], f"{arn}:iam::*:oidc-provider/*"),
+        statement("ReadManagedPolicies", ["iam:GetPolicy", "iam:GetPolicyVersion"], f"{arn}:iam::*:policy/*"),
+        statement("ListOidcProviders", ["iam:ListOpenIDConnectProviders"], "*"),
+        statement("ReadOidcProviders", ["iam:GetOpenIDConnectProvider"], f"{arn}:iam::*:oidc-provider/*"),
     ]
 
 
@@ -212,13 +165,13 @@ def _eks_inventory(clusters: tuple[str, ...], arn: str) -> list[dict]:
         nodegroups.append(f"{base}:nodegroup/{name}/*/*")
         associations.append(f"{base}:podidentityassociation/{name}/*")
     return [
-        _statement(
+        statement(
             "DescribeClusters",
             ["eks:DescribeCluster", "eks:ListNodegroups", "eks:ListPodIdentityAssociations"],
             cluster_arns,
         ),
-        _statement("DescribeNodeGroups", ["eks:DescribeNodegroup"], nodegroups),
-        _statement("DescribePodIdentityAssociations", ["eks:DescribePodIdentityAssociation"], associations),
+        statement("DescribeNodeGroups", ["eks:DescribeNodegroup"], nodegroups),
+        statement("DescribePodIdentityAssociations", ["eks:DescribePodIdentityAssociation"], associations),
     ]
 
 
@@ -226,18 +179,18 @@ def _report(destination: str, kms_keys: tuple[str, ...], arn: str, notes: list[s
     if not destination.lower().startswith("s3:"):
         notes.append(f"the report goes to the local folder {destination}: no AWS permission needed for it")
         return []
-    bucket, prefix = _split_s3(destination, "", option="--report-to")
+    bucket, prefix = split_s3(destination, "", option="--report-to")
     assert bucket is not None
     key = f"{prefix.strip('/')}/*" if prefix.strip("/") else "*"
-    statements = [_statement("WriteReports", ["s3:PutObject"], f"{arn}:s3:::{bucket}/{key}")]
+    statements = [statement("WriteReports", ["s3:PutObject"], f"{arn}:s3:::{bucket}/{key}")]
     if kms_keys:
-        statements.append(_kms("EncryptReports", ["kms:GenerateDataKey"], kms_keys))
+        statements.append(kms_statement("EncryptReports", ["kms:GenerateDataKey"], kms_keys))
     else:
         notes.append("if the report bucket uses SSE-KMS, pass --report-kms-key ARN to add kms:GenerateDataKey")
     return statements
 
 
-def _split_s3(value: str | None, prefix: str, *, option: str) -> tuple[str | None, str]:
+def split_s3(value: str | None, prefix: str, *, option: str) -> tuple[str | None, str]:
     """``bucket`` or ``s3://bucket/prefix`` → ``(bucket, prefix)``."""
     if value is None:
         return None, prefix
@@ -254,4 +207,5 @@ def _split_s3(value: str | None, prefix: str, *, option: str) -> tuple[str | Non
     return text, prefix
 
 
-__all__ = ["BUCKET_PLACEHOLDER", "SOURCES", "PolicyRequest", "RequiredPolicy", "required_policy"]
+__all__ = ["BUCKET_PLACEHOLDER", "PolicyRequest", "RequiredPolicy", "check_account", "kms_statement", "required_policy",
+           "split_s3", "statement"]

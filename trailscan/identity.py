@@ -36,6 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from trailscan.arn import issuer_id, issuer_of, provider_arn_for, role_arn_of_session, session_name_of
+
 __all__ = [
     "MINIMUM_VERSIONS",
     "POD_IDENTITY_SERVICE",
@@ -163,58 +165,11 @@ def parse_web_identity(
     return WebIdentity(provider, issuer_of(provider) if provider else None, audience, subject)
 
 
-def issuer_of(provider: str) -> str:
-    """The issuer as ``host/path`` from a provider ARN, an issuer URL or ``host/path``.
-
-    The host is lower-cased (DNS is case-insensitive); the path, whose id is
-    case-sensitive, is kept.
-    """
-    text = provider.strip()
-    if text.startswith("arn:") and _PROVIDER_MARKER in text:
-        text = text.split(_PROVIDER_MARKER, 1)[1]
-    for scheme in ("https://", "http://"):
-        if text.lower().startswith(scheme):
-            text = text[len(scheme) :]
-            break
-    host, sep, path = text.rstrip("/").partition("/")
-    return host.lower() + sep + path
-
-
-def issuer_id(issuer: str) -> str:
-    """The last path segment of an issuer (an EKS cluster's OIDC id), or the issuer itself."""
-    host_path = issuer_of(issuer)
-    return host_path.rsplit("/", 1)[-1] if "/" in host_path else host_path
-
-
-def provider_arn_for(issuer: str, account: str, partition: str = "aws") -> str:
-    """The ARN IAM gives the OIDC provider of *issuer* in *account*."""
-    return f"arn:{partition}:iam::{account}:oidc-provider/{issuer_of(issuer)}"
-
-
 # --------------------------------------------------------------------------
 # Assumed-role sessions and nodes
 # --------------------------------------------------------------------------
 
-_SESSION_ARN = re.compile(r"^arn:(?P<partition>[\w-]+):sts::(?P<account>[^:]*):assumed-role/(?P<role>[^/]+)/(?P<session>.+)$")
 _INSTANCE_ID = re.compile(r"^i-(?:[0-9a-f]{8}|[0-9a-f]{17})$")
-
-
-def session_name_of(arn: str | None) -> str | None:
-    """``SESSION`` of ``arn:aws:sts::ACCOUNT:assumed-role/ROLE/SESSION``; None for other ARNs."""
-    match = _SESSION_ARN.match(arn or "")
-    return match.group("session") if match else None
-
-
-def role_arn_of_session(arn: str | None) -> str | None:
-    """``arn:aws:iam::ACCOUNT:role/ROLE`` for an assumed-role session ARN.
-
-    A session ARN drops the role's path, so prefer ``sessionContext.sessionIssuer.arn``
-    when the record has it; this is the fallback.
-    """
-    match = _SESSION_ARN.match(arn or "")
-    if not match:
-        return None
-    return f"arn:{match.group('partition')}:iam::{match.group('account')}:role/{match.group('role')}"
 
 
 def is_instance_id(value: str | None) -> bool:

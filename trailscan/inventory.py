@@ -34,6 +34,7 @@ from typing import Any, Literal
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from trailscan.arn import account_of, issuer_of, resource_name, role_key
 from trailscan.errors import InputError
 from trailscan.kube import ServiceAccount
 from trailscan.policy import load_policy
@@ -51,7 +52,6 @@ __all__ = [
     "PodIdentityAssociation",
     "Role",
     "authorization_details_inventory",
-    "issuer_host_path",
     "load_eks_live",
     "load_iam_file",
     "load_iam_live",
@@ -143,11 +143,11 @@ class OidcProvider:
     @property
     def issuer_host_path(self) -> str:
         """``oidc.eks.eu-west-1.amazonaws.com/id/ABC``: the issuer as trust-policy condition keys spell it."""
-        return issuer_host_path(self.url or self.arn)
+        return issuer_of(self.url or self.arn)
 
     @property
     def account(self) -> str:
-        return _arn_account(self.arn)
+        return account_of(self.arn) or ""
 
 
 @dataclass(frozen=True)
@@ -185,7 +185,7 @@ class Cluster:
 
     @property
     def issuer_host_path(self) -> str | None:
-        return issuer_host_path(self.oidc_issuer) if self.oidc_issuer else None
+        return issuer_of(self.oidc_issuer) if self.oidc_issuer else None
 
     @property
     def described(self) -> bool:
@@ -239,7 +239,7 @@ class Inventory:
         if found is not None:
             return found
         if arn_or_name.startswith("arn:"):
-            key = _role_key(arn_or_name)
+            key = role_key(arn_or_name)
             return self._by_name.get(key) if key is not None else None
         named = [role for (_, name), role in self._by_name.items() if name == arn_or_name]
         return named[0] if len(named) == 1 else None
@@ -251,7 +251,7 @@ class Inventory:
             return "found"
         if role_arn in self.missing_roles:
             return "missing"
-        key = _role_key(role_arn)
+        key = role_key(role_arn)
         if key is not None and key[0] in self.iam_accounts:
             return "missing"
         return "unknown"
@@ -260,7 +260,7 @@ class Inventory:
 
     def provider_for_issuer(self, issuer: str, account: str | None = None) -> OidcProvider | None:
         """The OIDC provider for an issuer (URL, host/path, or provider ARN), in *account* if given."""
-        wanted = issuer_host_path(issuer)
+        wanted = issuer_of(issuer)
         for provider in self.oidc_providers.values():
             if provider.issuer_host_path == wanted and (account is None or provider.account == account):
                 return provider
@@ -275,7 +275,7 @@ class Inventory:
 
     def cluster_for_issuer(self, issuer_or_provider_arn: str) -> Cluster | None:
         """The cluster whose OIDC issuer this is (issuer URL, host/path or provider ARN)."""
-        wanted = issuer_host_path(issuer_or_provider_arn)
+        wanted = issuer_of(issuer_or_provider_arn)
         return next((c for c in self.clusters if c.issuer_host_path == wanted), None)
 
     def cluster(self, name_or_arn: str) -> Cluster | None:
@@ -369,29 +369,6 @@ def _with_oidc_note(
         f"{_OIDC_NOTE} of account {', '.join(unlisted)} were not read, so a missing provider cannot be "
         f"told: get-account-authorization-details does not include them ({_OIDC_PROVIDER_HINT})",
     ]
-
-
-def issuer_host_path(value: str) -> str:
-    """Normalise an OIDC issuer to ``host/path``, the form IAM condition keys use.
-
-    Accepts the issuer URL (``https://oidc.eks.eu-west-1.amazonaws.com/id/ABC``, as
-    ``describe_cluster`` and the token's ``iss`` say), the bare ``host/path`` (as IAM's
-    ``get-open-id-connect-provider`` says), or a provider ARN
-    (``arn:aws:iam::ACCOUNT:oidc-provider/host/path``).  The host is lower-cased (DNS
-    is case-insensitive); the path, whose id is case-sensitive, is kept.
-    """
-    text = value.strip()
-    marker = ":oidc-provider/"
-    if text.startswith("arn:") and marker in text:
-        text = text.split(marker, 1)[1]
-    lowered = text.lower()
-    for scheme in ("https://", "http://"):
-        if lowered.startswith(scheme):
-            text = text[len(scheme) :]
-            break
-    text = text.rstrip("/")
-    host, sep, path = text.partition("/")
-    return host.lower() + sep + path
 
 
 # --------------------------------------------------------------------------
@@ -518,7 +495,7 @@ def _managed_policy_documents(policies: list[Any], source: str) -> dict[str, tup
         ) or next((v for v in versions if isinstance(v, Mapping) and v.get("VersionId") == default_id), None)
         if chosen is None or chosen.get("Document") is None:
             continue  # the role then lists this ARN as unresolved
-        name = str(policy.get("PolicyName") or _arn_resource_name(arn))
+        name = str(policy.get("PolicyName") or resource_name(arn))
         found[arn] = (name, load_policy(chosen["Document"], name=f"{where} ({arn}) default version"))
     return found
 
@@ -529,7 +506,7 @@ def _role_from_detail(
     if not isinstance(detail, Mapping) or not isinstance(detail.get("Arn"), str):
         raise InputError(f"{where} is not a role (no Arn)")
     arn = detail["Arn"]
-    name = str(detail.get("RoleName") or _arn_resource_name(arn))
+    name = str(detail.get("RoleName") or resource_name(arn))
     where = f"{where} ({name})"
     if detail.get("AssumeRolePolicyDocument") is None:
         raise InputError(f"{where} has no AssumeRolePolicyDocument")
@@ -563,7 +540,7 @@ def _role_from_detail(
     return Role(
         arn=arn,
         name=name,
-        account=_arn_account(arn),
+        account=(account_of(arn) or ""),
         trust_policy=trust,
         policies=policies,
         permissions_boundary=boundary,
@@ -581,7 +558,7 @@ def _provider_from_entry(entry: Any, where: str) -> OidcProvider:
     detailed = any(key in entry for key in ("Url", "ClientIDList", "ThumbprintList"))
     return OidcProvider(
         arn=arn,
-        url=str(entry.get("Url") or issuer_host_path(arn)),
+        url=str(entry.get("Url") or issuer_of(arn)),
         client_ids=[str(v) for v in entry.get("ClientIDList") or []],
         thumbprints=[str(v) for v in entry.get("ThumbprintList") or []],
         details_known=detailed,
@@ -641,7 +618,7 @@ def _load_named_roles(
     notes: list[str] = []
     documents: dict[str, tuple[str, dict[str, Any]] | str] = {}  # managed policy cache: doc or failure
     for requested in role_arns:
-        key = _role_key(requested)
+        key = role_key(requested)
         if key is None:
             notes.append(f"{requested!r} is not a role ARN; not looked up")
             continue
@@ -717,7 +694,7 @@ def _read_role_live(iam: Any, detail: Mapping[str, Any], documents: dict[str, An
     return Role(
         arn=detail["Arn"],
         name=name,
-        account=_arn_account(detail["Arn"]),
+        account=(account_of(detail["Arn"]) or ""),
         trust_policy=load_policy(detail["AssumeRolePolicyDocument"], name=f"role {name} trust policy"),
         policies=policies,
         permissions_boundary=boundary,
@@ -736,7 +713,7 @@ def _managed_document_live(
         try:
             policy = iam.get_policy(PolicyArn=policy_arn)["Policy"]
             version = iam.get_policy_version(PolicyArn=policy_arn, VersionId=policy["DefaultVersionId"])
-            name = policy.get("PolicyName") or _arn_resource_name(policy_arn)
+            name = policy.get("PolicyName") or resource_name(policy_arn)
             cache[policy_arn] = (
                 name,
                 load_policy(version["PolicyVersion"]["Document"], name=f"managed policy {policy_arn}"),
@@ -759,17 +736,17 @@ def _load_oidc_providers(iam: Any, account: str | None) -> Inventory:
             answer = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=arn)
         except (ClientError, BotoCoreError) as exc:
             # The ARN alone still names the issuer; only client ids and thumbprints are unknown.
-            providers[arn] = OidcProvider(arn=arn, url=issuer_host_path(arn), details_known=False)
+            providers[arn] = OidcProvider(arn=arn, url=issuer_of(arn), details_known=False)
             gaps.append(_failure(f"iam:GetOpenIDConnectProvider {arn}", exc))
             continue
         providers[arn] = OidcProvider(
             arn=arn,
-            url=answer.get("Url") or issuer_host_path(arn),
+            url=answer.get("Url") or issuer_of(arn),
             client_ids=list(answer.get("ClientIDList", [])),
             thumbprints=list(answer.get("ThumbprintList", [])),
         )
     # The listing itself succeeded, so absence in the session's account is evidence.
-    accounts = {_arn_account(arn) for arn in providers} | ({account} if account else set())
+    accounts = {(account_of(arn) or "") for arn in providers} | ({account} if account else set())
     return Inventory(
         oidc_providers=providers,
         oidc_accounts=accounts,
@@ -844,7 +821,7 @@ def load_eks_live(
             if cluster is not None and arn_region and cluster.described and cluster.arn != wanted_name:
                 # describe_cluster takes a name: this is a namesake in the session's account.
                 reason = f"{wanted_name} is not readable with this session (it reads {cluster.account})"
-                account = _arn_account(wanted_name)
+                account = (account_of(wanted_name) or "")
                 cluster = Cluster(name, region, account, wanted_name, None, gaps={EKS: reason})
             if cluster is not None and cluster.described:
                 clusters.append(cluster)
@@ -885,7 +862,7 @@ def _read_cluster(eks: Any, name: str, region: str) -> Cluster | None:
     return Cluster(
         name=described.get("name", name),
         region=region,
-        account=_arn_account(arn),
+        account=(account_of(arn) or ""),
         arn=arn,
         oidc_issuer=((described.get("identity") or {}).get("oidc") or {}).get("issuer"),
         node_role_arns=node_roles,
@@ -942,26 +919,6 @@ def _cluster_arn_parts(value: str) -> tuple[str | None, str]:
 # --------------------------------------------------------------------------
 # Small helpers
 # --------------------------------------------------------------------------
-
-
-def _arn_account(arn: str) -> str:
-    parts = arn.split(":", 5)
-    return parts[4] if len(parts) == 6 and parts[0] == "arn" else ""
-
-
-def _arn_resource_name(arn: str) -> str:
-    return arn.rsplit("/", 1)[-1]
-
-
-def _role_key(role_arn: str) -> tuple[str, str] | None:
-    """(account, role name) of ``arn:PARTITION:iam::ACCOUNT:role[/PATH]/NAME``, else None."""
-    parts = role_arn.split(":", 5)
-    if len(parts) != 6 or parts[0] != "arn" or parts[2] != "iam" or not parts[5].startswith("role/"):
-        return None
-    name = parts[5].rsplit("/", 1)[-1]
-    if not parts[4] or not name:
-        return None
-    return parts[4], name
 
 
 def _boundary_arn(boundary: Any) -> str | None:

@@ -126,3 +126,20 @@ def _detail(result: BatchResult) -> str:
     if result.problems:
         parts.append(f"{len(result.problems)} unreadable")
     return ", ".join(parts)
+
+
+class FilesSource:
+    """``files``: local files, folders (recursively) and globs, in every CloudTrail shape."""
+
+    name = "files"
+    remote = False
+    asks_caller_identity = False
+
+    def ingest(self, store: Store, request, *, window=None, session=None, progress=None):
+        if not request.paths:
+            raise UsageError("--source files needs --path", "pass --path FILE_OR_DIR (repeatable)")
+        result, coverage = ingest_files(store, list(request.paths), progress=progress)
+        return result, [coverage]
+
+    def required_statements(self, request, notes: list[str]) -> list[dict]:
+        return []

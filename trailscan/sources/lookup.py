@@ -965,3 +965,29 @@ def _duration(seconds: float) -> str:
 
 def _plural(count: int, noun: str) -> str:
     return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+class LookupSource:
+    """``lookup``: the LookupEvents API (management events of the last 90 days)."""
+
+    name = "lookup"
+    remote = True
+    #: sts:GetCallerIdentity labels the coverage and checkpoints with the account.
+    asks_caller_identity = True
+
+    def ingest(self, store: Store, request, *, window: Window | None, session, progress=None):
+        if window is None:
+            raise UsageError("LookupEvents needs a time window", "pass --since, e.g. 24h")
+        return ingest_lookup(
+            store, session, window=window, regions=list(request.regions) or None, quick=request.quick, progress=progress
+        )
+
+    def required_statements(self, request, notes: list[str]) -> list[dict]:
+        from trailscan.iam_policy import statement
+
+        if request.bucket or request.prefix or request.org_id or request.accounts or request.kms_keys:
+            raise UsageError("--bucket, --prefix, --org-id, --accounts and --kms-key apply to --source s3")
+        notes.append(
+            "cloudtrail:LookupEvents allows no resource-level scoping: it reads every management event of the account"
+        )
+        return [statement("LookupManagementEvents", ["cloudtrail:LookupEvents"], "*")]

@@ -234,13 +234,6 @@ def discover_trail(session: boto3.Session) -> Trail:
     return choose_trail(trails, region)
 
 
-def default_session() -> boto3.Session:
-    """A session from standard AWS configuration (see :func:`trailscan.aws.default_session`)."""
-    from trailscan.aws import default_session as standard
-
-    return standard()
-
-
 # -- the bucket --------------------------------------------------------------------------
 
 
@@ -1018,7 +1011,6 @@ __all__ = [
     "choose_trail",
     "day_folders",
     "day_prefixes",
-    "default_session",
     "delivered_in",
     "delivery_days",
     "delivery_time",
@@ -1030,3 +1022,74 @@ __all__ = [
     "region_prefix",
     "s3_url",
 ]
+
+
+class S3Source:
+    """``s3``: a trail's bucket, the window's day folders of every account and region."""
+
+    name = "s3"
+    remote = True
+    asks_caller_identity = False
+
+    def ingest(self, store: Store, request, *, window: Window | None, session, progress=None):
+        if window is None:
+            raise UsageError("reading a trail's bucket needs a time window", "pass --since, e.g. 24h")
+        return ingest_s3(
+            store,
+            session,
+            window=window,
+            bucket=request.bucket,
+            prefix=request.prefix,
+            org_id=request.org_id,
+            accounts=list(request.accounts),
+            regions=list(request.regions),
+            workers=request.workers,
+            progress=progress,
+        )
+
+    def required_statements(self, request, notes: list[str]) -> list[dict]:
+        from trailscan.iam_policy import BUCKET_PLACEHOLDER, check_account, kms_statement, split_s3, statement
+
+        arn = f"arn:{request.partition}"
+        statements: list[dict] = []
+        bucket, prefix = split_s3(request.bucket, request.prefix, option="--bucket")
+        if bucket is None:
+            bucket = BUCKET_PLACEHOLDER
+            statements.append(statement("DiscoverTrail", ["cloudtrail:DescribeTrails"], "*"))
+            notes.append(f"no --bucket given: the trail is discovered with describe-trails; replace {BUCKET_PLACEHOLDER} "
+                         "with its bucket (or pass --bucket)")
+        for account in request.accounts:
+            check_account(account)
+        # The key prefixes the S3 source lists and reads (see trailscan.sources.s3): everything
+        # under AWSLogs/, or only the organization's or the accounts' folders when given.
+        root = logs_prefix(prefix)
+        if request.org_id and request.accounts:
+            read = [f"{root}{normalize_org_id(request.org_id)}/{account}/CloudTrail/*" for account in request.accounts]
+            listed = read
+        elif request.org_id:
+            read = listed = [f"{root}{normalize_org_id(request.org_id)}/*"]
+        elif request.accounts:
+            # Organization trails are found by listing AWSLogs/ itself; then only the accounts'
+            # folders, with or without the o-ORGID segment.
+            read = [key for account in request.accounts
+                    for key in (f"{root}{account}/CloudTrail/*", f"{root}o-*/{account}/CloudTrail/*")]
+            listed = [root, *read]
+        else:
+            read = listed = [f"{root}*"]
+        statements.append(statement(
+            "ListTrailLogFolders",
+            ["s3:ListBucket"],
+            f"{arn}:s3:::{bucket}",
+            # IfExists: HeadBucket, which finds the bucket's region, also needs s3:ListBucket and
+            # carries no s3:prefix; every listing carries one and must match.
+            {"StringLikeIfExists": {"s3:prefix": listed}},
+        ))
+        statements.append(statement(
+            "ReadTrailLogFiles", ["s3:GetObject"], [f"{arn}:s3:::{bucket}/{key}" for key in read]
+        ))
+        if request.kms_keys:
+            statements.append(kms_statement("DecryptTrailLogFiles", ["kms:Decrypt"], request.kms_keys))
+        else:
+            notes.append("if the trail's bucket uses SSE-KMS, pass --kms-key ARN to add kms:Decrypt on its key "
+                         "(and allow this role in the key policy)")
+        return statements

@@ -1,0 +1,257 @@
+"""Collecting: the window's failed calls, grouped in SQL, with the sessions behind them.
+
+:func:`collect_failures` lets DuckDB do the heavy work — the named detection queries
+(``failed_web_identity``, ``failed_pod_identity``, ``denied_calls``) joined with
+``failure_context`` and grouped in SQL, plus the ``minted_sessions`` that link an access
+key back to the pod it was issued to — so Python only sees one row per group of alike
+failures, whatever the size of the store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import orjson
+
+from trailscan.findings import CoverageRow
+from trailscan.model import Window
+from trailscan.queries import QueryBook, load_queries
+from trailscan.store import Store
+
+__all__ = ["MINT_LOOKBACK", "FailureGroup", "Failures", "MintedSession", "collect_failures", "json_value", "utc"]
+
+#: Role sessions last at most 12 hours: a call in the window may use credentials minted
+#: that long before it, so minted sessions are read from this far back.
+MINT_LOOKBACK = timedelta(hours=12)
+
+_AGGREGATES = """
+    count(*) AS events,
+    min(hits.event_time) AS first_seen,
+    max(hits.event_time) AS last_seen,
+    list(DISTINCT hits.aws_region) FILTER (WHERE hits.aws_region IS NOT NULL) AS regions,
+    list(hits.event_id ORDER BY hits.event_time DESC) AS event_ids"""
+
+#: Per kind: the detection query, the columns that make failures alike (grouped on), and
+#: per-group extras.
+_GROUPINGS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
+    "irsa": (
+        "failed_web_identity",
+        (
+            "hits.account_id",
+            "hits.subject",
+            "hits.identity_provider",
+            "hits.role_arn",
+            "hits.error_code",
+            "hits.error_message",
+            "ctx.principal_id",
+        ),
+        ("arg_max(hits.user_agent, hits.event_time) AS user_agent",),
+    ),
+    "pod_identity": (
+        "failed_pod_identity",
+        (
+            "hits.account_id",
+            "hits.event_source",
+            "hits.event_name",
+            "hits.caller_role_arn",
+            "hits.cluster",
+            "hits.role_arn",
+            "hits.error_code",
+            "hits.error_message",
+            "CAST(ctx.session_tags AS VARCHAR) AS session_tags",
+            "ctx.invoked_by",
+        ),
+        ("arg_max(hits.caller_arn, hits.event_time) AS caller_arn",),
+    ),
+    "denied_call": (
+        "denied_calls",
+        (
+            "hits.account_id",
+            "hits.event_source",
+            "hits.event_name",
+            "hits.identity_type",
+            "hits.identity_arn",
+            "hits.session_issuer_arn",
+            "hits.access_key_id",
+            "hits.error_code",
+            "hits.error_message",
+            "hits.user_agent",
+            "ctx.ec2_role_delivery",
+        ),
+        (),
+    ),
+}
+
+
+@dataclass(frozen=True)
+class FailureGroup:
+    """Failed events of one kind that are alike in everything the explanation reads."""
+
+    kind: str
+    fields: Mapping[str, Any]
+    events: int
+    first_seen: datetime
+    last_seen: datetime
+    regions: tuple[str, ...]
+    event_ids: tuple[str, ...]
+
+    def get(self, name: str) -> Any:
+        return self.fields.get(name)
+
+
+@dataclass(frozen=True)
+class MintedSession:
+    """Credentials STS issued to a pod: by web identity (``subject``) or by Pod Identity (``tags``)."""
+
+    access_key_id: str
+    event_name: str
+    role_arn: str | None
+    session_arn: str | None
+    subject: str | None
+    principal_id: str | None
+    identity_provider: str | None
+    session_tags: Any
+    minted_at: datetime
+
+
+@dataclass
+class Failures:
+    """What :func:`collect_failures` read: groups of failed events, the sessions minted for
+    the access keys they used, and the coverage of the window."""
+
+    window_start: datetime | None
+    window_end: datetime | None
+    groups: list[FailureGroup] = field(default_factory=list)
+    minted: dict[str, MintedSession] = field(default_factory=dict)
+    coverage: list[CoverageRow] = field(default_factory=list)
+
+    @property
+    def events(self) -> int:
+        return sum(group.events for group in self.groups)
+
+    def role_arns(self) -> set[str]:
+        """Every role these failures involve: requested, assumed, or the caller's (for live IAM)."""
+        arns: set[str] = set()
+        for group in self.groups:
+            for name in ("role_arn", "session_issuer_arn", "caller_role_arn"):
+                value = group.get(name)
+                if isinstance(value, str) and value.startswith("arn:") and ":role/" in value:
+                    arns.add(value)
+        arns.update(m.role_arn for m in self.minted.values() if m.role_arn)
+        return arns
+
+
+def utc(moment: datetime | None) -> datetime | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+def collect_failures(store: Store, window: Window | None = None, *, book: QueryBook | None = None) -> Failures:
+    """Read the window's failed calls from *store*, grouped in SQL, with their context.
+
+    Every event the three detection queries return lands in exactly one group.  Cost
+    grows with the failures, not with the store: each query is one filtered scan, and
+    only the groups cross into Python.
+    """
+    book = book or load_queries()
+    bounds = {"since": window.start if window else None, "until": window.end if window else None}
+    context = book["failure_context"]
+    groups: list[FailureGroup] = []
+    for kind, (query_name, keys, extras) in _GROUPINGS.items():
+        query = book[query_name]
+        columns = ",\n    ".join((*keys, *extras))
+        sql = (
+            f"WITH hits AS ({query.typed_sql()}),\nctx AS ({context.typed_sql()})\n"
+            f"SELECT\n    {columns},{_AGGREGATES}\n"
+            f"FROM hits LEFT JOIN ctx ON ctx.event_id = hits.event_id\nGROUP BY ALL"
+        )
+        params = {**query.bind(bounds), **context.bind({**bounds, "event_ids": None})}
+        names, rows = store.query(sql, params)
+        for row in rows:
+            record = dict(zip(names, row))
+            groups.append(
+                FailureGroup(
+                    kind=kind,
+                    fields={k: v for k, v in record.items() if k not in ("events", "first_seen", "last_seen", "regions", "event_ids")},
+                    events=int(record["events"]),
+                    first_seen=utc(record["first_seen"]),
+                    last_seen=utc(record["last_seen"]),
+                    regions=tuple(sorted(r for r in record["regions"] or [] if r)),
+                    event_ids=tuple(record["event_ids"] or ()),
+                )
+            )
+    keys = sorted({g.get("access_key_id") for g in groups if g.kind == "denied_call" and g.get("access_key_id")})
+    minted: dict[str, MintedSession] = {}
+    if keys:
+        query = book["minted_sessions"]
+        since = window.start - MINT_LOOKBACK if window else None
+        names, rows = store.query(
+            query.typed_sql(), query.bind({"since": since, "until": bounds["until"], "access_keys": keys})
+        )
+        for row in rows:
+            record = dict(zip(names, row))
+            minted[record["access_key_id"]] = MintedSession(
+                access_key_id=record["access_key_id"],
+                event_name=record["event_name"],
+                role_arn=record["role_arn"],
+                session_arn=record["session_arn"],
+                subject=record["subject"],
+                principal_id=record["principal_id"],
+                identity_provider=record["identity_provider"],
+                session_tags=json_value(record["session_tags"]),
+                minted_at=utc(record["event_time"]),
+            )
+    coverage = _coverage(store, book, window)
+    start, end = (window.start, window.end) if window else _store_span(store)
+    return Failures(start, end, groups, minted, coverage)
+
+
+def _coverage(store: Store, book: QueryBook, window: Window | None) -> list[CoverageRow]:
+    query = book["window_coverage"]
+    names, rows = store.query(
+        query.typed_sql(), query.bind({"since": window.start if window else None, "until": window.end if window else None})
+    )
+    found = []
+    for row in rows:
+        record = dict(zip(names, row))
+        status, detail = record["status"], record["detail"] or ""
+        start, end = utc(record["window_start"]), utc(record["window_end"])
+        if window and start and end and (start > window.start or end < window.end) and status == "complete":
+            # The ingest read only part of the window asked about: fail closed.
+            status = "partial"
+            read = f"read {start:%Y-%m-%dT%H:%M:%SZ} – {end:%Y-%m-%dT%H:%M:%SZ} only"
+            detail = f"{detail}; {read}" if detail else read
+        found.append(
+            CoverageRow(
+                source=record["source"],
+                account=record["account"],
+                region=record["region"],
+                status=status,
+                events=int(record["events"] or 0),
+                detail=detail,
+                window_start=start,
+                window_end=end,
+            )
+        )
+    return found
+
+
+def _store_span(store: Store) -> tuple[datetime | None, datetime | None]:
+    _, rows = store.query("SELECT min(event_time), max(event_time) FROM events")
+    first, last = rows[0] if rows else (None, None)
+    return utc(first), utc(last)
+
+
+def json_value(value: Any) -> Any:
+    if isinstance(value, str):
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:
+            return None
+    return value

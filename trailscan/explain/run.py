@@ -1,0 +1,94 @@
+"""Explaining: resolve, decide and merge failure groups into findings.
+
+:func:`explain_failures` gives each group of :class:`~trailscan.explain.collect.Failures`
+its verdict from the decision module of its kind, then merges groups into findings by
+(kind, cause, workload, role, action); :func:`explain_store` collects and explains.
+"""
+
+from __future__ import annotations
+
+from trailscan.explain.collect import FailureGroup, Failures, collect_failures
+from trailscan.explain.denied import explain_denied_call
+from trailscan.explain.irsa import explain_irsa
+from trailscan.explain.pod_identity import explain_pod_identity
+from trailscan.explain.rules import Verdict
+from trailscan.explain.workload import Evidence
+from trailscan.findings import Finding, FindingsReport
+from trailscan.inventory import Inventory
+from trailscan.model import Window
+from trailscan.store import Store
+
+__all__ = ["SAMPLES", "explain_failures", "explain_store"]
+
+#: How many event ids a finding carries as samples.
+SAMPLES = 5
+
+_DECIDE = {"irsa": explain_irsa, "pod_identity": explain_pod_identity, "denied_call": explain_denied_call}
+
+
+def explain_store(store: Store, inventory: Inventory | None = None, *, window: Window | None = None) -> FindingsReport:
+    """Findings for the window's failed calls in *store*, explained against *inventory*
+    (None: CloudTrail alone — causes that need the inventory stay ``UNEXPLAINED``)."""
+    return explain_failures(collect_failures(store, window), inventory)
+
+
+def explain_failures(failures: Failures, inventory: Inventory | None = None) -> FindingsReport:
+    """Resolve, explain and group :class:`Failures` into a :class:`FindingsReport`."""
+    evidence = Evidence(inventory or Inventory(), minted=failures.minted, has_inventory=inventory is not None)
+    merged: dict[tuple, list[tuple[FailureGroup, Verdict]]] = {}
+    for group in failures.groups:
+        verdict = _DECIDE[group.kind](evidence, group)
+        key = (group.kind, verdict.cause, verdict.workload, verdict.role_arn, verdict.action)
+        merged.setdefault(key, []).append((group, verdict))
+    findings = [_finding(members) for members in merged.values()]
+    findings.sort(
+        key=lambda f: (
+            f.workload.cluster or "~",
+            f.workload.namespace or "~",
+            f.workload.service_account or "~",
+            f.kind,
+            f.cause,
+            f.role_arn or "",
+            f.action,
+        )
+    )
+    notes = list(inventory.notes) if inventory else []
+    if inventory:
+        for part, reasons in sorted(inventory.gaps.items()):
+            notes.extend(f"inventory ({part}) incomplete: {reason}" for reason in reasons)
+    return FindingsReport(failures.window_start, failures.window_end, list(failures.coverage), findings, notes)
+
+
+def _finding(members: list[tuple[FailureGroup, Verdict]]) -> Finding:
+    members.sort(key=lambda item: item[0].last_seen, reverse=True)
+    latest_group, verdict = members[0]
+    event_ids = [event_id for group, _ in members for event_id in group.event_ids]
+    return Finding(
+        kind=latest_group.kind,
+        cause=verdict.cause,
+        workload=verdict.workload,
+        principal_arn=verdict.principal_arn,
+        role_arn=verdict.role_arn,
+        event_source=latest_group.get("event_source") or _event_source(latest_group.kind),
+        event_name=latest_group.get("event_name") or _event_name(latest_group.kind),
+        action=verdict.action,
+        error_code=latest_group.get("error_code"),
+        error_message=latest_group.get("error_message"),
+        count=sum(group.events for group, _ in members),
+        first_seen=min(group.first_seen for group, _ in members),
+        last_seen=latest_group.last_seen,
+        regions=tuple(sorted({r for group, _ in members for r in group.regions})),
+        sample_event_ids=tuple(event_ids[:SAMPLES]),
+        event_ids=tuple(event_ids),
+        explanation=verdict.explanation,
+        fix=verdict.fix,
+        account=latest_group.get("account_id"),
+    )
+
+
+def _event_source(kind: str) -> str:
+    return "sts.amazonaws.com" if kind == "irsa" else ""
+
+
+def _event_name(kind: str) -> str:
+    return "AssumeRoleWithWebIdentity" if kind == "irsa" else ""

@@ -1,0 +1,152 @@
+"""The terminal: findings as a table, query results as a table, JSON or CSV.
+
+``--format json`` prints the ``trailscan.findings/v1`` document and ``--format markdown``
+the report's Markdown (:func:`~trailscan.report.markdown.findings_markdown`); the table is
+drawn here.  Query rows (``trailscan sql``, ``queries run``) are rendered by
+:func:`render_rows`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterable
+from datetime import date, datetime, timezone
+from decimal import Decimal
+from typing import IO, Any
+
+import orjson
+from rich.console import Console
+from rich.table import Table
+
+from trailscan.findings import Finding, FindingsReport, findings_document, iso
+from trailscan.report.markdown import findings_markdown
+
+__all__ = ["ROW_FORMATS", "neutralize_cell", "plain", "render_findings", "render_rows", "rows_as_dicts"]
+
+#: Formats of query results.
+ROW_FORMATS = ("table", "json", "csv")
+
+def render_findings(report: FindingsReport, fmt: str, out: IO[str], *, generated_at: datetime) -> None:
+    """Print *report* as ``table`` (terminal), ``markdown`` or ``json`` (the SPEC §7 document)."""
+    if fmt == "json":
+        document = findings_document(report, generated_at)
+        out.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif fmt == "markdown":
+        out.write(findings_markdown(report, generated_at=generated_at))
+    else:
+        _render_table(report, out)
+
+
+def _groups(findings: Iterable[Finding]) -> list[tuple[str, list[Finding]]]:
+    grouped: dict[tuple, list[Finding]] = {}
+    for finding in findings:
+        cluster, namespace = finding.workload.cluster, finding.workload.namespace
+        key = (cluster is None, cluster or "", namespace is None, namespace or "")
+        grouped.setdefault(key, []).append(finding)
+    return [
+        (f"{key[1] or '(cluster unknown)'} / {key[3] or '(namespace unknown)'}", members)
+        for key, members in sorted(grouped.items())
+    ]
+
+
+def _what_failed(finding: Finding) -> str:
+    code = f" ({finding.error_code})" if finding.error_code else ""
+    return f"{finding.action}{code}"
+
+
+def _workload_cell(finding: Finding) -> str:
+    if finding.workload.resolution == "node" and finding.role_arn:
+        return f"node role {finding.role_arn.rsplit('/', 1)[-1]}"
+    return finding.workload.label()
+
+
+def _render_table(report: FindingsReport, out: IO[str]) -> None:
+    console = Console(file=out, width=None if out.isatty() else 200, markup=False, highlight=False)
+    if report.findings:
+        table = Table(title="Failing workloads", header_style="bold", show_lines=False)
+        for column in ("Cluster / namespace", "Workload", "What failed", "Cause", "Count", "Last seen", "Fix"):
+            table.add_column(column, overflow="fold")
+        for index, (group, members) in enumerate(_groups(report.findings)):
+            if index:
+                table.add_section()
+            for position, finding in enumerate(members):
+                table.add_row(
+                    group if position == 0 else "",
+                    _workload_cell(finding),
+                    _what_failed(finding),
+                    finding.cause,
+                    str(finding.count),
+                    iso(finding.last_seen) or "",
+                    finding.fix_summary,
+                )
+        console.print(table)
+        events = report.failed_events
+        console.print(
+            f"{len(report.findings)} finding{'s' if len(report.findings) != 1 else ''} "
+            f"over {events} failed event{'s' if events != 1 else ''}; `--format markdown` or "
+            "`--format json` shows each explanation and the full fix",
+        )
+    else:
+        console.print("No failing workloads in the events read.")
+    _render_coverage_table(report, console)
+
+
+def _render_coverage_table(report: FindingsReport, console: Any) -> None:
+    table = Table(title="Coverage", header_style="bold")
+    for column in ("Source", "Account", "Region", "Status", "Events", "Detail"):
+        table.add_column(column, overflow="fold")
+    for row in report.coverage:
+        table.add_row(row.source, row.account, row.region, row.status, str(row.events), row.detail)
+    if not report.coverage:
+        table.add_row("-", "", "", "none", "0", "nothing was ingested for this window")
+    console.print(table)
+
+
+# Spreadsheet applications execute cells starting with these (CSV injection).
+_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def plain(value: Any) -> Any:
+    """A JSON-friendly value: UTC ISO timestamps, numbers, strings."""
+    if isinstance(value, datetime):
+        if value.tzinfo is not None:
+            value = value.astimezone(timezone.utc)
+        return value.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (bytes, bytearray)):
+        return value.hex()
+    return value
+
+
+def rows_as_dicts(columns: list[str], rows: list[tuple]) -> list[dict]:
+    return [{c: plain(v) for c, v in zip(columns, row)} for row in rows]
+
+
+def neutralize_cell(value: Any) -> str:
+    """A CSV cell that no spreadsheet will evaluate as a formula."""
+    text = "" if value is None else str(plain(value))
+    return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
+
+
+def render_rows(columns: list[str], rows: list[tuple], fmt: str, out: IO[str], *, title: str | None = None) -> None:
+    if fmt == "json":
+        out.write(orjson.dumps(rows_as_dicts(columns, rows), option=orjson.OPT_INDENT_2).decode() + "\n")
+    elif fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        writer.writerow(columns)
+        writer.writerows([neutralize_cell(v) for v in row] for row in rows)
+        out.write(buffer.getvalue())
+    else:
+        table = Table(title=title, show_lines=False, header_style="bold")
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for row in rows:
+            table.add_row(*("" if v is None else str(plain(v)) for v in row))
+        console = Console(file=out, width=None if out.isatty() else 200, markup=False, highlight=False)
+        console.print(table)
+        console.print(f"{len(rows)} row{'s' if len(rows) != 1 else ''}", style="dim")

@@ -1,0 +1,303 @@
+"""The view both templates render: the findings document arranged for people.
+
+Summary by cause, findings grouped by cluster and namespace, the coverage with the
+incomplete reads first, and the chart's geometry.  Titles of causes come from the cause
+table (:mod:`trailscan.explain.causes`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+
+from trailscan.version import __version__
+from trailscan.errors import InputError
+from trailscan.explain.causes import CAUSES
+from trailscan.model import Window
+from trailscan.report.chart import TimelinePoint, chart
+from trailscan.report.document import (
+    SCHEMA,
+    _duration,
+    _parse_time,
+    _utc,
+    _when,
+    check_document,
+    document_window,
+    workload_label,
+)
+
+__all__ = ["ACCENT", "CAUSE_TITLES", "environment", "split_fix", "view"]
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+#: The colour of cause badges (and nothing else), so a screenshot can be checked for it.
+ACCENT = "#b42318"
+
+#: One short line per cause, for people; an unknown cause shows its code alone.
+CAUSE_TITLES = {row.code: row.title for row in CAUSES}
+KIND_LABELS = {"irsa": "IRSA", "pod_identity": "Pod Identity", "denied_call": "Denied call"}
+RESOLUTION_LABELS = {
+    "exact": "exact",
+    "by_role": "by role only",
+    "node": "node instance role",
+    "unknown": "unknown",
+}
+#: Chart series when only the kind of each failed event is known (see :func:`failure_timeline`).
+KIND_SERIES = {
+    "irsa": "IRSA: AssumeRoleWithWebIdentity refused",
+    "pod_identity": "Pod Identity refused",
+    "denied_call": "API calls denied",
+}
+# The named detection queries (queries/*.sql) that find each kind's failed events; an
+# event two queries return belongs to the first (a Pod Identity sts:AssumeRole is also
+_STATUS_ORDER = {"failed": 0, "partial": 1, "complete": 2}
+
+
+
+def split_fix(text: str | None) -> list[tuple[str, str]]:
+    """A fix as ``("text", prose)``, ``("json", policy)`` and ``("code", other)`` parts.
+
+    JSON is recognised in fenced blocks (```` ```json … ``` ````) and, unfenced, as any
+    object (or array of objects) that parses; it is re-indented for reading.  Other
+    fenced blocks (a ``kubectl`` command) are kept as they are.
+    """
+    if not text:
+        return []
+    parts: list[tuple[str, str]] = []
+    position = 0
+    for match in _FENCED.finditer(text):
+        parts.extend(_split_json(text[position : match.start()]))
+        parts.append(_code_part(match.group(2)))
+        position = match.end()
+    parts.extend(_split_json(text[position:]))
+    return [(kind, body) for kind, body in parts if body.strip()]
+
+
+_FENCED = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n(.*?)\n[ \t]*\1[`~]*[ \t]*$", re.S | re.M)
+_DECODER = json.JSONDecoder()
+
+
+def _split_json(text: str) -> list[tuple[str, str]]:
+    parts: list[tuple[str, str]] = []
+    prose_start = 0
+    index = 0
+    while index < len(text):
+        if text[index] in "{[":
+            try:
+                value, end = _DECODER.raw_decode(text, index)
+            except ValueError:
+                value, end = None, index
+            if (
+                isinstance(value, dict)
+                and value
+                or (isinstance(value, list) and value and all(isinstance(v, dict) for v in value))
+            ):
+                parts.append(("text", text[prose_start:index].strip()))
+                parts.append(("json", json.dumps(value, indent=2, ensure_ascii=False)))
+                prose_start = index = end
+                continue
+        index += 1
+    parts.append(("text", text[prose_start:].strip()))
+    return parts
+
+
+def _code_part(code: str) -> tuple[str, str]:
+    try:
+        return ("json", json.dumps(json.loads(code), indent=2, ensure_ascii=False))
+    except ValueError:
+        return ("code", code.strip("\n"))
+
+
+def environment(*, autoescape: bool, finalize: Callable[[Any], Any] | None = None) -> Environment:
+    """A Jinja environment over the report's templates, with the shared filters."""
+    env = Environment(
+        loader=FileSystemLoader(TEMPLATES),
+        autoescape=autoescape,
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=not autoescape,
+        **({"finalize": finalize} if finalize else {}),
+    )
+    env.filters["number"] = lambda n: f"{n:,}" if isinstance(n, int) else n
+    env.filters["plural"] = lambda n, word, words=None: word if n == 1 else (words or word + "s")
+    return env
+
+
+def view(document: Mapping, timeline: Iterable[TimelinePoint] | None) -> dict:
+    document = check_document(document)
+    timeline = None if timeline is None else [(str(label), _utc(moment)) for label, moment in timeline]
+    try:
+        window: Window | None = document_window(document)
+    except InputError:
+        # `trailscan findings` over a whole store may have no window: span what is known.
+        window = _span(
+            [
+                *(moment for _, moment in timeline or ()),
+                *(_parse_time(f.get(k)) for f in document["findings"] for k in ("first_seen", "last_seen")),
+            ]
+        )
+    generated = _parse_time(document.get("generated_at"))
+    findings = [_finding_view(index, f) for index, f in enumerate(document["findings"])]
+    coverage = _coverage_view(document["coverage"])
+    incomplete = [row for row in coverage if row["status"] != "complete"]
+    return {
+        "version": __version__,
+        "schema": SCHEMA,
+        "accent": ACCENT,
+        "window": {
+            "start": _when(window.start),
+            "end": _when(window.end),
+            "length": _duration(window.end - window.start),
+        }
+        if window
+        else {"start": "the beginning", "end": "the end of the store", "length": "no window given"},
+        "generated_at": _when(generated) if generated else str(document.get("generated_at") or "—"),
+        "summary": _summary(findings),
+        "index": sorted(findings, key=lambda f: (-f["count"], f["label"], f["anchor"])),
+        "clusters": _grouped(findings),
+        "coverage": coverage,
+        "incomplete": incomplete,
+        "chart": chart(window, timeline) if window else None,
+    }
+
+
+def _span(moments: list[datetime | None]) -> Window | None:
+    known = [m for m in moments if m is not None]
+    return Window(min(known), max(known) + timedelta(seconds=1)) if known else None
+
+
+def _finding_view(index: int, finding: Mapping) -> dict:
+    workload = finding.get("workload") or {}
+    resolution = workload.get("resolution") or "unknown"
+    cause = str(finding.get("cause") or "UNEXPLAINED")
+    kind = str(finding.get("kind") or "")
+    count = finding.get("count")
+    first, last = _parse_time(finding.get("first_seen")), _parse_time(finding.get("last_seen"))
+    return {
+        "anchor": f"finding-{index + 1}",
+        "label": workload_label(finding),
+        "cluster": workload.get("cluster"),
+        "namespace": workload.get("namespace"),
+        "service_account": workload.get("service_account"),
+        "resolution": resolution,
+        "resolution_label": RESOLUTION_LABELS.get(resolution, resolution),
+        "candidates": [_candidate(c) for c in workload.get("candidates") or []],
+        "kind": kind,
+        "kind_label": KIND_LABELS.get(kind, kind),
+        "cause": cause,
+        "cause_title": CAUSE_TITLES.get(cause, ""),
+        "event_source": finding.get("event_source"),
+        "event_name": finding.get("event_name"),
+        "error_code": finding.get("error_code"),
+        "error_message": finding.get("error_message"),
+        "role_arn": finding.get("role_arn"),
+        "principal_arn": finding.get("principal_arn"),
+        "count": count if isinstance(count, int) else 0,
+        "first_seen": _when(first) if first else finding.get("first_seen"),
+        "last_seen": _when(last) if last else finding.get("last_seen"),
+        "last_seen_short": last.strftime("%Y-%m-%d %H:%M") if last else finding.get("last_seen"),
+        "regions": [str(r) for r in finding.get("regions") or []],
+        "sample_event_ids": [str(e) for e in finding.get("sample_event_ids") or []],
+        "explanation": finding.get("explanation") or "",
+        "fix": split_fix(finding.get("fix")),
+    }
+
+
+def _candidate(candidate: Any) -> str:
+    """A candidate service account: ``{"cluster", "namespace", "service_account"}`` (what
+    the explainer writes) or already a string."""
+    if isinstance(candidate, Mapping):
+        name = f"{candidate.get('namespace') or '?'}/{candidate.get('service_account') or '?'}"
+        return f"{candidate['cluster']}: {name}" if candidate.get("cluster") else name
+    return str(candidate)
+
+
+def _summary(findings: list[dict]) -> dict:
+    by_cause: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    by_kind: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for finding in findings:
+        for bucket in (by_cause[(finding["cause"], finding["kind_label"])], by_kind[finding["kind_label"]]):
+            bucket[0] += 1
+            bucket[1] += finding["count"]
+    workloads = {
+        (f["cluster"], f["namespace"], f["service_account"]) if f["service_account"] else f["label"]
+        for f in findings
+    }
+    return {
+        "findings": len(findings),
+        "events": sum(f["count"] for f in findings),
+        "workloads": len(workloads),
+        "clusters": len({f["cluster"] for f in findings if f["cluster"]}),
+        "causes": [
+            {
+                "cause": cause,
+                "title": CAUSE_TITLES.get(cause, ""),
+                "kind": kind,
+                "findings": n,
+                "events": events,
+            }
+            for (cause, kind), (n, events) in sorted(
+                by_cause.items(), key=lambda item: (-item[1][1], item[0])
+            )
+        ],
+        "kinds": [
+            {"kind": kind, "findings": n, "events": events}
+            for kind, (n, events) in sorted(by_kind.items(), key=lambda item: (-item[1][1], item[0]))
+        ],
+    }
+
+
+def _grouped(findings: list[dict]) -> list[dict]:
+    """Findings by cluster, then namespace; the busiest first."""
+    clusters: dict[str, dict[str, list[dict]]] = defaultdict(lambda: defaultdict(list))
+    for finding in findings:
+        clusters[finding["cluster"] or ""][finding["namespace"] or ""].append(finding)
+    result = []
+    for cluster, namespaces in clusters.items():
+        groups = []
+        for namespace, members in namespaces.items():
+            members.sort(key=lambda f: (-f["count"], f["label"], f["anchor"]))
+            groups.append(
+                {"namespace": namespace, "findings": members, "events": sum(f["count"] for f in members)}
+            )
+        groups.sort(key=lambda g: (g["namespace"] == "", -g["events"], g["namespace"]))
+        result.append({"cluster": cluster, "namespaces": groups, "events": sum(g["events"] for g in groups)})
+    result.sort(key=lambda c: (c["cluster"] == "", -c["events"], c["cluster"]))
+    return result
+
+
+def _coverage_view(coverage: list) -> list[dict]:
+    rows = []
+    for entry in coverage:
+        entry = entry if isinstance(entry, Mapping) else {}
+        status = str(entry.get("status") or "failed")
+        rows.append(
+            {
+                "source": entry.get("source"),
+                "account": entry.get("account") or "",
+                "region": entry.get("region") or "",
+                "status": status,
+                "events": entry.get("events") if isinstance(entry.get("events"), int) else None,
+                "skipped": entry.get("skipped") if isinstance(entry.get("skipped"), int) else None,
+                "detail": entry.get("detail") or "",
+            }
+        )
+    rows.sort(
+        key=lambda r: (
+            _STATUS_ORDER.get(r["status"], -1),
+            str(r["source"]),
+            str(r["account"]),
+            str(r["region"]),
+        )
+    )
+    return rows
+
+
