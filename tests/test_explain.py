@@ -353,7 +353,9 @@ def sa_not_annotated(w: World) -> Expect:
 
 
 def role_mismatch(w: World) -> Expect:
-    old = w.irsa_role("payments-api-old", "payments", "api")
+    # The annotation moved to a new role; the old role was re-scoped to another service
+    # account, so STS refuses the pods that still ask for it.
+    old = w.irsa_role("payments-api-old", "payments", "api-legacy")
     new = w.irsa_role("payments-api", "payments", "api")
     w.sa("payments", "api", role_arn=new)
     w.web_identity("payments", "api", old, count=5)
@@ -568,11 +570,21 @@ def moto():
         yield server
 
 
+def healthy_workload(w: World) -> None:
+    """A workload of the cluster that gets its credentials, as every real cluster has: the
+    evidence that ties an untagged service-account list to the cluster."""
+    arn = w.irsa_role("monitoring-agent", "monitoring", "agent")
+    w.sa("monitoring", "agent", role_arn=arn)
+    w.minted("monitoring", "agent", arn)
+
+
 def build(moto: MotoServer, name: str) -> tuple[World, Expect]:
     probe = SCENARIOS[name]
     options = {"oidc_provider": False} if name == "oidc_provider_missing" else {}
     world = World(moto, **options)
-    return world, probe(world)
+    expect = probe(world)
+    healthy_workload(world)
+    return world, expect
 
 
 def check(finding: dict, expect: Expect, *, offline: bool, world: World) -> None:
@@ -600,13 +612,14 @@ def check(finding: dict, expect: Expect, *, offline: bool, world: World) -> None
 
 
 def explain_live(world: World, files: dict[str, Path]) -> dict:
-    """The inventory read live through boto3 from moto, as `trailscan since` does with credentials."""
+    """The inventory read live through boto3 from moto, as `trailscan since` does with credentials;
+    the service-account file tagged with the cluster it was saved from."""
     with Store.open(":memory:") as store:
         ingest_files(store, [str(files["trail"])])
         report = investigate(
             store,
             window=WINDOW,
-            inventory=InventoryRequest(service_account_files=(str(files["service_accounts"]),), clusters=("prod",),
+            inventory=InventoryRequest(service_account_files=(f"prod={files['service_accounts']}",), clusters=("prod",),
                                        regions=(REGION,), live_iam=True),
             session=world.session,
         )
@@ -616,7 +629,8 @@ def explain_live(world: World, files: dict[str, Path]) -> dict:
 
 def explain_offline(files: dict[str, Path], folder: Path, monkeypatch: pytest.MonkeyPatch) -> dict:
     """`trailscan since --source files --iam … --service-accounts … --offline`, with no AWS endpoint
-    or credentials in the environment."""
+    or credentials in the environment; the service-account file untagged, tied to the cluster by
+    CloudTrail's evidence."""
     for variable in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
         monkeypatch.delenv(variable, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(folder / "no-config"))

@@ -19,6 +19,7 @@ from trailscan.store import Store
 
 ARGO_ROLE = "arn:aws:iam::100000000002:role/sm-pipelines-k8s-awf-aws-executor-plugin"
 ARGO_ISSUER_ID = "A8242F25BFBB8F98F5321B2AE63C8B5C"
+ARGO_ISSUER = f"https://oidc.eks.us-west-2.amazonaws.com/id/{ARGO_ISSUER_ID}"
 FINDING_KEYS = {
     "kind", "cause", "workload", "principal_arn", "role_arn", "event_source", "event_name", "error_code",
     "error_message", "count", "first_seen", "last_seen", "regions", "sample_event_ids", "explanation", "fix",
@@ -195,7 +196,8 @@ def kube_env(tmp_path: Path) -> dict:
     ],
 )
 def test_real_web_identity_against_service_accounts_read_by_kubectl(real_store, tmp_path, kube_env, accounts, cause, fix):
-    with KubeAPI(accounts, context="argo-prod", directory=tmp_path) as api:
+    # The API server announces its cluster's OIDC issuer, as EKS does: the issuer of the token.
+    with KubeAPI(accounts, context="argo-prod", directory=tmp_path, issuer=ARGO_ISSUER) as api:
         document, _ = findings_json("--db", str(real_store), "--kube-context", "argo-prod", "--offline",
                                     env={**kube_env, "KUBECONFIG": str(api.kubeconfig)})
     [irsa] = [f for f in document["findings"] if f["kind"] == "irsa"]

@@ -12,11 +12,11 @@ from contextlib import contextmanager
 
 import click
 
-from trailscan.version import __version__
 from trailscan.errors import InputError, TrailscanError, UsageError
 from trailscan.model import ProgressFn, Window
 from trailscan.report.terminal import ROW_FORMATS, render_rows
 from trailscan.sources import IngestRequest, source_names
+from trailscan.version import __version__
 
 
 class Cli(click.Group):
@@ -383,10 +383,14 @@ def inventory_options(function):
             "--service-accounts",
             "service_account_files",
             multiple=True,
-            metavar="FILE",
-            help="Service accounts: `kubectl get serviceaccounts -A -o json` (or YAML) saved to a file. Repeatable.",
+            metavar="[CLUSTER=]FILE",
+            help="Service accounts: `kubectl get serviceaccounts -A -o json` (or YAML) saved to a file, tagged with "
+            "the cluster it was saved from (a --cluster name or its OIDC issuer). An untagged file is used only "
+            "when CloudTrail shows it is the cluster's. Repeatable.",
         ),
-        click.option("--kube-context", metavar="NAME", help="Read service accounts live with your kubectl and this context."),
+        click.option("--kube-context", metavar="NAME",
+                     help="Read service accounts live with your kubectl and this context (and the cluster's OIDC "
+                     "issuer, from the API server's /.well-known/openid-configuration)."),
         click.option(
             "--iam",
             "iam_files",

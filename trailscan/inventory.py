@@ -36,7 +36,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from trailscan.arn import account_of, issuer_of, resource_name, role_key
 from trailscan.errors import InputError
-from trailscan.kube import ServiceAccount
+from trailscan.kube import ServiceAccount, ServiceAccountSet
 from trailscan.policy import load_policy
 
 __all__ = [
@@ -199,7 +199,10 @@ class Inventory:
 
     * ``roles`` by ARN (look up by ARN or name with :meth:`role`);
     * ``oidc_providers`` by ARN; ``clusters``; ``service_accounts``
-      (:class:`trailscan.kube.ServiceAccount`, held for the explainer);
+      (:class:`trailscan.kube.ServiceAccount`, held for the explainer), and the lists they
+      came in (``service_account_sets``: each speaks for one cluster only);
+    * ``unattributed_oidc_lists``: empty OIDC provider lists whose account the document did
+      not say (``list-open-id-connect-providers`` names none when it finds none);
     * ``complete``: the parts (:data:`IAM`, :data:`OIDC`, :data:`EKS`, :data:`NODE_ROLES`,
       :data:`POD_IDENTITY`, :data:`KUBERNETES`) that were loaded without a gap;
     * ``iam_accounts`` / ``oidc_accounts``: accounts whose roles / OIDC providers were
@@ -214,12 +217,14 @@ class Inventory:
     oidc_providers: dict[str, OidcProvider] = field(default_factory=dict)
     clusters: list[Cluster] = field(default_factory=list)
     service_accounts: list[ServiceAccount] = field(default_factory=list)
+    service_account_sets: list[ServiceAccountSet] = field(default_factory=list)
     complete: set[str] = field(default_factory=set)
     iam_accounts: set[str] = field(default_factory=set)
     oidc_accounts: set[str] = field(default_factory=set)
     missing_roles: set[str] = field(default_factory=set)
     gaps: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    unattributed_oidc_lists: int = 0
     _by_name: dict[tuple[str, str], Role] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -301,8 +306,22 @@ class Inventory:
         return self.merge(_clusters_inventory(list(clusters)))
 
     def with_service_accounts(self, service_accounts: Iterable[ServiceAccount]) -> Inventory:
-        """Add service accounts (from :mod:`trailscan.kube`); marks :data:`KUBERNETES` loaded."""
-        return self.merge(Inventory(service_accounts=list(service_accounts), complete={KUBERNETES}))
+        """Add service accounts (from :mod:`trailscan.kube`), one list per ``cluster`` label
+        (the label is taken as the cluster the list was tagged with); marks :data:`KUBERNETES` loaded."""
+        accounts = list(service_accounts)
+        labels = dict.fromkeys(sa.cluster for sa in accounts) or {"": None}
+        sets = [
+            ServiceAccountSet(f"service accounts{' of ' + label if label else ''}",
+                              tuple(sa for sa in accounts if sa.cluster == label), tag=label)
+            for label in labels
+        ]
+        return self.with_service_account_sets(sets)
+
+    def with_service_account_sets(self, sets: Iterable[ServiceAccountSet]) -> Inventory:
+        """Add service-account lists, each with the cluster it says it describes."""
+        sets = list(sets)
+        accounts = [sa for one in sets for sa in one.accounts]
+        return self.merge(Inventory(service_accounts=accounts, service_account_sets=sets, complete={KUBERNETES}))
 
     def gap_reasons(self, part: str) -> list[str]:
         """Why *part* is incomplete (empty when it is complete, or was never loaded)."""
@@ -320,6 +339,7 @@ def merge_inventories(parts: Iterable[Inventory]) -> Inventory:
     providers: dict[str, OidcProvider] = {}
     clusters: dict[tuple[str, str, str], Cluster] = {}
     service_accounts: dict[tuple[str, str, str], ServiceAccount] = {}
+    sets: list[ServiceAccountSet] = []
     gaps: dict[str, list[str]] = {}
     notes: list[str] = []
     complete: set[str] = set()
@@ -336,17 +356,35 @@ def merge_inventories(parts: Iterable[Inventory]) -> Inventory:
             clusters[(cluster.arn or cluster.name, cluster.region, cluster.account)] = cluster
         for sa in part.service_accounts:
             service_accounts.setdefault((sa.cluster, sa.namespace, sa.name), sa)
+        for one in part.service_account_sets:
+            if one not in sets:
+                sets.append(one)
         for name, reasons in part.gaps.items():
             gaps.setdefault(name, []).extend(r for r in reasons if r not in gaps.get(name, []))
         notes.extend(note for note in part.notes if note not in notes and not note.startswith(_OIDC_NOTE))
         complete |= part.complete
     missing: set[str] = set().union(*(p.missing_roles for p in parts))
     oidc_accounts: set[str] = set().union(*(p.oidc_accounts for p in parts))
+    unattributed = sum(p.unattributed_oidc_lists for p in parts)
+    if unattributed:
+        # `list-open-id-connect-providers` finding none names no account: its answer is the
+        # caller's account, which is the account of the roles loaded — when there is one.
+        known = {role.account for role in roles.values()} | {p.account for p in providers.values()}
+        if len(known) == 1:
+            oidc_accounts |= known
+            unattributed = 0
+        else:
+            notes.append(
+                f"an empty OpenIDConnectProviderList was given, but {len(known)} accounts are loaded and the list "
+                "does not say whose it is: pass it with that account's get-account-authorization-details"
+            )
     return Inventory(
         roles=roles,
         oidc_providers=providers,
         clusters=list(clusters.values()),
         service_accounts=list(service_accounts.values()),
+        service_account_sets=sets,
+        unattributed_oidc_lists=unattributed,
         complete=complete - set(gaps),
         iam_accounts=set().union(*(p.iam_accounts for p in parts)),
         oidc_accounts=oidc_accounts,
@@ -467,6 +505,7 @@ def authorization_details_inventory(document: Any, *, source: str) -> Inventory:
             providers[provider.arn] = provider
         complete.add(OIDC)
         oidc_accounts = {p.account for p in providers.values()} or {r.account for r in roles.values()}
+    unattributed = 1 if has_providers and not oidc_accounts else 0
     return Inventory(
         roles=roles,
         oidc_providers=providers,
@@ -475,6 +514,7 @@ def authorization_details_inventory(document: Any, *, source: str) -> Inventory:
         oidc_accounts=oidc_accounts,
         gaps=gaps,
         notes=_with_oidc_note(notes, roles, oidc_accounts, gaps),
+        unattributed_oidc_lists=unattributed,
     )
 
 

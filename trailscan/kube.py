@@ -360,3 +360,69 @@ def _error_line(stderr: str, returncode: int) -> str:
     if lines:
         return _KLOG_LINE.sub("", lines[0])
     return f"exit status {returncode}, no message"
+
+
+# -- which cluster a list of service accounts describes -----------------------------
+
+
+@dataclass(frozen=True)
+class ServiceAccountSet:
+    """The service accounts of one source (a file, or a kubectl context), and which cluster
+    they describe as far as the source itself says.
+
+    A service-account list speaks only for its own cluster: ``tag`` is the cluster the user
+    named for a file (``--service-accounts CLUSTER=FILE``: a cluster name or an OIDC
+    issuer), ``issuer`` the OIDC issuer the API server announced (``--kube-context``).
+    An untagged file says neither; the explainer then attributes it to a cluster only
+    when CloudTrail agrees (see :class:`trailscan.explain.workload.Evidence`).
+    """
+
+    source: str
+    accounts: tuple[ServiceAccount, ...]
+    tag: str = ""
+    issuer: str | None = None
+
+
+def split_service_accounts_option(value: str) -> tuple[str, str]:
+    """``CLUSTER=FILE`` → ``(CLUSTER, FILE)``; a plain ``FILE`` (or an existing file whose
+    name holds ``=``) → ``("", FILE)``."""
+    tag, sep, path = value.partition("=")
+    if not sep or os.path.exists(value) or not tag.strip() or not path:
+        return "", value
+    return tag.strip(), path
+
+
+def load_service_account_set(value: str) -> ServiceAccountSet:
+    """Read a ``--service-accounts [CLUSTER=]FILE`` value."""
+    tag, path = split_service_accounts_option(value)
+    return ServiceAccountSet(path, tuple(load_service_accounts(path, cluster=tag)), tag=tag)
+
+
+def fetch_service_account_set(context: str | None = None, *, kubectl: str = "kubectl", timeout: float = 30) -> ServiceAccountSet:
+    """The service accounts of a kubectl context, with the cluster's OIDC issuer as its API
+    server announces it (``/.well-known/openid-configuration``; None when it does not)."""
+    accounts = fetch_service_accounts(context, kubectl=kubectl, timeout=timeout)
+    source = f"kubectl context {context}" if context else "kubectl current context"
+    return ServiceAccountSet(source, tuple(accounts), issuer=fetch_issuer(context, kubectl=kubectl, timeout=timeout))
+
+
+def fetch_issuer(context: str | None = None, *, kubectl: str = "kubectl", timeout: float = 30) -> str | None:
+    """The service-account token issuer a cluster's API server announces, or None.
+
+    ``kubectl get --raw /.well-known/openid-configuration`` answers with the ``issuer``
+    that signs projected tokens — for EKS, ``https://oidc.eks.REGION.amazonaws.com/id/ID``,
+    the issuer IAM's OIDC provider and trust policies name.  A server that refuses or
+    lacks the document leaves the issuer unknown (None): never an error.
+    """
+    program = shutil.which(kubectl)
+    if program is None:
+        return None
+    args = ["get", "--raw", "/.well-known/openid-configuration"]
+    if context:
+        args = ["--context", context, *args]
+    try:
+        text = _run_kubectl(program, args, f"kubectl context {context or '(current)'}", timeout)
+        issuer = json.loads(text).get("issuer")
+    except (InputError, ValueError, AttributeError):
+        return None
+    return issuer if isinstance(issuer, str) and issuer.strip() else None

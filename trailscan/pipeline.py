@@ -18,7 +18,7 @@ from trailscan.explain.collect import collect_failures
 from trailscan.explain.run import explain_failures
 from trailscan.findings import FindingsReport
 from trailscan.inventory import Inventory, load_eks_live, load_iam_file, load_iam_live, merge_inventories
-from trailscan.kube import ServiceAccount, fetch_service_accounts, load_service_accounts
+from trailscan.kube import fetch_service_account_set, load_service_account_set
 from trailscan.model import BatchResult, Coverage, ProgressFn, Window
 from trailscan.sources import IngestRequest, get_source
 from trailscan.store import Store
@@ -36,7 +36,7 @@ class InventoryRequest:
     associations) in ``regions`` (default: the session's region).
     """
 
-    service_account_files: tuple[str, ...] = ()
+    service_account_files: tuple[str, ...] = ()  # each FILE or CLUSTER=FILE
     kube_context: str | None = None
     iam_files: tuple[str, ...] = ()
     clusters: tuple[str, ...] = ()
@@ -55,16 +55,15 @@ def load_inventory(
     """
     parts: list[Inventory] = []
     notices: list[str] = []
-    label = request.clusters[0] if len(request.clusters) == 1 else ""
     for path in request.iam_files:
         parts.append(load_iam_file(path))
-    accounts: list[ServiceAccount] = []
-    for path in request.service_account_files:
-        accounts.extend(load_service_accounts(path, cluster=label))
+    # Each list speaks only for its own cluster: --service-accounts [CLUSTER=]FILE, and the
+    # issuer the --kube-context's API server announces.
+    sets = [load_service_account_set(value) for value in request.service_account_files]
     if request.kube_context:
-        accounts.extend(fetch_service_accounts(request.kube_context))
-    if request.service_account_files or request.kube_context:
-        parts.append(Inventory().with_service_accounts(accounts))
+        sets.append(fetch_service_account_set(request.kube_context))
+    if sets:
+        parts.append(Inventory().with_service_account_sets(sets))
     live = request.live_iam
     needs_session = live is not False and not request.iam_files or bool(request.clusters)
     if needs_session and session is None:

@@ -14,6 +14,8 @@ This server answers exactly what ``kubectl get serviceaccounts`` needs:
   at most N items and a ``metadata.continue`` token, ``?continue=TOKEN`` resumes.
   ``page_size`` caps a page below the client's ``limit`` (a real server may return
   fewer items than asked), so a test can force kubectl to page;
+* ``/.well-known/openid-configuration`` with ``issuer`` when one is given (as an EKS
+  API server announces its OIDC issuer), else 404;
 * the server-side ``Table`` rendering (``Accept: application/json;as=Table;…``)
   that kubectl asks for when it prints columns rather than ``-o json``.
 
@@ -163,12 +165,14 @@ class KubeAPI:
         list_status: int | None = None,
         delay: float = 0,
         directory: Path | None = None,
+        issuer: str | None = None,
     ) -> None:
         self.service_accounts: list[Mapping[str, Any]] = list(service_accounts)
         self.context = context
         self.page_size = page_size
         self.list_status = list_status
         self.delay = delay
+        self.issuer = issuer
         self.requests: list[Request] = []
         self._directory = directory
         self._tempdir: tempfile.TemporaryDirectory[str] | None = None
@@ -362,6 +366,16 @@ def _handler_for(api: KubeAPI) -> type[BaseHTTPRequestHandler]:
         def _route(self, parts: list[str], query: dict[str, str], accept: str) -> tuple[int, dict[str, Any]]:
             if parts == ["version"]:
                 return 200, SERVER_VERSION
+            if parts == [".well-known", "openid-configuration"]:
+                if not api.issuer:
+                    return 404, _status(404, "NotFound", "the server could not find the requested resource")
+                return 200, {
+                    "issuer": api.issuer,
+                    "jwks_uri": f"{api.issuer}/keys",
+                    "response_types_supported": ["id_token"],
+                    "subject_types_supported": ["public"],
+                    "id_token_signing_alg_values_supported": ["RS256"],
+                }
             if parts == ["api"]:
                 host = self.headers.get("Host", "")
                 return 200, {

@@ -17,11 +17,12 @@ from typing import Any
 import orjson
 
 from trailscan.findings import CoverageRow
+from trailscan.identity import parse_web_identity
 from trailscan.model import Window
 from trailscan.queries import QueryBook, load_queries
 from trailscan.store import Store
 
-__all__ = ["MINT_LOOKBACK", "FailureGroup", "Failures", "MintedSession", "collect_failures", "json_value", "utc"]
+__all__ = ["MINT_LOOKBACK", "AcceptedWebIdentity", "FailureGroup", "Failures", "MintedSession", "collect_failures", "json_value", "utc"]
 
 #: Role sessions last at most 12 hours: a call in the window may use credentials minted
 #: that long before it, so minted sessions are read from this far back.
@@ -117,16 +118,28 @@ class MintedSession:
     minted_at: datetime
 
 
+@dataclass(frozen=True)
+class AcceptedWebIdentity:
+    """A service account whose web-identity token STS accepted in the window: evidence of
+    which cluster (``issuer``) has it, and which role (``role_arn``) it is annotated with."""
+
+    issuer: str
+    subject: str
+    role_arn: str | None
+    sessions: int
+
+
 @dataclass
 class Failures:
     """What :func:`collect_failures` read: groups of failed events, the sessions minted for
-    the access keys they used, and the coverage of the window."""
+    the access keys they used, the web identities STS accepted, and the coverage of the window."""
 
     window_start: datetime | None
     window_end: datetime | None
     groups: list[FailureGroup] = field(default_factory=list)
     minted: dict[str, MintedSession] = field(default_factory=dict)
     coverage: list[CoverageRow] = field(default_factory=list)
+    accepted: list[AcceptedWebIdentity] = field(default_factory=list)
 
     @property
     def events(self) -> int:
@@ -209,7 +222,21 @@ def collect_failures(store: Store, window: Window | None = None, *, book: QueryB
             )
     coverage = _coverage(store, book, window)
     start, end = (window.start, window.end) if window else _store_span(store)
-    return Failures(start, end, groups, minted, coverage)
+    return Failures(start, end, groups, minted, coverage, _accepted(store, book, bounds))
+
+
+def _accepted(store: Store, book: QueryBook, bounds: Mapping[str, Any]) -> list[AcceptedWebIdentity]:
+    query = book["web_identity_sessions"]
+    names, rows = store.query(query.typed_sql(), query.bind(dict(bounds)))
+    found = []
+    for row in rows:
+        record = dict(zip(names, row))
+        web = parse_web_identity(
+            user_name=record["subject"], principal_id=record["principal_id"], identity_provider=record["identity_provider"]
+        )
+        if web.issuer and web.subject:
+            found.append(AcceptedWebIdentity(web.issuer, web.subject, record["role_arn"], int(record["sessions"])))
+    return found
 
 
 def _coverage(store: Store, book: QueryBook, window: Window | None) -> list[CoverageRow]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from trailscan.arn import account_of, same_role
+from trailscan.arn import account_of, issuer_of, same_role
 from trailscan.explain import fixes
 from trailscan.explain.collect import FailureGroup
 from trailscan.explain.rules import Rules, Verdict
@@ -26,6 +26,39 @@ from trailscan.policy import analyze_web_identity_trust
 __all__ = ["RULES", "explain_irsa"]
 
 _ROLE_ARN = re.compile(r"^arn:aws[a-z-]*:iam::\d{12}:role/(?:[\w+=,.@-]+/)*[\w+=,.@-]{1,64}$")
+
+#: STS's error codes for a refused web identity, in the spellings CloudTrail and the SDKs
+#: use (the Query API's ``InvalidIdentityToken``, the SDKs' ``…Exception`` shapes,
+#: ``Client.`` prefixes), reduced to one name each.
+_STS_CODES = {
+    "validationerror": "ValidationError",
+    "invalididentitytoken": "InvalidIdentityToken",
+    "expiredtoken": "ExpiredToken",
+    "idpcommunicationerror": "IDPCommunicationError",
+    "idprejectedclaim": "IDPRejectedClaim",
+    "accessdenied": "AccessDenied",
+}
+
+#: What STS's message says in so many words (lower-cased phrases), whatever the code.
+_SAID_NO_PROVIDER = ("no openidconnect provider found",)
+_SAID_THUMBPRINT = ("doesn't match configured thumbprint", "does not match configured thumbprint")
+_SAID_NO_KEYS = ("couldn't retrieve verification key from your identity provider",
+                 "could not retrieve verification key from your identity provider")
+_SAID_EXPIRED = ("token expired", "token is expired", "token has expired")
+_SAID_AUDIENCE = ("incorrect token audience",)
+
+
+def sts_code(code: str | None) -> str:
+    """An STS error code in one spelling: ``InvalidIdentityTokenException``,
+    ``Client.InvalidIdentityToken`` and ``InvalidIdentityToken`` are all
+    ``InvalidIdentityToken``; an unknown code is returned as it is."""
+    text = (code or "").strip()
+    key = text.removeprefix("Client.").removeprefix("Sender.").lower().removesuffix("exception")
+    return _STS_CODES.get(key, text)
+
+
+def _says(message: str, phrases: tuple[str, ...]) -> bool:
+    return any(phrase in message for phrase in phrases)
 
 
 @dataclass
@@ -63,7 +96,12 @@ class IrsaCase:
         return self.message.lower()
 
     def verdict(self, cause: str, explanation: str, fix: str) -> Verdict:
-        return Verdict(cause, self.workload, self.role_arn, None, WEB_IDENTITY_ACTION, sentence(explanation), fix)
+        """A verdict; a decisive one also says what else was learnt on the way (the
+        cross-account pattern, a mismatch that was not the cause)."""
+        text = sentence(explanation)
+        if cause != "UNEXPLAINED" and self.also:
+            text += " " + " ".join(sentence(a[0].upper() + a[1:]) for a in self.also)
+        return Verdict(cause, self.workload, self.role_arn, None, WEB_IDENTITY_ACTION, text, fix)
 
 
 def _case(ev: Evidence, group: FailureGroup) -> IrsaCase:
@@ -91,7 +129,7 @@ def _case(ev: Evidence, group: FailureGroup) -> IrsaCase:
             resolution="exact" if sa_ref else "unknown",
         ),
         role_arn=role_arn,
-        code=group.get("error_code") or "",
+        code=sts_code(group.get("error_code")),
         message=group.get("error_message") or "",
         cluster=cluster,
         cluster_for_fix=known.name if known else None,
@@ -123,7 +161,7 @@ def invalid_role_arn(c: IrsaCase) -> Verdict | None:
 
 @RULES.rule("TOKEN_EXPIRED")
 def token_expired(c: IrsaCase) -> Verdict | None:
-    if c.code not in ("ExpiredTokenException", "ExpiredToken"):
+    if not (c.code == "ExpiredToken" or _says(c.lowered, _SAID_EXPIRED)):
         return None
     return c.verdict(
         "TOKEN_EXPIRED",
@@ -139,7 +177,7 @@ def token_expired(c: IrsaCase) -> Verdict | None:
 
 @RULES.rule("IDP_UNREACHABLE")
 def idp_unreachable(c: IrsaCase) -> Verdict | None:
-    if c.code not in ("IDPCommunicationError", "IDPCommunicationErrorException"):
+    if not (c.code == "IDPCommunicationError" or _says(c.lowered, _SAID_NO_KEYS)):
         return None
     return c.verdict(
         "IDP_UNREACHABLE",
@@ -153,7 +191,7 @@ def idp_unreachable(c: IrsaCase) -> Verdict | None:
 
 @RULES.rule("OIDC_PROVIDER_MISSING")
 def provider_missing_said(c: IrsaCase) -> Verdict | None:
-    if not (c.code == "InvalidIdentityToken" and "no openidconnect provider found" in c.lowered):
+    if not _says(c.lowered, _SAID_NO_PROVIDER):
         return None
     return c.verdict(
         "OIDC_PROVIDER_MISSING",
@@ -165,7 +203,7 @@ def provider_missing_said(c: IrsaCase) -> Verdict | None:
 
 @RULES.rule("OIDC_THUMBPRINT_MISMATCH")
 def thumbprint_said(c: IrsaCase) -> Verdict | None:
-    if not (c.code == "InvalidIdentityToken" and "thumbprint" in c.lowered):
+    if not _says(c.lowered, _SAID_THUMBPRINT):
         return None
     return c.verdict(
         "OIDC_THUMBPRINT_MISMATCH",
@@ -202,24 +240,33 @@ def provider_missing(c: IrsaCase) -> Verdict | None:
 
 @RULES.rule("SA_NOT_FOUND", "SA_NOT_ANNOTATED", "ROLE_MISMATCH")
 def service_account(c: IrsaCase) -> Verdict | None:
+    """The service account, from the service accounts of the token's own cluster only."""
     sa_ref = c.sa_ref
     if not sa_ref:
         return None
-    accounts = c.ev.service_accounts_of(c.cluster)
+    accounts = c.ev.service_accounts_of(c.issuer)
     if accounts is None:
         c.unchecked.append(
-            f"no service accounts of cluster {c.cluster or '?'}: whether {sa_ref} exists and which role it names"
+            f"no service-account list tied to cluster {c.cluster or '?'} (issuer {c.issuer or 'unknown'}): whether "
+            f"{sa_ref} exists and which role it names"
         )
         return None
-    sa: ServiceAccount | None = next(
-        (a for a in accounts if (a.namespace, a.name) == (sa_ref.namespace, sa_ref.name)), None
-    )
+    in_namespace = [a for a in accounts if a.namespace == sa_ref.namespace]
+    if not in_namespace:
+        # Every namespace has its `default` service account: a list without any of this
+        # namespace's does not cover it (a namespaced listing, or the namespace is gone).
+        c.unchecked.append(
+            f"the service accounts of cluster {c.cluster} list none in namespace {sa_ref.namespace} (not even "
+            f"default): whether {sa_ref} exists"
+        )
+        return None
+    sa: ServiceAccount | None = next((a for a in in_namespace if a.name == sa_ref.name), None)
     if sa is None:
         return c.verdict(
             "SA_NOT_FOUND",
-            f"The token names the service account {sa_ref}, which the cluster does not have "
-            f"(among {len(accounts)} service accounts loaded); a pod running as a deleted or misspelt "
-            "service account still presents a token for it.",
+            f"The token names the service account {sa_ref}, which cluster {c.cluster} does not have "
+            f"(its namespace {sa_ref.namespace} has {len(in_namespace)} other service accounts); a pod running as "
+            "a deleted or misspelt service account still presents a token for it.",
             fixes.sa_not_found_fix(sa_ref, c.role_arn),
         )
     if not sa.role_arn:
@@ -230,16 +277,50 @@ def service_account(c: IrsaCase) -> Verdict | None:
             "after the pod started).",
             fixes.annotate_fix(sa_ref, c.role_arn, f"Annotate {sa_ref} with the role, then restart its pods."),
         )
-    if c.role_arn and not same_role(sa.role_arn, c.role_arn):
-        return c.verdict(
-            "ROLE_MISMATCH",
-            f"The pod asked for {c.role_arn}, but its service account {sa_ref} is annotated with "
-            f"{sa.role_arn}: the annotation changed after the pod started, or the pod overrides AWS_ROLE_ARN.",
-            fixes.role_mismatch_fix(sa_ref, requested=c.role_arn, annotated=sa.role_arn),
-        )
-    c.checked.append(f"{sa_ref} exists and is annotated with this role")
     c.audience = c.audience or sa.audience
+    if c.role_arn and not same_role(sa.role_arn, c.role_arn):
+        mismatch = _role_mismatch(c, sa_ref, sa)
+        if mismatch is not None:
+            return mismatch
+        return None
+    c.checked.append(f"{sa_ref} exists and is annotated with this role")
     return None
+
+
+def _role_mismatch(c: IrsaCase, sa_ref: ServiceAccountRef, sa: ServiceAccount) -> Verdict | None:
+    """ROLE_MISMATCH, when the pod asked for another role of the same account than its
+    annotation names and that role's trust policy does not admit the token.
+
+    A role of another account is the documented cross-account pattern (the pod asks STS
+    for the other account's role, which trusts that account's own OIDC provider): that
+    role's trust decides, as for any role.  A requested role whose trust policy admits
+    the token was not refused for the mismatch either.
+    """
+    requested, annotated = c.role_arn or "", sa.role_arn or ""
+    if account_of(requested) != account_of(annotated):
+        c.also.append(
+            f"{sa_ref} is annotated with {annotated} and its pod asked for {requested}, a role of another "
+            "account (the cross-account pattern): the requested role's trust policy decides"
+        )
+        return None
+    role = c.ev.role(requested)
+    if role is not None and c.provider_arn and c.web.subject:
+        trust = analyze_web_identity_trust(
+            role.trust_policy, provider_arn=c.provider_arn, subject=c.web.subject, audience=c.audience or DEFAULT_AUDIENCE
+        )
+        if trust.cause is None:
+            c.also.append(
+                f"{sa_ref} is annotated with {annotated}, yet its pod asked for {requested}, whose trust policy "
+                "admits the token: the mismatch is not why STS refused"
+            )
+            return None
+    return c.verdict(
+        "ROLE_MISMATCH",
+        f"The pod asked for {requested}, but its service account {sa_ref} is annotated with "
+        f"{annotated}: the annotation changed after the pod started, or the pod overrides AWS_ROLE_ARN."
+        + ("" if role is not None else f" (The trust policy of {requested} was not read.)"),
+        fixes.role_mismatch_fix(sa_ref, requested=requested, annotated=annotated),
+    )
 
 
 # -- 8: the role ---------------------------------------------------------------------------------
@@ -271,6 +352,15 @@ def role_not_found(c: IrsaCase) -> Verdict | None:
 @RULES.rule("TRUST_PROVIDER_MISMATCH", "TRUST_ACTION_MISSING", "TRUST_SUBJECT_MISMATCH", "TRUST_AUDIENCE_MISMATCH")
 def trust_policy(c: IrsaCase) -> Verdict | None:
     role, audience = c.role, c.audience or DEFAULT_AUDIENCE
+    if _says(c.lowered, _SAID_AUDIENCE):
+        provider = c.ev.inv.provider_for_issuer(c.issuer, c.role_account) if c.issuer else None
+        return c.verdict(
+            "TRUST_AUDIENCE_MISMATCH",
+            f"STS says the token's audience is incorrect ({c.message}): {audience!r} is not among the client ids "
+            f"of the OIDC provider{' ' + provider.arn if provider else ''} for {c.issuer or 'the issuer'}, so STS "
+            "refuses it before the trust policy is read.",
+            _audience_fix(provider.arn if provider else c.provider_arn, audience),
+        )
     if role is None:
         return None
     if not (c.provider_arn and c.web.subject):
@@ -281,9 +371,15 @@ def trust_policy(c: IrsaCase) -> Verdict | None:
         role.trust_policy, provider_arn=c.provider_arn, subject=c.web.subject, audience=audience
     )
     if trust.cause and trust.cause != "UNEXPLAINED":
+        own = ""
+        if trust.cause == "TRUST_PROVIDER_MISMATCH" and any(
+            issuer_of(arn) == issuer_of(c.provider_arn) for arn in _federated(role.trust_policy)
+        ):
+            own = (f" STS accepts a web identity only through an OIDC provider of the role's own account "
+                   f"({c.role_account}): {c.provider_arn}.")
         return c.verdict(
             trust.cause,
-            f"The trust policy of {role.name} refuses {c.who}'s token: {trust.detail}",
+            f"The trust policy of {role.name} refuses {c.who}'s token: {trust.detail}{own}",
             fixes.trust_fix(role, c.provider_arn, c.sa_ref, audience, trust.cause),
         )
     if trust.cause == "UNEXPLAINED":
@@ -297,11 +393,28 @@ def trust_policy(c: IrsaCase) -> Verdict | None:
             f"The token's audience {audience!r} is not among the client ids of the OIDC provider "
             f"{provider.arn} ({', '.join(provider.client_ids) or 'none'}), so STS refuses it before "
             "the trust policy is read.",
-            f"Add the audience to the OIDC provider's client ids.\n\n"
-            f"aws iam add-client-id-to-open-id-connect-provider --open-id-connect-provider-arn "
-            f"{sh(provider.arn)} --client-id {sh(audience)}",
+            _audience_fix(provider.arn, audience),
         )
     return None
+
+
+def _federated(policy: object) -> list[str]:
+    """The ``Federated`` principals of a trust policy's statements (any shape)."""
+    found: list[str] = []
+    statements = policy.get("Statement") if isinstance(policy, dict) else None
+    for statement in statements if isinstance(statements, list) else [statements]:
+        principal = statement.get("Principal") if isinstance(statement, dict) else None
+        federated = principal.get("Federated") if isinstance(principal, dict) else None
+        found.extend([federated] if isinstance(federated, str) else [f for f in federated or [] if isinstance(f, str)])
+    return found
+
+
+def _audience_fix(provider_arn: str | None, audience: str) -> str:
+    return (
+        "Add the audience to the OIDC provider's client ids.\n\n"
+        "aws iam add-client-id-to-open-id-connect-provider --open-id-connect-provider-arn "
+        f"{sh(provider_arn or 'PROVIDER_ARN')} --client-id {sh(audience)}"
+    )
 
 
 def unexplained(c: IrsaCase) -> Verdict:

@@ -34,7 +34,9 @@ def explain_store(store: Store, inventory: Inventory | None = None, *, window: W
 
 def explain_failures(failures: Failures, inventory: Inventory | None = None) -> FindingsReport:
     """Resolve, explain and group :class:`Failures` into a :class:`FindingsReport`."""
-    evidence = Evidence(inventory or Inventory(), minted=failures.minted, has_inventory=inventory is not None)
+    evidence = Evidence(
+        inventory or Inventory(), minted=failures.minted, has_inventory=inventory is not None, accepted=failures.accepted
+    )
     merged: dict[tuple, list[tuple[FailureGroup, Verdict]]] = {}
     for group in failures.groups:
         verdict = _DECIDE[group.kind](evidence, group)
@@ -52,7 +54,7 @@ def explain_failures(failures: Failures, inventory: Inventory | None = None) -> 
             f.action,
         )
     )
-    notes = list(inventory.notes) if inventory else []
+    notes = (list(inventory.notes) if inventory else []) + evidence.notes
     if inventory:
         for part, reasons in sorted(inventory.gaps.items()):
             notes.extend(f"inventory ({part}) incomplete: {reason}" for reason in reasons)

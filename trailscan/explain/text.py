@@ -55,8 +55,11 @@ def inventory_hint(items: Sequence[str]) -> list[tuple[str, str]]:
     if "OIDC" in text:
         hints["--iam FILE"] = hints.get("--iam FILE", "aws iam get-account-authorization-details > iam.json")
         hints["--iam FILE (OIDC providers)"] = "aws iam list-open-id-connect-providers > oidc.json"
-    if "service account" in text:
-        hints["--service-accounts FILE"] = "kubectl get serviceaccounts -A -o json > sa.json  (or --kube-context NAME)"
+    if "service account" in text or "service-account" in text:
+        hints["--service-accounts CLUSTER=FILE"] = (
+            "kubectl get serviceaccounts -A -o json > sa.json, passed as --service-accounts CLUSTER=sa.json "
+            "(or --kube-context NAME)"
+        )
     if "cluster" in text or "node" in text or "association" in text:
         hints["--cluster NAME"] = "describes the EKS cluster live: OIDC issuer, node roles, Pod Identity associations"
     return list(hints.items())

@@ -7,26 +7,140 @@ call belongs to (SPEC §7 ``exact``, ``by_role``, ``node``, ``unknown``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 
-from trailscan.arn import issuer_id, same_role, session_name_of
-from trailscan.explain.collect import FailureGroup, MintedSession
+from trailscan.arn import issuer_id, issuer_of, same_role, session_name_of
+from trailscan.explain.collect import AcceptedWebIdentity, FailureGroup, MintedSession
 from trailscan.findings import Candidate, Workload
-from trailscan.identity import is_node_session, parse_web_identity, pod_identity_tags
-from trailscan.inventory import IAM, KUBERNETES, Inventory, Role
-from trailscan.kube import ServiceAccount
+from trailscan.identity import is_node_session, parse_subject, parse_web_identity, pod_identity_tags
+from trailscan.inventory import IAM, Inventory, Role
+from trailscan.kube import ServiceAccount, ServiceAccountSet
 
-__all__ = ["Evidence"]
+__all__ = ["Attribution", "Evidence", "attribute_service_accounts"]
+
+
+@dataclass(frozen=True)
+class Attribution:
+    """A service-account list taken as one cluster's (its OIDC ``issuer``, as ``host/path``)."""
+
+    accounts: ServiceAccountSet
+    issuer: str
+
+
+def attribute_service_accounts(
+    inventory: Inventory, accepted: Iterable[AcceptedWebIdentity]
+) -> tuple[list[Attribution], list[str]]:
+    """Which cluster each service-account list describes, and notes on the lists that
+    could not be tied to one.
+
+    A list speaks only for its own cluster.  It is that cluster's when the API server
+    said so (``--kube-context``: the issuer of ``/.well-known/openid-configuration``) or
+    the user tagged it (``--service-accounts CLUSTER=FILE``, a ``--cluster`` name or an
+    issuer) — unless CloudTrail contradicts it outright: service accounts that obtained
+    credentials from that issuer in the window are missing from the list, or annotated
+    with another role, and none agrees.  An untagged file is taken as a cluster's only
+    when CloudTrail agrees: at least one service account that obtained credentials from
+    that issuer is in it, annotated with the role it assumed, agreements outnumber
+    disagreements two to one, and no other issuer fits as well.  An empty list is never
+    evidence.
+    """
+    seen: dict[str, dict[tuple[str, str], set[str]]] = {}
+    for web in accepted:
+        ref = parse_subject(web.subject)
+        if ref is not None:
+            seen.setdefault(issuer_of(web.issuer), {}).setdefault((ref.namespace, ref.name), set()).add(web.role_arn or "")
+    attributions: list[Attribution] = []
+    notes: list[str] = []
+    for listing in inventory.service_account_sets:
+        if not listing.accounts:
+            notes.append(f"{listing.source} holds no service account: it is not evidence that any is missing")
+            continue
+        scores = {issuer: _score(listing, pairs) for issuer, pairs in seen.items()}
+        claimed = _claimed_issuer(inventory, listing)
+        if claimed is None and (listing.tag or listing.issuer):
+            notes.append(
+                f"{listing.source} is tagged {listing.tag!r}, a cluster whose OIDC issuer is not known: pass "
+                f"--cluster {listing.tag} (or tag it with the issuer, oidc.eks.REGION.amazonaws.com/id/ID); "
+                "its service accounts are not used as evidence"
+            )
+            continue
+        if claimed is not None:
+            agree, disagree = scores.get(claimed, (0, 0))
+            if disagree and not agree:
+                notes.append(
+                    f"{listing.source} is said to describe {issuer_id(claimed)}, but none of the {disagree} service "
+                    "accounts that obtained credentials from that cluster in the window is in it as it was used: "
+                    "its service accounts are not used as evidence"
+                )
+                continue
+            attributions.append(Attribution(listing, claimed))
+            continue
+        fitting = [issuer for issuer, (agree, disagree) in scores.items() if agree and agree >= 2 * disagree]
+        if len(fitting) == 1:
+            attributions.append(Attribution(listing, fitting[0]))
+            agree, disagree = scores[fitting[0]]
+            notes.append(
+                f"{listing.source} taken as the service accounts of cluster {issuer_id(fitting[0])}: {agree} of the "
+                f"{agree + disagree} service accounts that obtained credentials from its issuer in the window are in "
+                "it, annotated with the roles they assumed (tag it CLUSTER=FILE to say so)"
+            )
+        else:
+            why = (
+                f"it fits {len(fitting)} clusters' evidence" if fitting
+                else "no service account that obtained credentials in the window is in it as it was used"
+            )
+            notes.append(
+                f"{listing.source} is not tied to a cluster ({why}): its service accounts are not used as evidence; "
+                "tag it --service-accounts CLUSTER=FILE, or use --kube-context"
+            )
+    return attributions, notes
+
+
+def _claimed_issuer(inventory: Inventory, listing: ServiceAccountSet) -> str | None:
+    if listing.issuer:
+        return issuer_of(listing.issuer)
+    tag = listing.tag
+    if not tag:
+        return None
+    cluster = inventory.cluster(tag)
+    if cluster is not None and cluster.issuer_host_path:
+        return cluster.issuer_host_path
+    if "/" in tag:  # an issuer: https://oidc.eks.REGION.amazonaws.com/id/ID or host/path
+        return issuer_of(tag)
+    return None
+
+
+def _score(listing: ServiceAccountSet, pairs: Mapping[tuple[str, str], set[str]]) -> tuple[int, int]:
+    """(service accounts of the evidence the list has, annotated with a role they assumed;
+    those it lacks or annotates otherwise)."""
+    by_name = {(sa.namespace, sa.name): sa for sa in listing.accounts}
+    agree = disagree = 0
+    for key, roles in pairs.items():
+        sa = by_name.get(key)
+        if sa is not None and any(same_role(sa.role_arn, role) for role in roles):
+            agree += 1
+        else:
+            disagree += 1
+    return agree, disagree
 
 
 class Evidence:
     """The inventory (possibly empty) and the sessions minted for the failures' access keys."""
 
-    def __init__(self, inventory: Inventory, *, minted: Mapping[str, MintedSession], has_inventory: bool) -> None:
+    def __init__(
+        self,
+        inventory: Inventory,
+        *,
+        minted: Mapping[str, MintedSession],
+        has_inventory: bool,
+        accepted: Iterable[AcceptedWebIdentity] = (),
+    ) -> None:
         self.inv = inventory
         self.minted = minted
         self.has_inventory = has_inventory
         self.node_roles = inventory.node_role_arns()
+        self.attributions, self.notes = attribute_service_accounts(inventory, accepted)
 
     # -- what the inventory holds ----------------------------------------------------
 
@@ -36,7 +150,7 @@ class Evidence:
 
     @property
     def has_service_accounts(self) -> bool:
-        return bool(self.inv.service_accounts) or KUBERNETES in self.inv.complete
+        return bool(self.inv.service_account_sets)
 
     def cluster_name(self, issuer: str | None) -> str | None:
         if not issuer:
@@ -44,30 +158,27 @@ class Evidence:
         cluster = self.inv.cluster_for_issuer(issuer)
         return cluster.name if cluster else issuer_id(issuer)
 
-    def service_accounts_of(self, cluster: str | None) -> list[ServiceAccount] | None:
-        """The service accounts loaded for *cluster*; None when we hold none for it."""
-        if not self.has_service_accounts:
+    def service_accounts_of(self, issuer: str | None) -> list[ServiceAccount] | None:
+        """The service accounts of the cluster whose OIDC issuer this is; None when no list
+        loaded is tied to that cluster (see :func:`attribute_service_accounts`)."""
+        if not issuer:
             return None
-        accounts = self.inv.service_accounts
-        labels = {sa.cluster for sa in accounts if sa.cluster}
-        if cluster and cluster in labels:
-            return [sa for sa in accounts if sa.cluster in (cluster, "")]
-        if not labels:
-            return list(accounts)
-        known = {c.name for c in self.inv.clusters}
-        if len(labels) == 1 and not (labels & known and cluster in known):
-            # One cluster's accounts, labelled by a kube context name: take them as this cluster's.
-            return list(accounts)
-        return None
+        wanted = issuer_of(issuer)
+        sets = [a.accounts for a in self.attributions if a.issuer == wanted]
+        if not sets:
+            return None
+        return [sa for listing in sets for sa in listing.accounts]
 
     def candidates_for_role(self, role_arn: str | None) -> tuple[Candidate, ...]:
         """The service accounts (annotations, Pod Identity associations) that use *role_arn*."""
         if not role_arn:
             return ()
         found: list[Candidate] = []
-        for sa in self.inv.service_accounts:
-            if same_role(sa.role_arn, role_arn):
-                found.append(Candidate(sa.cluster or None, sa.namespace, sa.name))
+        clusters = {id(a.accounts): self.cluster_name(a.issuer) for a in self.attributions}
+        for listing in self.inv.service_account_sets:
+            for sa in listing.accounts:
+                if same_role(sa.role_arn, role_arn):
+                    found.append(Candidate(clusters.get(id(listing)) or sa.cluster or None, sa.namespace, sa.name))
         for cluster in self.inv.clusters:
             for association in cluster.pod_identity_associations:
                 if same_role(association.role_arn, role_arn):

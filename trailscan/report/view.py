@@ -17,7 +17,6 @@ from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from trailscan.version import __version__
 from trailscan.errors import InputError
 from trailscan.explain.causes import CAUSES
 from trailscan.model import Window
@@ -32,6 +31,7 @@ from trailscan.report.document import (
     document_window,
     workload_label,
 )
+from trailscan.version import __version__
 
 __all__ = ["ACCENT", "CAUSE_TITLES", "environment", "split_fix", "view"]
 
