@@ -82,7 +82,7 @@ _GROUPINGS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
             "hits.user_agent",
             "ctx.ec2_role_delivery",
         ),
-        (),
+        ("arg_max(CAST(ctx.resources AS VARCHAR), hits.event_time) AS resources",),
     ),
 }
 

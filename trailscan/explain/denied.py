@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from trailscan.arn import role_arn_of_session, role_name
 from trailscan.errors import InputError
 from trailscan.explain import fixes
-from trailscan.explain.collect import FailureGroup
+from trailscan.explain.collect import FailureGroup, json_value
 from trailscan.explain.rules import Rules, Verdict
 from trailscan.explain.text import (
     denial_phrase,
@@ -49,7 +49,19 @@ class DeniedCase:
 
     @property
     def resource(self) -> str | None:
-        return self.denial.resource
+        """The resource refused: as AWS's message names it, else the record's only resource ARN."""
+        if self.denial.resource:
+            return self.denial.resource
+        resources = json_value(self.group.get("resources"))
+        arns = [r.get("ARN") for r in resources if isinstance(r, dict)] if isinstance(resources, list) else []
+        arns = [arn for arn in arns if isinstance(arn, str) and arn.startswith("arn:")]
+        return arns[0] if len(arns) == 1 else None
+
+    @property
+    def where(self) -> dict[str, str | None]:
+        """Region and account, for a placeholder ARN when no resource is known."""
+        regions = self.group.regions
+        return {"region": regions[0] if len(regions) == 1 else None, "account": self.group.get("account_id")}
 
     def verdict(self, cause: str, explanation: str, fix: str) -> Verdict:
         return Verdict(cause, self.workload, self.role_arn, self.identity_arn, self.action, sentence(explanation), fix)
@@ -122,7 +134,7 @@ def boundary_said(c: DeniedCase) -> Verdict | None:
         "BOUNDARY_DENY",
         f"{c.caller} may not call {c.action}: the role's permissions boundary does not allow it, whatever its "
         "policies grant.",
-        fixes.boundary_fix(c.ev.role(c.role_arn), c.role_arn, c.action, c.resource),
+        fixes.boundary_fix(c.ev.role(c.role_arn), c.role_arn, c.action, c.resource, **c.where),
     )
 
 
@@ -158,7 +170,7 @@ def missing_permission_said(c: DeniedCase) -> Verdict | None:
         "MISSING_PERMISSION",
         f"No identity-based policy of {whose(c.role_arn, c.identity_arn, c.workload)} allows {c.action}"
         f"{' on ' + c.resource if c.resource else ''}, so AWS refused the call.",
-        fixes.missing_permission_fix(c.role_arn, c.identity_arn, c.action, c.resource),
+        fixes.missing_permission_fix(c.role_arn, c.identity_arn, c.action, c.resource, **c.where),
     )
 
 
@@ -197,15 +209,15 @@ def _decide_from_policies(c: DeniedCase, role: Role) -> Verdict | str:
             "EXPLICIT_DENY",
             (f"{caller} was refused {action}{where}: {statements} of the role {role.name} explicitly denies it, "
              "and an explicit deny always wins."),
-            (f"Narrow or remove the Deny in {statements}.\n\nIt denies {action} for {role.arn}; an explicit deny "
-             "cannot be overridden by any Allow."),
+            fixes.fix(f"Narrow or remove the Deny in {statements}: it denies {action} to {role.arn}, and an explicit "
+                      "deny cannot be overridden by any Allow."),
         )
     if boundary is not None and boundary.effect == "explicit_deny":
         return c.verdict(
             "EXPLICIT_DENY",
             (f"{caller} was refused {action}{where}: the permissions boundary {role.boundary_arn} of {role.name} "
              "explicitly denies it."),
-            f"Change the Deny in the permissions boundary {role.boundary_arn}, or attach another boundary.",
+            fixes.fix(f"Change the Deny in the permissions boundary {role.boundary_arn}, or attach another boundary."),
         )
     missing = identity.effect == "implicit_deny" and not identity.conditional and role.policies_complete
     if boundary is not None and not boundary.allowed and not boundary.conditional:
@@ -214,8 +226,12 @@ def _decide_from_policies(c: DeniedCase, role: Role) -> Verdict | str:
             "BOUNDARY_DENY",
             (f"{caller} may not call {action}{where}: the permissions boundary {role.boundary_arn} of {role.name} "
              f"does not allow it, whatever the role's policies grant.{also}"),
-            fixes.boundary_fix(role, role.arn, action, resource)
-            + ("\n\n" + fixes.missing_permission_fix(role.arn, None, action, resource) if missing else ""),
+            fixes.extend(
+                fixes.boundary_fix(role, role.arn, action, resource, **c.where),
+                *((fixes.comment("and, in the role's own policies:"),
+                   *fixes.script_of(fixes.missing_permission_fix(role.arn, None, action, resource, **c.where)))
+                  if missing else ()),
+            ),
         )
     if missing:
         unread = f" (its permissions boundary {role.boundary_arn} could not be read)" if role.boundary_arn and boundary is None else ""
@@ -223,7 +239,7 @@ def _decide_from_policies(c: DeniedCase, role: Role) -> Verdict | str:
             "MISSING_PERMISSION",
             (f"No identity-based policy of {whose(role.arn, None, None)} allows {action}{where}, so AWS "
              f"refused the call (its message did not say why; the role's policies were evaluated{unread})."),
-            fixes.missing_permission_fix(role.arn, None, action, resource),
+            fixes.missing_permission_fix(role.arn, None, action, resource, **c.where),
         )
     if identity.effect == "implicit_deny" and identity.conditional:
         refs = "; ".join(ref.describe() for ref, _ in identity.conditional)
@@ -240,17 +256,18 @@ def _decide_from_policies(c: DeniedCase, role: Role) -> Verdict | str:
 
 def unexplained(c: DeniedCase) -> Verdict:
     decode = (
-        f"\n\nEC2 encodes why; decode it with:\naws sts decode-authorization-message --encoded-message "
-        f"{sh(c.denial.encoded_message)} --query DecodedMessage --output text"
-        if c.denial.encoded_message else ""
-    )
+        fixes.comment("EC2 encodes why; decode it with:"),
+        f"aws sts decode-authorization-message --encoded-message {sh(c.denial.encoded_message)} "
+        "--query DecodedMessage --output text",
+    ) if c.denial.encoded_message else ()
     return c.verdict(
         "UNEXPLAINED",
         f"{c.caller} was refused {c.action} ({c.code}) and AWS's message does not say why. "
         + (" ".join(sentence(text[0].upper() + text[1:]) for text in c.found) + " " if c.found else "")
         + unchecked_text(c.unchecked),
-        fixes.unexplained_fix(c.unchecked, default="Look for a service control, resource control or resource policy "
-                              f"denying {c.action}, or a session policy passed when the role was assumed.") + decode,
+        fixes.extend(fixes.unexplained_fix(c.unchecked, default="Look for a service control, resource control or "
+                                           f"resource policy denying {c.action}, or a session policy passed when "
+                                           "the role was assumed."), *decode),
     )
 
 

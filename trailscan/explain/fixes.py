@@ -1,9 +1,16 @@
 """Fixes: what to change, as commands and policy documents a person can paste.
 
-Every fix opens with one sentence (what to do), then a blank line and the commands or
-documents.  Names that come from CloudTrail (a web-identity subject, a requested role
-ARN) are callers' text: inside a command they are quoted for the shell (:func:`sh`), in
-a comment or a prose line they are kept on one line (:func:`line`).
+Every fix is one paragraph of prose (what to do, for people), a blank line, and a
+script that can be pasted into a shell as a whole (:func:`fix`): commands, ``#``
+comments, and policy documents written to files by quoted here-documents.  Nothing in
+the script is prose, so a code block's copy button copies only what is meant to run.
+
+Names that come from CloudTrail (a web-identity subject, a requested role ARN) are
+callers' text: in a command they are quoted for the shell (:func:`sh`), in a comment
+kept on one line (:func:`comment`), and in a document JSON-encoded inside a
+here-document whose delimiter no JSON line can be.  Policies are written whole — the
+document the command installs — never a fragment next to a command that would replace
+the whole policy with it.
 """
 
 from __future__ import annotations
@@ -34,92 +41,137 @@ from trailscan.policy import (
 
 WORKER_NODE_POLICY = "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy"
 
+#: Actions that take no resource-level permission ("Resource": "*" is the only way).
+_ACTION_ONLY = ("ec2:Describe*", "sts:GetCallerIdentity", "s3:ListAllMyBuckets", "iam:ListRoles", "iam:ListPolicies",
+                "eks:ListClusters", "ecr:GetAuthorizationToken", "cloudwatch:PutMetricData",
+                "logs:DescribeLogGroups", "kms:ListKeys", "kms:ListAliases", "sqs:ListQueues", "sns:ListTopics",
+                "dynamodb:ListTables", "secretsmanager:ListSecrets", "tag:GetResources")
+
+
+def fix(summary: str, *script: str) -> str:
+    """A fix: *summary* (prose) then, after a blank line, the script lines."""
+    lines = [part for part in script if part]
+    return summary.strip() + ("\n\n" + "\n".join(lines) if lines else "")
+
+
+def extend(text: str, *script: str) -> str:
+    """A fix with more script lines after its own."""
+    summary, _, own = text.partition("\n\n")
+    return fix(summary, *own.splitlines(), *script)
+
+
+def script_of(text: str) -> list[str]:
+    """The script lines of a fix."""
+    return text.partition("\n\n")[2].splitlines()
+
+
+def comment(text: object) -> str:
+    """A ``#`` comment line: whatever *text* holds stays on this one line."""
+    return "# " + line(text)
+
+
+def heredoc(filename: str, document: object) -> str:
+    """``cat > FILE <<'EOF'`` … ``EOF``: writes *document* as JSON, nothing expanded."""
+    return f"cat > {filename} <<'EOF'\n{dump(document)}\nEOF"
+
 
 def restart(sa_ref: ServiceAccountRef | None) -> str:
     ns = sa_ref.namespace if sa_ref else "NAMESPACE"
-    return (
-        f"kubectl rollout restart deployment -n {sh(ns)} DEPLOYMENT   "
-        f"# each workload that runs as {line(sa_ref or 'the service account')}"
-    )
+    who = str(sa_ref) if sa_ref else "the service account"
+    return f"kubectl rollout restart deployment -n {sh(ns)} DEPLOYMENT   " + comment(f"each workload that runs as {who}")
 
 
 def annotate_fix(sa_ref: ServiceAccountRef | None, role_arn: str | None, summary: str) -> str:
     ns, name = (sa_ref.namespace, sa_ref.name) if sa_ref else ("NAMESPACE", "SERVICE_ACCOUNT")
     annotation = sh(f"eks.amazonaws.com/role-arn={role_arn}")
-    return (
-        f"{summary}\n\n"
-        f"kubectl annotate serviceaccount -n {sh(ns)} {sh(name)} {annotation} --overwrite\n"
-        + restart(sa_ref)
+    return fix(summary, f"kubectl annotate serviceaccount -n {sh(ns)} {sh(name)} {annotation} --overwrite", restart(sa_ref))
+
+
+def token_expired_fix(sa_ref: ServiceAccountRef | None) -> str:
+    return fix(
+        "Make the workload re-read its projected token instead of caching it: use an SDK version that reloads "
+        "AWS_WEB_IDENTITY_TOKEN_FILE on every refresh, check the node's clock, and never copy the token out of "
+        "the pod; then restart the pods.",
+        comment("after upgrading the SDK (or fixing the clock with chrony):"),
+        restart(sa_ref),
+    )
+
+
+def idp_unreachable_fix(issuer: str | None) -> str:
+    return fix(
+        "Retry: STS reaches the EKS OIDC issuer over the internet, and this error is usually transient. If it "
+        "persists, check that the issuer's discovery document answers from the internet, and see the AWS Health "
+        "Dashboard for STS and EKS in the region.",
+        "curl -fsS " + sh("https://" + (issuer or "ISSUER") + "/.well-known/openid-configuration"),
     )
 
 
 def role_mismatch_fix(sa_ref: ServiceAccountRef, *, requested: str, annotated: str) -> str:
     annotation = sh(f"eks.amazonaws.com/role-arn={requested}")
-    return (
+    return fix(
         f"Restart the pods of {line(sa_ref)} so they use the annotated role {line(role_name(annotated))}, or "
-        f"annotate the service account with {line(role_name(requested))} if that is the right one.\n\n"
-        f"# the annotation ({line(annotated)}) is right: restart, and drop any AWS_ROLE_ARN override from the pod spec\n"
-        + restart(sa_ref)
-        + f"\n# the requested role ({line(requested)}) is right:\n"
-        f"kubectl annotate serviceaccount -n {sh(sa_ref.namespace)} {sh(sa_ref.name)} "
-        f"{annotation} --overwrite\n"
-        + restart(sa_ref)
+        f"annotate the service account with {line(role_name(requested))} if that is the right one.",
+        comment(f"the annotation ({annotated}) is right: restart, and drop any AWS_ROLE_ARN override from the pod spec"),
+        restart(sa_ref),
+        comment(f"the requested role ({requested}) is right:"),
+        f"kubectl annotate serviceaccount -n {sh(sa_ref.namespace)} {sh(sa_ref.name)} {annotation} --overwrite",
+        restart(sa_ref),
     )
 
 
 def sa_not_found_fix(sa_ref: ServiceAccountRef, role_arn: str | None) -> str:
     annotation = sh(f"eks.amazonaws.com/role-arn={role_arn or 'ROLE_ARN'}")
-    return (
+    return fix(
         f"Create the service account {line(sa_ref)} annotated with the role, or point the pod's "
-        "serviceAccountName at an existing one.\n\n"
-        f"kubectl create serviceaccount -n {sh(sa_ref.namespace)} {sh(sa_ref.name)}\n"
-        f"kubectl annotate serviceaccount -n {sh(sa_ref.namespace)} {sh(sa_ref.name)} "
-        f"{annotation} --overwrite\n"
-        + restart(sa_ref)
+        "serviceAccountName at an existing one.",
+        f"kubectl create serviceaccount -n {sh(sa_ref.namespace)} {sh(sa_ref.name)}",
+        f"kubectl annotate serviceaccount -n {sh(sa_ref.namespace)} {sh(sa_ref.name)} {annotation} --overwrite",
+        restart(sa_ref),
     )
 
 
 def oidc_provider_fix(cluster: str | None, issuer: str | None, audience: str | None) -> str:
     name = sh(cluster or "CLUSTER")
-    url = sh(f"https://{issuer}") if issuer else "$(aws eks describe-cluster --name " + name + " --query cluster.identity.oidc.issuer --output text)"
-    return (
-        f"Create the IAM OIDC identity provider for the cluster's issuer.\n\n"
-        f"eksctl utils associate-iam-oidc-provider --cluster {name} --approve\n"
-        f"# or, without eksctl:\n"
-        f"aws iam create-open-id-connect-provider --url {url} --client-id-list {sh(audience or DEFAULT_AUDIENCE)}"
+    url = sh(f"https://{issuer}") if issuer else (
+        "$(aws eks describe-cluster --name " + name + " --query cluster.identity.oidc.issuer --output text)"
+    )
+    return fix(
+        "Create the IAM OIDC identity provider for the cluster's issuer.",
+        f"eksctl utils associate-iam-oidc-provider --cluster {name} --approve",
+        comment("or, without eksctl:"),
+        f"aws iam create-open-id-connect-provider --url {url} --client-id-list {sh(audience or DEFAULT_AUDIENCE)}",
     )
 
 
 def thumbprint_fix(provider_arn: str | None, issuer: str | None) -> str:
     host = (issuer or "ISSUER").split("/", 1)[0]
-    return (
-        "Update the OIDC provider's thumbprint to the issuer's current certificate chain.\n\n"
-        f"# the SHA-1 of the last certificate in the chain of {line(host)}:\n"
-        f"openssl s_client -servername {sh(host)} -showcerts -connect {sh(host + ':443')} </dev/null 2>/dev/null "
-        "| awk '/BEGIN/{c=\"\"} {c=c $0 \"\\n\"} /END/{last=c} END{printf \"%s\", last}' "
-        "| openssl x509 -fingerprint -sha1 -noout | tr -d ':' | cut -d= -f2\n"
+    return fix(
+        "Update the OIDC provider's thumbprint to the issuer's current certificate chain.",
+        comment(f"the SHA-1 of the last certificate in the chain of {host}:"),
+        f"THUMBPRINT=$(openssl s_client -servername {sh(host)} -showcerts -connect {sh(host + ':443')} </dev/null "
+        "2>/dev/null | awk '/BEGIN/{c=\"\"} {c=c $0 \"\\n\"} /END/{last=c} END{printf \"%s\", last}' "
+        "| openssl x509 -fingerprint -sha1 -noout | tr -d ':' | cut -d= -f2)",
         f"aws iam update-open-id-connect-provider-thumbprint --open-id-connect-provider-arn "
-        f"{sh(provider_arn or 'PROVIDER_ARN')} --thumbprint-list THUMBPRINT"
+        f"{sh(provider_arn or 'PROVIDER_ARN')} --thumbprint-list \"$THUMBPRINT\"",
     )
 
 
 def role_not_found_fix(role_arn: str | None, provider_arn: str | None, sa_ref: ServiceAccountRef | None, audience: str) -> str:
     name = role_name(role_arn)
     if provider_arn and sa_ref:
-        trust = dump(irsa_trust_policy(provider_arn, sa_ref.namespace, sa_ref.name, audience))
-        return (
+        return fix(
             f"Create the role {line(name)} with a trust policy for {line(sa_ref)}, or annotate the service "
-            "account with an existing role.\n\n"
-            f"aws iam create-role --role-name {sh(name)} --assume-role-policy-document file://trust.json\n"
-            f"# trust.json:\n{trust}"
+            "account with an existing role.",
+            heredoc("trust.json", irsa_trust_policy(provider_arn, sa_ref.namespace, sa_ref.name, audience)),
+            f"aws iam create-role --role-name {sh(name)} --assume-role-policy-document file://trust.json",
         )
-    return f"Create the role {name}, or point the workload at an existing role."
+    return fix(f"Create the role {line(name)}, or point the workload at an existing role.")
 
 
 def trust_fix(role: Role, provider_arn: str, sa_ref: ServiceAccountRef | None, audience: str, cause: str) -> str:
     if sa_ref is None:
-        return (
-            f"Change the trust policy of {role.name} so that a statement federating {provider_arn} allows "
+        return fix(
+            f"Change the trust policy of {line(role.name)} so that a statement federating {provider_arn} allows "
             f"{WEB_IDENTITY_ACTION} for this subject and audience."
         )
     fixed = merge_irsa_statement(role.trust_policy, provider_arn, sa_ref.namespace, sa_ref.name, audience)
@@ -129,10 +181,12 @@ def trust_fix(role: Role, provider_arn: str, sa_ref: ServiceAccountRef | None, a
         "TRUST_SUBJECT_MISMATCH": f"admit {sa_ref.subject}",
         "TRUST_AUDIENCE_MISMATCH": f"admit the audience {audience}",
     }.get(cause, f"admit {sa_ref.subject}")
-    return (
-        f"Update the trust policy of {role.name} to {what}; other statements are kept.\n\n"
-        f"aws iam update-assume-role-policy --role-name {sh(role.name)} --policy-document file://trust.json\n"
-        f"# trust.json:\n{dump(fixed)}"
+    return fix(
+        f"Update the trust policy of {line(role.name)} to {line(what)}: the statement for this provider is "
+        "corrected, other statements are kept.",
+        comment(f"the whole trust policy of {role.name}, corrected:"),
+        heredoc("trust.json", fixed),
+        f"aws iam update-assume-role-policy --role-name {sh(role.name)} --policy-document file://trust.json",
     )
 
 
@@ -142,98 +196,149 @@ def pod_trust_fix(role: Role | None, role_arn: str | None, cluster: str | None, 
         policy = load_policy(role.trust_policy, name=f"trust policy of {role.name}")
         statements = policy["Statement"] if isinstance(policy["Statement"], list) else [policy["Statement"]]
         policy["Statement"] = [*statements, *wanted["Statement"]]
-        return (
-            f"Let pods.eks.amazonaws.com assume {role.name} with sts:AssumeRole and sts:TagSession; other "
-            "statements are kept.\n\n"
-            f"aws iam update-assume-role-policy --role-name {sh(role.name)} --policy-document file://trust.json\n"
-            f"# trust.json:\n{dump(policy)}"
+        return fix(
+            f"Let pods.eks.amazonaws.com assume {line(role.name)} with sts:AssumeRole and sts:TagSession; other "
+            "statements are kept.",
+            comment(f"the whole trust policy of {role.name}, with the statement EKS Pod Identity needs:"),
+            heredoc("trust.json", policy),
+            f"aws iam update-assume-role-policy --role-name {sh(role.name)} --policy-document file://trust.json",
         )
     name = sh(cluster or "CLUSTER")
     find = f"aws eks list-pod-identity-associations --cluster-name {name}"
     if tags is not None and getattr(tags, "workload", None):
         find += f" --namespace {sh(tags.namespace)} --service-account {sh(tags.service_account)}"
-    return (
-        f"Make the trust policy of {role_name(role_arn) if role_arn else 'the associated role'} let "
-        "pods.eks.amazonaws.com call sts:AssumeRole and sts:TagSession.\n\n"
-        + ("" if role_arn else f"# find the role: {find}, then aws eks describe-pod-identity-association --cluster-name {name} --association-id ID\n")
-        + f"aws iam update-assume-role-policy --role-name {sh(role_name(role_arn) if role_arn else 'ROLE_NAME')} "
-        "--policy-document file://trust.json   # keep the role's other statements\n"
-        f"# the statement the trust policy needs:\n{dump(wanted)}"
+    target = sh(role_name(role_arn)) if role_arn else '"$ROLE_NAME"'
+    return fix(
+        f"Make the trust policy of {line(role_name(role_arn)) if role_arn else 'the associated role'} let "
+        "pods.eks.amazonaws.com call sts:AssumeRole and sts:TagSession, keeping its other statements.",
+        *((comment("find the role of the association:"), find,
+           f"aws eks describe-pod-identity-association --cluster-name {name} --association-id ASSOCIATION_ID",
+           "ROLE_NAME=ROLE_NAME   # the role name the association names") if not role_arn else ()),
+        comment("the role's current trust policy, and the statement to add to its Statement list:"),
+        f"aws iam get-role --role-name {target} --query Role.AssumeRolePolicyDocument > current-trust.json",
+        heredoc("statement.json", wanted["Statement"][0]),
+        "jq --slurpfile add statement.json '.Statement = ([.Statement] | flatten) + $add' current-trust.json > trust.json",
+        f"aws iam update-assume-role-policy --role-name {target} --policy-document file://trust.json",
     )
 
 
 def agent_fix(node_role: str | None) -> str:
     name = role_name(node_role) if node_role else "NODE_ROLE"
-    statement = {
+    document = {
         "Version": "2012-10-17",
         "Statement": [{"Effect": "Allow", "Action": POD_IDENTITY_ACTION, "Resource": "*"}],
     }
-    return (
-        f"Allow the node role {name} to call {POD_IDENTITY_ACTION} (AmazonEKSWorkerNodePolicy includes it).\n\n"
-        f"aws iam attach-role-policy --role-name {sh(name)} --policy-arn {WORKER_NODE_POLICY}\n"
-        f"# or an inline policy:\naws iam put-role-policy --role-name {sh(name)} --policy-name eks-pod-identity-agent "
-        f"--policy-document file://policy.json\n# policy.json:\n{dump(statement)}"
+    return fix(
+        f"Allow the node role {line(name)} to call {POD_IDENTITY_ACTION} (AmazonEKSWorkerNodePolicy includes it).",
+        f"aws iam attach-role-policy --role-name {sh(name)} --policy-arn {WORKER_NODE_POLICY}",
+        comment("or an inline policy:"),
+        heredoc("policy.json", document),
+        f"aws iam put-role-policy --role-name {sh(name)} --policy-name eks-pod-identity-agent "
+        "--policy-document file://policy.json",
     )
 
 
 def node_fallback_fix(user_agent: str | None, action: str, cluster: str | None) -> str:
     sdk = parse_user_agent(user_agent)
-    upgrade = ""
+    upgrade = None
     if sdk is not None:
         support = credential_support(sdk)
         if support.irsa is False or support.pod_identity is False:
             wanted = support.irsa_minimum if support.irsa is False else support.pod_identity_minimum
-            upgrade = (
-            f"\n# first upgrade {line(sdk.label)} from {line(sdk.version)} to {wanted} or later: "
-            "older versions ignore pod credentials"
-        )
+            upgrade = comment(f"first upgrade {sdk.label} from {sdk.version} to {wanted} or later: "
+                              "older versions ignore pod credentials")
     name = sh(cluster or "CLUSTER")
-    return (
-        "Give the workload its own role (IRSA or EKS Pod Identity) and grant "
-        f"{action} there, not to the node role.{upgrade}\n\n"
-        "# IRSA:\n"
-        "kubectl annotate serviceaccount -n NAMESPACE SERVICE_ACCOUNT eks.amazonaws.com/role-arn=ROLE_ARN --overwrite\n"
-        "kubectl rollout restart deployment -n NAMESPACE DEPLOYMENT\n"
-        "# or EKS Pod Identity:\n"
+    return fix(
+        f"Give the workload its own role (IRSA or EKS Pod Identity) and grant {action} there, not to the node role.",
+        upgrade or "",
+        comment("IRSA:"),
+        "kubectl annotate serviceaccount -n NAMESPACE SERVICE_ACCOUNT eks.amazonaws.com/role-arn=ROLE_ARN --overwrite",
+        "kubectl rollout restart deployment -n NAMESPACE DEPLOYMENT",
+        comment("or EKS Pod Identity:"),
         f"aws eks create-pod-identity-association --cluster-name {name} --namespace NAMESPACE "
-        "--service-account SERVICE_ACCOUNT --role-arn ROLE_ARN"
+        "--service-account SERVICE_ACCOUNT --role-arn ROLE_ARN",
     )
 
 
-def missing_permission_fix(role_arn: str | None, identity_arn: str | None, action: str, resource: str | None) -> str:
-    statement = {
-        "Version": "2012-10-17",
-        "Statement": [{"Effect": "Allow", "Action": action, "Resource": resource or "*"}],
-    }
+def resource_for(action: str, resource: str | None, *, region: str | None = None, account: str | None = None) -> str:
+    """The ``Resource`` of an Allow statement for *action*: the resource the event names;
+    ``*`` only for an action that takes no resource; else a placeholder ARN to fill in —
+    never a wildcard granting the action on everything."""
+    if resource:
+        return resource
+    from trailscan.policy import action_matches
+
+    if any(action_matches(pattern, action) for pattern in _ACTION_ONLY):
+        return "*"
+    service = action.split(":", 1)[0]
+    return f"arn:aws:{service}:{region or 'REGION'}:{account or 'ACCOUNT_ID'}:RESOURCE"
+
+
+def missing_permission_fix(role_arn: str | None, identity_arn: str | None, action: str, resource: str | None,
+                           *, region: str | None = None, account: str | None = None) -> str:
+    target = resource_for(action, resource, region=region, account=account)
+    document = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": action, "Resource": target}]}
     policy_name = sh("allow-" + action.replace(":", "-"))
     if role_arn:
-        command = (
-            f"aws iam put-role-policy --role-name {sh(role_name(role_arn))} --policy-name {policy_name} "
-            "--policy-document file://policy.json"
-        )
+        command = (f"aws iam put-role-policy --role-name {sh(role_name(role_arn))} --policy-name {policy_name} "
+                   "--policy-document file://policy.json")
         who = f"the role {role_name(role_arn)}"
     elif identity_arn and ":user/" in identity_arn:
-        command = (
-            f"aws iam put-user-policy --user-name {sh(identity_arn.rsplit('/', 1)[-1])} --policy-name {policy_name} "
-            "--policy-document file://policy.json"
-        )
+        command = (f"aws iam put-user-policy --user-name {sh(identity_arn.rsplit('/', 1)[-1])} --policy-name "
+                   f"{policy_name} --policy-document file://policy.json")
         who = f"the user {identity_arn.rsplit('/', 1)[-1]}"
     else:
-        command = "# attach it to the caller's identity policy"
+        command = comment("attach policy.json to the caller's identity")
         who = "the caller"
-    narrow = "" if resource else " (narrow Resource to the ARNs the workload uses where the action supports it)"
-    return f"Allow {action} to {who}{narrow}.\n\n{command}\n# policy.json:\n{dump(statement)}"
+    placeholder = target.endswith(":RESOURCE")
+    return fix(
+        f"Allow {action} to {line(who)} on "
+        + (f"{line(target)}." if not placeholder else "the resources the workload uses (the event does not name them)."),
+        comment("replace RESOURCE in the ARN below with the resources the workload uses") if placeholder else "",
+        heredoc("policy.json", document),
+        command,
+    )
 
 
-def boundary_fix(role: Role | None, role_arn: str | None, action: str, resource: str | None) -> str:
-    boundary = role.boundary_arn if role is not None and role.boundary_arn else "the role's permissions boundary"
-    statement = {"Effect": "Allow", "Action": action, "Resource": resource or "*"}
-    return (
-        f"Allow {action} in the permissions boundary {boundary} (a boundary caps what any policy of "
-        f"{role_name(role_arn)} can grant).\n\n"
-        f"# add this statement to a new default version of {boundary}:\n{dump(statement)}\n"
-        f"aws iam create-policy-version --policy-arn {boundary if boundary.startswith('arn:') else 'BOUNDARY_POLICY_ARN'} "
-        "--policy-document file://boundary.json --set-as-default"
+def boundary_fix(role: Role | None, role_arn: str | None, action: str, resource: str | None,
+                 *, region: str | None = None, account: str | None = None) -> str:
+    """The boundary's whole new version: the document it has, plus the statement — never a
+    fragment beside ``--set-as-default``, which would make the fragment the boundary."""
+    statement = {"Effect": "Allow", "Action": action, "Resource": resource_for(action, resource, region=region,
+                                                                              account=account)}
+    boundary = role.boundary_arn if role is not None and role.boundary_arn else None
+    who = role_name(role_arn)
+    summary = (f"Allow {action} in the permissions boundary {boundary or 'of the role'} (a boundary caps what "
+               f"any policy of {line(who)} can grant).")
+    if boundary and boundary.startswith("arn:aws:iam::aws:policy/"):
+        return fix(
+            summary.replace("Allow", "The boundary is an AWS managed policy, which cannot be edited: allow", 1),
+            comment("attach a boundary of your own that allows the action, or remove the boundary:"),
+            f"aws iam put-role-permissions-boundary --role-name {sh(who)} --permissions-boundary BOUNDARY_POLICY_ARN",
+        )
+    arn = sh(boundary) if boundary else '"$BOUNDARY_ARN"'
+    if role is not None and role.permissions_boundary is not None and boundary:
+        document = load_policy(role.permissions_boundary, name=f"permissions boundary {boundary}")
+        statements = document["Statement"] if isinstance(document["Statement"], list) else [document["Statement"]]
+        document["Statement"] = [*statements, statement]
+        return fix(
+            summary,
+            comment("the whole boundary, as its default version reads today, with the statement added:"),
+            heredoc("boundary.json", document),
+            f"aws iam create-policy-version --policy-arn {arn} --policy-document file://boundary.json --set-as-default",
+        )
+    return fix(
+        summary,
+        *((f"BOUNDARY_ARN=$(aws iam get-role --role-name {sh(who)} --query Role.PermissionsBoundary."
+           "PermissionsBoundaryArn --output text)",) if not boundary else ()),
+        comment("the boundary's current default version, and the statement to add to it:"),
+        f"VERSION=$(aws iam get-policy --policy-arn {arn} --query Policy.DefaultVersionId --output text)",
+        f"aws iam get-policy-version --policy-arn {arn} --version-id \"$VERSION\" "
+        "--query PolicyVersion.Document > current-boundary.json",
+        heredoc("statement.json", statement),
+        "jq --slurpfile add statement.json '.Statement = ([.Statement] | flatten) + $add' "
+        "current-boundary.json > boundary.json",
+        f"aws iam create-policy-version --policy-arn {arn} --policy-document file://boundary.json --set-as-default",
     )
 
 
@@ -244,9 +349,10 @@ def resource_policy_fix(which: str, principal: str | None, action: str, resource
         "Action": action,
         "Resource": resource or "RESOURCE_ARN",
     }
-    return (
-        f"Allow the caller in the {which} of {resource or 'the resource'}.\n\n"
-        f"# add this statement to the {which}:\n{dump(statement)}"
+    return fix(
+        f"Allow the caller in the {which} of {line(resource or 'the resource')}.",
+        comment(f"the statement to add to the {which}'s Statement list (keep the others):"),
+        heredoc("statement.json", statement),
     )
 
 
@@ -254,17 +360,22 @@ def explicit_deny_fix(denial: Denial, action: str, role_arn: str | None, resourc
     kind = policy_kind(denial.policy_type)
     target = denial.policy_arn or kind
     where = {
-        "scp": "the organization's management account (aws organizations list-policies-for-target --target-id ACCOUNT_ID --filter SERVICE_CONTROL_POLICY)",
-        "rcp": "the organization's management account (aws organizations list-policies-for-target --target-id ACCOUNT_ID --filter RESOURCE_CONTROL_POLICY)",
-        "boundary": f"aws iam get-role --role-name {role_name(role_arn)} --query Role.PermissionsBoundary",
-        "session": "the code or tool that assumed the role with a session policy (Policy / PolicyArns)",
-        "resource": f"the resource policy of {resource or 'the resource'}",
-        "vpce": "the VPC endpoint policy (aws ec2 describe-vpc-endpoints)",
-        "identity": f"aws iam list-role-policies / list-attached-role-policies --role-name {role_name(role_arn)}",
-    }.get(denial.policy_type or "", "the policies that apply to the call")
-    return (
-        f"Change {target} so it no longer denies {action} to this caller, or stop calling it.\n\n"
-        f"Find it in {where}. An explicit deny cannot be overridden by any Allow."
+        "scp": ("aws organizations list-policies-for-target --target-id ACCOUNT_ID --filter SERVICE_CONTROL_POLICY"
+                "   # from the management account"),
+        "rcp": ("aws organizations list-policies-for-target --target-id ACCOUNT_ID --filter RESOURCE_CONTROL_POLICY"
+                "   # from the management account"),
+        "boundary": f"aws iam get-role --role-name {sh(role_name(role_arn))} --query Role.PermissionsBoundary",
+        "session": comment("the code or tool that assumed the role with a session policy (Policy / PolicyArns)"),
+        "resource": comment(f"the resource policy of {resource or 'the resource'}"),
+        "vpce": "aws ec2 describe-vpc-endpoints --query 'VpcEndpoints[].[VpcEndpointId,PolicyDocument]'",
+        "identity": (f"aws iam list-role-policies --role-name {sh(role_name(role_arn))}; "
+                     f"aws iam list-attached-role-policies --role-name {sh(role_name(role_arn))}"),
+    }.get(denial.policy_type or "", comment("the policies that apply to the call"))
+    return fix(
+        f"Change {line(target)} so it no longer denies {action} to this caller, or stop calling it. An explicit "
+        "deny cannot be overridden by any Allow.",
+        comment("find it:"),
+        where,
     )
 
 
@@ -272,6 +383,6 @@ def unexplained_fix(unchecked: Sequence[str], *, default: str) -> str:
     hints = inventory_hint(unchecked) if unchecked else []
     if hints:
         options = ", ".join(dict.fromkeys(option.split(" (")[0] for option, _ in hints))
-        lines = "\n".join(f"{option}: {how}" for option, how in hints)
-        return f"Run again with the inventory trailscan lacked: {options}.\n\n{lines}"
-    return default
+        return fix(f"Run again with the inventory trailscan lacked: {options}.",
+                   *(comment(f"{option}: {how}") for option, how in hints))
+    return fix(default)

@@ -168,10 +168,7 @@ def token_expired(c: IrsaCase) -> Verdict | None:
         f"The service-account token {c.who} presented had expired ({c.message or c.code}). The kubelet "
         "refreshes the projected token; an SDK that read it once, a stopped clock or a token copied "
         "out of the pod keeps presenting the old one.",
-        "Make the workload re-read its projected token instead of caching it.\n\n"
-        "Use an SDK version that reloads AWS_WEB_IDENTITY_TOKEN_FILE on every refresh, check the node's "
-        "clock (chrony), and never copy the token out of the pod; then restart the pods:\n"
-        + fixes.restart(c.sa_ref),
+        fixes.token_expired_fix(c.sa_ref),
     )
 
 
@@ -183,9 +180,7 @@ def idp_unreachable(c: IrsaCase) -> Verdict | None:
         "IDP_UNREACHABLE",
         f"STS could not fetch the OIDC discovery document or keys of {c.issuer or 'the token issuer'} "
         f"to check {c.who}'s token ({c.message or c.code}).",
-        "Retry: STS reaches the EKS OIDC issuer over the internet, and this error is usually transient.\n\n"
-        f"If it persists, check that https://{c.issuer or 'ISSUER'}/.well-known/openid-configuration answers "
-        "from the internet, and see the AWS Health Dashboard for STS and EKS in the region.",
+        fixes.idp_unreachable_fix(c.issuer),
     )
 
 
@@ -410,10 +405,10 @@ def _federated(policy: object) -> list[str]:
 
 
 def _audience_fix(provider_arn: str | None, audience: str) -> str:
-    return (
-        "Add the audience to the OIDC provider's client ids.\n\n"
+    return fixes.fix(
+        "Add the audience to the OIDC provider's client ids.",
         "aws iam add-client-id-to-open-id-connect-provider --open-id-connect-provider-arn "
-        f"{sh(provider_arn or 'PROVIDER_ARN')} --client-id {sh(audience)}"
+        f"{sh(provider_arn or 'PROVIDER_ARN')} --client-id {sh(audience)}",
     )
 
 
