@@ -590,3 +590,45 @@ def test_lookup_events_whose_record_is_not_a_record(quick, monkeypatch, tmp_path
     assert stored == {"lk-0", "lk-3", "lk-4", "lk-5"}
     assert coverage.status == "partial" and "2 events not stored" in coverage.detail
     assert {p.name for p in result.problems} == {"lookup:eu-west-1:lk-1", "lookup:eu-west-1:lk-2"}
+
+
+# -- IAM wildcards whose text the caller chooses (issue 23, point 6) -------------------------------------
+
+# Each line ran for seconds to forever through the regular expressions policy.py used to build: a
+# 1,000-character S3 key against `logs-*/*/*/*.json` took 28.5 s, a 21-wildcard StringLike in a trust
+# policy more than three minutes.  The child process prints how long all of them took together.
+HOSTILE_GLOBS = r"""
+import time
+from trailscan import policy as p
+
+key = "arn:aws:s3:::logs-" + "/" * 982
+assert len(key) == 1000
+issuer = "oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
+provider = "arn:aws:iam::111122223333:oidc-provider/" + issuer
+subject = "system:serviceaccount:" + "a" * 250 + ":" + "a" * 250
+trust = {"Statement": [{"Effect": "Allow", "Principal": {"Federated": provider},
+                        "Action": "sts:AssumeRoleWithWebIdentity",
+                        "Condition": {"StringLike": {issuer + ":sub": "system:serviceaccount:" + "*a" * 20 + "*b"}}}]}
+start = time.perf_counter()
+assert not p.resource_matches("arn:aws:s3:::logs-*/*/*/*.json", key)
+assert p.analyze_web_identity_trust(trust, provider_arn=provider, subject=subject).cause == "TRUST_SUBJECT_MISMATCH"
+assert not p.condition_matches({"ArnLike": {"k": "arn:aws:s3:::" + "*a" * 30 + "*b"}}, {"k": "arn:aws:s3:::" + "a" * 5000})
+assert not p.action_matches("s3:" + "*?" * 40 + "x", "s3:" + "Get" * 3000)
+assert p.evaluate([("p", {"Statement": {"Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::logs-*/*/*/*.json"}})],
+                  "s3:GetObject", key).effect == "implicit_deny"
+# and far larger still: time grows with the text, not exponentially with the wildcards
+assert not p.resource_matches("arn:aws:s3:::" + "*/" * 200 + "*.json", "arn:aws:s3:::" + "/" * 200_000)
+assert not p.condition_matches({"StringLike": {"k": "*a?" * 100 + "*b"}}, {"k": "a" * 200_000})
+print(time.perf_counter() - start)
+"""
+
+
+def test_iam_wildcards_never_backtrack():
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", HOSTILE_GLOBS], capture_output=True, text=True, timeout=60, cwd=Path(__file__).parents[1]
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail("matching hostile IAM wildcards ran for more than a minute")
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) < 2.0

@@ -42,6 +42,7 @@ __all__ = [
     "ContextValue",
     "Decision",
     "Denial",
+    "Glob",
     "StatementRef",
     "TrustVerdict",
     "action_matches",
@@ -50,6 +51,7 @@ __all__ = [
     "check_condition",
     "condition_matches",
     "evaluate",
+    "glob_matches",
     "iam_action_for",
     "irsa_trust_policy",
     "load_policy",
@@ -173,11 +175,179 @@ def _scalar_text(value: Any) -> str:
 # Wildcards, actions, resources
 # --------------------------------------------------------------------------
 
+#: One piece of a pattern: (text, wildcards active).  Text from a policy is
+#: active; text substituted for a policy variable, or written as ``${*}``,
+#: ``${?}`` or ``${$}``, is literal.
+Token = tuple[str, bool]
+
+
+def _fold(text: str) -> str:
+    """Lower-case *text* one character for one character (``str.lower`` may lengthen a few)."""
+    if text.isascii():
+        return text.lower()
+    return "".join(low if len(low := ch.lower()) == 1 else ch for ch in text)
+
+
+class _Piece:
+    """A run of pattern characters between two ``*``: literal text and ``?`` positions."""
+
+    __slots__ = ("anchor", "length", "runs", "text")
+
+    def __init__(self, chars: list[str | None]) -> None:
+        self.length = len(chars)
+        # Maximal literal runs as (offset, text); ``None`` in *chars* is a ``?``.
+        runs: list[tuple[int, str]] = []
+        start = 0
+        while start < len(chars):
+            if chars[start] is None:
+                start += 1
+                continue
+            end = start
+            while end < len(chars) and chars[end] is not None:
+                end += 1
+            runs.append((start, "".join(c for c in chars[start:end] if c is not None)))
+            start = end
+        self.runs = tuple(runs)
+        # A piece without ``?`` is found with one ``str.find``.
+        self.text = runs[0][1] if len(runs) == 1 and len(runs[0][1]) == self.length else None
+        self.anchor = max(runs, key=lambda run: len(run[1])) if runs else None
+
+    def at(self, text: str, start: int) -> bool:
+        """Does the piece match *text* at *start* (whose room was checked by the caller)?"""
+        return all(text.startswith(run, start + offset) for offset, run in self.runs)
+
+    def find(self, text: str, start: int, end: int) -> int:
+        """The leftmost place ≥ *start* where the piece matches within ``text[:end]``, or -1."""
+        last = end - self.length
+        if last < start:
+            return -1
+        if self.text is not None:
+            return text.find(self.text, start, end)
+        if self.anchor is None:  # only ``?``: any place with room will do
+            return start
+        offset, run = self.anchor
+        while start <= last:
+            found = text.find(run, start + offset, last + offset + len(run))
+            if found < 0:
+                return -1
+            start = found - offset
+            if self.at(text, start):
+                return start
+            start += 1
+        return -1
+
+
+class Glob:
+    """An IAM wildcard pattern, compiled: ``*`` matches any run (the empty one too),
+    ``?`` exactly one character; everything else, ``/`` and ``:`` included, itself.
+
+    Matching never backtracks.  The pattern is split at its ``*`` into pieces; the
+    first piece must match at the start of the text, the last at its end, and each
+    piece between is placed at its leftmost match after the previous one.  Leftmost
+    is always safe — the ``*`` after a piece can absorb anything a later placement
+    would have skipped — so no choice is ever revisited: at most
+    O(len(text) × len(pattern)) character comparisons, in practice one ``str.find``
+    per piece.  (The regular expression this replaces took 28 seconds for
+    ``logs-*/*/*/*.json`` against a 1,000-character S3 key, and minutes for a
+    21-wildcard ``StringLike``.)
+    """
+
+    __slots__ = ("ignore_case", "min_length", "pieces")
+
+    def __init__(self, tokens: Iterable[Token], ignore_case: bool = False) -> None:
+        self.ignore_case = ignore_case
+        pieces: list[list[str | None]] = [[]]
+        for text, wild in tokens:
+            if ignore_case:
+                text = _fold(text)
+            for ch in text:
+                if wild and ch == "*":
+                    pieces.append([])
+                elif wild and ch == "?":
+                    pieces[-1].append(None)
+                else:
+                    pieces[-1].append(ch)
+        self.pieces = tuple(_Piece(chars) for chars in pieces)
+        self.min_length = sum(piece.length for piece in self.pieces)
+
+    @property
+    def is_star(self) -> bool:
+        """Does the pattern match every text (``*``, ``**``…)?"""
+        return self.min_length == 0 and len(self.pieces) > 1
+
+    def match(self, text: str) -> bool:
+        """Does the whole of *text* match the pattern?"""
+        if self.ignore_case:
+            text = _fold(text)
+        pieces = self.pieces
+        if len(pieces) == 1:
+            return len(text) == pieces[0].length and pieces[0].at(text, 0)
+        if len(text) < self.min_length:
+            return False
+        first, last = pieces[0], pieces[-1]
+        end = len(text) - last.length
+        if not first.at(text, 0) or not last.at(text, end):
+            return False
+        position = first.length
+        for piece in pieces[1:-1]:
+            found = piece.find(text, position, end)
+            if found < 0:
+                return False
+            position = found + piece.length
+        return True
+
 
 @lru_cache(maxsize=4096)
-def _glob(pattern: str, ignore_case: bool) -> re.Pattern[str]:
-    regex = re.escape(pattern).replace(r"\*", ".*").replace(r"\?", ".")
-    return re.compile(regex, re.DOTALL | (re.IGNORECASE if ignore_case else 0))
+def _glob(pattern: str, ignore_case: bool) -> Glob:
+    return Glob([(pattern, True)], ignore_case)
+
+
+def glob_matches(pattern: str, text: str, *, ignore_case: bool = False) -> bool:
+    """Whether *text* matches the IAM wildcard *pattern* as a whole (see :class:`Glob`)."""
+    return _glob(pattern, ignore_case).match(text)
+
+
+def _split_tokens(tokens: Iterable[Token], parts: int) -> list[list[Token]]:
+    """Split *tokens* at ``:`` into at most *parts* segments, the last keeping any further ``:``."""
+    segments: list[list[Token]] = [[]]
+    for text, wild in tokens:
+        while len(segments) < parts and ":" in text:
+            head, text = text.split(":", 1)
+            segments[-1].append((head, wild))
+            segments.append([])
+        segments[-1].append((text, wild))
+    return segments
+
+
+def _arn_segments_match(tokens: list[Token], value: str, *, pad: bool) -> bool:
+    """An ARN pattern against an ARN, one ``:``-separated segment at a time.
+
+    A wildcard never crosses a ``:`` between partition, service, region,
+    account and resource; within the resource (everything after the fifth
+    ``:``) it may.  A pattern with fewer than six segments is padded with ``*``
+    segments when *pad* (``arn:aws:s3:*`` in a ``Resource``), and otherwise
+    matches nothing (``ArnLike`` needs every segment).
+    """
+    wanted = _split_tokens(tokens, 6)
+    got = value.split(":", 5)
+    if len(got) != 6:
+        return False
+    if len(wanted) < 6:
+        if not pad:
+            return False
+        wanted += [[("*", True)]] * (6 - len(wanted))
+    return all(Glob(w).match(g) for w, g in zip(wanted, got))
+
+
+def _resource_tokens_match(tokens: list[Token], resource: str) -> bool:
+    text = "".join(t for t, _ in tokens)
+    if all(wild for _, wild in tokens) and _glob(text, False).is_star:
+        return True
+    if text.startswith("arn:") and resource.startswith("arn:"):
+        if "*" not in text and "?" not in text and text.count(":") < 5:
+            return text == resource  # a short ARN without wildcards is itself, not a prefix
+        return _arn_segments_match(tokens, resource, pad=True)
+    return Glob(tokens).match(resource)
 
 
 def action_matches(pattern: str, action: str) -> bool:
@@ -185,21 +355,27 @@ def action_matches(pattern: str, action: str) -> bool:
 
     Case-insensitive (IAM action names are), ``*`` matches any run of
     characters and ``?`` exactly one: ``s3:Get*`` covers ``s3:GetObject``,
-    ``*`` covers everything.
+    ``*`` covers everything.  Nothing is trimmed: ``"s3:GetObject "`` (with a
+    space) covers no action, as in AWS.
     """
-    return _glob(pattern.strip(), True).fullmatch(action.strip()) is not None
+    return _glob(pattern, True).match(action)
 
 
 def resource_matches(pattern: str, arn: str) -> bool:
     """Whether a ``Resource`` pattern covers *arn*.
 
-    Case-sensitive, with ``*`` and ``?`` wildcards that may span ``:`` and
-    ``/``.  A request without a specific resource is represented by ``"*"``,
-    which only the pattern ``"*"`` (or one like ``"*"``) covers — so a
-    statement limited to ``arn:aws:ec2:…:instance/*`` does not allow
-    ``ec2:DescribeInstances``, as in AWS.
+    Case-sensitive, ``*`` any run of characters (the empty one too) and ``?``
+    exactly one.  ARNs are compared a segment at a time: a wildcard in the
+    partition, service, region or account stays there, while in the resource
+    part (after the fifth ``:``) it spans ``/`` and ``:`` —
+    ``arn:aws:s3:::logs-*/*.json`` covers ``arn:aws:s3:::logs-a/b/c.json``.  A
+    pattern with fewer segments is padded with ``*`` (``arn:aws:s3:*``).  A
+    request without a specific resource is represented by ``"*"``, which only
+    the pattern ``"*"`` covers — so a statement limited to
+    ``arn:aws:ec2:…:instance/*`` does not allow ``ec2:DescribeInstances``, as
+    in AWS.
     """
-    return _glob(pattern, False).fullmatch(arn) is not None
+    return _resource_tokens_match([(pattern, True)], arn)
 
 
 def statement_matches_action(statement: Mapping[str, Any], action: str) -> bool:
@@ -609,14 +785,7 @@ def _expand(value: str, ctx: Mapping[str, Any]) -> list[tuple[str, bool]] | None
 
 def _like(pattern: str, value: str, ctx: Mapping[str, Any], ignore_case: bool = False) -> bool:
     segments = _expand(pattern, ctx)
-    if segments is None:
-        return False
-    regex = "".join(
-        (re.escape(text).replace(r"\*", ".*").replace(r"\?", ".") if wild else re.escape(text))
-        for text, wild in segments
-    )
-    flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
-    return re.fullmatch(regex, value, flags) is not None
+    return segments is not None and Glob(segments, ignore_case).match(value)
 
 
 def _literal(pattern: str, ctx: Mapping[str, Any]) -> str | None:
@@ -646,13 +815,8 @@ def _date(text: str) -> float | None:
 
 
 def _arn_like(pattern: str, value: str, ctx: Mapping[str, Any]) -> bool:
-    text = _literal(pattern, ctx)
-    if text is None:
-        return False
-    wanted, got = text.split(":", 5), value.split(":", 5)
-    if len(wanted) != 6 or len(got) != 6:
-        return _glob(text, False).fullmatch(value) is not None
-    return all(_glob(w, False).fullmatch(g) is not None for w, g in zip(wanted, got))
+    segments = _expand(pattern, ctx)
+    return segments is not None and _arn_segments_match(segments, value, pad=False)
 
 
 def _ip_in(network: str, address: str) -> bool:
