@@ -34,6 +34,7 @@ from functools import lru_cache
 from typing import Any, Union
 from urllib.parse import unquote
 
+from trailscan.documents import check_depth, parse_json
 from trailscan.errors import InputError
 
 __all__ = [
@@ -98,10 +99,13 @@ def load_policy(doc: Any, *, name: str = "policy document") -> dict[str, Any]:
     values) are kept as written; use :func:`statements` to iterate.
 
     Raises :class:`~trailscan.errors.InputError`, naming *name*, for anything
-    that is not a JSON object with a ``Statement`` of objects.
+    that is not a JSON object with a ``Statement`` of objects, or that is nested
+    more than :data:`~trailscan.documents.MAX_DEPTH` levels deep (a real policy
+    is about six).
     """
     hint = "expected an IAM policy document: a JSON object with a Statement"
     if isinstance(doc, Mapping):
+        check_depth(doc, name, "the policy document")  # before deepcopy recurses into it
         policy: Any = copy.deepcopy(dict(doc))
     else:
         if isinstance(doc, (bytes, bytearray)):
@@ -117,7 +121,7 @@ def load_policy(doc: Any, *, name: str = "policy document") -> dict[str, Any]:
         if text[:3].upper() == "%7B":
             text = unquote(text)
         try:
-            policy = json.loads(text)
+            policy = parse_json(text, name, "the policy document")
         except json.JSONDecodeError as exc:
             raise InputError(
                 f"{name} is not valid JSON ({exc.msg} at line {exc.lineno} column {exc.colno})",
