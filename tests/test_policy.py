@@ -176,6 +176,14 @@ def test_principals_rejects_invalid_shapes(junk):
         ({"Service": "ec2.amazonaws.com"}, "service", "pods.eks.amazonaws.com", False),
         ({"CanonicalUser": "abc"}, "CanonicalUser", "abc", True),
         ({"CanonicalUser": "abc"}, "CanonicalUser", "ABC", False),
+        # IAM role names are unique regardless of case, so a Principal names the role whatever its case
+        ({"AWS": f"arn:aws:iam::{ACCOUNT}:role/Payments-API"}, "AWS", SESSION, True),
+        ({"AWS": f"arn:aws:iam::{ACCOUNT}:role/payments-api"}, "AWS", f"arn:aws:iam::{ACCOUNT}:role/PAYMENTS-API", True),
+        ({"AWS": SESSION}, "AWS", SESSION, True),
+        ({"AWS": SESSION}, "AWS", SESSION.replace("botocore-session", "other"), False),
+        ({"AWS": SESSION}, "AWS", f"arn:aws:iam::{ACCOUNT}:role/payments-api", False),
+        ({"AWS": f"arn:aws:iam::{ACCOUNT}:user/bob"}, "AWS", f"arn:aws:iam::{ACCOUNT}:user/bob", True),
+        ({"AWS": f"arn:aws:iam::{ACCOUNT}:user/bob"}, "AWS", f"arn:aws:iam::{ACCOUNT}:user/Bob", False),
     ],
 )
 def test_principal_matches(principal, kind, value, expected):
@@ -413,6 +421,12 @@ CONDITION_CASES = [
     ("variable-default", {"StringEquals": {"k": "${aws:username, 'nobody'}"}}, {"k": "nobody"}, True),
     ("variable-escape-star", {"StringLike": {"k": "a${*}"}}, {"k": "ab"}, False),
     ("variable-escape-star-literal", {"StringLike": {"k": "a${*}"}}, {"k": "a*"}, True),
+    # A variable whose key is missing makes the statement invalid: no negation turns that into a match.
+    ("variable-missing-under-negation", {"StringNotEquals": {"k": "${aws:PrincipalTag/team}"}}, {"k": "x"}, False),
+    ("variable-missing-ForAllValues-negated", {"ForAllValues:StringNotLike": {"k": "${aws:username}*"}}, {"k": ["a"]}, False),
+    ("variable-missing-one-of-several", {"StringEquals": {"k": ["${aws:username}", "x"]}}, {"k": "x"}, True),
+    ("variable-multivalued-is-not-substituted", {"StringEquals": {"k": "${aws:TagKeys}"}}, {"k": "a", "aws:TagKeys": ["a", "b"]}, False),
+    ("variable-default-with-spaces", {"StringEquals": {"k": "${aws:username , 'nobody'}"}}, {"k": "nobody"}, True),
     ("empty-condition", {}, {}, True),
 ]
 

@@ -414,8 +414,6 @@ def statement_matches_resource(statement: Mapping[str, Any], resource: str | Non
 _PRINCIPAL_KINDS = {k.lower(): k for k in ("AWS", "Federated", "Service", "CanonicalUser")}
 _ACCOUNT_ID = re.compile(r"\d{12}")
 _ROOT_ARN = re.compile(r"arn:([\w-]+):iam::(\d{12}):root")
-_ROLE_ARN = re.compile(r"arn:([\w-]+):iam::(\d{12}):role/(?:.*/)?([^/]+)")
-_SESSION_ARN = re.compile(r"arn:([\w-]+):sts::(\d{12}):assumed-role/([^/]+)/.+")
 
 
 def principals(principal: Any) -> dict[str, list[str]]:
@@ -471,48 +469,83 @@ def principal_matches(principal: Any, kind: str, value: str) -> bool:
     * ``"*"`` and ``{"AWS": "*"}`` match every caller; ``{kind: "*"}`` every
       caller of that kind.
     * ``AWS``: equal ARNs; an account id or ``arn:…:iam::ACCOUNT:root`` matches
-      any principal of that account; a role ARN matches the role's sessions
-      (``arn:…:sts::ACCOUNT:assumed-role/NAME/SESSION``).
+      any principal of that account; a role ARN matches the role and its
+      sessions (``arn:…:sts::ACCOUNT:assumed-role/NAME/SESSION``).  Role names
+      compare case-insensitively, as IAM keeps them unique regardless of case.
     * ``Federated``: the provider ARN or name, compared exactly.
     * ``Service``: the service name, case-insensitively.
     * ``CanonicalUser``: exactly.
     """
-    normal = principals(principal)
+    return _principal_match(principals(principal), kind, value) is not None
+
+
+#: How a ``Principal`` names the caller, strongest first: the caller itself
+#: (its ARN, a session's own ARN, ``*``), the role a session belongs to, or
+#: the caller's account (which delegates the decision to IAM policies).
+PRINCIPAL_MATCHES = ("direct", "role", "account")
+
+
+def _principal_match(normal: Mapping[str, list[str]], kind: str, value: str) -> str | None:
+    """The strongest way a normalised ``Principal`` names the caller, or None."""
     kind = _PRINCIPAL_KINDS.get(kind.lower(), kind)
+    value = value.strip()
     if "*" in normal.get("AWS", []):
-        return True
+        return "direct"
+    found: set[str] = set()
     for entry in normal.get(kind, []):
         if entry == "*":
-            return True
-        if kind == "AWS" and _aws_principal_matches(entry, value):
-            return True
-        if kind == "Service" and entry.lower() == value.strip().lower():
-            return True
-        if kind in ("Federated", "CanonicalUser") and entry == value.strip():
-            return True
-    return False
+            found.add("direct")
+        elif kind == "AWS":
+            match = _aws_principal_match(entry, value)
+            if match:
+                found.add(match)
+        elif kind == "Service" and entry.lower() == value.lower():
+            found.add("direct")
+        elif kind in ("Federated", "CanonicalUser") and entry == value:
+            found.add("direct")
+    return next((match for match in PRINCIPAL_MATCHES if match in found), None)
+
+
+def _arn_parts(value: str) -> list[str] | None:
+    """``arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE`` → its six parts, or None."""
+    parts = value.split(":", 5)
+    return parts if len(parts) == 6 and parts[0] == "arn" else None
 
 
 def _account_of(value: str) -> str | None:
     if _ACCOUNT_ID.fullmatch(value):
         return value
-    parts = value.split(":")
-    if len(parts) >= 5 and parts[0] == "arn" and _ACCOUNT_ID.fullmatch(parts[4]):
-        return parts[4]
-    return None
+    parts = _arn_parts(value)
+    return parts[4] if parts and _ACCOUNT_ID.fullmatch(parts[4]) else None
 
 
-def _aws_principal_matches(entry: str, caller: str) -> bool:
-    caller = caller.strip()
-    if entry == caller:
-        return True
+def _role_identity(arn: str) -> tuple[str, str, str] | None:
+    """(partition, account, lower-cased role name) of a role ARN or a role session ARN."""
+    parts = _arn_parts(arn)
+    if parts is None:
+        return None
+    _, partition, service, _region, account, resource = parts
+    if service == "iam" and resource.startswith("role/"):
+        name = resource.rsplit("/", 1)[1]
+    elif service == "sts" and resource.startswith("assumed-role/") and resource.count("/") >= 2:
+        name = resource.split("/")[1]
+    else:
+        return None
+    return (partition, account, name.lower()) if name else None
+
+
+def _aws_principal_match(entry: str, caller: str) -> str | None:
     if _ACCOUNT_ID.fullmatch(entry) or _ROOT_ARN.fullmatch(entry):
-        return _account_of(caller) == _account_of(entry)
-    role = _ROLE_ARN.fullmatch(entry)
-    session = _SESSION_ARN.fullmatch(caller)
-    if role and session:
-        return role.group(1, 2, 3) == session.group(1, 2, 3)
-    return False
+        return "account" if _account_of(caller) == _account_of(entry) else None
+    entry_role = _role_identity(entry)
+    caller_role = _role_identity(caller)
+    if entry_role and caller_role and entry_role == caller_role:
+        # A role ARN names the role and every session of it; a session ARN names that session.
+        if entry.split(":", 5)[2] == "iam":
+            return "role"
+        same_session = entry.rsplit("/", 1)[1] == caller.rsplit("/", 1)[1]
+        return "direct" if caller.split(":", 5)[2] == "sts" and same_session else None
+    return "direct" if entry == caller else None
 
 
 def _principal_applies(statement: Mapping[str, Any], caller: tuple[str, str] | None) -> bool:
@@ -556,7 +589,6 @@ class ConditionResult:
     notes: tuple[str, ...] = ()
 
 
-_MISSING = object()
 
 # base operator (lower-case) -> (IAM spelling, comparison family, negated)
 _OPERATORS: dict[str, tuple[str, str, bool]] = {
@@ -593,7 +625,357 @@ _OPERATORS: dict[str, tuple[str, str, bool]] = {
 }
 
 _VARIABLE = re.compile(r"\$\{([^}]*)\}")
-_VARIABLE_DEFAULT = re.compile(r"(.+?)\s*,\s*'([^']*)'")
+
+# -- three-valued truth ------------------------------------------------------
+#
+# A request context may not tell everything: a key can be present (with
+# values), known to be absent, or unknown.  Matching therefore yields one of
+# four values.  ``INVALID`` is AWS's "the statement is invalid": a policy
+# variable whose key is known to be absent can match nothing, and — unlike a
+# plain non-match — it is never turned into a match by a negation
+# (``NotResource``, ``StringNotEquals``, ``ForAllValues:…Not…``).  A statement
+# that ends ``INVALID`` does not apply, whatever its effect.
+
+YES, NO, MAYBE, INVALID = "yes", "no", "maybe", "invalid"
+
+
+def _any3(values: Iterable[str]) -> str:
+    """OR: yes if any is; else maybe if any is; else invalid if any is; else no."""
+    seen = set(values)
+    for truth in (YES, MAYBE, INVALID):
+        if truth in seen:
+            return truth
+    return NO
+
+
+def _all3(values: Iterable[str]) -> str:
+    """AND: no if any is no or invalid; else maybe if any is; else yes."""
+    seen = set(values)
+    if NO in seen or INVALID in seen:
+        return NO
+    return MAYBE if MAYBE in seen else YES
+
+
+def _not3(truth: str) -> str:
+    return {YES: NO, NO: YES}.get(truth, truth)
+
+
+class _Context:
+    """A request context as matching sees it: every key present, absent or unknown.
+
+    Keys compare case-insensitively.  A key given with ``None`` or an empty list
+    is absent; so is any key in *absent*, any key starting with one of
+    *absent_prefixes*, and — when *closed* — any key not given at all.
+    Otherwise a key not given is unknown.
+    """
+
+    UNKNOWN: Any = object()
+
+    def __init__(
+        self,
+        values: Mapping[str, ContextValue] | None,
+        *,
+        absent: Iterable[str] = (),
+        absent_prefixes: Iterable[str] = (),
+        closed: bool = True,
+    ) -> None:
+        self.values: dict[str, list[str]] = {}
+        self.absent = {key.lower() for key in absent}
+        for key, raw in (values or {}).items():
+            got = _request_values(raw)
+            if got is None:
+                self.absent.add(str(key).lower())
+            else:
+                self.values[str(key).lower()] = got
+        self.absent_prefixes = tuple(prefix.lower() for prefix in absent_prefixes)
+        self.closed = closed
+
+    def get(self, key: str) -> Any:
+        """The key's values (a non-empty list), ``None`` when absent, or :attr:`UNKNOWN`."""
+        lowered = key.lower()
+        if lowered in self.values:
+            return self.values[lowered]
+        if self.closed or lowered in self.absent or lowered.startswith(self.absent_prefixes):
+            return None
+        return self.UNKNOWN
+
+
+def _request_values(raw: Any) -> list[str] | None:
+    """Context value → list of strings, or ``None`` when the key is missing."""
+    if raw is None:
+        return None
+    if isinstance(raw, (list, tuple, set, frozenset)):
+        values = [_scalar_text(v) for v in raw if v is not None]
+        return values or None
+    return [_scalar_text(raw)]
+
+
+def _variable_name(inner: str) -> tuple[str, str | None]:
+    """``aws:username, 'nobody'`` → (``aws:username``, ``nobody``); no default → None."""
+    name, comma, rest = inner.partition(",")
+    rest = rest.strip()
+    if comma and len(rest) >= 2 and rest[0] == rest[-1] == "'" and "'" not in rest[1:-1]:
+        return name.strip(), rest[1:-1]
+    return inner.strip(), None
+
+
+def _expand(value: str, ctx: _Context, missing: set[str] | None = None) -> list[Token] | str:
+    """Substitute the policy variables of *value*.
+
+    Returns the tokens (policy text keeps its wildcards, substituted text is
+    literal), or ``INVALID`` when a variable's key is absent (or multivalued:
+    AWS substitutes single values only) and has no default, or ``MAYBE`` when a
+    variable's key is unknown — its name then goes into *missing*.  ``${*}``,
+    ``${?}`` and ``${$}`` stand for the literal characters.
+    """
+    if "${" not in value:
+        return [(value, True)]
+    tokens: list[Token] = []
+    position = 0
+    outcome = YES
+    for match in _VARIABLE.finditer(value):
+        tokens.append((value[position : match.start()], True))
+        position = match.end()
+        inner = match.group(1).strip()
+        if inner in ("*", "?", "$"):
+            tokens.append((inner, False))
+            continue
+        name, default = _variable_name(inner)
+        got = ctx.get(name)
+        if got is _Context.UNKNOWN:
+            if missing is not None:
+                missing.add(name)
+            outcome = outcome if outcome == INVALID else MAYBE
+        elif got is not None and len(got) == 1:
+            tokens.append((got[0], False))
+        elif default is not None:
+            tokens.append((default, False))
+        else:
+            outcome = INVALID
+    tokens.append((value[position:], True))
+    return tokens if outcome == YES else outcome
+
+
+def _literal(tokens: list[Token]) -> str:
+    return "".join(text for text, _ in tokens)
+
+
+def _number(text: str) -> float | None:
+    try:
+        return float(text.strip())
+    except ValueError:
+        return None
+
+
+def _date(text: str) -> float | None:
+    text = text.strip()
+    number = _number(text)
+    if number is not None:
+        return number
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.timestamp()
+
+
+def _ip_in(network: str, address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address.strip()) in ipaddress.ip_network(network.strip(), strict=False)
+    except ValueError:
+        return False
+
+
+_ORDER = {
+    "eq": lambda a, b: a == b,
+    "lt": lambda a, b: a < b,
+    "le": lambda a, b: a <= b,
+    "gt": lambda a, b: a > b,
+    "ge": lambda a, b: a >= b,
+}
+
+#: Operator families whose policy values may hold policy variables (string and ARN).
+_VARIABLE_FAMILIES = frozenset({"str_eq", "str_eq_ic", "str_like", "arn"})
+
+
+def _compare(
+    family: str, pattern: str, value: str, ctx: _Context, missing: set[str] | None = None, variables: bool = True
+) -> str:
+    """Does request *value* satisfy the positive form of *family* against *pattern*? (yes/no/maybe/invalid)"""
+    if family in _VARIABLE_FAMILIES:
+        tokens = _expand(pattern, ctx, missing) if variables else [(pattern, True)]
+        if isinstance(tokens, str):
+            return tokens
+        if family == "str_eq":
+            hit = _literal(tokens) == value
+        elif family == "str_eq_ic":
+            hit = _literal(tokens).casefold() == value.casefold()
+        elif family == "str_like":
+            hit = Glob(tokens).match(value)
+        else:  # ArnEquals and ArnLike alike: both take wildcards, per segment
+            hit = _arn_segments_match(tokens, value, pad=False)
+        return YES if hit else NO
+    if family == "bool":
+        hit = pattern.strip().lower() == value.strip().lower()
+    elif family == "binary":
+        hit = pattern.strip() == value.strip()
+    elif family == "ip":
+        hit = _ip_in(pattern, value)
+    else:
+        kind, _, relation = family.partition("_")
+        parse = _number if kind == "num" else _date
+        wanted, got = parse(pattern), parse(value)
+        hit = wanted is not None and got is not None and bool(_ORDER[relation](got, wanted))
+    return YES if hit else NO
+
+
+@dataclass(frozen=True)
+class _Entry:
+    """One condition entry's outcome: truth, why it failed, which keys it lacked."""
+
+    truth: str
+    failure: ConditionFailure | None = None
+    missing: frozenset[str] = frozenset()
+
+
+def _evaluate_entry(
+    operator: str,
+    parsed: tuple[str | None, str, str, bool, bool],
+    key: str,
+    raw_expected: Any,
+    ctx: _Context,
+    variables: bool = True,
+) -> _Entry:
+    qualifier, _name, family, negated, if_exists = parsed
+    if isinstance(raw_expected, (Mapping, type(None))):
+        return _Entry(NO, ConditionFailure(operator, key, (), None, f"policy value {raw_expected!r} is not a string or list"))
+    expected = tuple(_strings(raw_expected))
+    actual = ctx.get(key)
+    if actual is _Context.UNKNOWN:
+        # Whatever the operator — Null, …IfExists, a negated one — the answer depends on the key.
+        return _Entry(MAYBE, missing=frozenset({key}))
+    shown: str | tuple[str, ...] | None = (
+        None if actual is None else (actual[0] if len(actual) == 1 else tuple(actual))
+    )
+
+    if family == "null":
+        want_missing = [v.strip().lower() for v in expected]
+        if ("true" in want_missing and actual is None) or ("false" in want_missing and actual is not None):
+            return _Entry(YES)
+        state = "missing from" if actual is None else "present in"
+        return _Entry(NO, ConditionFailure(operator, key, expected, shown, f"the key is {state} the request"))
+
+    if actual is None:
+        if if_exists or qualifier == "all" or (qualifier is None and negated):
+            return _Entry(YES)
+        return _Entry(
+            NO,
+            ConditionFailure(operator, key, expected, None, f"the key is not in the request (expected {_listing(expected)})"),
+        )
+
+    missing: set[str] = set()
+
+    def hit(value: str) -> str:
+        return _any3(_compare(family, pattern, value, ctx, missing, variables) for pattern in expected)
+
+    if qualifier == "all":
+        truth = _all3(_not3(hit(v)) if negated else hit(v) for v in actual)
+    elif qualifier == "any":
+        truth = _any3(_not3(hit(v)) if negated else hit(v) for v in actual)
+    else:
+        any_hit = _any3(hit(v) for v in actual)
+        truth = _not3(any_hit) if negated else any_hit
+    if truth == YES:
+        return _Entry(YES)
+    if truth == MAYBE:
+        return _Entry(MAYBE, missing=frozenset(missing))
+    if truth == INVALID or (truth == NO and _unresolvable(expected, ctx, variables, family)):
+        names = ", ".join(sorted(_unresolvable(expected, ctx, variables, family)))
+        return _Entry(
+            truth,
+            ConditionFailure(
+                operator, key, expected, shown,
+                f"the policy variable {names} is not in the request, so the statement does not apply",
+            ),
+        )
+    hint = ""
+    if negated:
+        reason = f"the request value {_listing(actual)} is excluded by {_listing(expected)}"
+    else:
+        reason = f"the request value {_listing(actual)} does not match {_listing(expected)}"
+        if family == "str_eq" and any(("*" in p or "?" in p) for p in expected) and any(
+            _compare("str_like", p, v, ctx, None, variables) == YES for p in expected for v in actual
+        ):
+            hint = f"{operator} does not expand wildcards; StringLike would match"
+    return _Entry(truth, ConditionFailure(operator, key, expected, shown, reason, hint))
+
+
+def _unresolvable(expected: Iterable[str], ctx: _Context, variables: bool, family: str) -> set[str]:
+    """``${…}`` names in *expected* that cannot be substituted (their keys absent, no default)."""
+    if not variables or family not in _VARIABLE_FAMILIES:
+        return set()
+    names = set()
+    for value in expected:
+        for match in _VARIABLE.finditer(value):
+            inner = match.group(1).strip()
+            if inner in ("*", "?", "$"):
+                continue
+            name, default = _variable_name(inner)
+            got = ctx.get(name)
+            if default is None and got is not _Context.UNKNOWN and (got is None or len(got) != 1):
+                names.add("${" + name + "}")
+    return names
+
+
+def _listing(values: Iterable[str]) -> str:
+    items = [f"'{v}'" for v in values]
+    return items[0] if len(items) == 1 else "[" + ", ".join(items) + "]"
+
+
+@dataclass(frozen=True)
+class _ConditionOutcome:
+    truth: str
+    failures: tuple[ConditionFailure, ...] = ()
+    notes: tuple[str, ...] = ()
+    missing: frozenset[str] = frozenset()
+
+
+def _evaluate_condition(condition: Any, ctx: _Context, variables: bool = True) -> _ConditionOutcome:
+    """A ``Condition`` block, three-valued: every entry must hold (AND)."""
+    if not condition:
+        return _ConditionOutcome(YES)
+    if not isinstance(condition, Mapping):
+        note = f"Condition is a {type(condition).__name__}, not an object: treated as not matching"
+        return _ConditionOutcome(NO, (ConditionFailure("", "", (), None, note),), (note,))
+    failures: list[ConditionFailure] = []
+    notes: list[str] = []
+    truths: list[str] = []
+    missing: set[str] = set()
+    for operator, block in condition.items():
+        operator = str(operator)
+        parsed = _parse_operator(operator)
+        if parsed is None:
+            note = f"unknown condition operator {operator!r}: treated as not matching"
+            notes.append(note)
+            failures.append(ConditionFailure(operator, "", (), None, note))
+            truths.append(NO)
+            continue
+        if not isinstance(block, Mapping):
+            note = f"condition operator {operator!r} holds a {type(block).__name__}, not an object"
+            notes.append(note)
+            failures.append(ConditionFailure(operator, "", (), None, note))
+            truths.append(NO)
+            continue
+        for key, raw_expected in block.items():
+            entry = _evaluate_entry(operator, parsed, str(key), raw_expected, ctx, variables)
+            truths.append(entry.truth)
+            missing |= entry.missing
+            if entry.failure is not None:
+                failures.append(entry.failure)
+    truth = _all3(truths)
+    return _ConditionOutcome(truth, tuple(failures), tuple(notes), frozenset(missing) if truth == MAYBE else frozenset())
 
 
 def condition_matches(condition: Mapping[str, Any] | None, context: Mapping[str, ContextValue] | None) -> bool:
@@ -608,6 +990,10 @@ def check_condition(
     condition: Mapping[str, Any] | None, context: Mapping[str, ContextValue] | None
 ) -> ConditionResult:
     """Evaluate a ``Condition`` block, explaining every entry that fails.
+
+    Two-valued: a key not in *context* counts as absent from the request.
+    :func:`authorize` applies the same rules three-valued, where a key may
+    also be unknown.
 
     The block maps operators to ``{key: value-or-values}``.  Semantics, as in
     the IAM documentation ("Condition operators", "Single-valued vs.
@@ -634,36 +1020,15 @@ def check_condition(
       given for a key without a qualifier is treated like ``ForAnyValue``;
     * policy variables ``${aws:username}``, ``${key, 'default'}`` and the
       escapes ``${*}``, ``${?}``, ``${$}`` are substituted in string and ARN
-      values; an unresolvable variable matches nothing;
+      values; a variable whose key is missing (without a default) makes the
+      statement invalid — the entry fails, and no negation turns that into a
+      match (a ``StringNotEquals`` on ``${aws:PrincipalTag/team}`` without the
+      tag does not hold);
     * an unknown operator, or a malformed block, never raises: it counts as
       not matching and is reported in ``notes`` and ``failures``.
     """
-    if not condition:
-        return ConditionResult(True)
-    if not isinstance(condition, Mapping):
-        note = f"Condition is a {type(condition).__name__}, not an object: treated as not matching"
-        return ConditionResult(False, (ConditionFailure("", "", (), None, note),), (note,))
-    ctx = {str(k).lower(): v for k, v in (context or {}).items()}
-    failures: list[ConditionFailure] = []
-    notes: list[str] = []
-    for operator, block in condition.items():
-        operator = str(operator)
-        parsed = _parse_operator(operator)
-        if parsed is None:
-            note = f"unknown condition operator {operator!r}: treated as not matching"
-            notes.append(note)
-            failures.append(ConditionFailure(operator, "", (), None, note))
-            continue
-        if not isinstance(block, Mapping):
-            note = f"condition operator {operator!r} holds a {type(block).__name__}, not an object"
-            notes.append(note)
-            failures.append(ConditionFailure(operator, "", (), None, note))
-            continue
-        for key, raw_expected in block.items():
-            failure = _check_entry(operator, parsed, str(key), raw_expected, ctx)
-            if failure is not None:
-                failures.append(failure)
-    return ConditionResult(not failures, tuple(failures), tuple(notes))
+    outcome = _evaluate_condition(condition, _Context(context, closed=True))
+    return ConditionResult(outcome.truth == YES, outcome.failures, outcome.notes)
 
 
 def _parse_operator(operator: str) -> tuple[str | None, str, str, bool, bool] | None:
@@ -683,185 +1048,6 @@ def _parse_operator(operator: str) -> tuple[str | None, str, str, bool, bool] | 
         return None
     name, family, negated = known
     return qualifier, name, family, negated, if_exists
-
-
-def _request_values(raw: Any) -> list[str] | None:
-    """Context value → list of strings, or ``None`` when the key is missing."""
-    if raw is _MISSING or raw is None:
-        return None
-    if isinstance(raw, (list, tuple, set, frozenset)):
-        values = [_scalar_text(v) for v in raw if v is not None]
-        return values or None
-    return [_scalar_text(raw)]
-
-
-def _check_entry(
-    operator: str,
-    parsed: tuple[str | None, str, str, bool, bool],
-    key: str,
-    raw_expected: Any,
-    ctx: Mapping[str, Any],
-) -> ConditionFailure | None:
-    qualifier, _name, family, negated, if_exists = parsed
-    if isinstance(raw_expected, (Mapping, type(None))):
-        return ConditionFailure(
-            operator, key, (), None, f"policy value {raw_expected!r} is not a string or list"
-        )
-    expected = tuple(_strings(raw_expected))
-    actual = _request_values(ctx.get(key.lower(), _MISSING))
-    shown: str | tuple[str, ...] | None = (
-        None if actual is None else (actual[0] if len(actual) == 1 else tuple(actual))
-    )
-
-    if family == "null":
-        want_missing = [v.strip().lower() for v in expected]
-        ok = ("true" in want_missing and actual is None) or ("false" in want_missing and actual is not None)
-        if ok:
-            return None
-        state = "missing from" if actual is None else "present in"
-        return ConditionFailure(operator, key, expected, shown, f"the key is {state} the request")
-
-    if actual is None:
-        if if_exists or qualifier == "all":
-            return None
-        if qualifier is None and negated:
-            return None
-        return ConditionFailure(
-            operator, key, expected, None, f"the key is not in the request (expected {_listing(expected)})"
-        )
-
-    def hit(value: str) -> bool:
-        return any(_compare(family, pattern, value, ctx) for pattern in expected)
-
-    if qualifier == "all":
-        ok = all((not hit(v)) if negated else hit(v) for v in actual)
-    elif qualifier == "any":
-        ok = any((not hit(v)) if negated else hit(v) for v in actual)
-    else:
-        any_hit = any(hit(v) for v in actual)
-        ok = not any_hit if negated else any_hit
-    if ok:
-        return None
-    hint = ""
-    if negated:
-        reason = f"the request value {_listing(actual)} is excluded by {_listing(expected)}"
-    else:
-        reason = f"the request value {_listing(actual)} does not match {_listing(expected)}"
-        if family == "str_eq" and any(("*" in p or "?" in p) for p in expected) and any(
-            _compare("str_like", p, v, ctx) for p in expected for v in actual
-        ):
-            hint = f"{operator} does not expand wildcards; StringLike would match"
-    return ConditionFailure(operator, key, expected, shown, reason, hint)
-
-
-def _listing(values: Iterable[str]) -> str:
-    items = [f"'{v}'" for v in values]
-    return items[0] if len(items) == 1 else "[" + ", ".join(items) + "]"
-
-
-def _expand(value: str, ctx: Mapping[str, Any]) -> list[tuple[str, bool]] | None:
-    """Substitute policy variables: segments of (text, wildcards-active), or None."""
-    if "${" not in value:
-        return [(value, True)]
-    segments: list[tuple[str, bool]] = []
-    position = 0
-    for match in _VARIABLE.finditer(value):
-        segments.append((value[position : match.start()], True))
-        inner = match.group(1).strip()
-        if inner in ("*", "?", "$"):
-            segments.append((inner, False))
-        else:
-            name, default = inner, None
-            with_default = _VARIABLE_DEFAULT.fullmatch(inner)
-            if with_default:
-                name, default = with_default.group(1).strip(), with_default.group(2)
-            got = _request_values(ctx.get(name.lower(), _MISSING))
-            if got is not None and len(got) == 1:
-                segments.append((got[0], False))
-            elif default is not None:
-                segments.append((default, False))
-            else:
-                return None
-        position = match.end()
-    segments.append((value[position:], True))
-    return segments
-
-
-def _like(pattern: str, value: str, ctx: Mapping[str, Any], ignore_case: bool = False) -> bool:
-    segments = _expand(pattern, ctx)
-    return segments is not None and Glob(segments, ignore_case).match(value)
-
-
-def _literal(pattern: str, ctx: Mapping[str, Any]) -> str | None:
-    segments = _expand(pattern, ctx)
-    return None if segments is None else "".join(text for text, _ in segments)
-
-
-def _number(text: str) -> float | None:
-    try:
-        return float(text.strip())
-    except ValueError:
-        return None
-
-
-def _date(text: str) -> float | None:
-    text = text.strip()
-    number = _number(text)
-    if number is not None:
-        return number
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.timestamp()
-
-
-def _arn_like(pattern: str, value: str, ctx: Mapping[str, Any]) -> bool:
-    segments = _expand(pattern, ctx)
-    return segments is not None and _arn_segments_match(segments, value, pad=False)
-
-
-def _ip_in(network: str, address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address.strip()) in ipaddress.ip_network(network.strip(), strict=False)
-    except ValueError:
-        return False
-
-
-_ORDER = {
-    "eq": lambda a, b: a == b,
-    "lt": lambda a, b: a < b,
-    "le": lambda a, b: a <= b,
-    "gt": lambda a, b: a > b,
-    "ge": lambda a, b: a >= b,
-}
-
-
-def _compare(family: str, pattern: str, value: str, ctx: Mapping[str, Any]) -> bool:
-    """Does request *value* satisfy the positive form of *family* against *pattern*?"""
-    if family == "str_eq":
-        return _literal(pattern, ctx) == value
-    if family == "str_eq_ic":
-        text = _literal(pattern, ctx)
-        return text is not None and text.casefold() == value.casefold()
-    if family == "str_like":
-        return _like(pattern, value, ctx)
-    if family == "arn":
-        return _arn_like(pattern, value, ctx)
-    if family == "bool":
-        return pattern.strip().lower() == value.strip().lower()
-    if family == "binary":
-        return pattern.strip() == value.strip()
-    if family == "ip":
-        return _ip_in(pattern, value)
-    kind, _, relation = family.partition("_")
-    parse = _number if kind == "num" else _date
-    wanted, got = parse(pattern), parse(value)
-    if wanted is None or got is None:
-        return False
-    return bool(_ORDER[relation](got, wanted))
 
 
 # --------------------------------------------------------------------------
