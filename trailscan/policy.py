@@ -19,6 +19,14 @@ Shapes understood (each has a test in ``tests/test_policy.py``):
 
 The evaluation follows the IAM documentation: an explicit ``Deny`` beats any
 ``Allow``; without an applicable ``Allow`` the request is implicitly denied.
+:func:`evaluate` judges one set of policies with every context key known;
+:func:`authorize` judges a request against every layer AWS reads — SCPs and
+RCPs by level, VPC endpoint, resource, identity, boundary and session policies
+— same-account, cross-account and KMS rules included, and three-valued: a key
+the request does not show is unknown, and the decision may be
+``undetermined``, naming the keys that would settle it.
+
+Every wildcard is matched by :class:`Glob`, which never backtracks.
 """
 
 from __future__ import annotations
@@ -27,28 +35,44 @@ import copy
 import ipaddress
 import json
 import re
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Any, Union
+from typing import Any, Union, cast
 from urllib.parse import unquote
 
 from trailscan.documents import check_depth, parse_json
 from trailscan.errors import InputError
 
 __all__ = [
+    "ALLOW",
+    "EXPLICIT_DENY",
+    "IMPLICIT_DENY",
+    "LAYERS",
+    "PRINCIPAL_MATCHES",
+    "PRINCIPAL_TYPES",
+    "UNDETERMINED",
+    "UNKNOWN_RESOURCE",
+    "AuthDecision",
+    "AuthRequest",
     "ConditionFailure",
     "ConditionResult",
     "ContextValue",
     "Decision",
     "Denial",
     "Glob",
+    "LayerResult",
+    "NamedPolicy",
+    "PolicyLike",
+    "PolicySet",
+    "RequestPrincipal",
     "StatementRef",
     "TrustVerdict",
     "action_matches",
     "analyze_pod_identity_trust",
     "analyze_web_identity_trust",
+    "authorize",
     "check_condition",
     "condition_matches",
     "evaluate",
@@ -536,7 +560,9 @@ def _role_identity(arn: str) -> tuple[str, str, str] | None:
 
 def _aws_principal_match(entry: str, caller: str) -> str | None:
     if _ACCOUNT_ID.fullmatch(entry) or _ROOT_ARN.fullmatch(entry):
-        return "account" if _account_of(caller) == _account_of(entry) else None
+        if _account_of(caller) != _account_of(entry):
+            return None
+        return "direct" if _ROOT_ARN.fullmatch(caller) else "account"
     entry_role = _role_identity(entry)
     caller_role = _role_identity(caller)
     if entry_role and caller_role and entry_role == caller_role:
@@ -555,8 +581,18 @@ def _principal_applies(statement: Mapping[str, Any], caller: tuple[str, str] | N
     if "Principal" in statement:
         return principal_matches(statement["Principal"], *caller)
     if "NotPrincipal" in statement:
-        return not principal_matches(statement["NotPrincipal"], *caller)
+        return not _exempted(principals(statement["NotPrincipal"]), *caller)
     return True
+
+
+def _exempted(not_principal: Mapping[str, list[str]], kind: str, value: str) -> bool:
+    """Does a ``NotPrincipal`` spare the caller?  Only by naming it (or, for a session, its role).
+
+    Naming the caller's account does not spare everyone in it: the NotPrincipal
+    page's own example lists a user *and* its account, and denies the account's
+    other users.
+    """
+    return _principal_match(not_principal, kind, value) in ("direct", "role")
 
 
 # --------------------------------------------------------------------------
@@ -1162,6 +1198,666 @@ def evaluate(
     return Decision(
         effect, action, resource, tuple(matched), tuple(allows), tuple(denies), tuple(conditional), tuple(notes)
     )
+
+
+# --------------------------------------------------------------------------
+# authorize: every policy layer, three-valued
+# --------------------------------------------------------------------------
+
+ALLOW, EXPLICIT_DENY, IMPLICIT_DENY, UNDETERMINED = "allow", "explicit_deny", "implicit_deny", "undetermined"
+
+#: The policy layers :func:`authorize` evaluates, in the order AWS's enforcement
+#: code reads them (and so the order in which a deciding layer is named).
+LAYERS = ("rcp", "scp", "vpc_endpoint", "resource", "identity", "boundary", "session")
+
+#: Principal types, as ``aws:PrincipalType`` spells those it has.
+PRINCIPAL_TYPES = ("AssumedRole", "Role", "User", "FederatedUser", "Account", "WebIdentity", "Service", "Anonymous")
+_AWS_TYPES = frozenset({"AssumedRole", "Role", "User", "FederatedUser", "Account"})
+
+#: Pseudo context key naming the request's resource when it is not known.
+UNKNOWN_RESOURCE = "(the request's resource)"
+
+
+@dataclass(frozen=True)
+class NamedPolicy:
+    """A policy document with the name (or ARN) statements are reported under."""
+
+    name: str
+    document: Any
+
+
+#: A policy as :class:`PolicySet` takes it: a :class:`NamedPolicy`, a ``(name,
+#: document)`` pair, or a bare document (any form :func:`load_policy` reads).
+PolicyLike = Union[NamedPolicy, tuple[str, Any], Mapping[str, Any], str, bytes]
+
+
+def _principal_type(arn: str) -> str:
+    """``aws:PrincipalType``-style type of a caller, from its ARN (or service name)."""
+    value = arn.strip()
+    if value in ("*", "anonymous", ""):
+        return "Anonymous"
+    parts = _arn_parts(value)
+    if parts is None:
+        if value.endswith((".amazonaws.com", ".amazonaws.com.cn")):
+            return "Service"
+        raise InputError(f"principal {arn!r} is neither an ARN nor a service principal")
+    service, resource = parts[2], parts[5]
+    if service == "iam":
+        if resource == "root":
+            return "Account"
+        for prefix, kind in (("user/", "User"), ("role/", "Role"), ("oidc-provider/", "WebIdentity"),
+                             ("saml-provider/", "WebIdentity")):
+            if resource.startswith(prefix):
+                return kind
+    if service == "sts":
+        if resource.startswith("assumed-role/"):
+            return "AssumedRole"
+        if resource.startswith("federated-user/"):
+            return "FederatedUser"
+    raise InputError(f"principal {arn!r} is not a user, role, session, account, provider or service")
+
+
+@dataclass(frozen=True)
+class RequestPrincipal:
+    """Who sends the request.
+
+    ``arn``: a role session (``arn:aws:sts::A:assumed-role/ROLE/SESSION``), user,
+    role, federated user, account root, OIDC/SAML provider (a web identity
+    assuming a role) or a service name (``pods.eks.amazonaws.com``).
+    ``account`` and ``type`` (one of :data:`PRINCIPAL_TYPES`) are read from the
+    ARN unless given.  ``tags`` are the principal's tags — the role's and the
+    session's (``aws:PrincipalTag/…``); with ``tags_complete`` every other tag
+    is known to be absent, otherwise unknown.  ``role_arn`` is a session's role
+    with its path, for ``aws:PrincipalArn`` (without it that key is unknown for
+    a session).
+    """
+
+    arn: str
+    account: str | None = None
+    type: str | None = None
+    tags: Mapping[str, str] = field(default_factory=dict)
+    tags_complete: bool = False
+    role_arn: str | None = None
+
+    def __post_init__(self) -> None:
+        kind = self.type
+        if kind is None:
+            kind = _principal_type(self.arn)
+        else:
+            kind = next((t for t in PRINCIPAL_TYPES if t.lower() == str(kind).lower()), None)
+            if kind is None:
+                raise InputError(f"principal type {self.type!r} is not one of {', '.join(PRINCIPAL_TYPES)}")
+        object.__setattr__(self, "type", kind)
+        if self.account is None:
+            object.__setattr__(self, "account", _account_of(self.arn.strip()))
+
+    @property
+    def kind(self) -> str:
+        """The ``Principal`` element kind that names this caller: AWS, Federated or Service."""
+        return {"WebIdentity": "Federated", "Service": "Service"}.get(str(self.type), "AWS")
+
+
+@dataclass(frozen=True)
+class AuthRequest:
+    """One request to AWS, as :func:`authorize` judges it.
+
+    ``resource`` is the ARN acted on, ``"*"`` for an action on no specific
+    resource, or ``None`` when not known.  ``resource_account`` defaults to the
+    ARN's account field, then (S3 ARNs have none) to the principal's account.
+    ``context`` maps condition keys to values (a string, a list for multivalued
+    keys, a bool or number; ``None`` means the key is known to be absent).  A key
+    not in ``context`` is *unknown* — unless it is in ``absent``, or
+    ``context_complete`` says the context holds every key the request has.
+    Keys about the principal (``aws:PrincipalAccount``, ``aws:PrincipalType``,
+    ``aws:PrincipalArn``, ``aws:username``, ``aws:PrincipalTag/…``) and
+    ``aws:ResourceAccount`` are filled in from ``principal`` and the resource
+    when ``context`` does not give them.
+    """
+
+    principal: RequestPrincipal | str
+    action: str
+    resource: str | None = "*"
+    resource_account: str | None = None
+    context: Mapping[str, ContextValue] = field(default_factory=dict)
+    absent: frozenset[str] = frozenset()
+    context_complete: bool = False
+
+    def __post_init__(self) -> None:
+        if isinstance(self.principal, str):
+            object.__setattr__(self, "principal", RequestPrincipal(self.principal))
+        object.__setattr__(self, "absent", frozenset(self.absent))
+
+    @property
+    def caller(self) -> RequestPrincipal:
+        """The principal, as a :class:`RequestPrincipal` (a string given is read into one)."""
+        return cast(RequestPrincipal, self.principal)
+
+
+@dataclass(frozen=True)
+class PolicySet:
+    """Every policy that may bear on a request, by layer.
+
+    ``identity``: the principal's identity-based policies (inline and managed).
+    ``permissions_boundary``: its boundary, if it has one.  ``session``: the
+    session policies passed when the session was created (together one layer).
+    ``scps`` and ``rcps``: AWS Organizations policies as levels, root → OUs →
+    account; each level must allow (one Allow among the policies attached
+    there), and a Deny anywhere denies.  ``resource``: the resource-based policy
+    (bucket policy, key policy, a role's trust policy…).  ``vpc_endpoint``: the
+    policy of the endpoint the request came through.
+
+    ``resource_policy_required``: whether the resource's own policy must allow
+    (KMS keys and IAM roles: identity policies count only when the key or trust
+    policy allows or delegates to the account); ``None`` infers it from the
+    request — a ``kms`` ``key/…`` ARN, or ``sts:AssumeRole*``/``sts:TagSession``
+    on a role.  ``incomplete``: layers (names from :data:`LAYERS`) whose
+    documents are only partly known — what the given documents say counts, and
+    what they leave open is unknown rather than absent.
+    """
+
+    identity: Sequence[PolicyLike] = ()
+    permissions_boundary: PolicyLike | None = None
+    session: Sequence[PolicyLike] = ()
+    scps: Sequence[Sequence[PolicyLike]] = ()
+    rcps: Sequence[Sequence[PolicyLike]] = ()
+    resource: PolicyLike | None = None
+    vpc_endpoint: PolicyLike | None = None
+    resource_policy_required: bool | None = None
+    incomplete: frozenset[str] = frozenset()
+
+    def __post_init__(self) -> None:
+        unknown = set(self.incomplete) - set(LAYERS)
+        if unknown:
+            raise InputError(f"incomplete names unknown layers {sorted(unknown)}; expected some of {', '.join(LAYERS)}")
+        object.__setattr__(self, "incomplete", frozenset(self.incomplete))
+
+
+@dataclass(frozen=True)
+class LayerResult:
+    """What one policy layer (one level, for SCPs and RCPs) says about a request.
+
+    ``allows``/``denies``: ``True``, ``False``, or ``None`` when it depends on
+    context keys the request does not show (``missing_keys``).  ``allowing``
+    and ``denying`` are the statements that apply; ``undecided`` those that
+    may.  For the resource layer, ``allows_by_match`` splits ``allows`` by how
+    the Allow names the caller (see :data:`PRINCIPAL_MATCHES`).
+    """
+
+    layer: str
+    level: int | None = None
+    allows: bool | None = False
+    denies: bool | None = False
+    allowing: tuple[StatementRef, ...] = ()
+    denying: tuple[StatementRef, ...] = ()
+    undecided: tuple[StatementRef, ...] = ()
+    missing_keys: tuple[str, ...] = ()
+    allows_by_match: Mapping[str, bool | None] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+    @property
+    def label(self) -> str:
+        return self.layer if self.level is None else f"{self.layer}[{self.level}]"
+
+
+@dataclass(frozen=True)
+class AuthDecision:
+    """What AWS's policy evaluation decides for a request, as far as it can be known.
+
+    ``decision``: ``allow``, ``explicit_deny``, ``implicit_deny``, or
+    ``undetermined`` when the answer depends on context keys the request does
+    not show — ``outcomes`` then holds the decisions still possible and
+    ``missing_keys`` the keys that would settle it.  ``layer`` is the deciding
+    layer (one of :data:`LAYERS`): the one whose Deny applies, the first whose
+    missing Allow refuses, the one that grants, or the first whose unknowns
+    matter.  ``statements`` are the deciding statements (the denying ones, the
+    granting ones, or the undecided ones; none for an implicit deny).
+    ``layers`` has every layer's own result.
+    """
+
+    decision: str
+    layer: str | None
+    statements: tuple[StatementRef, ...]
+    missing_keys: tuple[str, ...]
+    outcomes: frozenset[str]
+    layers: tuple[LayerResult, ...]
+    cross_account: bool
+    notes: tuple[str, ...] = ()
+
+    @property
+    def allowed(self) -> bool | None:
+        """``True`` when allowed, ``False`` when refused (explicitly or not), ``None`` when unknown."""
+        if self.outcomes == {ALLOW}:
+            return True
+        return None if ALLOW in self.outcomes else False
+
+    def describe(self) -> str:
+        """One sentence: the decision, the layer, the statements or the keys it needs."""
+        if self.decision == UNDETERMINED:
+            keys = ", ".join(self.missing_keys) or "unknown policies"
+            possible = " or ".join(sorted(self.outcomes))
+            return f"undetermined ({possible}) at the {self.layer} layer: depends on {keys}"
+        refs = "; ".join(ref.describe() for ref in self.statements)
+        text = f"{self.decision} at the {self.layer} layer"
+        return f"{text}: {refs}" if refs else text
+
+
+def _and(*values: bool | None) -> bool | None:
+    if any(v is False for v in values):
+        return False
+    return None if any(v is None for v in values) else True
+
+
+def _or(*values: bool | None) -> bool | None:
+    if any(v is True for v in values):
+        return True
+    return None if any(v is None for v in values) else False
+
+
+def _truth_value(truth: str) -> bool | None:
+    return {YES: True, MAYBE: None}.get(truth, False)
+
+
+def _named(item: PolicyLike, default: str) -> tuple[str, Any]:
+    if isinstance(item, NamedPolicy):
+        return item.name, item.document
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str):
+        return item
+    return default, item
+
+
+def authorize(request: AuthRequest, policies: PolicySet) -> AuthDecision:
+    """Evaluate *request* against every policy layer, as AWS's enforcement code does.
+
+    The rules, and the AWS documentation each follows:
+
+    * An applicable ``Deny`` in any layer decides: explicit deny ("Policy
+      evaluation logic", deny evaluation).
+    * SCPs (the principal's account), each level root → OU → account, must
+      each have an applicable ``Allow``; they bind the account's users, roles
+      and root user, not anonymous, service or web-identity callers ("SCP
+      evaluation").  RCPs only deny: ``RCPFullAWSAccess`` is attached at every
+      level and cannot be detached ("Resource control policies").  A VPC
+      endpoint policy, when the request came through one, must allow.
+    * ``sts:GetCallerIdentity`` needs no permission and cannot be denied (STS
+      API reference).  The root user needs no identity policy in its own
+      account (its SCPs still bind it).
+    * Same account ("Policy evaluation for requests within a single account"):
+      the identity policies allow — and then the permissions boundary and the
+      session policies must allow too — or the resource policy allows the
+      caller.  A resource policy naming the caller itself (a user, the role
+      session's own ARN, a federated user session, ``*``) is not limited by
+      identity policies, boundary or session policies; one naming the role is
+      limited by boundary and session policies; one naming only the account
+      delegates to IAM and grants nothing by itself.
+    * KMS key policies and role trust policies must allow the caller or
+      delegate to the account (``arn:aws:iam::ACCOUNT:root``); only then do
+      identity policies count ("Key policies in AWS KMS", "Permissions policies
+      in AWS KMS": without that, even an identity policy that allows is an
+      implicit deny).
+    * Cross account ("Cross-account policy evaluation logic"): the identity
+      side (identity policies ∩ boundary ∩ session policies) and the resource
+      policy must both allow.
+    * A web identity or service principal has no identity policies: the
+      resource policy (a trust policy) alone grants.
+    * Statements: ``Action``/``NotAction`` compared case-insensitively,
+      untrimmed; ``Resource``/``NotResource`` per ARN segment; ``Principal``/
+      ``NotPrincipal`` in resource, endpoint, RCP policies (a resource-policy
+      statement without either never applies; a ``NotPrincipal`` spares only
+      the principals it names — a session by its own ARN or its role's — and
+      naming their account spares no one else in it, as the NotPrincipal page's
+      examples show); conditions three-valued, as
+      :func:`check_condition` describes, where a key the request does not show
+      is unknown unless the request says it is absent — a statement whose match
+      depends on one is undecided, and so may be the decision.
+    * Policy variables (``${aws:PrincipalTag/…}``, ``${aws:username}``,
+      ``${*}``, ``${?}``, ``${$}``, ``${key, 'default'}``) are substituted in
+      ``Resource`` and string/ARN condition values of policies with
+      ``"Version": "2012-10-17"`` (older or no version: literal text, as AWS
+      does); a variable whose key is absent makes the statement not apply,
+      whether it allows or denies.
+
+    Raises :class:`InputError` for a document that cannot be read (naming it).
+    """
+    caller = request.caller
+    ctx, notes = _request_context(request)
+    resource_account = request.resource_account or _account_of(request.resource or "") or caller.account
+    aws_caller = caller.type in _AWS_TYPES
+    cross_account = bool(aws_caller and caller.account and resource_account and caller.account != resource_account)
+    if aws_caller and not request.resource_account and _arn_parts(request.resource or "") and not _account_of(
+        request.resource or ""
+    ):
+        notes.append(f"the resource's account is not known: taken to be the principal's ({caller.account})")
+    required = policies.resource_policy_required
+    if required is None:
+        required = _resource_policy_required(request)
+
+    layers: list[LayerResult] = []
+    incomplete = policies.incomplete
+
+    def add(layer: str, items: Sequence[PolicyLike], level: int | None = None) -> None:
+        layers.append(_evaluate_layer(layer, level, items, request, ctx, layer in incomplete))
+
+    for level, items in enumerate(policies.rcps or ([()] if "rcp" in incomplete else [])):
+        add("rcp", items, level)
+    if aws_caller:
+        for level, items in enumerate(policies.scps or ([()] if "scp" in incomplete else [])):
+            add("scp", items, level)
+    elif policies.scps:
+        notes.append(f"SCPs do not apply: a {caller.type.lower()} principal is not managed by an account")
+    if policies.vpc_endpoint is not None or "vpc_endpoint" in incomplete:
+        add("vpc_endpoint", [policies.vpc_endpoint] if policies.vpc_endpoint is not None else [])
+    if policies.resource is not None or "resource" in incomplete:
+        add("resource", [policies.resource] if policies.resource is not None else [])
+    if aws_caller and caller.type != "Account":
+        add("identity", list(policies.identity))
+    if policies.permissions_boundary is not None or "boundary" in incomplete:
+        add("boundary", [policies.permissions_boundary] if policies.permissions_boundary is not None else [])
+    if policies.session or "session" in incomplete:
+        add("session", list(policies.session))
+
+    if aws_caller and request.action.lower() == "sts:getcalleridentity":
+        # "No permissions are required to perform this operation", even against an explicit deny (STS API reference).
+        notes.append("sts:GetCallerIdentity needs no permission: every authenticated caller may call it")
+        return AuthDecision(ALLOW, None, (), (), frozenset({ALLOW}), tuple(layers), cross_account, tuple(notes))
+    shape = _Shape(cross_account, required, aws_caller, caller.type == "Account")
+    allowed, denied = _access(layers, shape)
+    outcomes = _outcomes(allowed, denied)
+    for layer in layers:
+        notes.extend(f"{layer.label}: {note}" for note in layer.notes)
+    if len(outcomes) == 1:
+        (decision,) = outcomes
+        if decision == EXPLICIT_DENY:
+            deciding = [layer for layer in layers if layer.denies is True]
+            return AuthDecision(
+                decision, deciding[0].layer, tuple(ref for layer in deciding for ref in layer.denying), (),
+                outcomes, tuple(layers), cross_account, tuple(notes),
+            )
+        if decision == ALLOW:
+            name, refs = _granting(layers, shape)
+            return AuthDecision(decision, name, refs, (), outcomes, tuple(layers), cross_account, tuple(notes))
+        return AuthDecision(
+            decision, _refusing(layers, shape), (), (), outcomes, tuple(layers), cross_account, tuple(notes)
+        )
+    mattering = [layer for layer in layers if _matters(layer, layers, shape)]
+    keys = sorted({key for layer in mattering for key in layer.missing_keys}, key=str.lower)
+    refs = tuple(ref for layer in mattering for ref in layer.undecided)
+    return AuthDecision(
+        UNDETERMINED, mattering[0].layer if mattering else None, refs, tuple(keys), outcomes, tuple(layers),
+        cross_account, tuple(notes),
+    )
+
+
+@dataclass(frozen=True)
+class _Shape:
+    """What decides how layers combine: account boundary, resource policy need, caller kind."""
+
+    cross_account: bool
+    required: bool
+    aws_caller: bool
+    root: bool
+
+
+def _of(layers: Sequence[LayerResult], name: str) -> list[LayerResult]:
+    return [layer for layer in layers if layer.layer == name]
+
+
+def _access(layers: Sequence[LayerResult], shape: _Shape) -> tuple[bool | None, bool | None]:
+    """(allowed, explicitly denied), each three-valued, from the layers' own results."""
+    denied = _or(*(layer.denies for layer in layers))
+    # RCPs only ever deny: RCPFullAWSAccess, attached at every level, cannot be detached.
+    guardrails = _and(*(layer.allows for layer in layers if layer.layer in ("scp", "vpc_endpoint")))
+    identity = _of(layers, "identity")
+    identity_allows = True if shape.root else (identity[0].allows if identity else False)
+    limits = _and(*(layer.allows for layer in layers if layer.layer in ("boundary", "session")))
+    identity_side = _and(identity_allows, limits)
+    resource = _of(layers, "resource")
+    by_match = resource[0].allows_by_match if resource else {}
+    direct, role, account = (by_match.get(match, False) for match in PRINCIPAL_MATCHES)
+    if not shape.aws_caller:
+        core = direct
+    elif shape.cross_account:
+        core = _and(identity_side, _or(direct, role, account))
+    else:
+        granted = _or(direct, _and(role, limits))
+        core = _or(granted, _and(account, identity_side)) if shape.required else _or(granted, identity_side)
+    return _and(guardrails, core), denied
+
+
+def _outcomes(allowed: bool | None, denied: bool | None) -> frozenset[str]:
+    if denied is True:
+        return frozenset({EXPLICIT_DENY})
+    possible = {EXPLICIT_DENY} if denied is None else set()
+    if allowed is not False:
+        possible.add(ALLOW)
+    if allowed is not True:
+        possible.add(IMPLICIT_DENY)
+    return frozenset(possible)
+
+
+def _matters(layer: LayerResult, layers: Sequence[LayerResult], shape: _Shape) -> bool:
+    """Would settling this layer's unknowns change what is possible?"""
+    if layer.allows is not None and layer.denies is not None and None not in layer.allows_by_match.values():
+        return False
+    seen = set()
+    for allows in (True, False):
+        for denies in (True, False):
+            by_match = {k: (allows if v is None else v) for k, v in layer.allows_by_match.items()}
+            settled = replace(
+                layer,
+                allows=allows if layer.allows is None else layer.allows,
+                denies=denies if layer.denies is None else layer.denies,
+                allows_by_match=by_match,
+            )
+            seen.add(_outcomes(*_access([settled if other is layer else other for other in layers], shape)))
+    return len(seen) > 1
+
+
+def _granting(layers: Sequence[LayerResult], shape: _Shape) -> tuple[str, tuple[StatementRef, ...]]:
+    resource = _of(layers, "resource")
+    identity = _of(layers, "identity")
+    by_match = resource[0].allows_by_match if resource else {}
+    resource_refs = resource[0].allowing if resource else ()
+    identity_refs = identity[0].allowing if identity and identity[0].allows else ()
+    if not shape.aws_caller:
+        return "resource", resource_refs
+    if shape.root and not shape.required:
+        return "identity", ()  # the root user has full access in its own account
+    if shape.cross_account or (shape.required and not (by_match.get("direct") or by_match.get("role"))):
+        return "identity", identity_refs + resource_refs
+    if identity_refs:
+        return "identity", identity_refs
+    return "resource", resource_refs
+
+
+def _refusing(layers: Sequence[LayerResult], shape: _Shape) -> str:
+    """The first layer, in AWS's order, whose missing Allow refuses the request."""
+    for name in ("scp", "vpc_endpoint"):
+        if any(layer.allows is False for layer in _of(layers, name)):
+            return name
+    resource = _of(layers, "resource")
+    by_match = resource[0].allows_by_match if resource else {}
+    direct, role, account = (by_match.get(match, False) for match in PRINCIPAL_MATCHES)
+    if not shape.aws_caller:
+        return "resource"
+    if (shape.cross_account or shape.required) and _or(direct, role, account) is False:
+        return "resource"
+    needed = ["boundary", "session"] if _or(direct, role) is True else ["identity", "boundary", "session"]
+    for name in needed:
+        if name == "identity" and shape.root:
+            continue
+        found = _of(layers, name)
+        if (not found and name == "identity") or any(layer.allows is False for layer in found):
+            return name
+    return "identity"
+
+
+def _resource_policy_required(request: AuthRequest) -> bool:
+    parts = _arn_parts(request.resource or "")
+    if parts is None:
+        return False
+    service, resource = parts[2], parts[5]
+    if service == "kms" and resource.startswith("key/"):
+        return True
+    action = request.action.lower()
+    trust_actions = ("sts:assumerole", "sts:tagsession", "sts:setsourceidentity", "sts:setcontext")
+    return service == "iam" and resource.startswith("role/") and action.startswith(trust_actions)
+
+
+def _request_context(request: AuthRequest) -> tuple[_Context, list[str]]:
+    """The request's context keys, with those the principal and resource imply filled in."""
+    caller = request.caller
+    values: dict[str, ContextValue] = dict(request.context)
+    given = {str(key).lower() for key in values} | {key.lower() for key in request.absent}
+    derived: dict[str, ContextValue] = {}
+    if caller.type in _AWS_TYPES:
+        derived["aws:PrincipalAccount"] = caller.account
+        derived["aws:PrincipalIsAWSService"] = "false"
+        if caller.type != "Role":
+            derived["aws:PrincipalType"] = caller.type
+        if caller.type == "AssumedRole":
+            if caller.role_arn:
+                derived["aws:PrincipalArn"] = caller.role_arn
+        else:
+            derived["aws:PrincipalArn"] = caller.arn
+        # aws:username is "not present" for anything but an IAM user (IAM policy variables docs).
+        derived["aws:username"] = caller.arn.rsplit("/", 1)[1] if caller.type == "User" else None
+    elif caller.type == "Service":
+        derived["aws:PrincipalIsAWSService"] = "true"
+    for key, value in caller.tags.items():
+        derived[f"aws:PrincipalTag/{key}"] = value
+    resource_account = request.resource_account or _account_of(request.resource or "")
+    if resource_account:
+        derived["aws:ResourceAccount"] = resource_account
+    for key, value in derived.items():
+        if key.lower() not in given:
+            values[key] = value
+    prefixes = ("aws:PrincipalTag/",) if caller.tags_complete else ()
+    context = _Context(values, absent=request.absent, absent_prefixes=prefixes, closed=request.context_complete)
+    return context, []
+
+
+def _evaluate_layer(
+    layer: str, level: int | None, items: Sequence[PolicyLike], request: AuthRequest, ctx: _Context, incomplete: bool
+) -> LayerResult:
+    caller = request.caller
+    principal_element = layer in ("resource", "vpc_endpoint", "rcp", "scp")
+    allows: list[str] = []
+    denies: list[str] = []
+    allowing: list[StatementRef] = []
+    denying: list[StatementRef] = []
+    undecided: list[StatementRef] = []
+    missing: set[str] = set()
+    notes: list[str] = []
+    by_match: dict[str, list[str]] = {match: [] for match in PRINCIPAL_MATCHES}
+    for position, item in enumerate(items):
+        label = f"{layer} policy" if len(items) == 1 else f"{layer} policy #{position}"
+        name, document = _named(item, label)
+        policy = load_policy(document, name=name)
+        variables = str(policy.get("Version", "")).strip() == POLICY_VERSION
+        for ref in _refs(name, policy):
+            truth, match, wanted, note = _statement_truth(
+                ref.statement, request, ctx, caller, principal_element, layer == "resource", variables
+            )
+            if note:
+                notes.append(f"{ref.describe()}: {note}")
+            if truth == NO:
+                continue
+            if truth == MAYBE:
+                undecided.append(ref)
+                missing |= wanted
+            if ref.effect == "Deny":
+                denies.append(truth)
+                if truth == YES:
+                    denying.append(ref)
+            else:
+                allows.append(truth)
+                by_match[match or "direct"].append(truth)
+                if truth == YES:
+                    allowing.append(ref)
+    allow_truth, deny_truth = _any3(allows), _any3(denies)
+    if incomplete:
+        # What the known documents say stands; what they leave open is unknown.
+        allow_truth = YES if allow_truth == YES else MAYBE
+        deny_truth = YES if deny_truth == YES else MAYBE
+        by_match = {match: truths if YES in truths else [*truths, MAYBE] for match, truths in by_match.items()}
+        notes.append("its policies are only partly known")
+    return LayerResult(
+        layer,
+        level,
+        _truth_value(allow_truth),
+        _truth_value(deny_truth),
+        tuple(allowing),
+        tuple(denying),
+        tuple(undecided),
+        tuple(sorted(missing, key=str.lower)),
+        {match: _truth_value(_any3(truths)) for match, truths in by_match.items()} if layer == "resource" else {},
+        tuple(notes),
+    )
+
+
+def _statement_truth(
+    statement: Mapping[str, Any],
+    request: AuthRequest,
+    ctx: _Context,
+    caller: RequestPrincipal,
+    principal_element: bool,
+    principal_required: bool,
+    variables: bool,
+) -> tuple[str, str | None, set[str], str]:
+    """(truth, how its Principal names the caller, keys it lacked, a note) for one statement."""
+    if not statement_matches_action(statement, request.action):
+        return NO, None, set(), ""
+    match: str | None = None
+    if principal_element:
+        try:
+            if "Principal" in statement:
+                match = _principal_match(_lenient_principals(statement["Principal"]), caller.kind, caller.arn)
+                if match is None:
+                    return NO, None, set(), ""
+            elif "NotPrincipal" in statement:
+                if _exempted(_lenient_principals(statement["NotPrincipal"]), caller.kind, caller.arn):
+                    return NO, None, set(), ""
+                match = "direct"
+            elif principal_required:
+                return NO, None, set(), "no Principal: a resource-based policy statement without one never applies"
+        except InputError as exc:
+            return NO, None, set(), f"{exc.message}; statement skipped"
+    missing: set[str] = set()
+    resource_truth = _resource_truth(statement, request.resource, ctx, missing, variables)
+    condition = _evaluate_condition(statement.get("Condition"), ctx, variables)
+    truth = _all3([resource_truth, condition.truth])
+    wanted = (missing | set(condition.missing)) if truth == MAYBE else set()
+    return truth, match, wanted, "; ".join(condition.notes)
+
+
+def _lenient_principals(principal: Any) -> dict[str, list[str]]:
+    """:func:`principals`, reading a bare ARN or account id (which IAM's grammar rejects) as ``{"AWS": …}``."""
+    if isinstance(principal, str) and principal.strip() != "*":
+        return {"AWS": [principal.strip()]}
+    return principals(principal)
+
+
+def _resource_truth(
+    statement: Mapping[str, Any], resource: str | None, ctx: _Context, missing: set[str], variables: bool
+) -> str:
+    if "Resource" in statement:
+        return _any3(_resource_pattern(p, resource, ctx, missing, variables) for p in _strings(statement["Resource"]))
+    if "NotResource" in statement:
+        return _not3(_any3(_resource_pattern(p, resource, ctx, missing, variables) for p in _strings(statement["NotResource"])))
+    return YES
+
+
+def _resource_pattern(pattern: str, resource: str | None, ctx: _Context, missing: set[str], variables: bool) -> str:
+    tokens = _expand(pattern, ctx, missing) if variables else [(pattern, True)]
+    if isinstance(tokens, str):
+        return tokens
+    if all(wild for _, wild in tokens) and _glob(_literal(tokens), False).is_star:
+        return YES
+    if resource is None:
+        missing.add(UNKNOWN_RESOURCE)
+        return MAYBE
+    return YES if _resource_tokens_match(tokens, resource) else NO
+
 
 
 # --------------------------------------------------------------------------
