@@ -22,7 +22,11 @@ one is undecided, and so may be the decision ("undetermined", naming the key).
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trailscan import policy as p
 from trailscan.errors import InputError
@@ -396,3 +400,57 @@ def test_a_resource_without_account_is_taken_to_be_the_principals_and_said_so():
     result = authorize(request(), PolicySet(identity=[READ]))
     assert not result.cross_account
     assert any("taken to be the principal's" in note for note in result.notes)
+
+
+# -- properties -----------------------------------------------------------------------------------------
+
+KEYS = ("ctx:k1", "ctx:k2")
+OPERATORS = ("StringEquals", "StringNotEquals", "StringEqualsIfExists", "StringNotEqualsIfExists", "StringLike",
+             "ForAllValues:StringEquals", "ForAnyValue:StringNotEquals", "Null")
+statements = st.builds(
+    lambda effect, action, resource, condition: {
+        "Effect": effect, "Action": action, "Resource": resource, **({"Condition": condition} if condition else {})
+    },
+    st.sampled_from(["Allow", "Allow", "Deny"]),
+    st.sampled_from(["s3:GetObject", "s3:*", "ec2:*"]),
+    st.sampled_from(["*", OBJECT, f"{BUCKET}/other/*", f"{BUCKET}/${{ctx:k2}}/*"]),
+    st.none() | st.builds(
+        lambda operator, key, value: {operator: {key: "true" if operator == "Null" else value}},
+        st.sampled_from(OPERATORS), st.sampled_from(KEYS), st.sampled_from(["a", "b", "${ctx:k2}", "a*"]),
+    ),
+)
+documents = st.lists(statements, min_size=1, max_size=3).map(lambda items: doc(*items))
+policy_sets = st.builds(
+    lambda identity, boundary, scp, resource, principal: PolicySet(
+        identity=identity, permissions_boundary=boundary, scps=[[FULL_ACCESS, scp]] if scp else (),
+        resource=doc(*[{**s, "Principal": {"AWS": principal}} for s in resource["Statement"]]) if resource else None,
+    ),
+    st.lists(documents, max_size=2), st.none() | documents, st.none() | documents, st.none() | documents,
+    st.sampled_from(["*", SESSION, ROLE, A]),
+)
+# Each key: unknown (left out), known absent (None), or a value.
+contexts = st.fixed_dictionaries({key: st.sampled_from(["unknown", None, "a", "b", "invoices"]) for key in KEYS})
+
+
+@given(policy_sets, contexts)
+@settings(max_examples=300, deadline=None)
+def test_undetermined_covers_every_way_the_unknown_keys_could_be(policies, values):
+    """Sound three-valued logic: whatever the unknown keys turn out to be, the decision with them known is
+    one of the outcomes said to be possible — and with every key known, nothing is undetermined."""
+    known = {key: value for key, value in values.items() if value != "unknown"}
+    unknown = [key for key in KEYS if key not in known]
+    partial = authorize(request(context=known), policies)
+    for completion in itertools.product([None, "a", "b", "invoices"], repeat=len(unknown)):
+        full = authorize(request(context={**known, **dict(zip(unknown, completion))}, context_complete=True), policies)
+        assert full.decision != "undetermined"
+        assert full.decision in partial.outcomes, (partial.describe(), full.describe(), completion)
+
+
+@given(st.lists(documents, min_size=1, max_size=3), contexts)
+@settings(max_examples=200, deadline=None)
+def test_identity_policies_alone_agree_with_evaluate(identity, values):
+    context = {key: value for key, value in values.items() if value != "unknown"}
+    named = [(f"p{i}", document) for i, document in enumerate(identity)]
+    assert authorize(request(context=context, context_complete=True), PolicySet(identity=named)).decision == (
+        p.evaluate(named, "s3:GetObject", OBJECT, context).effect
+    )

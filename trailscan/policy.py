@@ -1160,13 +1160,18 @@ def evaluate(
     ``NotPrincipal`` (resource-based and trust policies); ``None`` skips that
     check (identity policies have no principal element).
 
-    An applicable Deny beats any Allow.  Raises :class:`InputError` when a
-    document cannot be read (naming the policy); conditions never raise.
+    Every context key not in *context* counts as absent; policy variables in
+    ``Resource`` and conditions resolve from it (one whose key is absent makes
+    the statement not apply).  An applicable Deny beats any Allow.  Raises
+    :class:`InputError` when a document cannot be read (naming the policy);
+    conditions never raise.  :func:`authorize` evaluates every policy layer of
+    a request, with unknown keys.
     """
     allows: list[StatementRef] = []
     denies: list[StatementRef] = []
     conditional: list[tuple[StatementRef, ConditionResult]] = []
     notes: list[str] = []
+    known = _Context(context, closed=True)
     for pair in policies:
         if not isinstance(pair, (tuple, list)) or len(pair) != 2:
             raise InputError(f"expected (name, document) pairs, got {type(pair).__name__}")
@@ -1175,8 +1180,8 @@ def evaluate(
             statement = ref.statement
             if not statement_matches_action(statement, action):
                 continue
-            if not statement_matches_resource(statement, resource):
-                continue
+            if resource is not None and _resource_truth(statement, resource, known, set(), True) != YES:
+                continue  # (policy variables in Resource resolve from the context)
             try:
                 if not _principal_applies(statement, principal):
                     continue
