@@ -330,6 +330,11 @@ def _glob(pattern: str, ignore_case: bool) -> Glob:
     return Glob([(pattern, True)], ignore_case)
 
 
+@lru_cache(maxsize=4096)
+def _glob_of(tokens: tuple[Token, ...]) -> Glob:
+    return Glob(tokens)
+
+
 def glob_matches(pattern: str, text: str, *, ignore_case: bool = False) -> bool:
     """Whether *text* matches the IAM wildcard *pattern* as a whole (see :class:`Glob`)."""
     return _glob(pattern, ignore_case).match(text)
@@ -364,7 +369,7 @@ def _arn_segments_match(tokens: list[Token], value: str, *, pad: bool) -> bool:
         if not pad:
             return False
         wanted += [[("*", True)]] * (6 - len(wanted))
-    return all(Glob(w).match(g) for w, g in zip(wanted, got))
+    return all(_glob_of(tuple(w)).match(g) for w, g in zip(wanted, got))
 
 
 def _resource_tokens_match(tokens: list[Token], resource: str) -> bool:
@@ -375,7 +380,7 @@ def _resource_tokens_match(tokens: list[Token], resource: str) -> bool:
         if "*" not in text and "?" not in text and text.count(":") < 5:
             return text == resource  # a short ARN without wildcards is itself, not a prefix
         return _arn_segments_match(tokens, resource, pad=True)
-    return Glob(tokens).match(resource)
+    return _glob_of(tuple(tokens)).match(resource)
 
 
 def action_matches(pattern: str, action: str) -> bool:
@@ -849,7 +854,7 @@ def _compare(
         elif family == "str_eq_ic":
             hit = _literal(tokens).casefold() == value.casefold()
         elif family == "str_like":
-            hit = Glob(tokens).match(value)
+            hit = _glob_of(tuple(tokens)).match(value)
         else:  # ArnEquals and ArnLike alike: both take wildcards, per segment
             hit = _arn_segments_match(tokens, value, pad=False)
         return YES if hit else NO
