@@ -24,6 +24,7 @@ import sys
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from urllib.parse import quote
 
 import orjson
 import pytest
@@ -590,3 +591,150 @@ def test_lookup_events_whose_record_is_not_a_record(quick, monkeypatch, tmp_path
     assert stored == {"lk-0", "lk-3", "lk-4", "lk-5"}
     assert coverage.status == "partial" and "2 events not stored" in coverage.detail
     assert {p.name for p in result.problems} == {"lookup:eu-west-1:lk-1", "lookup:eu-west-1:lk-2"}
+
+
+# -- IAM wildcards whose text the caller chooses (issue 23, point 6) -------------------------------------
+
+# Each line ran for seconds to forever through the regular expressions policy.py used to build: a
+# 1,000-character S3 key against `logs-*/*/*/*.json` took 28.5 s, a 21-wildcard StringLike in a trust
+# policy more than three minutes.  The child process prints how long all of them took together.
+HOSTILE_GLOBS = r"""
+import time
+from trailscan import policy as p
+
+key = "arn:aws:s3:::logs-" + "/" * 982
+assert len(key) == 1000
+issuer = "oidc.eks.eu-west-1.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
+provider = "arn:aws:iam::111122223333:oidc-provider/" + issuer
+subject = "system:serviceaccount:" + "a" * 250 + ":" + "a" * 250
+trust = {"Statement": [{"Effect": "Allow", "Principal": {"Federated": provider},
+                        "Action": "sts:AssumeRoleWithWebIdentity",
+                        "Condition": {"StringLike": {issuer + ":sub": "system:serviceaccount:" + "*a" * 20 + "*b"}}}]}
+start = time.perf_counter()
+assert not p.resource_matches("arn:aws:s3:::logs-*/*/*/*.json", key)
+assert p.analyze_web_identity_trust(trust, provider_arn=provider, subject=subject).cause == "TRUST_SUBJECT_MISMATCH"
+assert not p.condition_matches({"ArnLike": {"k": "arn:aws:s3:::" + "*a" * 30 + "*b"}}, {"k": "arn:aws:s3:::" + "a" * 5000})
+assert not p.action_matches("s3:" + "*?" * 40 + "x", "s3:" + "Get" * 3000)
+assert p.evaluate([("p", {"Statement": {"Effect": "Allow", "Action": "s3:*", "Resource": "arn:aws:s3:::logs-*/*/*/*.json"}})],
+                  "s3:GetObject", key).effect == "implicit_deny"
+# and far larger still: time grows with the text, not exponentially with the wildcards
+assert not p.resource_matches("arn:aws:s3:::" + "*/" * 200 + "*.json", "arn:aws:s3:::" + "/" * 200_000)
+assert not p.condition_matches({"StringLike": {"k": "*a?" * 100 + "*b"}}, {"k": "a" * 200_000})
+print(time.perf_counter() - start)
+"""
+
+
+def bounded_python(code: str, *, seconds: float = 60, memory: int = 1 << 30) -> subprocess.CompletedProcess:
+    """Run *code* in a child Python with a deadline and an address-space limit, so that what
+    used to take minutes and gigabytes fails the test instead of the machine."""
+
+    def limit() -> None:
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    try:
+        return subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=seconds,
+            cwd=Path(__file__).parents[1], preexec_fn=limit,
+        )
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"still running after {seconds} s")
+
+
+def test_iam_wildcards_never_backtrack():
+    done = bounded_python(HOSTILE_GLOBS)
+    assert done.returncode == 0, done.stderr
+    assert float(done.stdout) < 2.0
+
+
+# -- inventory files from anyone (issue 23, point 8) ----------------------------------------------------
+
+# Nine anchors, each aliased nine times by the next: 387 million strings once anything walks it.  The
+# service-account reader used to build it, then str() it for a message: MemoryError after 24 s.
+BILLION_LAUGHS = "".join(
+    "%s: &%s [%s]\n" % (name, name, ",".join(["*" + prev if prev else '"lol"'] * 9))
+    for prev, name in zip([None, *"abcdefgh"], "abcdefghi")
+) + "kind: *i\n"
+
+# Each reads one hostile file and prints {"error", "message", "elapsed"}.
+READ_INVENTORY = r"""
+import json, sys, time
+from trailscan.inventory import load_iam_file
+from trailscan.kube import load_service_accounts
+read = {"sa": load_service_accounts, "iam": load_iam_file}[sys.argv[1]]
+start = time.perf_counter()
+try:
+    read(sys.argv[2])
+    error, message = None, ""
+except BaseException as exc:
+    error, message = type(exc).__name__, str(exc)
+print(json.dumps({"error": error, "message": message, "elapsed": time.perf_counter() - start}))
+"""
+
+
+def deep_json(levels: int, inner: str = '"x"') -> str:
+    return '{"a": ' * levels + inner + "}" * levels
+
+
+def iam_document(trust) -> dict:
+    return {"RoleDetailList": [{"Arn": "arn:aws:iam::111122223333:role/deep", "RoleName": "deep",
+                                "AssumeRolePolicyDocument": trust}]}
+
+
+def deep_trust(levels: int) -> str:
+    """A trust policy whose Condition nests *levels* deep, as JSON text."""
+    return '{"Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole", "Condition": ' + deep_json(levels) + "}]}"
+
+
+HOSTILE_INVENTORIES = {
+    # id: (reader, file name, content, what the one line says)
+    "yaml alias bomb": ("sa", "sa.yaml", BILLION_LAUGHS, "aliases"),
+    "json 100,000 deep": ("sa", "sa.json", "[" * 100_000 + "]" * 100_000, "nested more than 64 levels"),
+    "yaml 100,000 deep": ("sa", "sa.yaml", "items: " + "[" * 100_000 + "]" * 100_000, "nest"),  # libyaml's own limit
+    "yaml 900 deep block style": ("sa", "sa.yaml", "".join(f"{'  ' * i}k:\n" for i in range(900)), "nested more than 64 levels"),
+    "iam 900 deep": ("iam", "iam.json", '{"RoleDetailList": [{"Arn": "arn:aws:iam::111122223333:role/deep", '
+                     '"AssumeRolePolicyDocument": ' + deep_trust(900) + "}]}", "nested more than 64 levels"),
+    "iam 100,000 deep": ("iam", "iam.json", deep_json(100_000), "nested more than 64 levels"),
+    "iam url-encoded policy 900 deep": ("iam", "iam.json", json.dumps(iam_document(quote(deep_trust(900)))),
+                                        "nested more than 64 levels"),
+    "iam url-encoded policy 100,000 deep": ("iam", "iam.json", json.dumps(iam_document(quote(deep_trust(100_000)))),
+                                            "nested more than 64 levels"),
+}
+
+
+@pytest.mark.parametrize("case", HOSTILE_INVENTORIES)
+def test_a_hostile_inventory_file_is_one_line_naming_it_at_once(tmp_path, case):
+    reader, name, content, fragment = HOSTILE_INVENTORIES[case]
+    path = tmp_path / name
+    path.write_text(content)
+    done = bounded_python(READ_INVENTORY.replace("sys.argv[1]", repr(reader)).replace("sys.argv[2]", repr(str(path))))
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["error"] == "InputError", result
+    assert str(path) in result["message"] and fragment in result["message"]
+    assert "\n" not in result["message"]
+    assert result["elapsed"] < 2.0
+
+
+def test_yaml_anchors_within_reason_still_load(tmp_path):
+    path = tmp_path / "sa.yaml"
+    path.write_text(
+        "kind: List\nitems:\n"
+        "- {kind: ServiceAccount, metadata: {name: a, namespace: n, annotations: &notes {eks.amazonaws.com/role-arn: r}}}\n"
+        "- {kind: ServiceAccount, metadata: {name: b, namespace: n, annotations: *notes}}\n"
+    )
+    from trailscan.kube import load_service_accounts
+
+    assert [(sa.name, sa.role_arn) for sa in load_service_accounts(path)] == [("a", "r"), ("b", "r")]
+
+
+def test_cli_refuses_an_alias_bomb_on_one_line(tmp_path):
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text(BILLION_LAUGHS)
+    with Store.open(str(tmp_path / "store.duckdb")):
+        pass
+    ran = run_cli("findings", "--db", str(tmp_path / "store.duckdb"), "--offline", "--service-accounts", str(bomb))
+    assert ran.returncode == 2, ran.stderr
+    assert str(bomb) in ran.stderr and "aliases" in ran.stderr
+    assert "Traceback" not in ran.stderr and len(ran.stderr.strip().splitlines()) == 1

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from urllib.parse import quote
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trailscan import policy as p
 from trailscan.errors import InputError
@@ -173,6 +176,14 @@ def test_principals_rejects_invalid_shapes(junk):
         ({"Service": "ec2.amazonaws.com"}, "service", "pods.eks.amazonaws.com", False),
         ({"CanonicalUser": "abc"}, "CanonicalUser", "abc", True),
         ({"CanonicalUser": "abc"}, "CanonicalUser", "ABC", False),
+        # IAM role names are unique regardless of case, so a Principal names the role whatever its case
+        ({"AWS": f"arn:aws:iam::{ACCOUNT}:role/Payments-API"}, "AWS", SESSION, True),
+        ({"AWS": f"arn:aws:iam::{ACCOUNT}:role/payments-api"}, "AWS", f"arn:aws:iam::{ACCOUNT}:role/PAYMENTS-API", True),
+        ({"AWS": SESSION}, "AWS", SESSION, True),
+        ({"AWS": SESSION}, "AWS", SESSION.replace("botocore-session", "other"), False),
+        ({"AWS": SESSION}, "AWS", f"arn:aws:iam::{ACCOUNT}:role/payments-api", False),
+        ({"AWS": f"arn:aws:iam::{ACCOUNT}:user/bob"}, "AWS", f"arn:aws:iam::{ACCOUNT}:user/bob", True),
+        ({"AWS": f"arn:aws:iam::{ACCOUNT}:user/bob"}, "AWS", f"arn:aws:iam::{ACCOUNT}:user/Bob", False),
     ],
 )
 def test_principal_matches(principal, kind, value, expected):
@@ -251,6 +262,96 @@ def test_statement_resource_and_notresource(statement, resource, expected):
 
 
 # --------------------------------------------------------------------------
+# Wildcards: one matcher for actions, resources, principals and conditions
+# --------------------------------------------------------------------------
+
+# (id, what, pattern, text, expected): what is "action" (case-insensitive),
+# "resource" (case-sensitive, per ARN segment), "like" (StringLike) or "arn" (ArnLike).
+GLOB_CASES = [
+    # `*` is any run, the empty one included, and crosses `/` and `:` in a resource's last segment
+    ("star-empty-run", "resource", "arn:aws:s3:::b/*", "arn:aws:s3:::b/", True),
+    ("star-needs-the-slash", "resource", "arn:aws:s3:::b/*", "arn:aws:s3:::b", False),
+    ("star-crosses-slash", "resource", "arn:aws:s3:::b*", "arn:aws:s3:::b/x/y", True),
+    ("star-crosses-colon-in-resource-part", "resource", "arn:aws:logs:*:*:log-group:app*",
+     "arn:aws:logs:eu-west-1:111122223333:log-group:app:log-stream:x", True),
+    ("several-stars", "resource", "arn:aws:s3:::logs-*/*/*/*.json", "arn:aws:s3:::logs-2024/01/02/x.json", True),
+    ("several-stars-too-few-parts", "resource", "arn:aws:s3:::logs-*/*/*/*.json", "arn:aws:s3:::logs-2024/01/x.json", False),
+    ("star-alone-covers-all", "resource", "*", "arn:aws:s3:::b/k", True),
+    ("resource-case-sensitive", "resource", "arn:aws:s3:::B/*", "arn:aws:s3:::b/k", False),
+    ("question-one-char", "resource", "arn:aws:s3:::b/?.txt", "arn:aws:s3:::b/a.txt", True),
+    ("question-not-two", "resource", "arn:aws:s3:::b/?.txt", "arn:aws:s3:::b/ab.txt", False),
+    ("question-not-none", "resource", "arn:aws:s3:::b/?.txt", "arn:aws:s3:::b/.txt", False),
+    ("wildcard-region-and-account", "resource", "arn:aws:sqs:*:*:q", "arn:aws:sqs:eu-west-1:111122223333:q", True),
+    ("account-star-stays-in-its-segment", "resource", "arn:aws:iam::*:role/x", "arn:aws:iam::1:2:role/x", False),
+    ("short-arn-padded", "resource", "arn:aws:s3:*", "arn:aws:s3:::b/k", True),
+    ("short-arn-without-wildcard-is-exact", "resource", "arn:aws:s3", "arn:aws:s3:::b/k", False),
+    ("literal-star-in-text", "resource", "arn:aws:s3:::b/a*", "arn:aws:s3:::b/a*", True),
+    ("no-specific-resource", "resource", "arn:aws:ec2:*:*:instance/*", "*", False),
+    # actions: case-insensitive, never trimmed, the service prefix is not a wildcard's to cross
+    ("action-case", "action", "S3:GETOBJECT", "s3:GetObject", True),
+    ("action-star", "action", "s3:get*", "s3:GetObject", True),
+    ("action-question", "action", "s3:Get?bject", "s3:GetObject", True),
+    ("action-trailing-space", "action", "s3:GetObject ", "s3:GetObject", False),
+    ("action-leading-space", "action", " s3:GetObject", "s3:GetObject", False),
+    ("action-other-service", "action", "s3:*", "s3express:CreateSession", False),
+    ("action-everything", "action", "*", "kms:Decrypt", True),
+    # StringLike: case-sensitive, `*` matches the empty string
+    ("like-star-empty", "like", "*", "", True),
+    ("like-stars-in-order", "like", "a*b*c", "aXbYc", True),
+    ("like-stars-adjacent", "like", "a*b*c", "abc", True),
+    ("like-order-matters", "like", "a*b*c", "acb", False),
+    ("like-question-needs-a-char", "like", "a?c", "ac", False),
+    ("like-colon-crossed", "like", "system:serviceaccount:*", "system:serviceaccount:ns:sa", True),
+    ("like-case", "like", "API*", "api", False),
+    ("like-unicode", "like", "é*ü", "é-ß-ü", True),
+    # ArnLike: every one of the six segments checked on its own
+    ("arn-star-per-segment", "arn", "arn:aws:iam::*:role/*", "arn:aws:iam::123456789012:role/a/b", True),
+    ("arn-partial-segment", "arn", "arn:aws:iam::1*:role/x", "arn:aws:iam::123:role/x", True),
+    ("arn-needs-six-segments", "arn", "arn:aws:*", "arn:aws:iam::1:role/a", False),
+    ("arn-account-star-stays-in-its-segment", "arn", "arn:aws:sts::*:assumed-role/r/s",
+     "arn:aws:sts::1:2:assumed-role/r/s", False),
+    ("arn-resource-part-may-hold-colons", "arn", "arn:aws:logs:*:*:log-group:*",
+     "arn:aws:logs:eu-west-1:1:log-group:g:log-stream:s", True),
+    ("arn-case-sensitive", "arn", "arn:aws:iam::*:role/Admin", "arn:aws:iam::1:role/admin", False),
+    ("arn-escaped-star-is-literal", "arn", "arn:aws:s3:::b/${*}", "arn:aws:s3:::b/x", False),
+    ("arn-escaped-star-matches-itself", "arn", "arn:aws:s3:::b/${*}", "arn:aws:s3:::b/*", True),
+    ("arn-not-an-arn", "arn", "arn:aws:s3:::b", "b", False),
+]
+
+
+def glob_case(what, pattern, text):
+    if what == "action":
+        return p.action_matches(pattern, text)
+    if what == "resource":
+        return p.resource_matches(pattern, text)
+    operator = {"like": "StringLike", "arn": "ArnLike"}[what]
+    return p.condition_matches({operator: {"k": pattern}}, {"k": text})
+
+
+@pytest.mark.parametrize(("what", "pattern", "text", "expected"), [c[1:] for c in GLOB_CASES], ids=[c[0] for c in GLOB_CASES])
+def test_glob_semantics(what, pattern, text, expected):
+    assert glob_case(what, pattern, text) is expected
+
+
+def reference_glob(pattern: str, text: str) -> bool:
+    """The textbook dynamic programme, quadratic and obviously right, to check the fast matcher."""
+    row = [True] + [False] * len(text)
+    for ch in pattern:
+        if ch == "*":
+            row = list(itertools.accumulate(row, lambda a, b: a or b))
+        else:
+            row = [False] + [row[i] and (ch == "?" or ch == text[i]) for i in range(len(text))]
+    return row[-1]
+
+
+@given(st.text("ab?*/", max_size=9), st.text("ab/", max_size=12))
+@settings(max_examples=600, deadline=None)
+def test_glob_agrees_with_the_textbook_algorithm(pattern, text):
+    assert p.glob_matches(pattern, text) is reference_glob(pattern, text)
+    assert p.glob_matches(pattern.upper(), text, ignore_case=True) is reference_glob(pattern, text)
+
+
+# --------------------------------------------------------------------------
 # Conditions
 # --------------------------------------------------------------------------
 
@@ -320,6 +421,12 @@ CONDITION_CASES = [
     ("variable-default", {"StringEquals": {"k": "${aws:username, 'nobody'}"}}, {"k": "nobody"}, True),
     ("variable-escape-star", {"StringLike": {"k": "a${*}"}}, {"k": "ab"}, False),
     ("variable-escape-star-literal", {"StringLike": {"k": "a${*}"}}, {"k": "a*"}, True),
+    # A variable whose key is missing makes the statement invalid: no negation turns that into a match.
+    ("variable-missing-under-negation", {"StringNotEquals": {"k": "${aws:PrincipalTag/team}"}}, {"k": "x"}, False),
+    ("variable-missing-ForAllValues-negated", {"ForAllValues:StringNotLike": {"k": "${aws:username}*"}}, {"k": ["a"]}, False),
+    ("variable-missing-one-of-several", {"StringEquals": {"k": ["${aws:username}", "x"]}}, {"k": "x"}, True),
+    ("variable-multivalued-is-not-substituted", {"StringEquals": {"k": "${aws:TagKeys}"}}, {"k": "a", "aws:TagKeys": ["a", "b"]}, False),
+    ("variable-default-with-spaces", {"StringEquals": {"k": "${aws:username , 'nobody'}"}}, {"k": "nobody"}, True),
     ("empty-condition", {}, {}, True),
 ]
 

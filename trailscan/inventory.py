@@ -35,6 +35,7 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
 from trailscan.arn import account_of, issuer_of, resource_name, role_key
+from trailscan.documents import parse_json
 from trailscan.errors import InputError
 from trailscan.kube import ServiceAccount, ServiceAccountSet
 from trailscan.policy import load_policy
@@ -438,7 +439,8 @@ def load_iam_file(path: str | os.PathLike[str]) -> Inventory:
     ``notes``.  Several files (several accounts) combine with :func:`merge_inventories`.
 
     Raises :class:`InputError`, one line naming the file, for a file that cannot be read
-    or is not one of these documents.
+    or is not one of these documents — including one nested more than
+    :data:`~trailscan.documents.MAX_DEPTH` levels deep, which no AWS CLI output is.
     """
     name = os.fspath(path)
     try:
@@ -446,7 +448,7 @@ def load_iam_file(path: str | os.PathLike[str]) -> Inventory:
     except OSError as exc:
         raise InputError(f"{name}: cannot read IAM file ({exc.strerror or exc})") from None
     try:
-        document = json.loads(data)
+        document = parse_json(data, name, "IAM file")
     except UnicodeDecodeError:
         raise InputError(f"{name}: IAM file is not UTF-8 JSON text") from None
     except json.JSONDecodeError as exc:

@@ -29,6 +29,7 @@ from typing import Any
 
 import yaml
 
+from trailscan.documents import parse_json, parse_yaml
 from trailscan.errors import InputError
 
 ROLE_ARN_ANNOTATION = "eks.amazonaws.com/role-arn"
@@ -177,35 +178,38 @@ def _decode(data: bytes, source: str) -> str:
         ) from exc
 
 
+#: What a service-account file is called in messages about its shape.
+_WHAT = "the service-account list"
+
+
 def _parse_documents(text: str, source: str) -> list[Any]:
-    """The documents of a JSON or YAML text, empty YAML documents left out."""
+    """The documents of a JSON or YAML text, empty YAML documents left out.
+
+    Nesting and YAML alias expansion are bounded (:mod:`trailscan.documents`): an
+    alias bomb or a list nested thousands deep is one :class:`InputError`, at once.
+    """
     stripped = text.lstrip()
     if not stripped:
         raise InputError(f"{source}: no service accounts: the file is empty")
     if stripped[0] in "{[":
         try:
-            return [json.loads(text)]
+            return [parse_json(text, source, _WHAT)]
         except json.JSONDecodeError as exc:
             # JSON-looking YAML (flow style, comments) still parses below;
             # otherwise JSON's own message points at the real mistake.
             try:
-                return _load_yaml(text)
+                return parse_yaml(text, source, _WHAT)
             except yaml.YAMLError:
                 raise InputError(
                     f"{source}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
                 ) from None
     try:
-        return _load_yaml(text)
+        return parse_yaml(text, source, _WHAT)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         at = f" at line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
         raise InputError(f"{source}: not JSON or YAML: {problem}{at}") from None
-
-
-def _load_yaml(text: str) -> list[Any]:
-    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    return [doc for doc in yaml.load_all(text, Loader=loader) if doc is not None]
 
 
 def _objects(documents: list[Any], source: str) -> Iterator[tuple[str, Mapping[str, Any]]]:
