@@ -397,7 +397,8 @@ def trust_subject_mismatch(w: World) -> Expect:
     w.sa("payments", "api", role_arn=arn)
     w.web_identity("payments", "api", arn, count=7)
     return Expect("irsa", "TRUST_SUBJECT_MISMATCH", 7, "payments", "api", role="payments-api",
-                  fix=(f'"{w.issuer}:sub": "system:serviceaccount:payments:api"',
+                  fix=(f'"{w.issuer}:sub": [', '"system:serviceaccount:payments:api"',
+                       "# it still admits system:serviceaccount:payment:api",
                        "aws iam update-assume-role-policy --role-name payments-api --policy-document file://trust.json"),
                   explanation=("system:serviceaccount:payment:api",))
 

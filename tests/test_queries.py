@@ -20,6 +20,7 @@ EXPECTED_ROWS = {
     "failed_web_identity": 1,
     "failure_context": 355,  # every failed event, throttling and NoSuch* included
     "minted_sessions": 2,  # the AssumeRole calls pods.eks.amazonaws.com made for pods
+    "web_identity_sessions": 0,  # the corpus's one web identity was refused (tests/test_evidence.py has accepted ones)
     "window_coverage": 1,  # the one ingest of the corpus
 }
 

@@ -389,7 +389,7 @@ def test_markdown_fences_cannot_be_broken_by_content():
         ("`code`", r"\`code\`"),
         ("<b>&amp;</b> a > b", "&lt;b>&amp;amp;&lt;/b> a > b"),
         ("*x* _y_ [z] ~w~ $m$ #h", r"\*x\* \_y\_ \[z\] \~w\~ \$m\$ \#h"),
-        ("nul\x00 and esc\x1b[31m", r"nul and esc\[31m"),
+        ("nul\x00 and esc\x1b[31m", r"nul\\x00 and esc\\x1b\[31m"),  # shown as escapes, not sent or dropped
         (None, ""),
         (42, "42"),
     ],

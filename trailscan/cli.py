@@ -19,6 +19,14 @@ from trailscan.sources import IngestRequest, source_names
 from trailscan.version import __version__
 
 
+def say(text: object) -> None:
+    """One line on stderr; whatever it quotes of CloudTrail or AWS (an S3 key, an error text)
+    has its control characters shown, never acted on by the terminal."""
+    from trailscan.report.safe import visible
+
+    click.echo(visible(text), err=True)
+
+
 class Cli(click.Group):
     """A click group that turns trailscan's typed errors into one line and an exit code."""
 
@@ -26,10 +34,10 @@ class Cli(click.Group):
         try:
             return super().invoke(ctx)
         except TrailscanError as error:
-            click.echo(f"trailscan: error: {error}", err=True)
+            say(f"trailscan: error: {error}")
             ctx.exit(error.exit_code)
         except KeyboardInterrupt:
-            click.echo("trailscan: interrupted; everything stored so far is kept", err=True)
+            say("trailscan: interrupted; everything stored so far is kept")
             ctx.exit(130)
 
 
@@ -157,7 +165,7 @@ def ingest_files_command(paths: tuple[str, ...], db: str | None) -> None:
         result, _ = ingest_source(store, IngestRequest("files", paths=paths), window=None, progress=progress)
         total = store.count_events()
     for problem in result.problems:
-        click.echo(f"trailscan: {problem}", err=True)
+        say(f"trailscan: {problem}")
     summary = (
         f"read {result.records} records from {result.files} files: {result.new_events} new events "
         f"stored ({total} in the store)"
@@ -225,11 +233,11 @@ def ingest_s3_command(
         result, coverages = ingest_source(store, request, window=window, progress=progress)
         total = store.count_events()
     for problem in result.problems:
-        click.echo(f"trailscan: {problem}", err=True)
+        say(f"trailscan: {problem}")
     for coverage in coverages:
         if coverage.status != COMPLETE:
             where = " ".join(filter(None, (coverage.account, coverage.region)))
-            click.echo(f"trailscan: {where}: {coverage.status}: {coverage.detail}", err=True)
+            say(f"trailscan: {where}: {coverage.status}: {coverage.detail}")
     click.echo(
         f"read {result.records} records from {result.files} objects in {len(coverages)} account/regions: "
         f"{result.new_events} new events stored ({total} in the store)",
@@ -282,7 +290,7 @@ def ingest_lookup_command(
         total = store.count_events()
     for coverage in coverages:
         where = f"trailscan: lookup {coverage.region}: {coverage.status}, {coverage.events} events"
-        click.echo(f"{where}: {coverage.detail}", err=True)
+        say(f"{where}: {coverage.detail}")
     click.echo(
         f"read {result.records} events in {result.files} pages from {len(coverages)} regions: "
         f"{result.new_events} new events stored ({total} in the store)",
@@ -421,9 +429,9 @@ def _emit_report(report, fmt: str, fail_on_findings: bool) -> None:
     from trailscan.report.terminal import render_findings
 
     for note in report.notes:
-        click.echo(f"trailscan: note: {note}", err=True)
+        say(f"trailscan: note: {note}")
     for problem in report.problems:
-        click.echo(f"trailscan: {problem}", err=True)
+        say(f"trailscan: {problem}")
     render_findings(report, fmt, sys.stdout, generated_at=utc_now())
     sys.stdout.flush()
     if not report.complete:
@@ -433,7 +441,7 @@ def _emit_report(report, fmt: str, fail_on_findings: bool) -> None:
     if report.problems:
         raise InputError(f"{len(report.problems)} input files could not be read (named above)")
     if fail_on_findings and report.findings:
-        click.echo(f"trailscan: {len(report.findings)} findings", err=True)
+        say(f"trailscan: {len(report.findings)} findings")
         click.get_current_context().exit(1)
 
 
@@ -568,7 +576,7 @@ def report_command(since, until, destination, source, paths, bucket, prefix, org
     report, location = _investigate_window(db, make_window(since, until), source, paths, bucket, prefix, org_id,
                                            accounts, regions, service_account_files, kube_context, iam_files,
                                            clusters, offline, publish_to=destination)
-    click.echo(f"trailscan: report written to {location.html} (latest copy in {location.latest})", err=True)
+    say(f"trailscan: report written to {location.html} (latest copy in {location.latest})")
     _emit_report(report, "table", fail_on_findings)
 
 
@@ -644,7 +652,7 @@ def iam_policy_command(source, bucket, prefix, org_id, accounts, kms_keys, repor
     ))
     click.echo(json.dumps(policy.document, indent=2))
     for note in policy.notes:
-        click.echo(f"trailscan: note: {note}", err=True)
+        say(f"trailscan: note: {note}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -181,9 +181,17 @@ def trust_fix(role: Role, provider_arn: str, sa_ref: ServiceAccountRef | None, a
         "TRUST_SUBJECT_MISMATCH": f"admit {sa_ref.subject}",
         "TRUST_AUDIENCE_MISMATCH": f"admit the audience {audience}",
     }.get(cause, f"admit {sa_ref.subject}")
+    others = sorted({
+        value for statement in fixed.get("Statement") or [] if isinstance(statement, dict)
+        for block in (statement.get("Condition") or {}).values() if isinstance(block, dict)
+        for key, values in block.items() if str(key).endswith(":sub")
+        for value in ([values] if isinstance(values, str) else values if isinstance(values, list) else [])
+        if isinstance(value, str) and value != sa_ref.subject
+    })
     return fix(
         f"Update the trust policy of {line(role.name)} to {line(what)}: the statement for this provider is "
         "corrected, other statements are kept.",
+        comment(f"it still admits {', '.join(others)}: remove those no service account uses") if others else "",
         comment(f"the whole trust policy of {role.name}, corrected:"),
         heredoc("trust.json", fixed),
         f"aws iam update-assume-role-policy --role-name {sh(role.name)} --policy-document file://trust.json",

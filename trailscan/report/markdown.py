@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from trailscan.report.chart import TimelinePoint
+from trailscan.report.safe import visible
 from trailscan.report.view import environment, view
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -45,7 +46,6 @@ class Md(str):
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~$#])")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _BLOCK_START = re.compile(r"^(?:[+=>-]|\d+[.)])")
 
 
@@ -55,7 +55,7 @@ def md_text(value: Any) -> Md:
     Markdown punctuation backslash-escaped."""
     if value is None:
         return Md("")
-    text = " ".join(_CONTROL.sub("", str(value)).split())
+    text = visible(" ".join(str(value).split()))
     text = text.replace("&", "&amp;").replace("<", "&lt;")
     return Md(_MD_SPECIAL.sub(r"\\\1", text))
 
@@ -73,7 +73,7 @@ def md_paragraph(value: Any) -> Md:
 def md_fence(code: str, info: str = "") -> Md:
     """``code`` in a fenced block no content can close: the fence is one backtick longer
     than the longest backtick run inside."""
-    code = _CONTROL.sub("", code).rstrip("\n")
+    code = visible(code, newlines=True).rstrip("\n")
     longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
     fence = "`" * max(3, longest + 1)
     return Md(f"{fence}{info}\n{code}\n{fence}")

@@ -21,17 +21,26 @@ from rich.table import Table
 
 from trailscan.findings import Finding, FindingsReport, findings_document, iso
 from trailscan.report.markdown import findings_markdown
+from trailscan.report.safe import csv_cell, json_text, visible
 
-__all__ = ["ROW_FORMATS", "neutralize_cell", "plain", "render_findings", "render_rows", "rows_as_dicts"]
+__all__ = ["ROW_FORMATS", "SafeTable", "neutralize_cell", "plain", "render_findings", "render_rows", "rows_as_dicts"]
 
 #: Formats of query results.
 ROW_FORMATS = ("table", "json", "csv")
+
+
+class SafeTable(Table):
+    """A rich table whose cells are data: every control character shown as an escape."""
+
+    def add_row(self, *cells: Any, **options: Any) -> None:  # type: ignore[override]
+        super().add_row(*(visible(cell) if isinstance(cell, str) else cell for cell in cells), **options)
+
 
 def render_findings(report: FindingsReport, fmt: str, out: IO[str], *, generated_at: datetime) -> None:
     """Print *report* as ``table`` (terminal), ``markdown`` or ``json`` (the SPEC §7 document)."""
     if fmt == "json":
         document = findings_document(report, generated_at)
-        out.write(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode() + "\n")
+        out.write(json_text(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode()) + "\n")
     elif fmt == "markdown":
         out.write(findings_markdown(report, generated_at=generated_at))
     else:
@@ -64,7 +73,7 @@ def _workload_cell(finding: Finding) -> str:
 def _render_table(report: FindingsReport, out: IO[str]) -> None:
     console = Console(file=out, width=None if out.isatty() else 200, markup=False, highlight=False)
     if report.findings:
-        table = Table(title="Failing workloads", header_style="bold", show_lines=False)
+        table = SafeTable(title="Failing workloads", header_style="bold", show_lines=False)
         for column in ("Cluster / namespace", "Workload", "What failed", "Cause", "Count", "Last seen", "Fix"):
             table.add_column(column, overflow="fold")
         for index, (group, members) in enumerate(_groups(report.findings)):
@@ -93,7 +102,7 @@ def _render_table(report: FindingsReport, out: IO[str]) -> None:
 
 
 def _render_coverage_table(report: FindingsReport, console: Any) -> None:
-    table = Table(title="Coverage", header_style="bold")
+    table = SafeTable(title="Coverage", header_style="bold")
     for column in ("Source", "Account", "Region", "Status", "Events", "Detail"):
         table.add_column(column, overflow="fold")
     for row in report.coverage:
@@ -134,15 +143,15 @@ def neutralize_cell(value: Any) -> str:
 
 def render_rows(columns: list[str], rows: list[tuple], fmt: str, out: IO[str], *, title: str | None = None) -> None:
     if fmt == "json":
-        out.write(orjson.dumps(rows_as_dicts(columns, rows), option=orjson.OPT_INDENT_2).decode() + "\n")
+        out.write(json_text(orjson.dumps(rows_as_dicts(columns, rows), option=orjson.OPT_INDENT_2).decode()) + "\n")
     elif fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)
         writer.writerow(columns)
-        writer.writerows([neutralize_cell(v) for v in row] for row in rows)
+        writer.writerows([csv_cell(neutralize_cell(v)) for v in row] for row in rows)
         out.write(buffer.getvalue())
     else:
-        table = Table(title=title, show_lines=False, header_style="bold")
+        table = SafeTable(title=title, show_lines=False, header_style="bold")
         for column in columns:
             table.add_column(column, overflow="fold")
         for row in rows:

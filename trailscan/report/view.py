@@ -64,20 +64,42 @@ _STATUS_ORDER = {"failed": 0, "partial": 1, "complete": 2}
 def split_fix(text: str | None) -> list[tuple[str, str]]:
     """A fix as ``("text", prose)``, ``("json", policy)`` and ``("code", other)`` parts.
 
-    JSON is recognised in fenced blocks (```` ```json … ``` ````) and, unfenced, as any
-    object (or array of objects) that parses; it is re-indented for reading.  Other
-    fenced blocks (a ``kubectl`` command) are kept as they are.
+    A fix's first paragraph is prose (what to do); what follows the first blank line is
+    its script — commands, comments, documents — and is kept verbatim as code, line
+    breaks, ``#`` and ``_`` included, so that it can be copied and run (see
+    :mod:`trailscan.explain.fixes`).  Fenced blocks are code wherever they stand
+    (```` ```json ```` re-indented); in the prose paragraph, an unfenced JSON object (or
+    array of objects) that parses is shown as a document of its own.
     """
     if not text:
         return []
     parts: list[tuple[str, str]] = []
     position = 0
+    blank = _first_blank_line(text)
     for match in _FENCED.finditer(text):
-        parts.extend(_split_json(text[position : match.start()]))
+        parts.extend(_outside_fences(text, position, match.start(), blank))
         parts.append(_code_part(match.group(2)))
         position = match.end()
-    parts.extend(_split_json(text[position:]))
+    parts.extend(_outside_fences(text, position, len(text), blank))
     return [(kind, body) for kind, body in parts if body.strip()]
+
+
+def _first_blank_line(text: str) -> int:
+    """Where the prose paragraph ends: the first blank line outside a fenced block."""
+    fences = [(m.start(), m.end()) for m in _FENCED.finditer(text)]
+    for blank in re.finditer(r"\n[ \t]*\n", text):
+        if not any(start <= blank.start() < end for start, end in fences):
+            return blank.start()
+    return len(text)
+
+
+def _outside_fences(text: str, start: int, end: int, blank: int) -> list[tuple[str, str]]:
+    """Prose before the first blank line (JSON in it split out); the script after it, verbatim."""
+    parts = _split_json(text[start:min(end, blank)]) if start < blank else []
+    script = text[max(start, blank):end].strip("\n")
+    if script.strip():
+        parts.append(("code", script))
+    return parts
 
 
 _FENCED = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n(.*?)\n[ \t]*\1[`~]*[ \t]*$", re.S | re.M)
