@@ -468,10 +468,13 @@ class Session:
         until: Moment | None = None,
         session: boto3.Session | None = None,
         now: datetime | None = None,
+        kms_key: str | None = None,
+        file_mode: int = 0o600,
     ) -> ReportLocation:
         """Publish the report of ``findings`` (default: the last :meth:`explain` of this
         session, else the window ``[since, until)`` explained from CloudTrail alone) to
-        ``to``: a local folder or ``s3://BUCKET/PREFIX/``.  Writes a dated folder holding
+        ``to``: a local folder (files ``file_mode``) or ``s3://BUCKET/PREFIX/`` (SSE-KMS
+        with ``kms_key``).  Writes a dated folder holding
         ``report.html``, ``report.md``, ``findings.json`` and ``events.parquet``, plus a
         ``latest/`` copy; returns where (``.html`` is the page's path or URL)."""
         from trailscan.report import publish_findings
@@ -482,7 +485,8 @@ class Session:
             else:
                 findings = self.explain(since, until, live_iam=False)
         return publish_findings(
-            self.store, findings.report, window=findings.window, destination=os.fspath(to), session=session, now=now
+            self.store, findings.report, window=findings.window, destination=os.fspath(to), session=session, now=now,
+            kms_key=kms_key, file_mode=file_mode,
         )
 
     # -- summaries ------------------------------------------------------------------------------

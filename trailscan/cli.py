@@ -505,7 +505,8 @@ def source_options(function):
 
 
 def _investigate_window(db, window, source, paths, bucket, prefix, org_id, accounts, regions,
-                        service_account_files, kube_context, iam_files, clusters, offline, publish_to=None):
+                        service_account_files, kube_context, iam_files, clusters, offline, publish_to=None,
+                        publish_options=None):
     """Ingest the window, explain it, and (with ``publish_to``) publish the report."""
     from trailscan.aws import default_session
     from trailscan.pipeline import investigate
@@ -525,7 +526,8 @@ def _investigate_window(db, window, source, paths, bucket, prefix, org_id, accou
         if publish_to:
             from trailscan.report import publish_findings
 
-            location = publish_findings(store, report, window=window, destination=publish_to, session=session)
+            location = publish_findings(store, report, window=window, destination=publish_to, session=session,
+                                        **(publish_options or {}))
     return report, location
 
 
@@ -559,12 +561,16 @@ def since_command(duration, until, source, paths, bucket, prefix, org_id, accoun
 @window_options(required=True)
 @click.option("--to", "destination", required=True, metavar="s3://BUCKET/PREFIX/|DIR",
               help="Where the dated report folder (and latest/) is written.")
+@click.option("--report-kms-key", metavar="ARN", help="Encrypt the report objects with this KMS key (SSE-KMS; s3:// only).")
+@click.option("--file-mode", default="600", show_default=True, metavar="OCTAL",
+              help="Mode of the report files in a local folder (folders get search where files get read).")
 @source_options
 @inventory_options
 @click.option("--fail-on-findings", is_flag=True, help="Exit 1 when there are findings.")
 @db_option
-def report_command(since, until, destination, source, paths, bucket, prefix, org_id, accounts, regions,
-                   service_account_files, kube_context, iam_files, clusters, offline, fail_on_findings, db) -> None:
+def report_command(since, until, destination, report_kms_key, file_mode, source, paths, bucket, prefix, org_id, accounts,
+                   regions, service_account_files, kube_context, iam_files, clusters, offline, fail_on_findings,
+                   db) -> None:
     """Ingest the window, explain it, and publish the report: the nightly job.
 
     Writes a dated folder holding report.html (one self-contained page), report.md,
@@ -573,9 +579,16 @@ def report_command(since, until, destination, source, paths, bucket, prefix, org
     s3://BUCKET/PREFIX/. Takes the source and inventory options of `trailscan since`.
     The report is published even when coverage is incomplete, then the command exits 3.
     """
+    try:
+        mode = int(file_mode, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777 or not mode & 0o600 == 0o600:
+        raise UsageError(f"--file-mode {file_mode!r}: expected an octal mode the owner can read and write, e.g. 600 or 644")
     report, location = _investigate_window(db, make_window(since, until), source, paths, bucket, prefix, org_id,
                                            accounts, regions, service_account_files, kube_context, iam_files,
-                                           clusters, offline, publish_to=destination)
+                                           clusters, offline, publish_to=destination,
+                                           publish_options={"file_mode": mode, "kms_key": report_kms_key})
     say(f"trailscan: report written to {location.html} (latest copy in {location.latest})")
     _emit_report(report, "table", fail_on_findings)
 
