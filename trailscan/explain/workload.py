@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from trailscan.arn import issuer_id, same_role, session_name_of
 from trailscan.explain.collect import FailureGroup, MintedSession
 from trailscan.findings import Candidate, Workload
-from trailscan.identity import is_node_session, parse_web_identity, pod_identity_tags
+from trailscan.identity import POD_IDENTITY_SERVICE, is_node_session, parse_web_identity, pod_identity_tags
 from trailscan.inventory import IAM, KUBERNETES, Inventory, Role
 from trailscan.kube import ServiceAccount
 
@@ -96,7 +96,9 @@ class Evidence:
                 sa_ref = web.service_account
                 if sa_ref:
                     return Workload(self.cluster_name(web.issuer), sa_ref.namespace, sa_ref.name, "exact"), minted.role_arn
-            tags = pod_identity_tags(minted.session_tags)
+            # Session tags name a pod only when EKS Pod Identity set them: any caller of
+            # sts:AssumeRole may pass tags of the same names.
+            tags = pod_identity_tags(minted.session_tags) if minted.caller_invoked_by == POD_IDENTITY_SERVICE else None
             if tags and tags.workload:
                 return Workload(tags.cluster, tags.namespace, tags.service_account, "exact"), minted.role_arn
         session = session_name_of(group.get("identity_arn"))
