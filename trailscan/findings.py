@@ -29,7 +29,9 @@ __all__ = [
 ]
 
 SCHEMA = "trailscan.findings/v1"
-RESOLUTIONS = ("exact", "by_role", "node", "unknown")
+#: How a finding's workload was identified (SPEC §7, §10): ``not_eks`` is a caller shown to
+#: be no EKS workload (an IAM user, a session one started …), left out unless asked for.
+RESOLUTIONS = ("exact", "by_role", "node", "unknown", "not_eks")
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -80,11 +82,14 @@ class Workload:
         }
 
     def label(self) -> str:
-        """A short name for tables: ``ns/sa``, ``node``, the candidates, or ``unknown``."""
+        """A short name for tables: ``ns/sa``, ``node role``, ``not an EKS workload``, the
+        candidates, or ``unknown``."""
         if self.namespace and self.service_account:
             return f"{self.namespace}/{self.service_account}"
         if self.resolution == "node":
             return "node role"
+        if self.resolution == "not_eks":
+            return "not an EKS workload"
         if self.candidates:
             return "one of " + ", ".join(str(c) for c in self.candidates)
         return "unknown"

@@ -391,9 +391,11 @@ def pod_identity_assume_role(
     pod: str,
     error_code: str | None = None,
     error_message: str = "Access denied",
+    session: RoleSession | None = None,
 ) -> dict:
     """The ``sts:AssumeRole`` EKS Pod Identity makes on a pod's behalf: the caller is the
-    service ``pods.eks.amazonaws.com``, and the pod is named only in the session tags."""
+    service ``pods.eks.amazonaws.com``, and the pod is named only in the session tags.
+    Granted with a ``session``, the response names its access key, as in the real record."""
     tags = [
         {"key": "eks-cluster-arn", "value": f"arn:aws:eks:{region}:{account}:cluster/{cluster}"},
         {"key": "eks-cluster-name", "value": cluster},
@@ -422,6 +424,15 @@ def pod_identity_assume_role(
         },
     )
     record["sourceIPAddress"] = "pods.eks.amazonaws.com"
+    if not error_code and session is not None:
+        record["responseElements"] = {
+            "credentials": {
+                "accessKeyId": session.access_key_id,
+                "sessionToken": "IQoJb3JpZ2luX2VjEXAMPLE" + "".join(rng.choice("ABCDEFGHIJ0123456789") for _ in range(40)),
+                "expiration": _sts_time(when + timedelta(hours=6)),
+            },
+            "assumedRoleUser": {"assumedRoleId": f"{session.role_id}:{session.session_name}", "arn": session.arn},
+        }
     return record
 
 

@@ -97,6 +97,7 @@ _GROUPINGS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
             "hits.error_message",
             "hits.user_agent",
             "ctx.ec2_role_delivery",
+            "ctx.invoked_by",
         ),
         (),
     ),

@@ -38,7 +38,7 @@ def explain_failures(failures: Failures, inventory: Inventory | None = None) -> 
     merged: dict[tuple, list[tuple[FailureGroup, Verdict]]] = {}
     for group in failures.groups:
         verdict = _DECIDE[group.kind](evidence, group)
-        key = (group.kind, verdict.cause, verdict.workload, verdict.role_arn, verdict.action)
+        key = (group.kind, verdict.cause, verdict.workload, verdict.role_arn, verdict.action, _caller(verdict))
         merged.setdefault(key, []).append((group, verdict))
     findings = [_finding(members) for members in merged.values()]
     findings.sort(
@@ -57,6 +57,15 @@ def explain_failures(failures: Failures, inventory: Inventory | None = None) -> 
         for part, reasons in sorted(inventory.gaps.items()):
             notes.extend(f"inventory ({part}) incomplete: {reason}" for reason in reasons)
     return FindingsReport(failures.window_start, failures.window_end, list(failures.coverage), findings, notes)
+
+
+def _caller(verdict: Verdict) -> str | None:
+    """Who stands in for the role when there is none: an IAM user, root, a federated user.
+    Two IAM users are two callers (each fix names its own); sessions are grouped by role."""
+    principal = verdict.principal_arn
+    if verdict.role_arn or not principal or ":assumed-role/" in principal:
+        return None
+    return principal
 
 
 def _finding(members: list[tuple[FailureGroup, Verdict]]) -> Finding:
