@@ -798,7 +798,14 @@ def test_callers_that_are_no_eks_workload_are_not_eks_with_the_evidence():
         *_refused(rng, identity={"type": "Root", "principalId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:root",
                                  "accountId": ACCOUNT, "accessKeyId": "AKIAROOTEXAMPLE00001"}),
     ]
-    findings = _explain(records).findings
+    # Left out by default, and counted in a note; all_principals lists them.
+    default = _explain(records)
+    assert default.findings == [] and sum(f.count for f in default.left_out) == 8
+    assert default.notes == [
+        "left out 8 refused calls by 4 principals that are not EKS workloads (role AWSServiceRoleForAmazonInspector2, "
+        f"role breakglass, root of {ACCOUNT}, …); --all-principals (all_principals=True) includes them"
+    ]
+    findings = _explain(records, all_principals=True).findings
     assert {f.workload.resolution for f in findings} == {"not_eks"} and sum(f.count for f in findings) == 8
     text = {(f.principal_arn or "").rsplit(":", 1)[-1]: f.explanation for f in findings}
     assert "Not an EKS workload: user alice is an IAM user" in text["user/alice"]
@@ -806,7 +813,7 @@ def test_callers_that_are_no_eks_workload_are_not_eks_with_the_evidence():
             in text["assumed-role/breakglass/alice-breakglass"])
     assert "through a role chain: user alice → role admin → role breakglass" in text["assumed-role/breakglass/alice-breakglass"]
     assert "service-linked role of inspector2.amazonaws.com" in text["assumed-role/AWSServiceRoleForAmazonInspector2/MandoService1"]
-    assert "root user" in text["root"]
+    assert f"Not an EKS workload: root of {ACCOUNT} is the account's root user" in text["root"]
     assert all("make sure the refusal was not intended" in f.fix for f in findings)
 
 

@@ -186,6 +186,8 @@ def test_service_linked_role_service():
     # How people read principals: an IAM user is never called a role.
     assert principal_name("arn:aws:iam::457448411975:user/christophe") == "user christophe"
     assert principal_name("arn:aws:sts::1:assumed-role/r/s") == "role r"
+    assert principal_name("arn:aws:iam::111122223333:root") == "root of 111122223333"
+    assert principal_name("arn:aws:sts::111122223333:federated-user/bob") == "federated user bob"
 
 
 @pytest.mark.parametrize(

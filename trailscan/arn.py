@@ -96,7 +96,9 @@ def resource_name(arn: str) -> str:
 
 def principal_name(arn: str | None) -> str:
     """A caller for people: ``…:role/path/NAME`` and ``…:assumed-role/NAME/SESSION`` →
-    ``role NAME``; ``…:user/NAME`` → ``user NAME``; anything else as it is."""
+    ``role NAME``; ``…:user/NAME`` → ``user NAME``; ``…:federated-user/NAME`` →
+    ``federated user NAME``; ``arn:aws:iam::ACCOUNT:root`` → ``root of ACCOUNT``; anything
+    else as it is."""
     if not arn:
         return ""
     resource = arn.split(":", 5)[-1]
@@ -105,6 +107,10 @@ def principal_name(arn: str | None) -> str:
         return f"role {rest.split('/')[0]}"
     if kind in ("role", "user") and rest:
         return f"{kind} {rest.rsplit('/', 1)[-1]}"
+    if kind == "federated-user" and rest:
+        return f"federated user {rest}"
+    if resource == "root" and account_of(arn):
+        return f"root of {account_of(arn)}"
     return arn
 
 

@@ -188,8 +188,10 @@ class CoverageRow:
 class FindingsReport:
     """Findings over a window, with the coverage they rest on.
 
-    ``notes`` say what the inventory lacked or could not read (shown on stderr);
-    ``problems`` name inputs that could not be read during ingest.
+    ``notes`` say what the inventory lacked or could not read, and what was left out
+    (shown on stderr); ``problems`` name inputs that could not be read during ingest;
+    ``left_out`` holds the findings of callers shown to be no EKS workload (``not_eks``),
+    left out of ``findings`` unless all principals were asked for.
     """
 
     window_start: datetime | None
@@ -198,6 +200,7 @@ class FindingsReport:
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    left_out: list[Finding] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
