@@ -328,6 +328,12 @@ def test_callers_that_are_no_eks_workload_are_left_out_unless_asked_for(tmp_path
         assert frame["count"].sum() == 14 and outside["count"].sum() == 3
         assert set(outside.workload) == {"user alice", "role admin"}
         assert not any(note in n for n in ts.explain(live_iam=False, all_principals=True).report.notes)
+        # The report says it too.
+        location = ts.report(to=tmp_path / "report", findings=found, now=end)
+        from trailscan.report import md_text
+
+        assert note in Path(location.html).read_text()
+        assert md_text(note) in Path(location.url("report.md")).read_text()
 
 
 # -- summaries ---------------------------------------------------------------------------------------

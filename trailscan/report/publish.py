@@ -11,7 +11,7 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -198,9 +198,10 @@ def write_report(
     session: boto3.Session | None = None,
     now: datetime,
     timeline: Iterable[TimelinePoint] | None = None,
+    notes: Sequence[str] = (),
 ) -> ReportLocation:
     """Write the four artifacts to ``DESTINATION/<now as 2026-11-28T060000Z>/`` and again
-    to ``DESTINATION/latest/``.
+    to ``DESTINATION/latest/``; ``notes`` are shown on the page and in ``report.md``.
 
     ``destination`` is a local folder (created as needed; nothing is written outside it,
     each file replaced atomically) or ``s3://BUCKET/PREFIX/`` (written with
@@ -216,8 +217,8 @@ def write_report(
         folder = Path(staging)
         _write_parquet(events_table, folder / "events.parquet")
         (folder / "findings.json").write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
-        (folder / "report.md").write_text(render_markdown(document, timeline), encoding="utf-8")
-        (folder / "report.html").write_text(render_html(document, timeline), encoding="utf-8")
+        (folder / "report.md").write_text(render_markdown(document, timeline, notes=notes), encoding="utf-8")
+        (folder / "report.html").write_text(render_html(document, timeline, notes=notes), encoding="utf-8")
         if isinstance(target, _S3Target):
             return target.upload(folder, stamp, session)
         return _copy_local(folder, target, stamp)
@@ -231,6 +232,7 @@ def publish_report(
     session: boto3.Session | None = None,
     now: datetime | None = None,
     event_ids: Mapping[int, Iterable[str]] | None = None,
+    notes: Sequence[str] = (),
 ) -> ReportLocation:
     """Render and publish the report of ``document``: its timeline and the window's
     events come from ``store`` (see :func:`failure_timeline` for ``event_ids``); the
@@ -246,6 +248,7 @@ def publish_report(
         session=session,
         now=now or utc_now(),
         timeline=timeline,
+        notes=notes,
     )
 
 
@@ -279,7 +282,8 @@ def publish_findings(
             "end": end.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
     event_ids = {index: finding.event_ids for index, finding in enumerate(report.findings)}
-    return publish_report(store, document, destination=destination, session=session, now=now, event_ids=event_ids)
+    return publish_report(store, document, destination=destination, session=session, now=now, event_ids=event_ids,
+                          notes=report.notes)
 
 
 def _write_parquet(events: pa.Table | pa.RecordBatchReader, path: Path) -> None:
