@@ -41,7 +41,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from trailscan.explain import explain_store
-from trailscan.generate import RoleSession, access_key_id, api_call, assume_role_call, healthy_traffic, iam_user_identity
+from trailscan.generate import (
+    RoleSession,
+    access_key_id,
+    api_call,
+    assume_role_call,
+    healthy_traffic,
+    iam_user_identity,
+)
 from trailscan.inventory import authorization_details_inventory
 from trailscan.kube import ServiceAccount
 from trailscan.model import Window

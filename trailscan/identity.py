@@ -344,7 +344,8 @@ def not_a_kubernetes_token(web: WebIdentity) -> str | None:
     """
     if web.service_account is not None or not web.issuer or web.issuer.startswith("oidc.eks."):
         return None
-    return f"a web identity from {web.issuer} (subject {web.subject or 'unknown'}), no Kubernetes service-account token"
+    subject = web.subject or "unknown"
+    return f"a web identity from {web.issuer} (subject {subject}), no Kubernetes service-account token"
 
 
 # --------------------------------------------------------------------------

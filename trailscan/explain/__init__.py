@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["CHAIN_LIMIT", "MINT_LOOKBACK", "FailureGroup", "Failures", "MintedSession", "collect_failures", "explain_failures",
-           "explain_store"]
+__all__ = ["CHAIN_LIMIT", "MINT_LOOKBACK", "FailureGroup", "Failures", "MintedSession", "collect_failures",
+           "explain_failures", "explain_store"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from trailscan.explain.collect import (

@@ -61,7 +61,9 @@ class Origin:
         hops = [self.start] if self.start else []
         hops += [f"role {role_name(arn)}" for arn in self.roles]
         how = "through a role chain" if len(self.roles) > 1 else "from sts:AssumeRole"
-        unseen = f"; how {self.start} got its own credentials is not in the events read" if self.unseen and self.start else ""
+        unseen = ""
+        if self.unseen and self.start:
+            unseen = f"; how {self.start} got its own credentials is not in the events read"
         return f"Its credentials came {how}: " + " → ".join(hops) + unseen + "."
 
 
@@ -164,7 +166,8 @@ class Evidence:
                 if sa_ref:
                     workload = Workload(self.cluster_name(web.issuer), sa_ref.namespace, sa_ref.name, "exact")
                     return origin(workload.label(), workload=workload)
-                return origin(f"web identity {web.subject}" if web.subject else None, not_eks=not_a_kubernetes_token(web))
+                start = f"web identity {web.subject}" if web.subject else None
+                return origin(start, not_eks=not_a_kubernetes_token(web))
             if minted.event_name == "AssumeRoleWithSAML":
                 return origin(f"SAML user {minted.subject}" if minted.subject else "a SAML user",
                               not_eks="a SAML-federated user (sts:AssumeRoleWithSAML): a person signing in")
