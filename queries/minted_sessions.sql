@@ -34,9 +34,14 @@ WITH RECURSIVE mints AS MATERIALIZED (
         identity_arn AS caller_arn,
         session_issuer_arn AS caller_issuer_arn,
         access_key_id AS caller_access_key_id,
-        coalesce(raw -> 'userIdentity' ->> 'invokedBy',
-                 CASE WHEN source_ip LIKE '%.amazonaws.com' THEN source_ip END) AS caller_invoked_by,
-        raw -> 'userIdentity' -> 'sessionContext' ->> 'ec2RoleDelivery' AS caller_ec2_role_delivery
+        -- The record's JSON is read only for the callers these fields describe.
+        CASE WHEN identity_type = 'AWSService'
+             THEN coalesce(raw -> 'userIdentity' ->> 'invokedBy',
+                           CASE WHEN source_ip LIKE '%.amazonaws.com' THEN source_ip END)
+        END AS caller_invoked_by,
+        CASE WHEN identity_type = 'AssumedRole'
+             THEN raw -> 'userIdentity' -> 'sessionContext' ->> 'ec2RoleDelivery'
+        END AS caller_ec2_role_delivery
     FROM events
     WHERE error_code IS NULL
       AND event_source = 'sts.amazonaws.com'
