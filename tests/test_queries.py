@@ -19,7 +19,9 @@ EXPECTED_ROWS = {
     "failed_pod_identity": 1,
     "failed_web_identity": 1,
     "failure_context": 355,  # every failed event, throttling and NoSuch* included
-    "minted_sessions": 2,  # the AssumeRole calls pods.eks.amazonaws.com made for pods
+    # Every successful AssumeRole (2 by pods.eks.amazonaws.com, 19 by IAM users, 27 by AWS
+    # services, 1 role chain) with the credentials' key; no AssumeRoleWithWebIdentity succeeded.
+    "minted_sessions": 49,
     "web_identity_sessions": 0,  # the corpus's one web identity was refused (tests/test_evidence.py has accepted ones)
     "window_coverage": 1,  # the one ingest of the corpus
 }
@@ -53,6 +55,61 @@ def test_the_real_failures_come_back(real_store):
     assert pod["event_name"] == "AssumeRoleForPodIdentity" and pod["cluster"] == "eksworkshop-eksctl"
     assert "EKS does not have permissions" in pod["error_message"]
     assert codes == {"AccessDenied", "Client.UnauthorizedOperation"}
+
+
+def test_minted_sessions_walks_role_chains_in_one_query(store):
+    """Given access keys, the sessions they were minted from come back too, hop by hop, and a
+    cycle (a key that leads back to itself) ends."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from trailscan.generate import RoleSession, assume_role_call, iam_user_identity, web_identity_call
+
+    rng = random.Random(17)
+    now = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
+    account, region = "111122223333", "eu-west-1"
+    provider = f"arn:aws:iam::{account}:oidc-provider/oidc.eks.{region}.amazonaws.com/id/ABC"
+    pod = RoleSession(account, "payments-api", "botocore-session-1", "ASIAPOD0000000000001")
+    hop = RoleSession(account, "shared-reader", "hop-1", "ASIAHOP0000000000002")
+    last = RoleSession(account, "partner-writer", "hop-2", "ASIALAST000000000003")
+    loop_a = RoleSession(account, "loop-a", "a", "ASIALOOPA00000000004")
+    loop_b = RoleSession(account, "loop-b", "b", "ASIALOOPB00000000005")
+    records = [
+        web_identity_call(rng, when=now - timedelta(hours=3), region=region, account=account, provider_arn=provider,
+                          subject="system:serviceaccount:payments:api", role_arn=pod.role_arn, session=pod),
+        assume_role_call(rng, when=now - timedelta(hours=2), region=region, account=account,
+                         caller=pod.user_identity(now - timedelta(hours=3)), session=hop),
+        assume_role_call(rng, when=now - timedelta(hours=1), region=region, account=account,
+                         caller=hop.user_identity(now - timedelta(hours=2)), session=last),
+        assume_role_call(rng, when=now - timedelta(hours=1), region=region, account=account,
+                         caller=iam_user_identity(account, "alice", "AKIAALICE00000000006"),
+                         session=RoleSession(account, "admin", "alice", "ASIAADMIN00000000007")),
+        # Impossible in AWS, and harmless here: each session minted with the other's key.
+        assume_role_call(rng, when=now - timedelta(hours=1), region=region, account=account,
+                         caller=loop_b.user_identity(now), session=loop_a),
+        assume_role_call(rng, when=now - timedelta(hours=1), region=region, account=account,
+                         caller=loop_a.user_identity(now), session=loop_b),
+    ]
+    store.ingest_documents([json.dumps({"Records": records})], origin="test")
+    query = load_queries()["minted_sessions"]
+
+    def minted(*keys: str) -> dict[str, dict]:
+        names, rows = store.query(query.typed_sql(), query.bind({"access_keys": list(keys)}))
+        return {row["access_key_id"]: row for row in (dict(zip(names, r)) for r in rows)}
+
+    chain = minted(last.access_key_id)
+    assert list(chain) == [pod.access_key_id, hop.access_key_id, last.access_key_id]  # oldest first
+    assert chain[last.access_key_id]["caller_access_key_id"] == hop.access_key_id
+    assert chain[last.access_key_id]["caller_type"] == "AssumedRole"
+    assert chain[pod.access_key_id]["event_name"] == "AssumeRoleWithWebIdentity"
+    assert chain[pod.access_key_id]["subject"] == "system:serviceaccount:payments:api"
+    assert set(minted(loop_a.access_key_id)) == {loop_a.access_key_id, loop_b.access_key_id}
+    admin = minted("ASIAADMIN00000000007")["ASIAADMIN00000000007"]
+    assert (admin["caller_type"], admin["caller_arn"]) == ("IAMUser", f"arn:aws:iam::{account}:user/alice")
+    assert minted("ASIANOTMINTEDHERE008") == {}
+    assert len(minted()) == 0 and len(store.query(query.typed_sql(), query.bind({}))[1]) == 6
+    # Session tokens never reach the store, whatever the response held.
+    assert "IQoJb3JpZ2luX2VjEXAMPLE" not in str(store.query("SELECT raw FROM events")[1])
 
 
 def test_window_parameters_filter(real_store):

@@ -402,6 +402,7 @@ class Session:
         regions: str | Iterable[str] = (),
         live_iam: bool | None = None,
         session: boto3.Session | None = None,
+        all_principals: bool = False,
     ) -> Explanation:
         """Explain the refused calls of the window (None: everything stored), as
         ``trailscan findings`` does: each failure traced to its workload, given the first
@@ -414,7 +415,10 @@ class Session:
         ``live_iam`` reads the roles involved through boto3 — by default when no ``iam``
         file is given and AWS credentials are configured; ``False`` never asks AWS.
         Without an inventory the causes that need one stay ``UNEXPLAINED`` and the
-        explanation says what was not checked.
+        explanation says what was not checked.  Callers shown to be no EKS workload (IAM
+        users, root, AWS services, sessions they started: ``resolution`` ``not_eks``) are
+        left out — a note counts them, ``.report.left_out`` holds them — unless
+        ``all_principals``.
         """
         from trailscan.pipeline import InventoryRequest, investigate
 
@@ -427,7 +431,8 @@ class Session:
             regions=_names(regions),
             live_iam=live_iam,
         )
-        report = investigate(self.store, window=window, inventory=request, session=session)
+        report = investigate(self.store, window=window, inventory=request, session=session,
+                             all_principals=all_principals)
         self._last = Explanation(self, report, window=window, generated_at=utc_now())
         return self._last
 
@@ -443,6 +448,7 @@ class Session:
         regions: str | Iterable[str] = (),
         live_iam: bool | None = None,
         session: boto3.Session | None = None,
+        all_principals: bool = False,
     ) -> pd.DataFrame:
         """:meth:`explain`, flattened: one row per finding (see :meth:`Explanation.to_frame`)."""
         return self.explain(
@@ -455,6 +461,7 @@ class Session:
             regions=regions,
             live_iam=live_iam,
             session=session,
+            all_principals=all_principals,
         ).to_frame()
 
     # -- reporting ------------------------------------------------------------------------------
@@ -470,11 +477,12 @@ class Session:
         now: datetime | None = None,
         kms_key: str | None = None,
         file_mode: int = 0o600,
+        all_principals: bool = False,
     ) -> ReportLocation:
         """Publish the report of ``findings`` (default: the last :meth:`explain` of this
-        session, else the window ``[since, until)`` explained from CloudTrail alone) to
-        ``to``: a local folder (files ``file_mode``) or ``s3://BUCKET/PREFIX/`` (SSE-KMS
-        with ``kms_key``).  Writes a dated folder holding
+        session, else the window ``[since, until)`` explained from CloudTrail alone, with
+        ``all_principals`` as :meth:`explain` takes it) to ``to``: a local folder (files
+        ``file_mode``) or ``s3://BUCKET/PREFIX/`` (SSE-KMS with ``kms_key``).  Writes a dated folder holding
         ``report.html``, ``report.md``, ``findings.json`` and ``events.parquet``, plus a
         ``latest/`` copy; returns where (``.html`` is the page's path or URL)."""
         from trailscan.report import publish_findings
@@ -483,7 +491,7 @@ class Session:
             if since is None and until is None and self._last is not None:
                 findings = self._last
             else:
-                findings = self.explain(since, until, live_iam=False)
+                findings = self.explain(since, until, live_iam=False, all_principals=all_principals)
         return publish_findings(
             self.store, findings.report, window=findings.window, destination=os.fspath(to), session=session, now=now,
             kms_key=kms_key, file_mode=file_mode,

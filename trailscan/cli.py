@@ -422,6 +422,15 @@ def inventory_options(function):
     return function
 
 
+def all_principals_option(function):
+    return click.option(
+        "--all-principals",
+        is_flag=True,
+        help="Also list refused calls of callers shown to be no EKS workload (IAM users, root, AWS services, "
+        "sessions they started): left out by default, and counted on stderr.",
+    )(function)
+
+
 def _emit_report(report, fmt: str, fail_on_findings: bool) -> None:
     """Print a findings report (stdout), its notices (stderr), and exit as SPEC §8 says."""
     from trailscan.errors import IncompleteCoverage
@@ -462,10 +471,11 @@ def _inventory_request(service_account_files, kube_context, iam_files, clusters,
 @format_option(("table", "json", "markdown"))
 @window_options(required=False)
 @inventory_options
+@all_principals_option
 @click.option("--fail-on-findings", is_flag=True, help="Exit 1 when there are findings.")
 @db_option
 def findings_command(fmt, since, until, service_account_files, kube_context, iam_files, clusters, offline,
-                     fail_on_findings, db) -> None:
+                     all_principals, fail_on_findings, db) -> None:
     """Explain the refused calls already in the store: which workload, why, and the fix.
 
     Reads no CloudTrail (see `trailscan since` to ingest and explain in one go). The
@@ -479,7 +489,7 @@ def findings_command(fmt, since, until, service_account_files, kube_context, iam
     window = make_window(since, until)
     request = _inventory_request(service_account_files, kube_context, iam_files, clusters, (), offline)
     with open_store(db, read_only=db != ":memory:") as store:
-        report = investigate(store, window=window, inventory=request)
+        report = investigate(store, window=window, inventory=request, all_principals=all_principals)
     _emit_report(report, fmt, fail_on_findings)
 
 
@@ -505,8 +515,8 @@ def source_options(function):
 
 
 def _investigate_window(db, window, source, paths, bucket, prefix, org_id, accounts, regions,
-                        service_account_files, kube_context, iam_files, clusters, offline, publish_to=None,
-                        publish_options=None):
+                        service_account_files, kube_context, iam_files, clusters, offline, all_principals,
+                        publish_to=None, publish_options=None):
     """Ingest the window, explain it, and (with ``publish_to``) publish the report."""
     from trailscan.aws import default_session
     from trailscan.pipeline import investigate
@@ -521,7 +531,7 @@ def _investigate_window(db, window, source, paths, bucket, prefix, org_id, accou
     session = default_session() if publish_to and publish_to.startswith("s3://") else None
     with open_store(db) as store, progress_reporter() as progress:
         report = investigate(store, window=window, inventory=request, ingest=ingest, session=session,
-                             progress=progress)
+                             progress=progress, all_principals=all_principals)
         location = None
         if publish_to:
             from trailscan.report import publish_findings
@@ -536,11 +546,13 @@ def _investigate_window(db, window, source, paths, bucket, prefix, org_id, accou
 @click.option("--until", type=MOMENT, metavar="WHEN", help="Window end (default: now).")
 @source_options
 @inventory_options
+@all_principals_option
 @format_option(("table", "json", "markdown"))
 @click.option("--fail-on-findings", is_flag=True, help="Exit 1 when there are findings.")
 @db_option
 def since_command(duration, until, source, paths, bucket, prefix, org_id, accounts, regions,
-                  service_account_files, kube_context, iam_files, clusters, offline, fmt, fail_on_findings, db) -> None:
+                  service_account_files, kube_context, iam_files, clusters, offline, all_principals, fmt,
+                  fail_on_findings, db) -> None:
     """Ingest the last DURATION (30m, 24h, 7d) of CloudTrail, then explain every refused call.
 
     The on-call command: reads the window from a trail's S3 bucket, the LookupEvents API or
@@ -553,7 +565,7 @@ def since_command(duration, until, source, paths, bucket, prefix, org_id, accoun
     """
     report, _ = _investigate_window(db, make_window(duration, until), source, paths, bucket, prefix, org_id,
                                     accounts, regions, service_account_files, kube_context, iam_files, clusters,
-                                    offline)
+                                    offline, all_principals)
     _emit_report(report, fmt, fail_on_findings)
 
 
@@ -566,11 +578,12 @@ def since_command(duration, until, source, paths, bucket, prefix, org_id, accoun
               help="Mode of the report files in a local folder (folders get search where files get read).")
 @source_options
 @inventory_options
+@all_principals_option
 @click.option("--fail-on-findings", is_flag=True, help="Exit 1 when there are findings.")
 @db_option
 def report_command(since, until, destination, report_kms_key, file_mode, source, paths, bucket, prefix, org_id, accounts,
-                   regions, service_account_files, kube_context, iam_files, clusters, offline, fail_on_findings,
-                   db) -> None:
+                   regions, service_account_files, kube_context, iam_files, clusters, offline, all_principals,
+                   fail_on_findings, db) -> None:
     """Ingest the window, explain it, and publish the report: the nightly job.
 
     Writes a dated folder holding report.html (one self-contained page), report.md,
@@ -587,7 +600,7 @@ def report_command(since, until, destination, report_kms_key, file_mode, source,
         raise UsageError(f"--file-mode {file_mode!r}: expected an octal mode the owner can read and write, e.g. 600 or 644")
     report, location = _investigate_window(db, make_window(since, until), source, paths, bucket, prefix, org_id,
                                            accounts, regions, service_account_files, kube_context, iam_files,
-                                           clusters, offline, publish_to=destination,
+                                           clusters, offline, all_principals, publish_to=destination,
                                            publish_options={"file_mode": mode, "kms_key": report_kms_key})
     say(f"trailscan: report written to {location.html} (latest copy in {location.latest})")
     _emit_report(report, "table", fail_on_findings)

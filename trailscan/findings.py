@@ -29,7 +29,9 @@ __all__ = [
 ]
 
 SCHEMA = "trailscan.findings/v1"
-RESOLUTIONS = ("exact", "by_role", "node", "unknown")
+#: How a finding's workload was identified (SPEC §7, §10): ``not_eks`` is a caller shown to
+#: be no EKS workload (an IAM user, a session one started …), left out unless asked for.
+RESOLUTIONS = ("exact", "by_role", "node", "unknown", "not_eks")
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -80,11 +82,14 @@ class Workload:
         }
 
     def label(self) -> str:
-        """A short name for tables: ``ns/sa``, ``node``, the candidates, or ``unknown``."""
+        """A short name for tables: ``ns/sa``, ``node role``, ``not an EKS workload``, the
+        candidates, or ``unknown``."""
         if self.namespace and self.service_account:
             return f"{self.namespace}/{self.service_account}"
         if self.resolution == "node":
             return "node role"
+        if self.resolution == "not_eks":
+            return "not an EKS workload"
         if self.candidates:
             return "one of " + ", ".join(str(c) for c in self.candidates)
         return "unknown"
@@ -183,8 +188,10 @@ class CoverageRow:
 class FindingsReport:
     """Findings over a window, with the coverage they rest on.
 
-    ``notes`` say what the inventory lacked or could not read (shown on stderr);
-    ``problems`` name inputs that could not be read during ingest.
+    ``notes`` say what the inventory lacked or could not read, and what was left out
+    (shown on stderr); ``problems`` name inputs that could not be read during ingest;
+    ``left_out`` holds the findings of callers shown to be no EKS workload (``not_eks``),
+    left out of ``findings`` unless all principals were asked for.
     """
 
     window_start: datetime | None
@@ -193,6 +200,7 @@ class FindingsReport:
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    left_out: list[Finding] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:

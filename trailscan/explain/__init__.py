@@ -23,11 +23,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["MINT_LOOKBACK", "FailureGroup", "Failures", "MintedSession", "collect_failures", "explain_failures",
-           "explain_store"]
+__all__ = ["CHAIN_LIMIT", "MINT_LOOKBACK", "FailureGroup", "Failures", "MintedSession", "collect_failures",
+           "explain_failures", "explain_store"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from trailscan.explain.collect import (
+        CHAIN_LIMIT,
         MINT_LOOKBACK,
         FailureGroup,
         Failures,
@@ -37,6 +38,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from trailscan.explain.run import explain_failures, explain_store
 
 _HOMES = {
+    "CHAIN_LIMIT": "collect",
     "MINT_LOOKBACK": "collect",
     "FailureGroup": "collect",
     "Failures": "collect",

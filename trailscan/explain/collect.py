@@ -4,7 +4,9 @@
 (``failed_web_identity``, ``failed_pod_identity``, ``denied_calls``) joined with
 ``failure_context`` and grouped in SQL, plus the ``minted_sessions`` that link an access
 key back to the pod it was issued to — so Python only sees one row per group of alike
-failures, whatever the size of the store.
+failures, whatever the size of the store.  ``minted_sessions`` also walks role chains
+(a session minted by ``sts:AssumeRole`` with another session's key) back to where they
+start, in the same query.
 """
 
 from __future__ import annotations
@@ -22,11 +24,27 @@ from trailscan.model import Window
 from trailscan.queries import QueryBook, load_queries
 from trailscan.store import Store
 
-__all__ = ["MINT_LOOKBACK", "AcceptedWebIdentity", "FailureGroup", "Failures", "MintedSession", "collect_failures", "json_value", "utc"]
+__all__ = [
+    "CHAIN_LIMIT",
+    "MINT_LOOKBACK",
+    "AcceptedWebIdentity",
+    "FailureGroup",
+    "Failures",
+    "MintedSession",
+    "collect_failures",
+    "json_value",
+    "utc",
+]
 
 #: Role sessions last at most 12 hours: a call in the window may use credentials minted
 #: that long before it, so minted sessions are read from this far back.
 MINT_LOOKBACK = timedelta(hours=12)
+
+#: The most sessions a role chain is followed through.  A session assumed with another
+#: role session's credentials (role chaining) lasts at most one hour, so each hop before
+#: the last reaches back one hour more.
+CHAIN_LIMIT = 5
+_CHAIN_HOP = timedelta(hours=1)
 
 _AGGREGATES = """
     count(*) AS events,
@@ -81,6 +99,7 @@ _GROUPINGS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
             "hits.error_message",
             "hits.user_agent",
             "ctx.ec2_role_delivery",
+            "ctx.invoked_by",
         ),
         ("arg_max(CAST(ctx.resources AS VARCHAR), hits.event_time) AS resources",),
     ),
@@ -105,7 +124,10 @@ class FailureGroup:
 
 @dataclass(frozen=True)
 class MintedSession:
-    """Credentials STS issued to a pod: by web identity (``subject``) or by Pod Identity (``tags``)."""
+    """Credentials STS issued, and to whom: a pod by web identity (``subject``), a pod by
+    Pod Identity (``session_tags``, ``caller_invoked_by`` ``pods.eks.amazonaws.com``), a
+    person by SAML, or whoever called ``AssumeRole`` (the ``caller_…`` fields: their
+    identity, and the access key their own session can be looked up by)."""
 
     access_key_id: str
     event_name: str
@@ -116,6 +138,12 @@ class MintedSession:
     identity_provider: str | None
     session_tags: Any
     minted_at: datetime
+    caller_type: str | None = None
+    caller_arn: str | None = None
+    caller_issuer_arn: str | None = None
+    caller_access_key_id: str | None = None
+    caller_invoked_by: str | None = None
+    caller_ec2_role_delivery: str | None = None
 
 
 @dataclass(frozen=True)
@@ -153,7 +181,8 @@ class Failures:
                 value = group.get(name)
                 if isinstance(value, str) and value.startswith("arn:") and ":role/" in value:
                     arns.add(value)
-        arns.update(m.role_arn for m in self.minted.values() if m.role_arn)
+        used = {g.get("access_key_id") for g in self.groups}
+        arns.update(m.role_arn for key, m in self.minted.items() if m.role_arn and key in used)
         return arns
 
 
@@ -203,7 +232,7 @@ def collect_failures(store: Store, window: Window | None = None, *, book: QueryB
     minted: dict[str, MintedSession] = {}
     if keys:
         query = book["minted_sessions"]
-        since = window.start - MINT_LOOKBACK if window else None
+        since = window.start - MINT_LOOKBACK - (CHAIN_LIMIT - 1) * _CHAIN_HOP if window else None
         names, rows = store.query(
             query.typed_sql(), query.bind({"since": since, "until": bounds["until"], "access_keys": keys})
         )
@@ -219,6 +248,12 @@ def collect_failures(store: Store, window: Window | None = None, *, book: QueryB
                 identity_provider=record["identity_provider"],
                 session_tags=json_value(record["session_tags"]),
                 minted_at=utc(record["event_time"]),
+                caller_type=record["caller_type"],
+                caller_arn=record["caller_arn"],
+                caller_issuer_arn=record["caller_issuer_arn"],
+                caller_access_key_id=record["caller_access_key_id"],
+                caller_invoked_by=record["caller_invoked_by"],
+                caller_ec2_role_delivery=record["caller_ec2_role_delivery"],
             )
     coverage = _coverage(store, book, window)
     start, end = (window.start, window.end) if window else _store_span(store)

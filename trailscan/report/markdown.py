@@ -8,7 +8,7 @@ expression unless this module built it (:class:`Md`).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +22,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Md", "findings_markdown", "md_fence", "md_paragraph", "md_text", "render_markdown"]
 
 
-def render_markdown(document: Mapping, timeline: Iterable[TimelinePoint] | None = None) -> str:
+def render_markdown(
+    document: Mapping, timeline: Iterable[TimelinePoint] | None = None, *, notes: Sequence[str] = ()
+) -> str:
     """The report as GitHub-flavoured Markdown: every CloudTrail-derived string escaped
     (table pipes, newlines, backticks, emphasis, HTML tags), JSON fixes in code fences
     longer than any backtick run they hold."""
@@ -30,14 +32,14 @@ def render_markdown(document: Mapping, timeline: Iterable[TimelinePoint] | None 
     env.filters["md"] = md_paragraph
     env.filters["fence"] = md_fence
     env.filters["raw"] = Md
-    return env.get_template("report.md.j2").render(view(document, timeline))
+    return env.get_template("report.md.j2").render(view(document, timeline, notes=notes))
 
 
 def findings_markdown(report: FindingsReport, *, generated_at: datetime) -> str:
     """An explained report as Markdown (what ``--format markdown`` prints)."""
     from trailscan.findings import findings_document
 
-    return render_markdown(findings_document(report, generated_at))
+    return render_markdown(findings_document(report, generated_at), notes=report.notes)
 
 
 class Md(str):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -200,9 +200,11 @@ def write_report(
     timeline: Iterable[TimelinePoint] | None = None,
     file_mode: int = FILE_MODE,
     kms_key: str | None = None,
+    notes: Sequence[str] = (),
 ) -> ReportLocation:
     """Write the four artifacts to ``DESTINATION/<now as 2026-11-28T060000Z>/``, then —
-    only once that folder is complete — make ``DESTINATION/latest/`` this run's copy.
+    only once that folder is complete — make ``DESTINATION/latest/`` this run's copy;
+    ``notes`` are shown on the page and in ``report.md``.
 
     ``destination`` is a local folder (created as needed; nothing is written outside it;
     files ``file_mode``, ``0600`` unless asked otherwise, through :mod:`trailscan.fs`, so a
@@ -221,8 +223,8 @@ def write_report(
         folder = Path(staging)
         _write_parquet(events_table, folder / "events.parquet")
         (folder / "findings.json").write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
-        (folder / "report.md").write_text(render_markdown(document, timeline), encoding="utf-8")
-        (folder / "report.html").write_text(render_html(document, timeline), encoding="utf-8")
+        (folder / "report.md").write_text(render_markdown(document, timeline, notes=notes), encoding="utf-8")
+        (folder / "report.html").write_text(render_html(document, timeline, notes=notes), encoding="utf-8")
         if isinstance(target, _S3Target):
             return target.upload(folder, stamp, session, kms_key=kms_key)
         if kms_key:
@@ -240,6 +242,7 @@ def publish_report(
     event_ids: Mapping[int, Iterable[str]] | None = None,
     file_mode: int = FILE_MODE,
     kms_key: str | None = None,
+    notes: Sequence[str] = (),
 ) -> ReportLocation:
     """Render and publish the report of ``document``: its timeline and the window's
     events come from ``store`` (see :func:`failure_timeline` for ``event_ids``); the
@@ -257,6 +260,7 @@ def publish_report(
         timeline=timeline,
         file_mode=file_mode,
         kms_key=kms_key,
+        notes=notes,
     )
 
 
@@ -293,7 +297,7 @@ def publish_findings(
         }
     event_ids = {index: finding.event_ids for index, finding in enumerate(report.findings)}
     return publish_report(store, document, destination=destination, session=session, now=now, event_ids=event_ids,
-                          file_mode=file_mode, kms_key=kms_key)
+                          file_mode=file_mode, kms_key=kms_key, notes=report.notes)
 
 
 def _write_parquet(events: pa.Table | pa.RecordBatchReader, path: Path) -> None:

@@ -19,6 +19,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
+from trailscan.arn import principal_name
 from trailscan.findings import Finding, FindingsReport, findings_document, iso
 from trailscan.report.markdown import findings_markdown
 from trailscan.report.safe import csv_cell, json_text, visible
@@ -70,12 +71,32 @@ def _workload_cell(finding: Finding) -> str:
     return finding.workload.label()
 
 
+def _names_no_service_account(finding: Finding) -> bool:
+    return finding.workload.resolution != "exact" or not finding.workload.service_account
+
+
+def _principal_cell(finding: Finding) -> str:
+    """Who made the refused calls, for people (``user NAME``, ``role NAME``), where the
+    workload does not say it: empty for an exact service account."""
+    if not _names_no_service_account(finding):
+        return ""
+    return principal_name(finding.principal_arn) or principal_name(finding.role_arn)
+
+
 def _render_table(report: FindingsReport, out: IO[str]) -> None:
     console = Console(file=out, width=None if out.isatty() else 200, markup=False, highlight=False)
     if report.findings:
         table = SafeTable(title="Failing workloads", header_style="bold", show_lines=False)
-        for column in ("Cluster / namespace", "Workload", "What failed", "Cause", "Count", "Last seen", "Fix"):
-            table.add_column(column, overflow="fold")
+        # The caller helps wherever a finding's workload is not an exact service account.
+        principals = any(_names_no_service_account(f) for f in report.findings)
+        columns = ("Cluster / namespace", "Workload", *(("Principal",) if principals else ()), "What failed",
+                   "Cause", "Count", "Last seen", "Fix")
+        # Workload names are copied into kubectl: kept whole when short, the prose columns
+        # sharing what is left.
+        whole = max(len(_workload_cell(f)) for f in report.findings) <= 40
+        for column in columns:
+            table.add_column(column, overflow="fold", no_wrap=whole and column == "Workload",
+                             ratio=1 if column in ("Principal", "What failed", "Fix") else None)
         for index, (group, members) in enumerate(_groups(report.findings)):
             if index:
                 table.add_section()
@@ -83,6 +104,7 @@ def _render_table(report: FindingsReport, out: IO[str]) -> None:
                 table.add_row(
                     group if position == 0 else "",
                     _workload_cell(finding),
+                    *((_principal_cell(finding),) if principals else ()),
                     _what_failed(finding),
                     finding.cause,
                     str(finding.count),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ RESOLUTION_LABELS = {
     "by_role": "by role only",
     "node": "node instance role",
     "unknown": "unknown",
+    "not_eks": "not an EKS workload",
 }
 #: Chart series when only the kind of each failed event is known (see :func:`failure_timeline`).
 KIND_SERIES = {
@@ -153,7 +154,9 @@ def environment(*, autoescape: bool, finalize: Callable[[Any], Any] | None = Non
     return env
 
 
-def view(document: Mapping, timeline: Iterable[TimelinePoint] | None) -> dict:
+def view(document: Mapping, timeline: Iterable[TimelinePoint] | None, *, notes: Sequence[str] = ()) -> dict:
+    """What both templates render; ``notes`` are the findings report's (they are not part
+    of the document): what the inventory lacked, what was left out."""
     document = check_document(document)
     timeline = None if timeline is None else [(str(label), _utc(moment)) for label, moment in timeline]
     try:
@@ -187,6 +190,7 @@ def view(document: Mapping, timeline: Iterable[TimelinePoint] | None) -> dict:
         "clusters": _grouped(findings),
         "coverage": coverage,
         "incomplete": incomplete,
+        "notes": [str(note) for note in notes],
         "chart": chart(window, timeline) if window else None,
     }
 
