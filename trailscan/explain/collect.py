@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 
+from trailscan.explain.coverage import measure_coverage
 from trailscan.findings import CoverageRow
 from trailscan.model import Window
 from trailscan.queries import QueryBook, load_queries
@@ -120,13 +121,15 @@ class MintedSession:
 @dataclass
 class Failures:
     """What :func:`collect_failures` read: groups of failed events, the sessions minted for
-    the access keys they used, and the coverage of the window."""
+    the access keys they used, the coverage of the window and how many events it holds."""
 
     window_start: datetime | None
     window_end: datetime | None
     groups: list[FailureGroup] = field(default_factory=list)
     minted: dict[str, MintedSession] = field(default_factory=dict)
     coverage: list[CoverageRow] = field(default_factory=list)
+    #: Events the store holds in the window, failed or not, from every source.
+    window_events: int = 0
 
     @property
     def events(self) -> int:
@@ -207,45 +210,8 @@ def collect_failures(store: Store, window: Window | None = None, *, book: QueryB
                 session_tags=json_value(record["session_tags"]),
                 minted_at=utc(record["event_time"]),
             )
-    coverage = _coverage(store, book, window)
-    start, end = (window.start, window.end) if window else _store_span(store)
-    return Failures(start, end, groups, minted, coverage)
-
-
-def _coverage(store: Store, book: QueryBook, window: Window | None) -> list[CoverageRow]:
-    query = book["window_coverage"]
-    names, rows = store.query(
-        query.typed_sql(), query.bind({"since": window.start if window else None, "until": window.end if window else None})
-    )
-    found = []
-    for row in rows:
-        record = dict(zip(names, row))
-        status, detail = record["status"], record["detail"] or ""
-        start, end = utc(record["window_start"]), utc(record["window_end"])
-        if window and start and end and (start > window.start or end < window.end) and status == "complete":
-            # The ingest read only part of the window asked about: fail closed.
-            status = "partial"
-            read = f"read {start:%Y-%m-%dT%H:%M:%SZ} – {end:%Y-%m-%dT%H:%M:%SZ} only"
-            detail = f"{detail}; {read}" if detail else read
-        found.append(
-            CoverageRow(
-                source=record["source"],
-                account=record["account"],
-                region=record["region"],
-                status=status,
-                events=int(record["events"] or 0),
-                detail=detail,
-                window_start=start,
-                window_end=end,
-            )
-        )
-    return found
-
-
-def _store_span(store: Store) -> tuple[datetime | None, datetime | None]:
-    _, rows = store.query("SELECT min(event_time), max(event_time) FROM events")
-    first, last = rows[0] if rows else (None, None)
-    return utc(first), utc(last)
+    measured = measure_coverage(store, window, book=book)
+    return Failures(measured.start, measured.end, groups, minted, measured.rows, measured.events)
 
 
 def json_value(value: Any) -> Any:

@@ -56,7 +56,14 @@ def explain_failures(failures: Failures, inventory: Inventory | None = None) -> 
     if inventory:
         for part, reasons in sorted(inventory.gaps.items()):
             notes.extend(f"inventory ({part}) incomplete: {reason}" for reason in reasons)
-    return FindingsReport(failures.window_start, failures.window_end, list(failures.coverage), findings, notes)
+    return FindingsReport(
+        failures.window_start,
+        failures.window_end,
+        list(failures.coverage),
+        findings,
+        notes,
+        window_events=failures.window_events,
+    )
 
 
 def _finding(members: list[tuple[FailureGroup, Verdict]]) -> Finding:
