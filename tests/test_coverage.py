@@ -291,3 +291,104 @@ def test_a_store_from_before_unreadable_files_were_tracked_keeps_its_last_status
     store.set_state("files.unreadable", None)  # as an older trailscan left it
     store.record_coverage(Coverage("files", status=PARTIAL, detail="1 unreadable"))
     assert (only_row(store).status, only_row(store).detail) == ("partial", "1 unreadable")
+
+
+# -- the command line: the window, not the files ----------------------------------------------------------
+
+
+def test_since_over_files_outside_the_window_exits_3_and_says_no_event_is_in_it(real_data):
+    """Issue 17.1's acceptance: records from 2014-2024, a window of the last 7 days."""
+    ran = run_cli("since", "7d", "--path", str(real_data), "--db", ":memory:", "--offline", env=OFFLINE)
+    assert ran.returncode == 3, ran.stderr
+    assert "No failing workloads" not in ran.stdout and "Traceback" not in ran.stderr
+    assert re.search(r"^No CloudTrail events in the window \S+Z – \S+Z", ran.stdout, re.M), ran.stdout
+    assert "empty" in ran.stdout and "3,250 events read, spanning 2014-03-06T17:10:34Z – 2024-11-30T08:43:18Z" in ran.stdout
+    [error] = [line for line in ran.stderr.splitlines() if "error" in line]
+    assert error.startswith("trailscan: error: no CloudTrail events in the window ")
+    as_json = run_cli("since", "7d", "--path", str(real_data), "--db", ":memory:", "--offline", "--format", "json",
+                      env=OFFLINE)
+    assert as_json.returncode == 3
+    [row] = json.loads(as_json.stdout)["coverage"]
+    assert (row["source"], row["status"], row["events"]) == ("files", "empty", 0)
+
+
+def test_the_same_files_over_a_window_that_holds_their_events_are_complete(real_data):
+    ran = run_cli("since", "31d", "--until", "2024-02-01", "--path", str(real_data), "--db", ":memory:", "--offline",
+                  "--format", "json", env=OFFLINE)
+    assert ran.returncode == 0, ran.stderr
+    [row] = json.loads(ran.stdout)["coverage"]
+    assert (row["status"], row["events"]) == ("complete", 1)
+
+
+def test_findings_shows_everything_the_store_holds_for_the_window(real_data, tmp_path):
+    db = str(tmp_path / "store.duckdb")
+    assert run_cli("ingest", "files", str(real_data), "--db", db).returncode == 0
+    (tmp_path / "bad.json").write_text('{"Records": [')
+    assert run_cli("ingest", "files", str(tmp_path / "bad.json"), "--db", db).returncode == 2
+    found = run_cli("findings", "--db", db, "--format", "json", "--offline", env=OFFLINE)
+    assert found.returncode == 3 and "coverage is incomplete" in found.stderr
+    [row] = json.loads(found.stdout)["coverage"]
+    assert (row["status"], row["events"]) == ("partial", 3250) and "bad.json" in row["detail"]
+    (tmp_path / "bad.json").write_text(json.dumps({"Records": []}))
+    assert run_cli("ingest", "files", str(tmp_path / "bad.json"), "--db", db).returncode == 0
+    fixed = run_cli("findings", "--db", db, "--format", "json", "--offline", env=OFFLINE)
+    assert fixed.returncode == 0, fixed.stderr
+    assert json.loads(fixed.stdout)["coverage"][0]["status"] == "complete"
+
+
+def test_report_of_a_window_without_events_is_not_green_and_exits_3(real_data, tmp_path):
+    ran = run_cli("report", "--since", "7d", "--path", str(real_data), "--to", str(tmp_path / "out"),
+                  "--db", ":memory:", "--offline", env=OFFLINE)
+    assert ran.returncode == 3, ran.stderr
+    assert "no CloudTrail events in the window" in ran.stderr
+    html = (tmp_path / "out" / "latest" / "report.html").read_text()
+    markdown = (tmp_path / "out" / "latest" / "report.md").read_text()
+    for text in (html, markdown):
+        assert "No CloudTrail events in the window" in text
+        assert "Every source of the window was read completely" not in text
+        assert "3,250 events read, spanning" in text
+    assert 'class="banner ok"' not in html and "No refused calls" not in html
+    assert "No refused calls" not in markdown
+
+
+# -- the report: empty rows as such; green only over read rows and events ------------------------------------
+
+
+def document(*rows: tuple[str, int]) -> dict:
+    return {
+        "schema": "trailscan.findings/v1",
+        "generated_at": "2026-11-28T06:00:00Z",
+        "window": {"start": "2026-11-27T06:00:00Z", "end": "2026-11-28T06:00:00Z"},
+        "coverage": [{"source": "s3", "account": ACCOUNT, "region": f"region-{i}", "status": status, "events": events,
+                      "detail": f"detail {i}"} for i, (status, events) in enumerate(rows)],
+        "findings": [],
+    }
+
+
+@pytest.mark.parametrize(
+    "rows, green",
+    [
+        ([("complete", 120)], True),
+        ([("complete", 120), ("empty", 0)], True),  # a region read that held nothing, beside events read
+        ([("empty", 0)], False),
+        ([("complete", 0)], False),
+        ([("complete", 0), ("empty", 0)], False),
+        ([("complete", 120), ("partial", 3)], False),
+    ],
+)
+def test_the_report_is_green_only_when_every_row_was_read_and_events_were(rows, green):
+    from trailscan.report import render_html, render_markdown
+
+    doc = document(*rows)
+    html, markdown = render_html(doc), render_markdown(doc)
+    assert ('class="banner ok"' in html) is green
+    assert ("Every source of the window was read completely" in html) is green
+    no_events = all(events == 0 for _, events in rows)
+    for text in (html, markdown):
+        assert ("No CloudTrail events in the window 2026-11-27 06:00:00 UTC – 2026-11-28 06:00:00 UTC" in text) is no_events
+        assert ("No refused calls" in text) is not no_events
+        # empty rows are read rows: never listed as incomplete, and shown with their own status.
+        unread = sum(status in ("partial", "failed") for status, _ in rows)
+        assert ("Coverage is incomplete" in text) is bool(unread)
+    if any(status == "empty" for status, _ in rows):
+        assert '<span class="badge status-empty">empty</span>' in html and "| empty | s3 |" in markdown

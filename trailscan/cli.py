@@ -413,8 +413,9 @@ def inventory_options(function):
 def _emit_report(report, fmt: str, fail_on_findings: bool) -> None:
     """Print a findings report (stdout), its notices (stderr), and exit as SPEC §8 says."""
     from trailscan.errors import IncompleteCoverage
+    from trailscan.findings import READ_STATUSES
     from trailscan.model import utc_now
-    from trailscan.report.terminal import render_findings
+    from trailscan.report.terminal import no_events_line, render_findings
 
     for note in report.notes:
         click.echo(f"trailscan: note: {note}", err=True)
@@ -423,8 +424,14 @@ def _emit_report(report, fmt: str, fail_on_findings: bool) -> None:
     render_findings(report, fmt, sys.stdout, generated_at=utc_now())
     sys.stdout.flush()
     if not report.complete:
-        missing = [f"{row.source} {row.account} {row.region}".strip() + f": {row.status}" for row in report.coverage
-                   if row.status != "complete"] or ["nothing was ingested for this window"]
+        unread = [f"{row.source} {row.account} {row.region}".strip() + f": {row.status}" for row in report.coverage
+                  if row.status not in READ_STATUSES]
+        if report.coverage and report.window_events == 0:
+            # Nothing in the window: no finding says nothing, whatever was read.
+            headline = no_events_line(report.window_start, report.window_end)
+            message = f"{headline[0].lower()}{headline[1:]}: what was read can show neither a refused call nor its absence"
+            raise IncompleteCoverage(message + (f"; coverage is incomplete too: {'; '.join(unread)}" if unread else ""))
+        missing = unread or ["nothing was ingested for this window"]
         raise IncompleteCoverage("coverage is incomplete, findings may be missing: " + "; ".join(missing))
     if report.problems:
         raise InputError(f"{len(report.problems)} input files could not be read (named above)")
