@@ -20,7 +20,8 @@ from trailscan.sources import IngestRequest, source_names
 
 
 class Cli(click.Group):
-    """A click group that turns trailscan's typed errors into one line and an exit code."""
+    """A click group that turns trailscan's typed errors, and click's own usage errors
+    (an option value its type refused, a missing argument), into one line and an exit code."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -28,9 +29,28 @@ class Cli(click.Group):
         except TrailscanError as error:
             click.echo(f"trailscan: error: {error}", err=True)
             ctx.exit(error.exit_code)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # a group named alone: its help, as click shows it
+        except click.UsageError as error:
+            _usage_error(ctx, error)
         except KeyboardInterrupt:
             click.echo("trailscan: interrupted; everything stored so far is kept", err=True)
             ctx.exit(130)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as error:  # `trailscan --bogus`
+            _usage_error(ctx, error)
+            raise
+
+
+def _usage_error(ctx: click.Context, error: click.UsageError) -> None:
+    where = error.ctx.command_path if error.ctx else ctx.command_path
+    click.echo(f"trailscan: error: {error.format_message()} (see `{where} --help`)", err=True)
+    ctx.exit(error.exit_code)
 
 
 def db_option(function):
