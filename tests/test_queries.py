@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import run_cli
-from trailscan.errors import QueryError
+from trailscan.errors import QueryError, UsageError
 from trailscan.queries import load_queries, parse_query
 from trailscan.store import Store
 
@@ -144,3 +144,45 @@ def test_csv_neutralises_formulas(real_store):
     import csv
 
     assert list(csv.reader(ran.stdout.splitlines()))[1] == ["'=HYPERLINK(\"x\")", "'+1", "'-2", "'@SUM(1)", "ok"]
+
+
+# -- issue 17.7: durations as parameters; one statement; --write named -------------------------------
+
+
+def test_every_timestamp_parameter_takes_what_a_window_takes():
+    from datetime import UTC, datetime, timedelta
+
+    typed = [(query, param) for query in load_queries() for param in query.params if param.type == "TIMESTAMPTZ"]
+    assert typed
+    for query, param in typed:
+        before = datetime.now(UTC)
+        moment = query.bind({param.name: "7d"})[param.name]
+        assert isinstance(moment, datetime) and moment.tzinfo is not None
+        assert before - timedelta(days=7, seconds=5) <= moment <= datetime.now(UTC) - timedelta(days=7)
+        assert query.bind({param.name: "2024-01-01T02:00:00+02:00"})[param.name] == datetime(2024, 1, 1, tzinfo=UTC)
+        assert query.bind({param.name: datetime(2024, 1, 1)})[param.name] == datetime(2024, 1, 1, tzinfo=UTC)
+        assert query.bind({param.name: "NULL"})[param.name] is None and query.bind({param.name: None})[param.name] is None
+        with pytest.raises(UsageError, match=f"parameter {param.name}: 'yesterday' is neither"):
+            query.bind({param.name: "yesterday"})
+
+
+@pytest.mark.parametrize("since, until, rows", [
+    ("100000d", None, 111),  # back to the 18th century: everything
+    ("1d", None, 0),  # the corpus ends in 2024
+    (None, "1d", 111),
+    ("2024-01-01", "2024-02-01", 0),
+])
+def test_queries_run_takes_durations(real_store, since, until, rows):
+    params = [item for name, value in (("since", since), ("until", until)) if value for item in ("--param", f"{name}={value}")]
+    ran = run_cli("queries", "run", "denied_calls", *params, "--db", str(real_store), "--format", "json")
+    assert ran.returncode == 0, ran.stderr
+    assert len(json.loads(ran.stdout)) == rows
+
+
+def test_queries_run_refuses_a_bad_moment_in_one_line(real_store):
+    ran = run_cli("queries", "run", "denied_calls", "--param", "until=soon", "--db", str(real_store))
+    assert ran.returncode == 2 and "Traceback" not in ran.stderr
+    assert ran.stderr.strip().splitlines() == [
+        "trailscan: error: query denied_calls, parameter until: 'soon' is neither a duration nor a date "
+        "(use 24h, 7d, or an ISO time such as 2026-11-27T06:00:00Z)"]
+
