@@ -385,11 +385,13 @@ def queries_run(name: str, params: tuple[str, ...], db: str | None, fmt: str) ->
 @db_option
 @format_option()
 def sql_command(statement: str, write: bool, db: str | None, fmt: str) -> None:
-    """Run one SQL statement over the store (tables: events, coverage, ingested_objects)."""
+    """Run one SQL statement over the store (tables: events, coverage, ingested_objects).
+
+    Read-only unless --write; more than one statement is refused (exit 2)."""
+    from trailscan.queries import run_statement
+
     with open_store(db, read_only=not write and db != ":memory:") as store:
-        if not write:
-            store.confine()
-        columns, rows = store.query(statement)
+        columns, rows = run_statement(store, statement, writable=write)
     render_rows(columns, rows, fmt, sys.stdout)
 
 

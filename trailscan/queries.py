@@ -221,3 +221,48 @@ def _substitute_outside_strings(sql: str, replace) -> str:
     out.append(_PLACEHOLDER.sub(replace, sql[last:]))
     return "".join(out)
 
+
+#: Statements that only read: run read-only, they fail for other reasons than read-only.
+_READING = ("SELECT", "EXPLAIN", "PRAGMA", "CALL", "RELATION")
+#: What DuckDB says when a read-only, confined store refuses a statement.
+_REFUSED = re.compile(r"read-only mode|disabled by configuration|configuration has been locked", re.I)
+
+
+def run_statement(store, sql: str, *, writable: bool = False) -> tuple[list[str], list[tuple]]:
+    """Run the one SQL statement *sql* over *store* (a :class:`~trailscan.store.Store`), as
+    ``trailscan sql`` does: ``(columns, rows)``.
+
+    More than one statement is refused (:class:`UsageError`): only the last one's result
+    could be shown, and the others would run unseen.  Unless *writable*, the store is
+    confined (:meth:`~trailscan.store.Store.confine`); a statement that needs more names
+    ``--write`` in its error.
+    """
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(_first_line(str(exc))) from None
+    if not statements:
+        raise UsageError("no SQL statement given")
+    if len(statements) > 1:
+        raise UsageError(
+            f"{len(statements)} SQL statements given; trailscan sql runs one at a time",
+            "run each with its own `trailscan sql`",
+        )
+    if not writable:
+        store.confine()
+    try:
+        return store.query(sql)
+    except QueryError as error:
+        kind = statements[0].type.name
+        if not writable and (kind not in _READING or _REFUSED.search(error.message)):
+            raise QueryError(
+                error.message, f"`trailscan sql` opens the store read-only; pass --write to run {kind}"
+            ) from None
+        raise
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else text
