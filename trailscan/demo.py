@@ -249,7 +249,8 @@ class PodIdentityLayer:
     the same, with the ``namespace``/``serviceAccount`` filters and ``maxResults``/
     ``nextToken`` paging) and ``DescribePodIdentityAssociation`` (``GET …/{associationId}``)
     for the clusters moto holds (asked with moto's own ``DescribeCluster``), from the
-    associations created through it; every other request goes to moto untouched.
+    associations created through it, until moto is reset (``/moto-api/reset``); every other
+    request goes to moto untouched.
     """
 
     def __init__(self, app: Callable[..., Any], *, account: str = ACCOUNT) -> None:
@@ -260,6 +261,10 @@ class PodIdentityLayer:
         self._associations: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("PATH_INFO") == "/moto-api/reset":  # moto forgets everything: so does this
+            with self._lock:
+                self._associations.clear()
+            return self.app(environ, start_response)
         path = _POD_IDENTITY_PATH.fullmatch(environ.get("PATH_INFO") or "")
         scope = _SCOPE.search(environ.get("HTTP_AUTHORIZATION") or "")
         method = environ.get("REQUEST_METHOD", "GET")
