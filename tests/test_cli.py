@@ -126,8 +126,8 @@ def test_aws_region_is_honoured_as_the_other_sdks_do(monkeypatch, tmp_path):
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(tmp_path, args, named):
-    ran = run_cli(*args, "--db", str(tmp_path / "store.duckdb"), cwd=tmp_path) if args[0] not in ("--bogus", "nosuch") \
-        else run_cli(*args, cwd=tmp_path)
+    store = () if args[0] in ("--bogus", "nosuch") else ("--db", str(tmp_path / "store.duckdb"))
+    ran = run_cli(*args, *store, cwd=tmp_path)
     assert ran.returncode == 2, ran.stderr
     assert "Traceback" not in ran.stderr and ran.stdout == ""
     [line] = ran.stderr.strip().splitlines()

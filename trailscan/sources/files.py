@@ -10,7 +10,15 @@ from pathlib import Path
 import orjson
 
 from trailscan.errors import InputError, UsageError
-from trailscan.model import COMPLETE, PARTIAL, UNREADABLE_FILES, BatchResult, Coverage, FileProblem, ProgressFn
+from trailscan.model import (
+    COMPLETE,
+    PARTIAL,
+    UNREADABLE_FILES,
+    BatchResult,
+    Coverage,
+    FileProblem,
+    ProgressFn,
+)
 from trailscan.store import Store, iter_batches
 
 #: Decompressed bytes read per transaction: bounds memory whatever the input size.
