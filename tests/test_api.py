@@ -295,7 +295,9 @@ def test_findings_without_an_inventory_and_an_empty_window(ts, end):
     assert len(frame) == 3 and frame["count"].sum() == 11
     empty = ts.explain(end - timedelta(days=30), end - timedelta(days=29), live_iam=False)
     assert len(empty) == 0 and list(empty.to_frame().columns) == list(api.FINDING_COLUMNS)
-    assert "No refused calls" in empty._repr_html_()
+    # A window without a single event is no all-clear (it said "No refused calls" before issue 17).
+    assert "No CloudTrail events in the window" in empty._repr_html_()
+    assert "No refused calls" not in empty._repr_html_() and not empty.complete
     assert empty.timeline().empty
 
 

@@ -42,7 +42,7 @@ import duckdb
 
 from trailscan.arn import principal_name
 from trailscan.errors import QueryError, UsageError
-from trailscan.findings import CoverageRow, Finding, FindingsReport, findings_document
+from trailscan.findings import READ_STATUSES, CoverageRow, Finding, FindingsReport, findings_document
 from trailscan.model import BatchResult, Coverage, ProgressFn, Window, utc_now
 from trailscan.sources import IngestRequest
 from trailscan.store import Store
@@ -88,6 +88,9 @@ EVENT_COLUMNS = (
     "origin",
     "ingested_at",
 )
+
+#: Columns of :meth:`Session.coverage` (the SPEC §7 coverage rows).
+_COVERAGE_COLUMNS = ("source", "account", "region", "status", "events", "detail")
 
 #: Columns of the flattened findings (:meth:`Explanation.to_frame`), SPEC §7 first.
 FINDING_COLUMNS = (
@@ -299,11 +302,14 @@ class Session:
     def coverage(
         self, since: Moment | None = None, until: Moment | None = None, *, history: bool = False
     ) -> pd.DataFrame:
-        """What was read, per source, account and region: the latest ingest of each that
-        overlaps the window (what findings rest on), with its status (``complete``,
-        ``partial``, ``failed``), events and why anything is missing.  ``history=True``
-        lists every ingest recorded instead, latest first."""
-        from trailscan.queries import load_queries
+        """What was read, per source, account and region: every ingest that overlaps the
+        window merged (what findings rest on), with its status (``complete``, ``empty`` —
+        read, but no event in the window — ``partial``, ``failed``), the events the store
+        holds in the window and why anything is missing.  ``history=True`` lists every
+        ingest recorded instead, latest first."""
+        import pandas as pd
+
+        from trailscan.explain.coverage import window_coverage
 
         window = make_window(since, until)
         bounds = {"since": window.start if window else None, "until": window.end if window else None}
@@ -316,8 +322,8 @@ class Session:
                 "ORDER BY recorded_at DESC",
                 bounds,
             )
-        query = load_queries()["window_coverage"]
-        return self._frame(query.typed_sql(), query.bind(bounds))
+        rows = window_coverage(self.store, window)
+        return pd.DataFrame([row.as_json() for row in rows], columns=list(_COVERAGE_COLUMNS))
 
     # -- ingesting ------------------------------------------------------------------------------
 
@@ -504,7 +510,7 @@ class Session:
         size, time span, accounts and regions, the latest coverage, the failed calls by
         error code, and the findings by cause of this session's last :meth:`explain`.
         Explaining reads the failed events' JSON, so a summary never does it itself."""
-        from trailscan.queries import load_queries
+        from trailscan.explain.coverage import window_coverage
 
         ((total, first, last, failed),) = self._rows(_SIZE_SQL)
         accounts: list[tuple[str, int]] = []
@@ -518,24 +524,7 @@ class Session:
                     regions.append((region, count))
         if failed:
             errors = [(code, name or "", count) for code, name, count in self._rows(_ERRORS_SQL, {"top": _SHOWN})]
-        query = load_queries()["window_coverage"]
-        names = ("source", "account", "region", "status", "events", "detail")
-        coverage = [
-            CoverageRow(
-                source=row["source"],
-                account=row["account"],
-                region=row["region"],
-                status=row["status"],
-                events=int(row["events"] or 0),
-                detail=row["detail"],
-            )
-            for row in (
-                dict(zip(names, values))
-                for values in self._rows(
-                    f"SELECT {', '.join(names)} FROM ({query.typed_sql()})", query.bind({"since": None, "until": None})
-                )
-            )
-        ]
+        coverage = window_coverage(self.store, None)
         return StoreSummary(
             path=self.path,
             events=int(total),
@@ -646,7 +635,7 @@ class StoreSummary:
                 (f"Regions ({len(self.regions)})", _top(self.regions)),
             ]
             parts.append(_table(("", ""), rows, header=False))
-        parts.append("<p style='margin:.6em 0 .2em 0'><b>Coverage</b> (latest ingest per source, account and region)</p>")
+        parts.append("<p style='margin:.6em 0 .2em 0'><b>Coverage</b> (every ingest merged per source, account and region)</p>")
         if self.coverage:
             parts.append(
                 _table(
@@ -799,9 +788,11 @@ class Explanation:
         lines = [self._title()]
         for f in self.report.findings:
             lines.append(f"  {f.cause:<26} {workload_label(f):<40} {f.action} ×{f.count}")
-        incomplete = [row for row in self.report.coverage if row.status != "complete"]
+        incomplete = [row for row in self.report.coverage if row.status not in READ_STATUSES]
         if not self.report.coverage:
             lines.append("  coverage: nothing was ingested for this window")
+        elif not self.report.window_events:
+            lines.append(f"  {_no_events(self.report)}: nothing read can show a refused call, or its absence")
         for row in incomplete:
             lines.append(f"  coverage: {_coverage_text(row)}")
         lines += [f"  note: {note}" for note in self.report.notes]
@@ -820,6 +811,8 @@ class Explanation:
             f"{_e(window)})</p>"
         )
         if not counts:
+            if not self.report.window_events:
+                return head + f"<p>{_e(_no_events(self.report))}: nothing read can show a refused call, or its absence.</p>"
             return head + "<p>No refused calls in the events read.</p>"
         rows = [(_badge(cause), str(n), f"{events[cause]:,}") for cause, n in counts.most_common()]
         return head + _table(("Cause", "Findings", "Failed events"), rows, raw_columns={0})
@@ -846,6 +839,8 @@ class Explanation:
             )
             parts.append("<p style='color:#555'><code>.to_frame()</code> has each explanation and full fix; "
                          "<code>.events(i)</code> the events behind finding <i>i</i>.</p>")
+        elif report.coverage and not report.window_events:
+            parts.append(f"<p>{_e(_no_events(report))}: nothing read can show a refused call, or its absence.</p>")
         else:
             parts.append("<p>No refused calls in the events read.</p>")
         parts.append("<p style='margin:.6em 0 .2em 0'><b>Coverage</b></p>")
@@ -887,7 +882,7 @@ def workload_label(finding: Finding) -> str:
 # HTML helpers: every value escaped (CloudTrail strings are attacker-controlled)
 # --------------------------------------------------------------------------------------
 
-_STATUS_COLOURS = {"complete": "#067647", "partial": "#b54708", "failed": "#b42318"}
+_STATUS_COLOURS = {"complete": "#067647", "empty": "#5f6b7a", "partial": "#b54708", "failed": "#b42318"}
 
 
 def _e(value: Any) -> str:
@@ -947,6 +942,12 @@ def _span(span: timedelta) -> str:
         if seconds >= size:
             return f"{seconds / size:,.1f} {unit}"
     return f"{seconds:,.0f} seconds"
+
+
+def _no_events(report: FindingsReport) -> str:
+    if report.window_start is None or report.window_end is None:
+        return "No CloudTrail events in the store"
+    return f"No CloudTrail events in the window {_when(report.window_start)} – {_when(report.window_end)}"
 
 
 def _coverage_text(row: Coverage | CoverageRow) -> str:

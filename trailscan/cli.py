@@ -28,7 +28,8 @@ def say(text: object) -> None:
 
 
 class Cli(click.Group):
-    """A click group that turns trailscan's typed errors into one line and an exit code."""
+    """A click group that turns trailscan's typed errors, and click's own usage errors
+    (an option value its type refused, a missing argument), into one line and an exit code."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -36,9 +37,28 @@ class Cli(click.Group):
         except TrailscanError as error:
             say(f"trailscan: error: {error}")
             ctx.exit(error.exit_code)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # a group named alone: its help, as click shows it
+        except click.UsageError as error:
+            _usage_error(ctx, error)
         except KeyboardInterrupt:
             say("trailscan: interrupted; everything stored so far is kept")
             ctx.exit(130)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as error:  # `trailscan --bogus`
+            _usage_error(ctx, error)
+            raise
+
+
+def _usage_error(ctx: click.Context, error: click.UsageError) -> None:
+    where = error.ctx.command_path if error.ctx else ctx.command_path
+    click.echo(f"trailscan: error: {error.format_message()} (see `{where} --help`)", err=True)
+    ctx.exit(error.exit_code)
 
 
 def db_option(function):
@@ -373,11 +393,13 @@ def queries_run(name: str, params: tuple[str, ...], db: str | None, fmt: str) ->
 @db_option
 @format_option()
 def sql_command(statement: str, write: bool, db: str | None, fmt: str) -> None:
-    """Run one SQL statement over the store (tables: events, coverage, ingested_objects)."""
+    """Run one SQL statement over the store (tables: events, coverage, ingested_objects).
+
+    Read-only unless --write; more than one statement is refused (exit 2)."""
+    from trailscan.queries import run_statement
+
     with open_store(db, read_only=not write and db != ":memory:") as store:
-        if not write:
-            store.confine()
-        columns, rows = store.query(statement)
+        columns, rows = run_statement(store, statement, writable=write)
     render_rows(columns, rows, fmt, sys.stdout)
 
 
@@ -434,8 +456,9 @@ def all_principals_option(function):
 def _emit_report(report, fmt: str, fail_on_findings: bool) -> None:
     """Print a findings report (stdout), its notices (stderr), and exit as SPEC §8 says."""
     from trailscan.errors import IncompleteCoverage
+    from trailscan.findings import READ_STATUSES
     from trailscan.model import utc_now
-    from trailscan.report.terminal import render_findings
+    from trailscan.report.terminal import no_events_line, render_findings
 
     for note in report.notes:
         say(f"trailscan: note: {note}")
@@ -444,8 +467,14 @@ def _emit_report(report, fmt: str, fail_on_findings: bool) -> None:
     render_findings(report, fmt, sys.stdout, generated_at=utc_now())
     sys.stdout.flush()
     if not report.complete:
-        missing = [f"{row.source} {row.account} {row.region}".strip() + f": {row.status}" for row in report.coverage
-                   if row.status != "complete"] or ["nothing was ingested for this window"]
+        unread = [f"{row.source} {row.account} {row.region}".strip() + f": {row.status}" for row in report.coverage
+                  if row.status not in READ_STATUSES]
+        if report.coverage and report.window_events == 0:
+            # Nothing in the window: no finding says nothing, whatever was read.
+            headline = no_events_line(report.window_start, report.window_end)
+            message = f"{headline[0].lower()}{headline[1:]}: what was read can show neither a refused call nor its absence"
+            raise IncompleteCoverage(message + (f"; coverage is incomplete too: {'; '.join(unread)}" if unread else ""))
+        missing = unread or ["nothing was ingested for this window"]
         raise IncompleteCoverage("coverage is incomplete, findings may be missing: " + "; ".join(missing))
     if report.problems:
         raise InputError(f"{len(report.problems)} input files could not be read (named above)")

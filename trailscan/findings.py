@@ -17,6 +17,7 @@ from trailscan.explain.causes import CAUSES, KINDS, cause
 __all__ = [
     "CAUSES",
     "KINDS",
+    "READ_STATUSES",
     "RESOLUTIONS",
     "SCHEMA",
     "Candidate",
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 SCHEMA = "trailscan.findings/v1"
+#: Coverage statuses of a source/account/region read completely (``empty``: it holds no
+#: event of the window); the others are ``partial`` and ``failed``.
+READ_STATUSES = ("complete", "empty")
 #: How a finding's workload was identified (SPEC §7, §10): ``not_eks`` is a caller shown to
 #: be no EKS workload (an IAM user, a session one started …), left out unless asked for.
 RESOLUTIONS = ("exact", "by_role", "node", "unknown", "not_eks")
@@ -191,7 +195,8 @@ class FindingsReport:
     ``notes`` say what the inventory lacked or could not read, and what was left out
     (shown on stderr); ``problems`` name inputs that could not be read during ingest;
     ``left_out`` holds the findings of callers shown to be no EKS workload (``not_eks``),
-    left out of ``findings`` unless all principals were asked for.
+    left out of ``findings`` unless all principals were asked for; ``window_events``
+    counts the events the store holds in the window, failed or not, from every source.
     """
 
     window_start: datetime | None
@@ -201,11 +206,18 @@ class FindingsReport:
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     left_out: list[Finding] = field(default_factory=list)
+    window_events: int = 0
 
     @property
     def complete(self) -> bool:
-        """True when every coverage row is ``complete`` (and there is at least one)."""
-        return bool(self.coverage) and all(row.status == "complete" for row in self.coverage)
+        """Whether the findings speak for the whole window: at least one coverage row,
+        every row ``complete`` or ``empty`` (read, holding no event of the window), and at
+        least one event in the window — a window without any event proves nothing."""
+        return (
+            bool(self.coverage)
+            and all(row.status in READ_STATUSES for row in self.coverage)
+            and self.window_events > 0
+        )
 
     @property
     def failed_events(self) -> int:

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from trailscan.explain.coverage import measure_coverage
 from trailscan.findings import CoverageRow
 from trailscan.identity import parse_web_identity
 from trailscan.model import Window
@@ -160,7 +161,8 @@ class AcceptedWebIdentity:
 @dataclass
 class Failures:
     """What :func:`collect_failures` read: groups of failed events, the sessions minted for
-    the access keys they used, the web identities STS accepted, and the coverage of the window."""
+    the access keys they used, the web identities STS accepted, the coverage of the window and
+    how many events it holds."""
 
     window_start: datetime | None
     window_end: datetime | None
@@ -168,6 +170,8 @@ class Failures:
     minted: dict[str, MintedSession] = field(default_factory=dict)
     coverage: list[CoverageRow] = field(default_factory=list)
     accepted: list[AcceptedWebIdentity] = field(default_factory=list)
+    #: Events the store holds in the window, failed or not, from every source.
+    window_events: int = 0
 
     @property
     def events(self) -> int:
@@ -255,9 +259,9 @@ def collect_failures(store: Store, window: Window | None = None, *, book: QueryB
                 caller_invoked_by=record["caller_invoked_by"],
                 caller_ec2_role_delivery=record["caller_ec2_role_delivery"],
             )
-    coverage = _coverage(store, book, window)
-    start, end = (window.start, window.end) if window else _store_span(store)
-    return Failures(start, end, groups, minted, coverage, _accepted(store, book, bounds))
+    measured = measure_coverage(store, window, book=book)
+    return Failures(measured.start, measured.end, groups, minted, measured.rows,
+                    accepted=_accepted(store, book, bounds), window_events=measured.events)
 
 
 def _accepted(store: Store, book: QueryBook, bounds: Mapping[str, Any]) -> list[AcceptedWebIdentity]:
@@ -272,42 +276,6 @@ def _accepted(store: Store, book: QueryBook, bounds: Mapping[str, Any]) -> list[
         if web.issuer and web.subject:
             found.append(AcceptedWebIdentity(web.issuer, web.subject, record["role_arn"], int(record["sessions"])))
     return found
-
-
-def _coverage(store: Store, book: QueryBook, window: Window | None) -> list[CoverageRow]:
-    query = book["window_coverage"]
-    names, rows = store.query(
-        query.typed_sql(), query.bind({"since": window.start if window else None, "until": window.end if window else None})
-    )
-    found = []
-    for row in rows:
-        record = dict(zip(names, row))
-        status, detail = record["status"], record["detail"] or ""
-        start, end = utc(record["window_start"]), utc(record["window_end"])
-        if window and start and end and (start > window.start or end < window.end) and status == "complete":
-            # The ingest read only part of the window asked about: fail closed.
-            status = "partial"
-            read = f"read {start:%Y-%m-%dT%H:%M:%SZ} – {end:%Y-%m-%dT%H:%M:%SZ} only"
-            detail = f"{detail}; {read}" if detail else read
-        found.append(
-            CoverageRow(
-                source=record["source"],
-                account=record["account"],
-                region=record["region"],
-                status=status,
-                events=int(record["events"] or 0),
-                detail=detail,
-                window_start=start,
-                window_end=end,
-            )
-        )
-    return found
-
-
-def _store_span(store: Store) -> tuple[datetime | None, datetime | None]:
-    _, rows = store.query("SELECT min(event_time), max(event_time) FROM events")
-    first, last = rows[0] if rows else (None, None)
-    return utc(first), utc(last)
 
 
 def json_value(value: Any) -> Any:

@@ -68,7 +68,13 @@ def explain_failures(
     if left_out_note:
         notes.append(left_out_note)
     return FindingsReport(
-        failures.window_start, failures.window_end, list(failures.coverage), findings, notes, left_out=left_out
+        failures.window_start,
+        failures.window_end,
+        list(failures.coverage),
+        findings,
+        notes,
+        left_out=left_out,
+        window_events=failures.window_events,
     )
 
 

@@ -24,7 +24,8 @@ from trailscan.findings import Finding, FindingsReport, findings_document, iso
 from trailscan.report.markdown import findings_markdown
 from trailscan.report.safe import csv_cell, json_text, visible
 
-__all__ = ["ROW_FORMATS", "SafeTable", "neutralize_cell", "plain", "render_findings", "render_rows", "rows_as_dicts"]
+__all__ = ["ROW_FORMATS", "SafeTable", "neutralize_cell", "no_events_line", "plain", "render_findings", "render_rows",
+           "rows_as_dicts"]
 
 #: Formats of query results.
 ROW_FORMATS = ("table", "json", "csv")
@@ -118,9 +119,20 @@ def _render_table(report: FindingsReport, out: IO[str]) -> None:
             f"over {events} failed event{'s' if events != 1 else ''}; `--format markdown` or "
             "`--format json` shows each explanation and the full fix",
         )
+    elif report.window_events == 0:
+        # Nothing read is not nothing wrong: a trail that stopped delivering looks like this.
+        console.print(f"{no_events_line(report.window_start, report.window_end)}: nothing here says the workloads "
+                      "are fine; what was read is below.")
     else:
         console.print("No failing workloads in the events read.")
     _render_coverage_table(report, console)
+
+
+def no_events_line(start: datetime | None, end: datetime | None) -> str:
+    """``No CloudTrail events in the window START – END`` (in the store, without a window)."""
+    if start is None or end is None:
+        return "No CloudTrail events in the store"
+    return f"No CloudTrail events in the window {iso(start)} – {iso(end)}"
 
 
 def _render_coverage_table(report: FindingsReport, console: Any) -> None:

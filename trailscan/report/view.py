@@ -1,7 +1,8 @@
 """The view both templates render: the findings document arranged for people.
 
 Summary by cause, findings grouped by cluster and namespace, the coverage with the
-incomplete reads first, and the chart's geometry.  Titles of causes come from the cause
+incomplete reads first (then the ``empty`` ones), whether the window held any event at
+all, and the chart's geometry.  Titles of causes come from the cause
 table (:mod:`trailscan.explain.causes`).
 """
 
@@ -19,6 +20,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from trailscan.errors import InputError
 from trailscan.explain.causes import CAUSES
+from trailscan.findings import READ_STATUSES
 from trailscan.model import Window
 from trailscan.report.chart import TimelinePoint, chart
 from trailscan.report.document import (
@@ -56,9 +58,8 @@ KIND_SERIES = {
     "pod_identity": "Pod Identity refused",
     "denied_call": "API calls denied",
 }
-# The named detection queries (queries/*.sql) that find each kind's failed events; an
-# event two queries return belongs to the first (a Pod Identity sts:AssumeRole is also
-_STATUS_ORDER = {"failed": 0, "partial": 1, "complete": 2}
+#: The order of coverage rows: what was not read first.
+_STATUS_ORDER = {"failed": 0, "partial": 1, "empty": 2, "complete": 3}
 
 
 
@@ -172,7 +173,11 @@ def view(document: Mapping, timeline: Iterable[TimelinePoint] | None, *, notes: 
     generated = _parse_time(document.get("generated_at"))
     findings = [_finding_view(index, f) for index, f in enumerate(document["findings"])]
     coverage = _coverage_view(document["coverage"])
-    incomplete = [row for row in coverage if row["status"] != "complete"]
+    incomplete = [row for row in coverage if row["status"] not in READ_STATUSES]
+    # Each event is counted in the row of the source that stored it: no row counting one
+    # means no event in the window.  The all-clear needs every row read and events read.
+    events_read = sum(row["events"] or 0 for row in coverage)
+    no_events = bool(coverage) and not findings and all(row["events"] == 0 for row in coverage)
     return {
         "version": __version__,
         "schema": SCHEMA,
@@ -181,9 +186,10 @@ def view(document: Mapping, timeline: Iterable[TimelinePoint] | None, *, notes: 
             "start": _when(window.start),
             "end": _when(window.end),
             "length": _duration(window.end - window.start),
+            "given": True,
         }
         if window
-        else {"start": "the beginning", "end": "the end of the store", "length": "no window given"},
+        else {"start": "the beginning", "end": "the end of the store", "length": "no window given", "given": False},
         "generated_at": _when(generated) if generated else str(document.get("generated_at") or "—"),
         "summary": _summary(findings),
         "index": sorted(findings, key=lambda f: (-f["count"], f["label"], f["anchor"])),
@@ -191,6 +197,9 @@ def view(document: Mapping, timeline: Iterable[TimelinePoint] | None, *, notes: 
         "coverage": coverage,
         "incomplete": incomplete,
         "notes": [str(note) for note in notes],
+        "events_read": events_read,
+        "no_events": no_events,
+        "complete": bool(coverage) and not incomplete and events_read > 0,
         "chart": chart(window, timeline) if window else None,
     }
 
