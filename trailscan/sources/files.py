@@ -9,7 +9,7 @@ from pathlib import Path
 
 from trailscan.errors import InputError, UsageError
 from trailscan.model import COMPLETE, PARTIAL, BatchResult, Coverage, FileProblem, ProgressFn
-from trailscan.store import Store, iter_batches
+from trailscan.store import Store, iter_batches, not_regular
 
 #: Decompressed bytes read per transaction: bounds memory whatever the input size.
 #: ``$TRAILSCAN_BATCH_BYTES`` overrides it (smaller batches: less memory, more commits).
@@ -28,7 +28,9 @@ def expand_paths(specs: Iterable[str]) -> tuple[list[Path], list[FileProblem]]:
     """Resolve files, directories (recursive) and glob patterns, in a stable order.
 
     Inside a directory, hidden files and non-log files (``.md``, ``.txt`` …) are passed
-    over; a file named explicitly is always read.  A spec matching nothing is a problem.
+    over; a file named explicitly is always read.  A spec matching nothing is a problem,
+    and so is anything but a regular file (a FIFO would be waited on forever, a device
+    read without end): it is named and never opened.
     """
     found: dict[Path, None] = {}
     problems: list[FileProblem] = []
@@ -47,7 +49,14 @@ def expand_paths(specs: Iterable[str]) -> tuple[list[Path], list[FileProblem]]:
                     found.setdefault(path, None)
             else:
                 found.setdefault(match, None)
-    return list(found), problems
+    regular = []
+    for path in found:
+        kind = not_regular(str(path))
+        if kind:
+            problems.append(FileProblem(str(path), f"{kind}, not a regular file: not read"))
+        else:
+            regular.append(path)
+    return regular, problems
 
 
 def _walk(root: Path) -> Iterator[Path]:

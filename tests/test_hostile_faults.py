@@ -1,0 +1,292 @@
+"""Hostile input and faults: bounded, named, never executable (issue 23).
+
+Each test plants the input or the fault — a gzip bomb, a FIFO, a lone surrogate escape,
+event times AWS may or may not write, two records under one eventID, a store from a newer
+trailscan, a result of sixty million rows, SIGTERM mid-ingest — against real DuckDB, real
+files, and moto in server mode on 127.0.0.1, and checks the mechanism holds: the culprit is
+named on one line, nothing else is lost, and what could not be read or placed is counted.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import random
+import re
+import resource
+import select
+import signal
+import struct
+import subprocess
+import sys
+import time
+import uuid
+import zlib
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import duckdb
+import orjson
+import pytest
+
+from tests.conftest import run_cli
+from trailscan.generate import delivery_files, healthy_traffic, iso
+from trailscan.model import COMPLETE, PARTIAL, Window
+from trailscan.sources.files import ingest_files
+from trailscan.store import Store
+
+ACCOUNT = "111122223333"
+REGION = "eu-west-1"
+
+
+def record(event_id: str, **extra) -> dict:
+    rec = {
+        "eventVersion": "1.08",
+        "eventID": event_id,
+        "eventTime": "2026-11-27T10:00:00Z",
+        "eventSource": "s3.amazonaws.com",
+        "eventName": "ListBuckets",
+        "awsRegion": REGION,
+        "recipientAccountId": ACCOUNT,
+        "userIdentity": {"type": "AssumedRole", "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/app/s"},
+    }
+    rec.update(extra)
+    return rec
+
+
+def refused(event_id: str, **extra) -> dict:
+    return record(event_id, errorCode="AccessDenied", errorMessage="User is not authorized", **extra)
+
+
+def delivery(records: list[dict]) -> bytes:
+    return gzip.compress(json.dumps({"Records": records}).encode())
+
+
+def bomb(inflated: int, *, lie: int | None = None, members: int = 1) -> bytes:
+    """A gzip file inflating to ``inflated`` bytes of valid CloudTrail (one record, repeated
+    under one eventID), in ``members`` gzip members; ``lie``: the size its last trailer claims."""
+    one = json.dumps(record("bomb-1")).encode()
+    body = b'{"Records":[' + b",".join([one] * (inflated // (len(one) + 1))) + b"]}"
+    size = -(-len(body) // members)
+    data = b"".join(gzip.compress(body[i : i + size], 9) for i in range(0, len(body), size))
+    if lie is not None:
+        data = data[:-4] + struct.pack("<I", lie)
+    return data
+
+
+def cli(*args: str, env: dict | None = None, timeout: float = 60, limit_memory: int | None = None):
+    """``trailscan ARGS`` in a subprocess that is stopped after ``timeout`` seconds (a hang
+    fails the test, never the run) and, with ``limit_memory``, may map that many bytes."""
+
+    def limit() -> None:
+        if limit_memory:
+            resource.setrlimit(resource.RLIMIT_AS, (limit_memory, limit_memory))
+
+    return subprocess.run(
+        [sys.executable, "-m", "trailscan", *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=timeout,
+        preexec_fn=limit,
+    )
+
+
+def one_line(stderr: str, *needles: str) -> None:
+    """``stderr`` holds a line holding every needle, and no traceback."""
+    assert "Traceback" not in stderr, stderr
+    assert any(all(needle in line for needle in needles) for line in stderr.splitlines()), (needles, stderr)
+
+
+def coverage_rows(db: Path) -> list[tuple]:
+    with Store.open(db, read_only=True) as store:
+        return store.query("SELECT source, account, region, events, skipped, status, detail FROM coverage")[1]
+
+
+# -- 5. gzip bombs ---------------------------------------------------------------------------------------
+
+
+def test_a_gzip_bomb_among_files_is_named_and_everything_else_is_stored(tmp_path):
+    """A few KB inflating to 8 MiB, with the limit at 1 MiB: the bomb is named with the
+    limit, the good files of its batch are stored, the coverage is recorded, exit 2."""
+    folder = tmp_path / "trail"
+    folder.mkdir()
+    (folder / "a-bomb.json.gz").write_bytes(bomb(8 << 20))
+    (folder / "b-good.json.gz").write_bytes(delivery([refused(f"good-{i}") for i in range(20)]))
+    db = tmp_path / "s.duckdb"
+    assert len((folder / "a-bomb.json.gz").read_bytes()) < 64 * 1024
+
+    done = cli("ingest", "files", str(folder), "--db", str(db), env={"TRAILSCAN_MAX_INPUT_BYTES": str(1 << 20)})
+
+    assert done.returncode == 2, done.stderr
+    one_line(done.stderr, str(folder / "a-bomb.json.gz"), "more than 1 MiB of JSON", "TRAILSCAN_MAX_INPUT_BYTES")
+    with Store.open(db, read_only=True) as store:
+        assert {row[0] for row in store.query("SELECT event_id FROM events")[1]} == {f"good-{i}" for i in range(20)}
+    [(source, _, _, _, _, status, detail)] = coverage_rows(db)
+    assert (source, status) == ("files", PARTIAL) and "1 unreadable" in detail
+
+
+def test_the_inflater_counts_what_it_inflates_never_what_the_trailer_claims():
+    """The one decompressor: it stops at the limit whatever the gzip trailer says (here it
+    says 100 bytes) and however many members the stream has; a lie under the limit fails
+    the file as corrupt (zlib checks every member's length)."""
+    from trailscan.store import _Unreadable, inflate
+
+    class Counting(io.RawIOBase):
+        written = 0
+
+        def write(self, data) -> int:
+            self.written += len(data)
+            return len(data)
+
+    for data in (bomb(8 << 20, lie=100), bomb(8 << 20, members=5, lie=100), bomb(8 << 20)):
+        sink = Counting()
+        with pytest.raises(_Unreadable, match="more than 1 MiB of JSON"):
+            inflate(io.BytesIO(data), sink, 1 << 20)
+        assert sink.written <= 1 << 20
+    with pytest.raises(_Unreadable, match="corrupt gzip .*incorrect length check"):
+        inflate(io.BytesIO(bomb(64 << 10, lie=100)), Counting(), 1 << 20)
+    # A stream of several members is read whole, as gzip allows.
+    body = json.dumps({"Records": [record(f"m-{i}") for i in range(300)]}).encode()
+    members = b"".join(gzip.compress(body[i : i + 1000]) for i in range(0, len(body), 1000))
+    out = io.BytesIO()
+    assert inflate(io.BytesIO(members + b"\0" * 8), out, 1 << 20) == len(body) and out.getvalue() == body
+    with pytest.raises(_Unreadable, match="data after the end"):
+        inflate(io.BytesIO(members + b"junk"), io.BytesIO(), 1 << 20)
+
+
+@pytest.fixture(scope="module")
+def moto():
+    from tests.support.moto_server import MotoServer
+
+    with MotoServer() as server:
+        yield server
+
+
+S3_START = datetime(2026, 1, 20, tzinfo=UTC)
+S3_WINDOW = Window(S3_START, S3_START + timedelta(hours=6))
+
+
+def plant(moto, bucket: str, objects: dict[str, bytes]) -> None:
+    s3 = moto.session(REGION).client("s3")
+    s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": REGION})
+    for key, body in objects.items():
+        s3.put_object(Bucket=bucket, Key=key, Body=body)
+
+
+def log_key(minute: int, tag: str) -> str:
+    when = S3_START + timedelta(minutes=minute)
+    return (
+        f"AWSLogs/{ACCOUNT}/CloudTrail/{REGION}/{when:%Y/%m/%d}/"
+        f"{ACCOUNT}_CloudTrail_{REGION}_{when:%Y%m%dT%H%M}Z_{tag}.json.gz"
+    )
+
+
+def at(minute: int) -> str:
+    return iso(S3_START + timedelta(minutes=minute))
+
+
+@pytest.mark.parametrize("downloader", ["crt", "boto3"])
+def test_a_gzip_bomb_in_the_bucket_makes_its_region_partial_and_the_rest_is_stored(
+    moto, monkeypatch, downloader
+):
+    from trailscan.sources.s3 import ingest_s3
+
+    bucket = f"bomb-{uuid.uuid4().hex[:12]}"
+    good = {
+        log_key(10 * n, f"good{n}"): [refused(f"s3-{n}-{i}", eventTime=at(10 * n)) for i in range(5)]
+        for n in range(1, 6)
+    }
+    bomb_key = log_key(33, "bomb")
+    plant(moto, bucket, {**{key: delivery(records) for key, records in good.items()}, bomb_key: bomb(8 << 20)})
+    monkeypatch.setenv("TRAILSCAN_MAX_INPUT_BYTES", str(1 << 20))
+
+    with Store.open(":memory:") as store:
+        result, [coverage] = ingest_s3(
+            store, moto.session(REGION), window=S3_WINDOW, bucket=bucket, downloader=downloader
+        )
+        stored = {row[0] for row in store.query("SELECT event_id FROM events")[1]}
+        remembered = set(store.ingested_objects("s3"))
+    assert [str(p) for p in result.problems] == [
+        f"s3://{bucket}/{bomb_key}: more than 1 MiB of JSON once decompressed: not read "
+        "(the limit is TRAILSCAN_MAX_INPUT_BYTES)"
+    ]
+    assert coverage.status == PARTIAL and "1 unreadable" in coverage.detail
+    assert stored == {r["eventID"] for records in good.values() for r in records}
+    assert f"s3://{bucket}/{bomb_key}" not in remembered, "the next run tries it again"
+
+
+# -- 7. FIFOs ----------------------------------------------------------------------------------------------
+
+
+def test_a_fifo_in_a_folder_is_named_and_the_good_file_beside_it_stored(tmp_path):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    os.mkfifo(folder / "pipe.json")
+    os.mkfifo(folder / "named-explicitly.json.gz")
+    (folder / "good.json.gz").write_bytes(delivery([record("fifo-neighbour")]))
+    db = tmp_path / "s.duckdb"
+
+    done = cli("ingest", "files", str(folder), str(folder / "named-explicitly.json.gz"), "--db", str(db))
+
+    assert done.returncode == 2, done.stderr
+    for name in ("pipe.json", "named-explicitly.json.gz"):
+        one_line(done.stderr, str(folder / name), "a FIFO, not a regular file: not read")
+    with Store.open(db, read_only=True) as store:
+        assert store.query("SELECT event_id FROM events")[1] == [("fifo-neighbour",)]
+
+
+def test_a_fifo_given_as_the_store_is_one_line_and_exit_2(tmp_path):
+    os.mkfifo(tmp_path / "store.duckdb")
+    (tmp_path / "good.json").write_text(json.dumps(record("never-read")))
+    for args in (["ingest", "files", str(tmp_path / "good.json")], ["sql", "SELECT 1"]):
+        done = cli(*args, "--db", str(tmp_path / "store.duckdb"))
+        assert done.returncode == 2
+        assert done.stderr.count("\n") == 1, done.stderr
+        one_line(done.stderr, f"the store {tmp_path / 'store.duckdb'} is a FIFO, not a DuckDB file")
+
+
+# -- 10. lone surrogates ------------------------------------------------------------------------------------
+
+
+LONE_ESCAPES = {
+    "high": ("\\ud800", "\ufffd"),
+    "low": ("\\udc00 then text", "\ufffd then text"),
+    "reversed pair": ("\\udc00\\ud800", "\ufffd\ufffd"),
+    "escaped backslash": ("C:\\\\ud800", "C:\\ud800"),  # not an escape: left as it is
+    "valid pair": ("\\ud83d\\ude00", "\U0001F600"),
+}
+
+
+@pytest.mark.parametrize("layout", ["delivery.json.gz", "delivery.json", "lines.ndjson"])
+def test_a_lone_surrogate_escape_costs_one_character_not_the_file(tmp_path, store, layout):
+    """99 refused calls and one whose user agent holds a ``\\ud800`` escape: DuckDB refuses
+    the escape, and the whole file was lost; now it reads as U+FFFD, as in memory."""
+    records = [refused(f"call-{i}") for i in range(99)]
+    texts = [json.dumps(r) for r in records]
+    for n, (escape, _) in enumerate(LONE_ESCAPES.values()):
+        texts.append(json.dumps(refused(f"odd-{n}", userAgent="PLACEHOLDER")).replace("PLACEHOLDER", escape))
+    if layout == "lines.ndjson":
+        data = "\n".join(texts).encode()
+    else:
+        data = ('{"Records":[' + ",".join(texts) + "]}").encode()
+    (tmp_path / layout).write_bytes(gzip.compress(data) if layout.endswith(".gz") else data)
+
+    result, coverage = ingest_files(store, [str(tmp_path)])
+
+    assert result.problems == [] and coverage.status == COMPLETE
+    assert result.new_events == 99 + len(LONE_ESCAPES)
+    agents = dict(store.query("SELECT event_id, user_agent FROM events WHERE event_id LIKE 'odd-%'")[1])
+    assert agents == {f"odd-{n}": read for n, (_, read) in enumerate(LONE_ESCAPES.values())}
+
+
+def test_a_lone_surrogate_escape_in_a_lookup_events_record(store):
+    """LookupEvents hands each record over as JSON text: the same escape, the same reading."""
+    text = json.dumps(refused("lookup-1", userAgent="X")).replace('"X"', '"\\ud800 sdk"')
+    result = store.ingest_documents([text, json.dumps(refused("lookup-2"))], origin="lookup")
+    assert result.problems == [] and result.new_events == 2
+    assert store.query("SELECT user_agent FROM events WHERE event_id = 'lookup-1'")[1] == [("\ufffd sdk",)]
+
+
