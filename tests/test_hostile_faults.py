@@ -290,3 +290,121 @@ def test_a_lone_surrogate_escape_in_a_lookup_events_record(store):
     assert store.query("SELECT user_agent FROM events WHERE event_id = 'lookup-1'")[1] == [("\ufffd sdk",)]
 
 
+# -- 11. event times ------------------------------------------------------------------------------------------
+
+
+USABLE_TIMES = {
+    "2026-11-27T10:00:00Z": "2026-11-27T10:00:00+00:00",
+    "2026-11-27T10:00:00.123456Z": "2026-11-27T10:00:00.123456+00:00",
+    "2026-11-27T10:00:00.123456789Z": "2026-11-27T10:00:00.123456+00:00",
+    "2026-11-27T10:00:00+00:00": "2026-11-27T10:00:00+00:00",
+    "2026-11-27T12:00:00+02:00": "2026-11-27T10:00:00+00:00",
+    "2016-12-31T23:59:60Z": "2016-12-31T23:59:59.999999+00:00",  # a leap second: clamped, same day
+    "2016-12-31T23:59:60.5Z": "2016-12-31T23:59:59.999999+00:00",
+    "1970-01-01T00:00:00Z": "1970-01-01T00:00:00+00:00",
+    "9998-12-31T23:59:59Z": "9998-12-31T23:59:59+00:00",
+}
+UNUSABLE_TIMES = {
+    "missing": None,
+    "garbage": "yesterday at noon",
+    "number": 1764237600,
+    "object": {"t": "2026-11-27T10:00:00Z"},
+    "no such day": "2026-02-30T10:00:00Z",
+    "no offset": "2026-11-27T10:00:00",
+    "date only": "2026-11-27",
+    "year 1": "0001-01-01T00:00:00Z",
+    "year 9999": "9999-12-31T23:59:59Z",
+    "year 10000 once in UTC": "9999-12-31T23:59:59-05:00",
+    "year 10000": "10000-01-01T00:00:00Z",
+}
+
+
+def timed_records() -> list[dict]:
+    records = [record(f"usable-{n}", eventTime=text) for n, text in enumerate(USABLE_TIMES)]
+    for name, value in UNUSABLE_TIMES.items():
+        rec = record(f"unusable-{name.replace(' ', '-')}", eventTime=value)
+        if value is None:
+            del rec["eventTime"]
+        records.append(rec)
+    return records
+
+
+def test_event_times_aws_writes_are_read_and_the_rest_counted(tmp_path):
+    """ISO 8601 with Z, fractions or an offset is read, a leap second clamped; every other
+    eventTime leaves event_time NULL and is counted in the coverage (skipped, and said in
+    its detail) — never silently outside every window.  Nothing crashes on a far date, and
+    no year prints as ``1-01-01``."""
+    (tmp_path / "times.json").write_text(json.dumps({"Records": timed_records()}))
+    db = tmp_path / "s.duckdb"
+    done = cli("ingest", "files", str(tmp_path / "times.json"), "--db", str(db))
+    assert done.returncode == 0, done.stderr
+
+    with Store.open(db, read_only=True) as store:
+        times = dict(store.query("SELECT event_id, event_time FROM events")[1])
+    assert {f"usable-{n}": times[f"usable-{n}"].isoformat() for n in range(len(USABLE_TIMES))} == {
+        f"usable-{n}": read for n, read in enumerate(USABLE_TIMES.values())
+    }
+    assert {event_id for event_id, moment in times.items() if moment is None} == {
+        f"unusable-{name.replace(' ', '-')}" for name in UNUSABLE_TIMES
+    }
+    [(_, _, _, events, skipped, status, detail)] = coverage_rows(db)
+    assert (events, skipped) == (len(USABLE_TIMES) + len(UNUSABLE_TIMES), len(UNUSABLE_TIMES))
+    assert f"{len(UNUSABLE_TIMES)} records without a usable eventTime" in detail
+
+    for args in (["sql", "SELECT event_id, event_time, raw FROM events"], ["findings"],
+                 ["findings", "--since", "1970-01-01", "--format", "json"]):
+        shown = cli(*args, "--db", str(db))
+        assert "Traceback" not in shown.stderr and shown.returncode in (0, 3), shown.stderr
+        assert not re.search(r"(?<![\d-])1-01-01", shown.stdout)
+
+
+def test_records_without_a_usable_time_are_counted_in_their_region(moto):
+    from trailscan.sources.s3 import ingest_s3
+
+    bucket = f"times-{uuid.uuid4().hex[:12]}"
+    key = log_key(20, "times")
+    records = [refused(f"in-window-{i}", eventTime=at(15)) for i in range(3)]
+    records += [refused("leap", eventTime=at(15)[:-3] + "60Z"), refused("no-time", eventTime="soon")]
+    plant(moto, bucket, {key: delivery(records)})
+    with Store.open(":memory:") as store:
+        result, [coverage] = ingest_s3(store, moto.session(REGION), window=S3_WINDOW, bucket=bucket)
+        stored = {row[0] for row in store.query("SELECT event_id FROM events")[1]}
+    assert stored == {"in-window-0", "in-window-1", "in-window-2", "leap"}
+    assert result.untimed == {f"s3://{bucket}/{key}": 1}
+    assert coverage.skipped == 1 and "1 records without a usable eventTime" in coverage.detail
+
+
+# -- 12. one eventID, two contents ------------------------------------------------------------------------
+
+
+def test_a_conflicting_duplicate_is_counted_and_the_first_kept_whatever_the_order(tmp_path):
+    """The same eventID as a success in one export and a refused call in another: the copy
+    from the input whose name sorts first is kept, in every order of reading, and the other
+    is counted in the coverage.  Exact copies (a .json beside its .json.gz) are no conflict."""
+    ok = record("same-id")
+    denied = refused("same-id")
+    (tmp_path / "a.json").write_text(json.dumps({"Records": [ok, record("other")]}))
+    (tmp_path / "b.json").write_text(json.dumps({"Records": [denied]}))
+    (tmp_path / "b.json.gz").write_bytes(delivery([denied]))
+    (tmp_path / "c.json").write_text(json.dumps({"Records": [refused("twice"), refused("twice", userAgent="x")]}))
+    kept = []
+    for order in (sorted, lambda paths: sorted(paths, reverse=True)):
+        with Store.open(":memory:") as store:
+            result, coverage = ingest_files(store, [str(p) for p in order(tmp_path.iterdir())])
+            kept.append(store.query("SELECT event_id, raw::VARCHAR FROM events ORDER BY event_id")[1])
+            assert result.conflicts == {str(tmp_path / "b.json"): 1, str(tmp_path / "b.json.gz"): 1,
+                                        str(tmp_path / "c.json"): 1}
+            assert "3 records dropped: their eventID was kept with other content" in coverage.detail
+    assert kept[0] == kept[1]
+    assert orjson.loads(dict(kept[0])["same-id"]) == ok
+    within_one_file = [refused("twice"), refused("twice", userAgent="x")]
+    assert orjson.loads(dict(kept[0])["twice"]) == min(within_one_file, key=lambda r: json.dumps(r, separators=(",", ":")))
+
+    # A later batch repeating a stored eventID with other content: counted, the stored one kept.
+    with Store.open(":memory:") as store:
+        ingest_files(store, [str(tmp_path / "a.json")])
+        result, coverage = ingest_files(store, [str(tmp_path / "b.json"), str(tmp_path / "a.json")])
+        assert result.conflicts == {str(tmp_path / "b.json"): 1} and result.new_events == 0
+        assert orjson.loads(store.query("SELECT raw FROM events WHERE event_id = 'same-id'")[1][0][0]) == ok
+
+

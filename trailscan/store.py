@@ -206,6 +206,7 @@ _FIELDS = (
     ("tls_host", "$.tlsDetails.clientProvidedHostHeader"),
 )
 _EVENT_ID_INDEX = 1 + [name for name, _ in _FIELDS].index("event_id")  # in v, a 1-based list
+_EVENT_TIME_INDEX = 1 + [name for name, _ in _FIELDS].index("event_time")
 #: The paths of _FIELDS as a SQL list's items, for json_extract_string.
 _FIELD_PATHS = ", ".join(f"'{path}'" for _, path in _FIELDS)
 # Top-level keys looked at to recognise the shape of one JSON object (one parse).
@@ -228,12 +229,44 @@ _UNIT_SCHEMA = orjson.dumps(
 
 _DOCUMENTS_SQL = "SELECT filename, doc::JSON AS doc FROM docs_input"
 
+# eventTime as CloudTrail writes it, 2026-11-27T10:00:00Z, with fractional seconds or a UTC
+# offset allowed (after upper(): a lower-case t or z is still ISO 8601).  A time without
+# an offset is not taken as UTC: nothing says it is.
+_EVENT_TIME_PATTERN = r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:?\d{2})"
+#: Event times outside [EARLIEST_EVENT_TIME, LATEST_EVENT_TIME) are not usable: before the
+#: widest window trailscan reads (``findings --until`` starts at 1970), or so late that no
+#: window could end after them (Python's datetimes end with year 9999).
+EARLIEST_EVENT_TIME = "1970-01-01 00:00:00+00"
+LATEST_EVENT_TIME = "9999-01-01 00:00:00+00"
+
+
+def _parse_time_sql(text: str) -> str:
+    """SQL for the instant an ``eventTime`` text (a VARCHAR expression) names, or NULL.
+
+    A leap second (``23:59:60``, which CloudTrail may write and DuckDB does not read) is
+    clamped to ``23:59:59.999999``: the event keeps its day and sorts before the next
+    second.  A day that does not exist (February 30th) is NULL."""
+    upper = f"upper({text})"
+    leap = f"regexp_replace({upper}, ':60(\\.\\d+)?', ':59.999999')"
+    return (
+        f"CASE WHEN regexp_full_match({upper}, '{_EVENT_TIME_PATTERN}') "
+        f"THEN try_cast(CASE WHEN substr({text}, 18, 2) = '60' THEN {leap} ELSE {upper} END AS TIMESTAMPTZ) END"
+    )
+
+
+def _usable_time_sql(parsed: str) -> str:
+    """``parsed`` (a TIMESTAMPTZ expression) when inside the usable range, else NULL."""
+    return (
+        f"CASE WHEN {parsed} >= TIMESTAMPTZ '{EARLIEST_EVENT_TIME}' "
+        f"AND {parsed} < TIMESTAMPTZ '{LATEST_EVENT_TIME}' THEN {parsed} END"
+    )
+
 
 def _normalize_sql(docs_sql: str) -> str:
     """SQL turning ``docs(filename, doc JSON)`` into staged rows
-    ``(filename, kind, r, v, event_id, deep)``: one row per record (kind ``record``, ``v``
-    the list of extracted :data:`_FIELDS`, ``deep`` when a secret is left for Python to
-    redact), plus one marker row
+    ``(filename, kind, r, v, event_id, deep, event_time)``: one row per record (kind
+    ``record``, ``v`` the list of extracted :data:`_FIELDS`, ``deep`` when a secret is left
+    for Python to redact, ``event_time`` NULL unless usable), plus one marker row
     (``r`` NULL) for every digest file, every JSON value that is not CloudTrail, and
     every container that held no records."""
     secret_hint = f"regexp_matches(r::VARCHAR, '{_SECRET_HINT_PATTERN}')"
@@ -318,32 +351,33 @@ extracted AS (
     SELECT filename, kind, r, hinted,
            CASE WHEN kind = 'record' THEN json_extract_string(r, [{_FIELD_PATHS}]) END AS v
     FROM redacted
-)
+),
 -- A record without eventID is keyed by a stable hash of its (redacted) text.  `deep`: a
 -- secret the regex cannot redact is left (see Store._redact_deep).
+timed AS (
+    SELECT *, CASE WHEN kind = 'record' THEN {_parse_time_sql(f"v[{_EVENT_TIME_INDEX}]")} END AS parsed
+    FROM extracted
+)
 SELECT filename, kind, r, v,
        CASE WHEN kind = 'record' THEN coalesce(v[{_EVENT_ID_INDEX}], md5(r::VARCHAR)) END AS event_id,
-       CASE WHEN hinted THEN regexp_matches(r::VARCHAR, '{_NESTED_SECRET_PATTERN}') END AS deep
-FROM extracted
+       CASE WHEN hinted THEN regexp_matches(r::VARCHAR, '{_NESTED_SECRET_PATTERN}') END AS deep,
+       {_usable_time_sql("parsed")} AS event_time
+FROM timed
 """
 
 
-def _insert_sql(*, windowed: bool, dedupe: bool, stored: bool = True, sliced: bool = False) -> str:
+def _insert_sql(*, windowed: bool, sliced: bool = False) -> str:
     """INSERT of the staged records into ``event_rows``.
 
     ``windowed`` keeps only records whose ``eventTime`` lies in ``[$start, $end)``;
-    ``sliced`` only the staged rows whose rowid lies in ``[$low, $high)``;
-    ``stored`` drops the records already stored — an anti-join that hashes every staged
-    record, a quarter of the statement's time, so it is paid only when
-    :data:`_STORED_REPEATS_SQL` finds any; ``dedupe`` also drops repeats within the batch
-    (the same records delivered as .json and .json.gz) — a window over the whole batch,
-    paid only when :data:`_BATCH_DUPLICATES_SQL` finds any.
+    ``sliced`` only the staged rows whose rowid lies in ``[$low, $high)``.  Records that
+    repeat a stored event or another of the batch are no longer of kind ``record`` (see
+    :func:`_repeats_sql`).
     """
     v = {name: f"v[{i}]" for i, (name, _) in enumerate(_FIELDS, start=1)}
-    event_time = f"try_cast({v['event_time']} AS TIMESTAMPTZ)"
     columns = {
         "event_id": "event_id",
-        "event_time": event_time,
+        "event_time": "event_time",
         "event_version": v["event_version"],
         "event_source": v["event_source"],
         "event_name": v["event_name"],
@@ -368,25 +402,52 @@ def _insert_sql(*, windowed: bool, dedupe: bool, stored: bool = True, sliced: bo
         "origin": "filename",
         "ingested_at": "now()",
     }
-    in_window = f"AND {event_time} >= $start AND {event_time} < $end" if windowed else ""
+    where = "kind = 'record'" + (_IN_WINDOW if windowed else "")
     if sliced:
-        in_window += " AND staging.rowid >= $low AND staging.rowid < $high"
-    once = "QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY filename) = 1" if dedupe else ""
-    unstored = "WHERE NOT EXISTS (SELECT 1 FROM repeated WHERE repeated.event_id = keyed.event_id)"
-    new = unstored if stored else ""
+        where += " AND staging.rowid >= $low AND staging.rowid < $high"
     return f"""
 INSERT INTO event_rows ({", ".join(columns)})
-WITH keyed AS (
-    SELECT * FROM staging WHERE kind = 'record' {in_window}
-),
-repeated AS ({_STORED_REPEATS_SQL}),
-fresh AS (
-    SELECT * FROM keyed
-    {new}
-    {once}
-)
 SELECT {", ".join(columns.values())}
-FROM fresh
+FROM staging WHERE {where}
+"""
+
+
+_IN_WINDOW = " AND event_time >= $start AND event_time < $end"
+
+
+def _repeats_sql(*, windowed: bool) -> str:
+    """The staged records not to store, as ``(id, filename, conflict)``: those whose
+    ``event_id`` is stored already, and all but the first of those the batch holds more than
+    once (the same records delivered as .json and .json.gz, an event in two exports).  The
+    first is the one from the input whose name sorts first, then the one whose text does:
+    the same whatever order DuckDB staged them in.  ``conflict``: its content differs from
+    the record kept — two different records under one eventID, which must not pass unseen,
+    since the one dropped may be the refused call.
+
+    Run only when :data:`_BATCH_DUPLICATES_SQL` or :data:`_STORED_REPEATS_SQL` finds any:
+    it hashes and sorts the batch's repeated ids."""
+    in_window = _IN_WINDOW if windowed else ""
+    return f"""
+WITH keyed AS (
+    SELECT rowid AS id, filename, event_id, r::VARCHAR AS text FROM staging WHERE kind = 'record' {in_window}
+),
+stored AS (
+    SELECT event_id, min(raw::VARCHAR) AS text FROM event_rows
+    WHERE event_id IN (SELECT event_id FROM keyed) GROUP BY event_id
+),
+repeated AS (SELECT event_id FROM keyed GROUP BY event_id HAVING count(*) > 1),
+candidates AS (
+    SELECT keyed.*, stored.text AS stored_text
+    FROM keyed LEFT JOIN stored USING (event_id)
+    WHERE stored.text IS NOT NULL OR keyed.event_id IN (SELECT event_id FROM repeated)
+),
+ranked AS (
+    SELECT *, row_number() OVER first AS n, first_value(text) OVER first AS first_text
+    FROM candidates
+    WINDOW first AS (PARTITION BY event_id ORDER BY filename, text)
+)
+SELECT id, filename, coalesce(text <> stored_text, text <> first_text) AS conflict
+FROM ranked WHERE stored_text IS NOT NULL OR n > 1
 """
 
 
@@ -753,7 +814,8 @@ class Store:
             con.execute("SET preserve_insertion_order = false")
             con.execute(
                 "CREATE OR REPLACE TEMP TABLE staging "
-                "(filename VARCHAR, kind VARCHAR, r JSON, v VARCHAR[], event_id VARCHAR, deep BOOLEAN)"
+                "(filename VARCHAR, kind VARCHAR, r JSON, v VARCHAR[], event_id VARCHAR, deep BOOLEAN, "
+                "event_time TIMESTAMPTZ)"
             )
             staged = self._staged = _Staged()
         result = staged.result
@@ -832,12 +894,14 @@ class Store:
         """Insert the staged records into ``event_rows`` in one transaction, dropping those
         already stored, with ``objects`` remembered as ingested (``window`` as for
         :meth:`ingest_files`, ``threads`` as for :meth:`stage_files`); what the batch read,
-        stored and could not read."""
+        stored and could not read, and per input the records without a usable eventTime
+        and those dropped for an eventID kept with other content."""
         staged, self._staged = self._staged, None
         if staged is None:
             return BatchResult()
         con = self.con
         result = staged.result
+        conflicts: list[tuple[str, int]] = []
         try:
             with _threads(con, threads):
                 failed = {problem.name for problem in result.problems}
@@ -845,7 +909,8 @@ class Store:
                     """SELECT filename,
                               count(*) FILTER (WHERE kind = 'record') AS records,
                               count(*) FILTER (WHERE kind = 'digest') AS digests,
-                              count(*) FILTER (WHERE kind = 'unknown') AS unknown
+                              count(*) FILTER (WHERE kind = 'unknown') AS unknown,
+                              count(*) FILTER (WHERE kind = 'record' AND event_time IS NULL) AS untimed
                        FROM staging GROUP BY filename"""
                 ).fetchall()
                 con.execute("BEGIN TRANSACTION")
@@ -853,12 +918,13 @@ class Store:
                 repeats = con.execute(_BATCH_DUPLICATES_SQL).fetchone()[0]
                 stored = con.execute(f"SELECT EXISTS ({_STORED_REPEATS_SQL})").fetchone()[0]
                 bounds = {} if window is None else {"start": window.start, "end": window.end}
+                if repeats or stored:
+                    conflicts = self._drop_repeats(bounds)
                 slices = con.execute(_SLICES_SQL).fetchall()
-                shape = {"windowed": window is not None, "dedupe": repeats > 0, "stored": stored}
                 if len(slices) <= 1:
-                    con.execute(_insert_sql(**shape), bounds)
+                    con.execute(_insert_sql(windowed=window is not None), bounds)
                 else:  # large records: a few MiB per statement, still one transaction
-                    insert = _insert_sql(**shape, sliced=True)
+                    insert = _insert_sql(windowed=window is not None, sliced=True)
                     for low, high in slices:
                         con.execute(insert, {**bounds, "low": low, "high": high})
                 after = con.execute("SELECT count(*) FROM event_rows").fetchone()[0]
@@ -892,10 +958,14 @@ class Store:
         finally:
             self._drop_staging()
         result.new_events += after - before
+        for name, count in conflicts:
+            result.conflicts[name] = result.conflicts.get(name, 0) + count
         counted = set()
-        for name, records, digests, unknown in stats:
+        for name, records, digests, unknown, untimed in stats:
             counted.add(name)
             result.records += records
+            if untimed:
+                result.untimed[name] = result.untimed.get(name, 0) + untimed
             if digests:
                 result.digests += 1
             elif records == 0 and unknown:
@@ -905,6 +975,19 @@ class Store:
         reported = {problem.name for problem in result.problems} | counted
         result.problems.extend(FileProblem(name, "empty") for name in staged.names if name not in reported)
         return result
+
+    def _drop_repeats(self, bounds: dict) -> list[tuple[str, int]]:
+        """Mark the staged records not to store (:func:`_repeats_sql`) as kind ``repeat``;
+        ``(input, count)`` of those that conflict with the record kept."""
+        con = self.con
+        con.execute(f"CREATE OR REPLACE TEMP TABLE repeats AS {_repeats_sql(windowed=bool(bounds))}", bounds)
+        try:
+            con.execute("UPDATE staging SET kind = 'repeat' WHERE rowid IN (SELECT id FROM repeats)")
+            return con.execute(
+                "SELECT filename, count(*) FROM repeats WHERE conflict GROUP BY filename ORDER BY filename"
+            ).fetchall()
+        finally:
+            con.execute("DROP TABLE repeats")
 
     def discard_staged(self) -> None:
         """Forget the batch being staged, if any (nothing of it is stored)."""

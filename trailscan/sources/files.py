@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from trailscan.errors import InputError, UsageError
-from trailscan.model import COMPLETE, PARTIAL, BatchResult, Coverage, FileProblem, ProgressFn
+from trailscan.model import COMPLETE, PARTIAL, BatchResult, Coverage, FileProblem, ProgressFn, record_notes
 from trailscan.store import Store, iter_batches, not_regular
 
 #: Decompressed bytes read per transaction: bounds memory whatever the input size.
@@ -79,8 +79,12 @@ def ingest_files(
 
     Digest files are skipped and counted.  Unreadable files are reported in the
     result's problems (the readable ones are stored regardless) and make the
-    coverage ``partial``.  Each batch of about ``batch_bytes`` (default
-    :func:`batch_bytes_setting`) is one transaction.
+    coverage ``partial``.  Records without a usable ``eventTime`` are stored but fall in
+    no window: the coverage counts them as skipped, and its detail says so; records
+    dropped because another with their ``eventID`` but other content was kept are
+    counted in its detail too.  Each
+    batch of about ``batch_bytes`` (default :func:`batch_bytes_setting`) is one
+    transaction.
     """
     if batch_bytes is None:
         batch_bytes = batch_bytes_setting()
@@ -103,10 +107,11 @@ def ingest_files(
         if progress:
             progress("files", done, len(logs))
     total.files += len(digests)
+    untimed = sum(total.untimed.values())
     coverage = Coverage(
         source="files",
         events=total.records,
-        skipped=total.skipped,
+        skipped=total.skipped + untimed,
         status=PARTIAL if total.problems else COMPLETE,
         detail=_detail(total),
     )
@@ -134,4 +139,4 @@ def _detail(result: BatchResult) -> str:
         parts.append(f"{result.digests} digest files skipped")
     if result.problems:
         parts.append(f"{len(result.problems)} unreadable")
-    return ", ".join(parts)
+    return ", ".join(parts + record_notes(sum(result.untimed.values()), sum(result.conflicts.values())))

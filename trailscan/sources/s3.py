@@ -57,7 +57,17 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from trailscan.errors import SourceError, UsageError
-from trailscan.model import COMPLETE, FAILED, PARTIAL, BatchResult, Coverage, FileProblem, ProgressFn, Window
+from trailscan.model import (
+    COMPLETE,
+    FAILED,
+    PARTIAL,
+    BatchResult,
+    Coverage,
+    FileProblem,
+    ProgressFn,
+    Window,
+    record_notes,
+)
 from trailscan.store import GZIP_RATIO, IngestedObject, Store, decompressed_size
 
 SOURCE = "s3"
@@ -617,6 +627,8 @@ class _Unit:
     in_window: int = 0
     downloaded: int = 0
     unchanged: int = 0
+    untimed: int = 0
+    conflicts: int = 0
     problems: list[FileProblem] = field(default_factory=list)
     list_errors: list[str] = field(default_factory=list)
 
@@ -877,6 +889,8 @@ class _Transfer:
                 units[problem.name].problems.append(problem)
         for url, unit in units.items():
             unit.downloaded += url not in bad
+            unit.untimed += result.untimed.get(url, 0)
+            unit.conflicts += result.conflicts.get(url, 0)
         self.staged, self.batch_bytes = [], 0
 
 
@@ -996,7 +1010,7 @@ def _coverage(unit: _Unit, window: Window, events: int) -> Coverage:
     ]
     if unit.problems:
         parts.append(f"{len(unit.problems)} unreadable")
-    detail = ", ".join(parts)
+    detail = ", ".join(parts + record_notes(unit.untimed, unit.conflicts))
     if unit.list_errors:
         detail += "; " + "; ".join(unit.list_errors)
     status = FAILED if unit.list_errors else PARTIAL if unit.problems else COMPLETE
@@ -1007,6 +1021,7 @@ def _coverage(unit: _Unit, window: Window, events: int) -> Coverage:
         window.start,
         window.end,
         events=events,
+        skipped=unit.untimed,
         status=status,
         detail=detail,
     )
