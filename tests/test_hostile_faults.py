@@ -32,10 +32,11 @@ import orjson
 import pytest
 
 from tests.conftest import run_cli
+from trailscan.errors import NewerStoreError, StoreError
 from trailscan.generate import delivery_files, healthy_traffic, iso
 from trailscan.model import COMPLETE, PARTIAL, Window
 from trailscan.sources.files import ingest_files
-from trailscan.store import Store
+from trailscan.store import SCHEMA_VERSION, Store
 
 ACCOUNT = "111122223333"
 REGION = "eu-west-1"
@@ -406,5 +407,72 @@ def test_a_conflicting_duplicate_is_counted_and_the_first_kept_whatever_the_orde
         result, coverage = ingest_files(store, [str(tmp_path / "b.json"), str(tmp_path / "a.json")])
         assert result.conflicts == {str(tmp_path / "b.json"): 1} and result.new_events == 0
         assert orjson.loads(store.query("SELECT raw FROM events WHERE event_id = 'same-id'")[1][0][0]) == ok
+
+
+# -- 13. the store's schema version ------------------------------------------------------------------------
+
+
+def tables(db: Path) -> dict[str, str]:
+    con = duckdb.connect(str(db), read_only=True)
+    try:
+        return dict(con.execute("SELECT table_name, table_type FROM information_schema.tables").fetchall())
+    finally:
+        con.close()
+
+
+def test_a_store_records_its_schema_version(tmp_path):
+    db = tmp_path / "s.duckdb"
+    Store.open(db).close()
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchall() == [(str(SCHEMA_VERSION),)]
+    con.close()
+
+
+def test_a_store_from_a_newer_trailscan_is_never_changed(tmp_path):
+    """A newer layout — here ``events`` a table again, with a column this trailscan's
+    migration of old stores would drop — is refused for writing, with one line; nothing
+    in it changes.  Reading it is still allowed."""
+    db = tmp_path / "newer.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE meta (key VARCHAR PRIMARY KEY, value VARCHAR)")
+    con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION + 1)])
+    con.execute("CREATE TABLE events (event_id VARCHAR, request_parameters JSON)")
+    con.execute("""INSERT INTO events VALUES ('kept', '{"bucketName": "b"}')""")
+    con.close()
+    before = tables(db)
+    message = f"the store {db} was written by a newer trailscan (schema {SCHEMA_VERSION + 1}); upgrade trailscan"
+
+    with pytest.raises(NewerStoreError, match=re.escape(message)):
+        Store.open(db)
+    (tmp_path / "one.json").write_text(json.dumps(record("new")))
+    done = cli("ingest", "files", str(tmp_path / "one.json"), "--db", str(db))
+    assert done.returncode == 2 and done.stderr.count("\n") == 1
+    one_line(done.stderr, message)
+
+    assert tables(db) == before
+    with Store.open(db, read_only=True) as store:
+        assert store.query("SELECT event_id, request_parameters FROM events")[1] == [("kept", '{"bucketName": "b"}')]
+
+
+def test_a_store_that_cannot_be_brought_forward_is_left_as_it_was(tmp_path):
+    """An old store (``events`` a table) missing a column the current layout needs: the
+    migration fails, and fails whole — no column dropped, no table renamed or added."""
+    db = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute(
+        "CREATE TABLE events (event_id VARCHAR NOT NULL, event_time TIMESTAMPTZ, raw JSON, "
+        "request_parameters JSON GENERATED ALWAYS AS (json_extract(raw, '$.requestParameters')) VIRTUAL)"
+    )
+    con.execute("""INSERT INTO events (event_id, raw) VALUES ('old', '{"requestParameters": {"a": 1}}')""")
+    con.close()
+    before = tables(db)
+
+    with pytest.raises(StoreError, match=f"cannot prepare the store {re.escape(str(db))}"):
+        Store.open(db)
+
+    assert tables(db) == before
+    con = duckdb.connect(str(db), read_only=True)
+    assert con.execute("SELECT event_id, request_parameters FROM events").fetchall() == [("old", '{"a":1}')]
+    con.close()
 
 

@@ -34,7 +34,7 @@ from typing import IO, Any
 import duckdb
 import orjson
 
-from trailscan.errors import QueryError, StoreError, UsageError
+from trailscan.errors import NewerStoreError, QueryError, StoreError, UsageError
 from trailscan.model import BatchResult, Coverage, FileProblem, Window
 
 DEFAULT_DB_ENV = "TRAILSCAN_DB"
@@ -175,6 +175,11 @@ CREATE TABLE IF NOT EXISTS state (
     key VARCHAR PRIMARY KEY,
     value JSON,
     updated_at TIMESTAMPTZ
+);
+-- schema_version: the layout of this store (SCHEMA_VERSION).
+CREATE TABLE IF NOT EXISTS meta (
+    key VARCHAR PRIMARY KEY,
+    value VARCHAR
 );
 """
 
@@ -582,11 +587,10 @@ class Store:
         con.execute("CREATE OR REPLACE TEMP MACRO _as_json(t) AS CASE WHEN json_valid(t) THEN json(t) END")
         if not read_only:
             try:
-                _migrate(con)
-                con.execute(SCHEMA)
-            except duckdb.Error as exc:
+                _prepare(con, target)
+            except BaseException:
                 con.close()
-                raise StoreError(f"cannot prepare the store {target}: {_first_line(str(exc))}") from None
+                raise
         return store
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
@@ -1160,23 +1164,65 @@ def _connect(target: str, *, read_only: bool, config: dict[str, str]) -> duckdb.
     return con
 
 
-def _migrate(con: duckdb.DuckDBPyConnection) -> None:
-    """Bring a store written by an earlier trailscan to the current schema: ``events`` was
-    a table (with VIRTUAL JSON columns); its rows become ``event_rows``, under the view."""
-    kind = con.execute(
-        "SELECT table_type FROM information_schema.tables "
-        "WHERE table_catalog = current_database() AND table_schema = 'main' AND table_name = 'events'"
-    ).fetchone()
-    if not kind or kind[0] != "BASE TABLE":
-        return
-    con.execute("BEGIN TRANSACTION")
+#: The layout of the store, recorded in its ``meta`` table: 1, ``events`` a table with
+#: VIRTUAL JSON columns (unrecorded); 2, ``event_rows`` under the view ``events`` (recorded
+#: since ``meta`` exists).  Raise it with every change a trailscan reading or writing the
+#: store by the previous layout would get wrong, and migrate in :func:`_prepare`.
+SCHEMA_VERSION = 2
+
+
+def _schema_version(con: duckdb.DuckDBPyConnection) -> int:
+    """The layout of the store ``con`` uses (0: an empty database)."""
+    tables = dict(
+        con.execute(
+            "SELECT table_name, table_type FROM information_schema.tables "
+            "WHERE table_catalog = current_database() AND table_schema = 'main'"
+        ).fetchall()
+    )
+    if tables.get("meta") == "BASE TABLE":
+        row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        try:
+            return int(row[0]) if row else 0
+        except ValueError:
+            return 0
+    if tables.get("events") == "BASE TABLE":
+        return 1
+    return 2 if "event_rows" in tables else 0
+
+
+def _prepare(con: duckdb.DuckDBPyConnection, target: str) -> None:
+    """Bring the store to :data:`SCHEMA_VERSION`, in one transaction: a store that cannot
+    be brought forward is left as it was, with no new table.  A store written by a newer
+    trailscan is never changed (:class:`NewerStoreError`): its layout may hold what this
+    one would drop."""
     try:
-        for column in ("request_parameters", "response_elements", "resources"):
-            con.execute(f"ALTER TABLE events DROP COLUMN IF EXISTS {column}")
-        con.execute("ALTER TABLE events RENAME TO event_rows")
+        version = _schema_version(con)
+    except duckdb.Error as exc:
+        raise StoreError(f"cannot read the store {target}: {_first_line(str(exc))}") from None
+    if version > SCHEMA_VERSION:
+        raise NewerStoreError(
+            f"the store {target} was written by a newer trailscan (schema {version}); upgrade trailscan",
+            f"this one writes schema {SCHEMA_VERSION}",
+        )
+    try:
+        con.execute("BEGIN TRANSACTION")
+        if version == 1:
+            # ``events`` was a table (with VIRTUAL JSON columns); its rows become
+            # ``event_rows``, under the view.
+            for column in ("request_parameters", "response_elements", "resources"):
+                con.execute(f"ALTER TABLE events DROP COLUMN IF EXISTS {column}")
+            con.execute("ALTER TABLE events RENAME TO event_rows")
+        con.execute(SCHEMA)
+        if version != SCHEMA_VERSION:
+            con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
         con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
+    except BaseException as exc:
+        try:
+            con.execute("ROLLBACK")
+        except duckdb.Error:
+            pass
+        if isinstance(exc, duckdb.Error):
+            raise StoreError(f"cannot prepare the store {target}: {_first_line(str(exc))}") from None
         raise
 
 
