@@ -32,7 +32,7 @@ import orjson
 import pytest
 
 from tests.conftest import run_cli
-from trailscan.errors import NewerStoreError, StoreError
+from trailscan.errors import NewerStoreError, QueryError, StoreError
 from trailscan.generate import delivery_files, healthy_traffic, iso
 from trailscan.model import COMPLETE, PARTIAL, Window
 from trailscan.sources.files import ingest_files
@@ -247,6 +247,39 @@ def test_a_fifo_given_as_the_store_is_one_line_and_exit_2(tmp_path):
         assert done.returncode == 2
         assert done.stderr.count("\n") == 1, done.stderr
         one_line(done.stderr, f"the store {tmp_path / 'store.duckdb'} is a FIFO, not a DuckDB file")
+
+
+# -- 9. read-only SQL: bounded memory, no spill, a capped result ----------------------------------------
+
+
+def test_read_only_sql_streams_and_stops_at_the_row_cap(tmp_path):
+    """Sixty million rows asked for, the process allowed 3 GiB of address space: the
+    first 1,000 are printed and one line says where the cap is and how to raise it."""
+    db = tmp_path / "s.duckdb"
+    Store.open(db).close()
+    done = cli(
+        "sql", "SELECT * FROM range(60000000)", "--format", "csv", "--db", str(db),
+        env={"TRAILSCAN_SQL_MAX_ROWS": "1000"}, limit_memory=3 << 30,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.splitlines() == ["range", *(str(n) for n in range(1000))]
+    assert done.stderr.count("\n") == 1
+    one_line(done.stderr, "only the first 1000 rows are shown", "TRAILSCAN_SQL_MAX_ROWS")
+
+
+def test_read_only_sql_never_spills_to_disk(tmp_path):
+    """A read-only query that outgrows the memory limit fails with one line, instead of
+    writing gigabytes beside the store."""
+    db = tmp_path / "s.duckdb"
+    Store.open(db).close()
+    with Store.open(db, read_only=True, memory_limit="64MB") as store:
+        store.confine()
+        with pytest.raises(QueryError, match="Out of Memory") as caught:
+            store.query_rows("SELECT md5(range::VARCHAR) AS m FROM range(20000000) ORDER BY m")
+        assert "\n" not in str(caught.value)
+        assert store.query_rows("SELECT 42 AS answer").rows == [(42,)]
+    spilled = Path(f"{db}.tmp")
+    assert not spilled.exists() or not any(spilled.iterdir())
 
 
 # -- 10. lone surrogates ------------------------------------------------------------------------------------

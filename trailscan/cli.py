@@ -345,8 +345,10 @@ def sql_command(statement: str, write: bool, db: str | None, fmt: str) -> None:
     with open_store(db, read_only=not write and db != ":memory:") as store:
         if not write:
             store.confine()
-        columns, rows = store.query(statement)
-    render_rows(columns, rows, fmt, sys.stdout)
+        result = store.query_rows(statement)
+    render_rows(result.columns, result.rows, fmt, sys.stdout)
+    if result.truncated:
+        click.echo(f"trailscan: note: {result.note}", err=True)
 
 
 # -- findings and since ----------------------------------------------------------------------

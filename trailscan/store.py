@@ -484,6 +484,39 @@ _BATCH_DUPLICATES_SQL = (
 )
 
 
+#: Rows :meth:`Store.query_rows` keeps at most (``trailscan sql``): a result is held in
+#: Python and rendered whole, so millions of rows would exhaust the machine's memory.
+QUERY_MAX_ROWS = 100_000
+QUERY_MAX_ROWS_ENV = "TRAILSCAN_SQL_MAX_ROWS"
+#: Rows fetched from DuckDB at a time.
+FETCH_ROWS = 10_000
+
+
+def query_max_rows() -> int:
+    """``$TRAILSCAN_SQL_MAX_ROWS`` if set, else :data:`QUERY_MAX_ROWS`."""
+    text = os.environ.get(QUERY_MAX_ROWS_ENV, "").strip()
+    if not text:
+        return QUERY_MAX_ROWS
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"{QUERY_MAX_ROWS_ENV}={text!r} is not a positive number of rows")
+    return value
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A query's result: ``columns``, the ``rows`` kept, and whether more were left out
+    (``note`` then says how many were kept and how to see more)."""
+
+    columns: list[str]
+    rows: list[tuple]
+    truncated: bool = False
+    note: str = ""
+
+
 @dataclass(frozen=True)
 class IngestedObject:
     """A remote object to remember once its batch commits (S3 key + ETag, …)."""
@@ -1092,7 +1125,10 @@ class Store:
         or written (``COPY … TO``, ``EXPORT DATABASE``, ``read_text``, ``read_csv`` …), no
         other database attached, no extension installed or loaded, and no setting changed
         to undo it.  For ``trailscan sql`` without ``--write``: read-only means read-only
-        for the machine too, not only for the store file."""
+        for the machine too, not only for the store file — nor does a query spill to disk:
+        past the memory limit it fails with DuckDB's out-of-memory error."""
+        self.con.execute("SET temp_directory = ''")
+        self.con.execute("SET max_temp_directory_size = '0B'")
         self.con.execute("SET enable_external_access = false")
         self.con.execute("SET lock_configuration = true")
 
@@ -1101,13 +1137,42 @@ class Store:
 
     def query(self, sql: str, params: dict | None = None) -> tuple[list[str], list[tuple]]:
         """Run ``sql`` with named ``params`` (bound by DuckDB, never formatted in);
-        returns ``(columns, rows)``."""
+        returns ``(columns, rows)``, every row."""
         try:
             cursor = self.con.execute(sql, params or {})
+            columns = [d[0] for d in cursor.description] if cursor.description else []
+            return columns, cursor.fetchall()
         except duckdb.Error as exc:
             raise QueryError(_first_line(str(exc))) from None
-        columns = [d[0] for d in cursor.description] if cursor.description else []
-        return columns, cursor.fetchall()
+
+    def query_rows(self, sql: str, params: dict | None = None, *, max_rows: int | None = None) -> "Rows":
+        """Run ``sql`` as :meth:`query` does, keeping at most ``max_rows`` rows (default
+        :func:`query_max_rows`): DuckDB streams the result, and rows are fetched a few
+        thousand at a time, so a query returning millions holds only what is kept."""
+        if max_rows is None:
+            max_rows = query_max_rows()
+        try:
+            cursor = self.con.execute(sql, params or {})
+            columns = [d[0] for d in cursor.description] if cursor.description else []
+            rows: list[tuple] = []
+            while len(rows) <= max_rows:
+                chunk = cursor.fetchmany(min(FETCH_ROWS, max_rows + 1 - len(rows)))
+                if not chunk:
+                    break
+                rows.extend(chunk)
+        except duckdb.OutOfMemoryException as exc:
+            raise QueryError(
+                _first_line(str(exc)), "narrow the query (WHERE, LIMIT, fewer columns) or aggregate"
+            ) from None
+        except duckdb.Error as exc:
+            raise QueryError(_first_line(str(exc))) from None
+        if len(rows) <= max_rows:
+            return Rows(columns, rows)
+        note = (
+            f"only the first {max_rows} rows are shown; set {QUERY_MAX_ROWS_ENV} to show more, "
+            "or add a LIMIT or an aggregate"
+        )
+        return Rows(columns, rows[:max_rows], truncated=True, note=note)
 
 
 _SECRET_NAMES = frozenset(key.lower() for key in SECRET_KEYS)
