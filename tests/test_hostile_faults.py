@@ -509,3 +509,95 @@ def test_a_store_that_cannot_be_brought_forward_is_left_as_it_was(tmp_path):
     con.close()
 
 
+# -- 15. SIGTERM during ingest s3 ---------------------------------------------------------------------------
+
+# trailscan, with every downloaded object stored in a transaction of its own (as in
+# test_reliability): the run is long enough, and committed enough, to be stopped midway.
+ONE_OBJECT_PER_BATCH = (
+    "import sys, trailscan.sources.s3 as s3; s3.BATCH_BYTES = 1; "
+    "from trailscan.cli import main; main(prog_name='trailscan')"
+)
+
+
+def signal_at_progress(command: list[str], *, label: str, at_least: int, env: dict[str, str], sig: int,
+                       timeout: float = 120) -> tuple[int, str]:
+    """Run ``command`` with stderr on a pseudo-terminal, send ``sig`` once its progress bar
+    ``label`` shows ``at_least`` done; its exit code and all it wrote on the terminal."""
+    import fcntl
+    import pty
+    import termios
+
+    from tests.test_reliability import ANSI
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
+    process = subprocess.Popen(
+        command, env={**os.environ, **env, "TERM": "xterm", "COLUMNS": "200"},
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave, start_new_session=True,
+    )
+    os.close(slave)
+    pattern = re.compile(re.escape(label) + r"[^\r\n]*?(\d+)/(?:\d+|\?)")
+    text, sent = "", False
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.05)
+            chunk = b""
+            if ready:
+                try:
+                    chunk = os.read(master, 1 << 16)
+                except OSError:  # the terminal closed: the process has ended
+                    chunk = b""
+                text += ANSI.sub("", chunk.decode("utf-8", "replace"))
+                counts = [int(n) for n in pattern.findall(text[-4000:])]
+                if not sent and counts and max(counts) >= at_least:
+                    process.send_signal(sig)
+                    sent = True
+            if not chunk and process.poll() is not None:
+                break
+        assert sent, f"the process ended before its {label!r} bar reached {at_least}: {text[-600:]!r}"
+        return process.wait(timeout=60), text
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        os.close(master)
+
+
+def test_sigterm_during_ingest_s3_is_handled_like_ctrl_c(moto, tmp_path):
+    """A CronJob's deadline: SIGTERM mid-download.  The downloads are removed, one line
+    says so, the batches stored stay stored, the coverage says ``partial``, and the next
+    run completes the rest."""
+    bucket = f"sigterm-{uuid.uuid4().hex[:12]}"
+    rng = random.Random(15)
+    planted = list(healthy_traffic(rng, count=3000, start=S3_WINDOW.start, end=S3_WINDOW.end,
+                                   accounts=[ACCOUNT], regions=[REGION]))
+    objects = dict(delivery_files(planted, rng, per_file=60))
+    plant(moto, bucket, objects)
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    db = tmp_path / "s.duckdb"
+    args = ["ingest", "s3", "--bucket", bucket, "--since", iso(S3_WINDOW.start), "--until", iso(S3_WINDOW.end),
+            "--workers", "2", "--db", str(db)]
+    env = {**moto.environ(REGION), "TMPDIR": str(temporary)}
+
+    code, terminal = signal_at_progress([sys.executable, "-c", ONE_OBJECT_PER_BATCH, *args],
+                                        label="downloading objects", at_least=10, env=env, sig=signal.SIGTERM)
+
+    assert code == 130, terminal[-1000:]
+    assert "Traceback" not in terminal
+    assert "trailscan: interrupted; everything stored so far is kept" in terminal
+    assert list(temporary.iterdir()) == [], "no download is left behind"
+    with Store.open(db, read_only=True) as store:
+        stored = store.count_events()
+        remembered = len(store.ingested_objects("s3"))
+    assert 0 < stored < len(planted) and 0 < remembered < len(objects)
+    [(source, account, region, _, _, status, detail)] = coverage_rows(db)
+    assert (source, account, region, status) == ("s3", ACCOUNT, REGION, PARTIAL)
+    assert detail.startswith("terminated (SIGTERM) before the end: ")
+
+    done = run_cli(*args, env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"from {len(objects) - remembered} objects" in done.stderr
+    with Store.open(db, read_only=True) as store:
+        assert store.count_events() == len({r["eventID"] for r in planted})

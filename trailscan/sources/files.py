@@ -8,6 +8,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from trailscan.errors import InputError, UsageError
+from trailscan.interrupt import sigterm_as_interrupt
 from trailscan.model import COMPLETE, PARTIAL, BatchResult, Coverage, FileProblem, ProgressFn, record_notes
 from trailscan.store import Store, iter_batches, not_regular
 
@@ -101,11 +102,12 @@ def ingest_files(
     done = 0
     if progress:
         progress("files", 0, len(logs))
-    for batch in iter_batches(logs, batch_bytes):
-        total.add(store.ingest_files(batch, origin="files"))
-        done += len(batch)
-        if progress:
-            progress("files", done, len(logs))
+    with sigterm_as_interrupt():  # SIGTERM too removes the scratch files of gzip inputs
+        for batch in iter_batches(logs, batch_bytes):
+            total.add(store.ingest_files(batch, origin="files"))
+            done += len(batch)
+            if progress:
+                progress("files", done, len(logs))
     total.files += len(digests)
     untimed = sum(total.untimed.values())
     coverage = Coverage(

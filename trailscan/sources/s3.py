@@ -52,11 +52,13 @@ from typing import Protocol, TypeVar
 from urllib.parse import quote, urlsplit
 
 import boto3
+import duckdb
 from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from trailscan.errors import SourceError, UsageError
+from trailscan.errors import SourceError, TrailscanError, UsageError
+from trailscan.interrupt import Terminated, sigterm_as_interrupt
 from trailscan.model import (
     COMPLETE,
     FAILED,
@@ -922,6 +924,10 @@ def ingest_s3(
     ``downloader`` is one of :data:`DOWNLOADERS` (default ``$TRAILSCAN_S3_DOWNLOADER``,
     else ``auto``): see the module's docstring.
 
+    Interrupted by Ctrl-C or SIGTERM (:mod:`trailscan.interrupt`), it removes its downloads,
+    keeps every batch already stored, records each account/region it was reading as
+    ``partial``, and raises :class:`KeyboardInterrupt`.
+
     Raises :class:`SourceError` when the bucket is missing or denied, or holds no trail logs.
     """
     if workers < 1:
@@ -934,6 +940,33 @@ def ingest_s3(
         bucket, prefix = trail.bucket, prefix or trail.prefix
     bucket, prefix = _split_url(bucket, prefix)
     reader = _Bucket(session, bucket, workers)
+    with sigterm_as_interrupt():
+        return _read_window(
+            store, session, reader, window, prefix=prefix, org_id=org_id, accounts=accounts, regions=regions,
+            workers=workers, progress=progress, lag=lag, batch_objects=batch_objects, downloader=downloader,
+        )
+
+
+def _read_window(
+    store: Store,
+    session: boto3.Session,
+    reader: _Bucket,
+    window: Window,
+    *,
+    prefix: str,
+    org_id: str | None,
+    accounts: Sequence[str],
+    regions: Sequence[str],
+    workers: int,
+    progress: ProgressFn | None,
+    lag: timedelta,
+    batch_objects: int,
+    downloader: str | None,
+) -> tuple[BatchResult, list[Coverage]]:
+    """:func:`ingest_s3` once the bucket is known.  Interrupted (Ctrl-C, SIGTERM), it
+    removes its downloads, records every account/region it was reading as ``partial``,
+    and lets the interruption go on."""
+    units: list[_Unit] = []
     with tempfile.TemporaryDirectory(prefix="trailscan-s3-", ignore_cleanup_errors=True) as folder:
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trailscan-s3")
         downloads: _Downloads | None = None
@@ -957,6 +990,9 @@ def ingest_s3(
             )
             total = transfer.run(units)
             finished = True
+        except KeyboardInterrupt as interruption:
+            _record_interrupted(store, units, window, interruption)
+            raise
         finally:
             # On an interruption, queued downloads are dropped, running ones finish
             # before their folder goes; every batch already stored stays stored, and
@@ -972,6 +1008,21 @@ def ingest_s3(
     for coverage in coverages:
         store.record_coverage(coverage)
     return total, coverages
+
+
+def _record_interrupted(store: Store, units: list[_Unit], window: Window, interruption: BaseException) -> None:
+    """Coverage for a run cut short: every unit ``partial``, saying what was stored."""
+    why = "terminated (SIGTERM)" if isinstance(interruption, Terminated) else "interrupted"
+    store.discard_staged()  # what was staged is not stored: the transaction is never opened
+    try:
+        events = _events_by_unit(store, window)
+        for unit in units:
+            coverage = _coverage(unit, window, events.get((unit.account, unit.region), 0))
+            coverage.status = FAILED if coverage.status == FAILED else PARTIAL
+            coverage.detail = f"{why} before the end: {coverage.detail}"
+            store.record_coverage(coverage)
+    except (TrailscanError, duckdb.Error):
+        pass  # the interruption is what is reported; the next run reads what this did not
 
 
 def _expected_bytes(item: _Object) -> int:
