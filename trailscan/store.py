@@ -20,9 +20,7 @@ import io
 import json
 import os
 import re
-import shutil
 import stat
-import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -78,11 +76,6 @@ MEMORY_LIMIT = "1GB"
 MAX_OBJECT_BYTES = 64 * 1024 * 1024
 #: JSON text per statement when a file is read in pieces (see ``Store._stage_in_pieces``).
 PIECE_BYTES = 8 * 1024 * 1024
-#: JSON text of inflated files held in memory at once, staged by one statement.
-TEXT_GROUP_BYTES = 32 * 1024 * 1024
-#: An inflated file larger than this, or not one line of JSON, is written to a scratch file
-#: rather than held in memory (and read as DuckDB reads files: a line at a time, or in pieces).
-TEXT_BYTES = 16 * 1024 * 1024
 #: The most JSON one input (a file, an S3 object) may hold, decompressed.  CloudTrail writes
 #: delivery files of at most tens of MB of gzip (the 50 MB file of the tests holds ~800 MB
 #: of JSON); a gzip bomb inflates a few MB into gigabytes, which would fill the store's
@@ -684,7 +677,7 @@ class Store:
         stage files as they arrive, and its commit only inserts.  Once staged, the files
         are no longer read.  Unreadable files become problems of the batch.
         """
-        paths = [str(p) for p in paths]
+        paths = list(dict.fromkeys(str(p) for p in paths))
         display = dict(zip(paths, names)) if names is not None else {p: p for p in paths}
         limit = max_input_bytes()
 
@@ -698,70 +691,42 @@ class Store:
 
         def stage(group: list[str]) -> None:
             nonlocal by_line
-            names = [name_of[path] for path in group]
-            try:
-                if by_line:
-                    try:
-                        self._stage_read(group, names, by_line=True)
-                        return
-                    except duckdb.Error:
-                        by_line = False
-                self._stage_read(group, names, by_line=False)
-            except duckdb.Error as exc:
-                if len(group) > 1 or not (_too_big_for_one_read(exc) or _lone_surrogate(exc)):
-                    raise
-                self._stage_in_pieces(group[0], names[0])
+            by_compression: dict[str, list[str]] = {}
+            for path in group:
+                by_compression.setdefault(compression_of[path], []).append(path)
+            for compression, members in by_compression.items():
+                try:
+                    if by_line:
+                        try:
+                            self._stage_read(members, compression, by_line=True)
+                            continue
+                        except duckdb.Error:
+                            by_line = False
+                    self._stage_read(members, compression, by_line=False)
+                except duckdb.Error as exc:
+                    if len(group) > 1 or not (_too_big_for_one_read(exc) or _lone_surrogate(exc)):
+                        raise
+                    self._stage_in_pieces(members[0], compression, limit)
 
         def describe(path: str, error: str) -> FileProblem:
-            # An inflated file is named as its input, not as its scratch copy.
-            return FileProblem(name_of[path], _describe_read_error(path, error.replace(path, name_of[path])))
+            return FileProblem(display[path], _describe_read_error(path, error))
 
-        def as_file(name: str, text: str) -> None:
-            """An inflated file DuckDB cannot read as one value (two on a line …): read
-            as files are, from a scratch file."""
-            path = scratch.new_file()
-            with open(path, "w", encoding="utf-8") as out:
-                out.write(text)
-            name_of[path] = name
+        # Before DuckDB reads a gzip file, inflate() reads it through, counting what it
+        # inflates: a file past the limit (a bomb), whose trailer lies about its size, or
+        # that is not whole gzip, is refused and named.  DuckDB's own reader would inflate
+        # a bomb whole, and batches are sized by the trailer.  Measured on the 50k-event
+        # benchmark tree: the count costs 0.08-0.17 CPU-s, ~6-10% of the ingest (handing
+        # DuckDB the inflated text instead, through Arrow or scratch files, cost more:
+        # importing pyarrow and scanning Arrow took 0.45 s and 120 MiB at every start,
+        # creating a file per input 0.1-0.2 ms each).
+        compression_of: dict[str, str] = {}
+        refused: list[FileProblem] = []
+        for path in paths:
             try:
-                stage([path])
-            except duckdb.Error as exc:
-                raise duckdb.InvalidInputException(_first_line(str(exc)).replace(path, name)) from None
-
-        # DuckDB reads plain JSON only: gzip is inflated here, by inflate(), which counts
-        # what it writes and stops at the limit (DuckDB's own reader would inflate a bomb
-        # whole, and trusts the size the gzip trailer claims).  A delivery file, one line
-        # of JSON, is then handed to DuckDB from memory, a few MiB at a time; anything else
-        # is written to a scratch file and read as files are.  Measured on 50k generated
-        # events: DuckDB's staging of gzip files took 0.9-1.0 CPU-s, inflating here and
-        # staging from memory 0.1 + 0.55 (writing every file out instead cost 0.4 s more,
-        # in creating files alone).
-        scratch = _Scratch()
-        try:
-            files: list[str] = []  # plain files DuckDB reads
-            name_of: dict[str, str] = {}  # a plain file -> the name reported
-            texts: dict[str, str] = {}  # name -> the one-line JSON an inflated file holds
-            held = 0
-            refused: list[FileProblem] = []
-            for path in paths:
-                try:
-                    prepared = _prepare_input(path, limit, scratch)
-                except _Unreadable as exc:
-                    refused.append(FileProblem(display[path], str(exc)))
-                    continue
-                if isinstance(prepared, _Text):
-                    texts[display[path]] = prepared.text
-                    held += len(prepared.text)
-                    if held >= TEXT_GROUP_BYTES:
-                        self._stage_named_texts(texts, threads, otherwise=as_file)
-                        texts, held = {}, 0
-                else:
-                    files.append(prepared)
-                    name_of[prepared] = display[path]
-            self._stage_named_texts(texts, threads, otherwise=as_file)
-            self._stage(files, stage, describe, name_of, threads, refused=refused)
-        finally:
-            scratch.remove()
+                compression_of[path] = _checked_input(path, limit)
+            except _Unreadable as exc:
+                refused.append(FileProblem(display[path], str(exc)))
+        self._stage(list(compression_of), stage, describe, display, threads, refused=refused)
 
     def ingest_documents(
         self,
@@ -790,35 +755,20 @@ class Store:
         staged.result.problems.extend(FileProblem(name, "empty") for name in blank)
         return self.commit_staged(objects=objects)
 
-    def _stage_named_texts(
-        self,
-        texts: dict[str, str],
-        threads: int | None,
-        *,
-        otherwise: Callable[[str, str], None] | None = None,
-    ) -> None:
-        """Stage JSON texts held in memory, each one value, keyed by the name reported.
-        A text DuckDB refuses (unless for a lone surrogate) goes to ``otherwise(name,
-        text)`` if given, which stages it another way or raises :class:`duckdb.Error`."""
+    def _stage_named_texts(self, texts: dict[str, str], threads: int | None) -> None:
+        """Stage JSON texts held in memory, each one value, keyed by the name reported."""
 
         def stage(group: list[str]) -> None:
             try:
                 self._stage_texts(group, [texts[name] for name in group])
             except duckdb.Error as exc:
-                if len(group) > 1:
+                if len(group) > 1 or not _lone_surrogate(exc):
                     raise
-                if _lone_surrogate(exc):
-                    self._stage_texts(group, [_without_lone_surrogates(texts[group[0]])])
-                elif otherwise is not None:
-                    otherwise(group[0], texts[group[0]])
-                else:
-                    raise
+                self._stage_texts(group, [_without_lone_surrogates(texts[group[0]])])
 
         def describe(name: str, error: str) -> FileProblem:
             # DuckDB quotes the start of the document; it may hold what redaction removes.
             reason = _strip_error_class(error).split("  Input: ", 1)[0].strip()
-            if otherwise is not None:
-                return FileProblem(name, _describe_json_error(reason))
             return FileProblem(name, f"invalid JSON ({reason})")
 
         self._stage(list(texts), stage, describe, {name: name for name in texts}, threads)
@@ -834,8 +784,7 @@ class Store:
         refused: Sequence[FileProblem] = (),
     ) -> None:
         """Stage ``inputs`` into the temporary table of the batch (created if need be);
-        ``refused`` inputs, not read, are problems of the batch.  ``stage`` stages a group
-        of inputs under their ``display`` names (an s3:// URL, not a temporary download).
+        ``refused`` inputs, not read, are problems of the batch.
 
         Staging the whole group is one DuckDB statement; only when it fails is the
         group halved until each bad input is isolated (k·log n statements for k bad
@@ -868,12 +817,9 @@ class Store:
                 stage(group)
                 return
             except (duckdb.Error, UnicodeDecodeError) as exc:
-                # A group may be staged by several statements (a file read in pieces):
+                # A group may be staged by several statements (one per compression):
                 # what the successful ones staged would be staged again by the retries.
-                con.execute(
-                    "DELETE FROM staging WHERE filename IN (SELECT unnest($names))",
-                    {"names": [display.get(name, name) for name in group]},
-                )
+                con.execute("DELETE FROM staging WHERE filename IN (SELECT unnest($names))", {"names": group})
                 if len(group) == 1:
                     # DuckDB quotes the start of an invalid document in its error; cut
                     # inside a character, the quote cannot even become a Python string.
@@ -889,6 +835,15 @@ class Store:
             with _threads(con, threads):
                 walk(inputs)
                 self._redact_deep(display)
+                renamed = {path: name for path, name in display.items() if path != name}
+                if renamed:
+                    # Events name where they came from (an s3:// URL), not a temporary download.
+                    con.execute(
+                        "UPDATE staging SET filename = n.name "
+                        "FROM (SELECT unnest($paths) AS path, unnest($names) AS name) AS n "
+                        "WHERE staging.filename = n.path",
+                        {"paths": list(renamed), "names": list(renamed.values())},
+                    )
         except duckdb.Error as exc:
             raise StoreError(f"cannot write to the store {self.path}: {_first_line(str(exc))}") from None
 
@@ -1039,35 +994,36 @@ class Store:
         except duckdb.Error:
             pass
 
-    def _stage_read(self, files: list[str], names: list[str], *, by_line: bool) -> None:
-        docs = _files_docs_sql(by_line=by_line)
-        self.con.execute(f"INSERT INTO staging {_normalize_sql(docs)}", {"files": files, "names": names})
+    def _stage_read(self, files: list[str], compression: str, *, by_line: bool) -> None:
+        docs = _files_docs_sql(compression, by_line=by_line)
+        self.con.execute(f"INSERT INTO staging {_normalize_sql(docs)}", {"files": files})
 
-    def _stage_in_pieces(self, path: str, name: str) -> None:
-        """Stage one (plain) file a few MiB of records at a time, parsed by Python: for the
-        files DuckDB cannot read whole — one JSON value over :data:`MAX_OBJECT_BYTES` (a busy
+    def _stage_in_pieces(self, path: str, compression: str, limit: int) -> None:
+        """Stage one file a few MiB of records at a time, parsed by Python: for the files
+        DuckDB cannot read whole — one JSON value over :data:`MAX_OBJECT_BYTES` (a busy
         account's delivery file: 50 MB of gzip is ~800 MB of JSON), or records so large
         (CloudTrail allows 256 KB each) that DuckDB's vectors of 2,048 of them outgrow the
         memory limit — and for those holding a lone surrogate escape, which DuckDB refuses
         (:func:`_without_lone_surrogates`).  Memory is bounded by :data:`PIECE_BYTES`, not by
-        the file.
+        the file; gzip is inflated by :func:`inflate`, bounded by ``limit``.
 
         A file that fails here fails whole: the caller removes what was staged of it.
         """
         piece: list[str] = []
         size = 0
         try:
-            with open(path, "rb") as handle:
+            with open(path, "rb") as raw:
+                handle = _Inflating(raw, limit) if compression == "gzip" else raw
                 for text in _json_values(handle):
                     text = _without_lone_surrogates(text)
                     piece.append(text)
                     size += len(text)
                     if size >= PIECE_BYTES:
-                        self._stage_texts(name, piece)
+                        self._stage_texts(path, piece)
                         piece, size = [], 0
             if piece:
-                self._stage_texts(name, piece)
-        except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+                self._stage_texts(path, piece)
+        except (OSError, ValueError, _Unreadable) as exc:  # UnicodeDecodeError is a ValueError
             raise duckdb.InvalidInputException(f'Malformed JSON in file "{path}": {exc}') from None
 
     def _stage_texts(self, filenames: str | list[str], texts: list[str]) -> None:
@@ -1333,18 +1289,14 @@ def decompressed_size(path: str | os.PathLike) -> int:
     return recorded if recorded >= compressed else compressed * GZIP_RATIO
 
 
-def _files_docs_sql(*, by_line: bool = False) -> str:
-    """``docs(filename, doc)`` of the plain files ``$files``, each named by ``$names`` (as
-    the documents are read: renaming staged records costs an UPDATE of every one): with
-    ``by_line``, each line one JSON value (blank lines skipped); without, values however
-    laid out.  Never inflated by DuckDB (see :func:`inflate`), whatever their names or
-    first bytes."""
+def _files_docs_sql(compression: str, *, by_line: bool = False) -> str:
+    """``docs(filename, doc)`` of the files ``$files``: with ``by_line``, each line one
+    JSON value (blank lines skipped); without, values however laid out.  A gzip file is
+    read only once :func:`inflate` has read it through."""
     layout = "newline_delimited" if by_line else "unstructured"
     return (
-        "SELECT n.name AS filename, o.json AS doc "
-        f"FROM read_json_objects($files, format='{layout}', filename=true, compression='none', "
-        f"maximum_object_size={MAX_OBJECT_BYTES}) AS o "
-        "JOIN (SELECT unnest($files) AS path, unnest($names) AS name) AS n ON o.filename = n.path"
+        f"SELECT filename, json AS doc FROM read_json_objects($files, format='{layout}', "
+        f"filename=true, compression='{compression}', maximum_object_size={MAX_OBJECT_BYTES})"
     )
 
 
@@ -1535,8 +1487,8 @@ def _too_large(limit: int) -> str:
     return f"more than {size} of JSON once decompressed: not read (the limit is {MAX_INPUT_BYTES_ENV})"
 
 
-def inflate(source: IO[bytes], target: IO[bytes], limit: int) -> int:
-    """Decompress the gzip stream ``source`` into ``target``; return the bytes written.
+def _inflated(source: IO[bytes], limit: int) -> Iterator[bytes]:
+    """The bytes the gzip stream ``source`` inflates to, a few MiB at a time.
 
     The one decompressor of trailscan: bounded by the bytes it actually inflates, never by
     the size a gzip trailer claims (a bomb's can say anything).  Every member of the stream
@@ -1546,7 +1498,7 @@ def inflate(source: IO[bytes], target: IO[bytes], limit: int) -> int:
     if head != _GZIP_MAGIC:
         raise _Unreadable("named .gz but not gzip-compressed" if head else "empty")
     inflater = zlib.decompressobj(31)
-    pending, written = head, 0
+    pending, inflated = head, 0
     try:
         while True:
             if not pending:
@@ -1562,34 +1514,45 @@ def inflate(source: IO[bytes], target: IO[bytes], limit: int) -> int:
                 inflater = zlib.decompressobj(31)
             data = inflater.decompress(pending, 4 << 20)
             pending = inflater.unconsumed_tail or inflater.unused_data
-            written += len(data)
-            if written > limit:
+            inflated += len(data)
+            if inflated > limit:
                 raise _Unreadable(_too_large(limit))
-            target.write(data)
+            if data:
+                yield data
     except zlib.error as exc:
         raise _Unreadable(f"corrupt gzip ({exc})") from None
     if not inflater.eof:
         raise _Unreadable("corrupt gzip (Compressed file ended before the end-of-stream marker was reached)")
-    return written
 
 
-class _Scratch:
-    """A temporary folder for inflated inputs, made when first needed."""
+def inflate(source: IO[bytes], target: IO[bytes] | None, limit: int) -> int:
+    """Inflate the gzip stream ``source`` into ``target`` (or only count, with None)
+    through :func:`_inflated`; the bytes inflated."""
+    inflated = 0
+    for data in _inflated(source, limit):
+        inflated += len(data)
+        if target is not None:
+            target.write(data)
+    return inflated
 
-    def __init__(self) -> None:
-        self.folder: str | None = None
-        self.count = 0
 
-    def new_file(self) -> str:
-        if self.folder is None:
-            self.folder = tempfile.mkdtemp(prefix="trailscan-inflate-")
-        self.count += 1
-        return os.path.join(self.folder, f"{self.count:07d}.json")
+class _Inflating(io.RawIOBase):
+    """A gzip stream read inflated, through :func:`_inflated` (for files read in pieces)."""
 
-    def remove(self) -> None:
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-            self.folder = None
+    def __init__(self, source: IO[bytes], limit: int) -> None:
+        self.chunks = _inflated(source, limit)
+        self.buffer = b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, into) -> int:
+        if not self.buffer:
+            self.buffer = next(self.chunks, b"")
+        size = min(len(into), len(self.buffer))
+        into[:size] = self.buffer[:size]
+        self.buffer = self.buffer[size:]
+        return size
 
 
 _NOT_REGULAR = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISDIR, "a directory"), (stat.S_ISSOCK, "a socket"),
@@ -1608,52 +1571,10 @@ def not_regular(path: str) -> str | None:
     return next((name for test, name in _NOT_REGULAR if test(mode)), "not a regular file")
 
 
-@dataclass(frozen=True)
-class _Text:
-    """An inflated file held in memory: one line of JSON."""
-
-    text: str
-
-
-class _Spool:
-    """Where :func:`inflate` writes: memory up to ``threshold`` bytes, then a scratch file."""
-
-    def __init__(self, threshold: int, scratch: _Scratch) -> None:
-        self.threshold = threshold
-        self.scratch = scratch
-        self.parts: list[bytes] = []
-        self.size = 0
-        self.path: str | None = None
-        self.file: IO[bytes] | None = None
-
-    def write(self, data: bytes) -> None:
-        if self.file is None and self.size + len(data) > self.threshold:
-            self.spill()
-        if self.file is None:
-            self.parts.append(data)
-        else:
-            self.file.write(data)
-        self.size += len(data)
-
-    def spill(self) -> str:
-        """Move what is held to a scratch file (if not done yet); its path."""
-        if self.file is None:
-            self.path = self.scratch.new_file()
-            self.file = open(self.path, "wb")
-            self.file.write(b"".join(self.parts))
-            self.parts = []
-        return self.path
-
-    def close(self) -> None:
-        if self.file is not None:
-            self.file.close()
-
-
-def _prepare_input(path: str, limit: int, scratch: _Scratch) -> "str | _Text":
-    """What DuckDB is to read for the input ``path``: a plain file (``path`` itself, or the
-    inflated copy in ``scratch``) or the text of an inflated delivery file.  Raises
-    :class:`_Unreadable` for what must not be read: anything but a regular file, more than
-    ``limit`` bytes of JSON, broken gzip."""
+def _checked_input(path: str, limit: int) -> str:
+    """How DuckDB is to read the input ``path`` (``gzip`` or ``none``), once checked: a
+    regular file, holding at most ``limit`` bytes of JSON, whole gzip if gzip (read through
+    by :func:`inflate`).  Raises :class:`_Unreadable` otherwise."""
     try:
         info = os.stat(path)
     except OSError as exc:
@@ -1661,34 +1582,17 @@ def _prepare_input(path: str, limit: int, scratch: _Scratch) -> "str | _Text":
     if not stat.S_ISREG(info.st_mode):
         raise _Unreadable(f"{not_regular(path)}, not a regular file: not read")
     if info.st_size == 0:
-        return path  # read as empty
+        return "none"  # read as empty
     if _compression_of(path) != "gzip":
         if info.st_size > limit:
             raise _Unreadable(_too_large(limit))
-        return path
-    spool = _Spool(TEXT_BYTES, scratch)
+        return "none"
     try:
         with open(path, "rb") as source:
-            inflate(source, spool, limit)
-        if spool.file is None:
-            data = b"".join(spool.parts)
-            # One line of JSON, as CloudTrail writes it (a BOM, invalid UTF-8 or several
-            # lines: read from a file, as any other file is).
-            if data[:1] != b"\xef" and b"\n" not in data.rstrip():
-                try:
-                    return _Text(data.decode("utf-8"))
-                except UnicodeDecodeError:
-                    pass
-        target = spool.spill()
-    except BaseException as exc:
-        spool.close()
-        if spool.path:  # a bomb's first GiB need not wait for the end of the batch
-            os.unlink(spool.path)
-        if isinstance(exc, OSError):
-            raise _Unreadable(f"cannot be read and inflated: {exc.strerror}") from None
-        raise
-    spool.close()
-    return target
+            inflate(source, None, limit)
+    except OSError as exc:
+        raise _Unreadable(f"cannot be read: {exc.strerror}") from None
+    return "gzip"
 
 
 def _describe_read_error(path: str, error: str) -> str:
