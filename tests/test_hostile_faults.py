@@ -564,6 +564,25 @@ def signal_at_progress(command: list[str], *, label: str, at_least: int, env: di
         os.close(master)
 
 
+@pytest.mark.parametrize("sig, raised", [(signal.SIGTERM, "Terminated"), (signal.SIGINT, "KeyboardInterrupt")])
+def test_a_signal_during_a_duckdb_statement_is_the_interruption_not_a_runtime_error(sig, raised):
+    """DuckDB cancels a statement when a signal arrives and raises RuntimeError("Query
+    interrupted") in place of the handler's exception, Ctrl-C's included."""
+    import threading
+
+    from trailscan.interrupt import sigterm_as_interrupt
+
+    con = duckdb.connect()
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), sig))
+    with pytest.raises(KeyboardInterrupt) as caught:
+        with sigterm_as_interrupt():
+            timer.start()
+            con.execute("SELECT count(*) FROM range(100000000000)").fetchall()
+    timer.join()
+    assert type(caught.value).__name__ == raised
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
 def test_sigterm_during_ingest_s3_is_handled_like_ctrl_c(moto, tmp_path):
     """A CronJob's deadline: SIGTERM mid-download.  The downloads are removed, one line
     says so, the batches stored stay stored, the coverage says ``partial``, and the next

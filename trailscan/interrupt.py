@@ -19,24 +19,46 @@ class Terminated(KeyboardInterrupt):
     """The process was sent SIGTERM."""
 
 
+_terminated = False
+
+
 def _terminate(signum: int, frame: object) -> None:
+    global _terminated
+    _terminated = True
     raise Terminated(f"terminated by signal {signum}")
+
+
+def interruption(error: BaseException) -> BaseException:
+    """What ``error`` stands for.  DuckDB checks for signals while a statement runs and,
+    when one arrives, cancels the statement and raises ``RuntimeError("Query
+    interrupted")`` in place of the handler's exception (Ctrl-C's too): that error is the
+    interruption, :class:`Terminated` after SIGTERM, else :class:`KeyboardInterrupt`."""
+    if isinstance(error, RuntimeError) and "interrupted" in str(error).lower():
+        return Terminated("terminated") if _terminated else KeyboardInterrupt()
+    return error
 
 
 @contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM raises :class:`Terminated` in the main thread.  Where the
-    process already handles SIGTERM its own way (or ignores it), or outside the main
-    thread, nothing changes."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.getsignal(signal.SIGTERM)
-    if previous is not signal.SIG_DFL:
-        yield
-        return
-    signal.signal(signal.SIGTERM, _terminate)
+    """Within the block, SIGTERM raises :class:`Terminated` in the main thread, and a
+    statement DuckDB cancelled for a signal raises what the signal stands for
+    (:func:`interruption`).  Where the process already handles SIGTERM its own way (or
+    ignores it), or outside the main thread, SIGTERM is left as it is."""
+    global _terminated
+    install = (
+        threading.current_thread() is threading.main_thread()
+        and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+    )
+    if install:
+        _terminated = False
+        signal.signal(signal.SIGTERM, _terminate)
     try:
         yield
+    except RuntimeError as error:
+        stands_for = interruption(error)
+        if stands_for is error:
+            raise
+        raise stands_for from None
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if install:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)

@@ -58,7 +58,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
 from trailscan.errors import SourceError, TrailscanError, UsageError
-from trailscan.interrupt import Terminated, sigterm_as_interrupt
+from trailscan.interrupt import Terminated, interruption, sigterm_as_interrupt
 from trailscan.model import (
     COMPLETE,
     FAILED,
@@ -990,9 +990,12 @@ def _read_window(
             )
             total = transfer.run(units)
             finished = True
-        except KeyboardInterrupt as interruption:
-            _record_interrupted(store, units, window, interruption)
-            raise
+        except (KeyboardInterrupt, RuntimeError) as error:
+            stands_for = interruption(error)
+            if not isinstance(stands_for, KeyboardInterrupt):
+                raise
+            _record_interrupted(store, units, window, stands_for)
+            raise stands_for from None
         finally:
             # On an interruption, queued downloads are dropped, running ones finish
             # before their folder goes; every batch already stored stays stored, and
