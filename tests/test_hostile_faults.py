@@ -23,7 +23,6 @@ import subprocess
 import sys
 import time
 import uuid
-import zlib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 

@@ -2,14 +2,13 @@
 which SQL reads through the view ``events``.
 
 DuckDB does the heavy lifting.  A batch of inputs (local files, or JSON texts held in
-memory) is read by ``read_json_objects``, or from Arrow; gzip is inflated by trailscan
-itself (:func:`inflate`, bounded by the bytes it inflates), never by DuckDB, and anything
-but a regular file is never opened.  Each top-level JSON value is unwrapped from
-whatever shape it came in (SPEC §4: ``{"Records": […]}``, a JSON array, a bare record,
-NDJSON, LookupEvents output, EventBridge envelopes), secrets are redacted, the columns of
-SPEC §6 are extracted with one parse per record, and the batch is inserted in one
-transaction — so an interrupted ingest leaves every earlier batch intact and the store
-usable.  Uniqueness by ``event_id`` is kept by looking up the batch's ids rather than with
+memory) is read by ``read_json_objects``; a gzip file only once :func:`inflate` has read it
+through within its limit, and anything but a regular file never.  Each top-level JSON
+value is unwrapped from whatever shape it came in (SPEC §4: ``{"Records": […]}``, a JSON
+array, a bare record, NDJSON, LookupEvents output, EventBridge envelopes), secrets are
+redacted, the columns of SPEC §6 are extracted with one parse per record, and the batch is
+inserted in one transaction — so an interrupted ingest leaves every earlier batch intact
+and the store usable.  Uniqueness by ``event_id`` is kept by looking up the batch's ids rather than with
 a primary key: measured on 200k events, DuckDB's ART index made the insert ~45% slower and
 its memory grows with the store.
 """
