@@ -102,7 +102,7 @@ def ingest_files(
     done = 0
     if progress:
         progress("files", 0, len(logs))
-    with sigterm_as_interrupt():  # SIGTERM too removes the scratch files of gzip inputs
+    with sigterm_as_interrupt():  # SIGTERM: the batch is rolled back, one line, as for Ctrl-C
         for batch in iter_batches(logs, batch_bytes):
             total.add(store.ingest_files(batch, origin="files"))
             done += len(batch)
