@@ -62,7 +62,8 @@ def test_document_is_exactly_the_spec_contract(real_document):
     # events: the events the store holds in the window (3,250 unique of the 3,258 records read).
     assert document["coverage"] == [
         {"source": "files", "account": "", "region": "", "status": "complete", "events": 3250,
-         "detail": "132 files, 3250 new events"}
+         "detail": "132 files, 3250 new events, 2 records without a usable eventTime (in no window), "
+                   "4 records dropped: their eventID was kept with other content (the first kept)"}
     ]
     for finding in document["findings"]:
         assert set(finding) == FINDING_KEYS

@@ -399,8 +399,10 @@ def sql_command(statement: str, write: bool, db: str | None, fmt: str) -> None:
     from trailscan.queries import run_statement
 
     with open_store(db, read_only=not write and db != ":memory:") as store:
-        columns, rows = run_statement(store, statement, writable=write)
-    render_rows(columns, rows, fmt, sys.stdout)
+        result = run_statement(store, statement, writable=write)
+    render_rows(result.columns, result.rows, fmt, sys.stdout)
+    if result.truncated:
+        say(f"trailscan: note: {result.note}")
 
 
 # -- findings and since ----------------------------------------------------------------------

@@ -38,6 +38,10 @@ class StoreError(TrailscanError):
     """The DuckDB store cannot be opened or written (busy, corrupt, read-only)."""
 
 
+class NewerStoreError(StoreError):
+    """The store was written by a newer trailscan, whose layout this one must not change."""
+
+
 class SourceError(TrailscanError):
     """A CloudTrail source (S3, LookupEvents) that cannot be read at all."""
 

@@ -96,6 +96,12 @@ class BatchResult:
     digests: int = 0
     skipped: int = 0
     problems: list[FileProblem] = field(default_factory=list)
+    #: Per input: records without a usable ``eventTime`` (none is missing from a window
+    #: unnoticed: sources count them in their coverage).
+    untimed: dict[str, int] = field(default_factory=dict)
+    #: Per input: records not stored because another record with their ``eventID`` but
+    #: other content was kept (stored before, or first in the batch).
+    conflicts: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: "BatchResult") -> "BatchResult":
         self.files += other.files
@@ -104,7 +110,20 @@ class BatchResult:
         self.digests += other.digests
         self.skipped += other.skipped
         self.problems.extend(other.problems)
+        for mine, theirs in ((self.untimed, other.untimed), (self.conflicts, other.conflicts)):
+            for name, count in theirs.items():
+                mine[name] = mine.get(name, 0) + count
         return self
+
+
+def record_notes(untimed: int, conflicts: int) -> list[str]:
+    """What a coverage detail says of records read but not placed in time, or not kept."""
+    notes = []
+    if untimed:
+        notes.append(f"{untimed} records without a usable eventTime (in no window)")
+    if conflicts:
+        notes.append(f"{conflicts} records dropped: their eventID was kept with other content (the first kept)")
+    return notes
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -228,9 +228,10 @@ _READING = ("SELECT", "EXPLAIN", "PRAGMA", "CALL", "RELATION")
 _REFUSED = re.compile(r"read-only mode|disabled by configuration|configuration has been locked", re.I)
 
 
-def run_statement(store, sql: str, *, writable: bool = False) -> tuple[list[str], list[tuple]]:
+def run_statement(store, sql: str, *, writable: bool = False):
     """Run the one SQL statement *sql* over *store* (a :class:`~trailscan.store.Store`), as
-    ``trailscan sql`` does: ``(columns, rows)``.
+    ``trailscan sql`` does: its :class:`~trailscan.store.Rows` (``columns``, ``rows``, and
+    whether the row cap cut it short).
 
     More than one statement is refused (:class:`UsageError`): only the last one's result
     could be shown, and the others would run unseen.  Unless *writable*, the store is
@@ -253,7 +254,7 @@ def run_statement(store, sql: str, *, writable: bool = False) -> tuple[list[str]
     if not writable:
         store.confine()
     try:
-        return store.query(sql)
+        return store.query_rows(sql)
     except QueryError as error:
         kind = statements[0].type.name
         if not writable and (kind not in _READING or _REFUSED.search(error.message)):

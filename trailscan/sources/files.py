@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 
 from trailscan.errors import InputError, UsageError
+from trailscan.interrupt import sigterm_as_interrupt
 from trailscan.model import (
     COMPLETE,
     PARTIAL,
@@ -18,8 +19,9 @@ from trailscan.model import (
     Coverage,
     FileProblem,
     ProgressFn,
+    record_notes,
 )
-from trailscan.store import Store, iter_batches
+from trailscan.store import Store, iter_batches, not_regular
 
 #: Decompressed bytes read per transaction: bounds memory whatever the input size.
 #: ``$TRAILSCAN_BATCH_BYTES`` overrides it (smaller batches: less memory, more commits).
@@ -38,7 +40,9 @@ def expand_paths(specs: Iterable[str]) -> tuple[list[Path], list[FileProblem]]:
     """Resolve files, directories (recursive) and glob patterns, in a stable order.
 
     Inside a directory, hidden files and non-log files (``.md``, ``.txt`` …) are passed
-    over; a file named explicitly is always read.  A spec matching nothing is a problem.
+    over; a file named explicitly is always read.  A spec matching nothing is a problem,
+    and so is anything but a regular file (a FIFO would be waited on forever, a device
+    read without end): it is named and never opened.
     """
     found: dict[Path, None] = {}
     problems: list[FileProblem] = []
@@ -57,7 +61,14 @@ def expand_paths(specs: Iterable[str]) -> tuple[list[Path], list[FileProblem]]:
                     found.setdefault(path, None)
             else:
                 found.setdefault(match, None)
-    return list(found), problems
+    regular = []
+    for path in found:
+        kind = not_regular(str(path))
+        if kind:
+            problems.append(FileProblem(str(path), f"{kind}, not a regular file: not read"))
+        else:
+            regular.append(path)
+    return regular, problems
 
 
 def _walk(root: Path) -> Iterator[Path]:
@@ -80,8 +91,12 @@ def ingest_files(
 
     Digest files are skipped and counted.  Unreadable files are reported in the
     result's problems (the readable ones are stored regardless) and make the
-    coverage ``partial``.  Each batch of about ``batch_bytes`` (default
-    :func:`batch_bytes_setting`) is one transaction.
+    coverage ``partial``.  Records without a usable ``eventTime`` are stored but fall in
+    no window: the coverage counts them as skipped, and its detail says so; records
+    dropped because another with their ``eventID`` but other content was kept are
+    counted in its detail too.  Each
+    batch of about ``batch_bytes`` (default :func:`batch_bytes_setting`) is one
+    transaction.
     """
     if batch_bytes is None:
         batch_bytes = batch_bytes_setting()
@@ -99,18 +114,20 @@ def ingest_files(
     if progress:
         progress("files", 0, len(logs))
     _track_unreadable(store, [], BatchResult())  # from now on the store keeps the list
-    for batch in iter_batches(logs, batch_bytes):
-        result = store.ingest_files(batch, origin="files")
-        total.add(result)
-        _track_unreadable(store, batch, result)
-        done += len(batch)
-        if progress:
-            progress("files", done, len(logs))
+    with sigterm_as_interrupt():  # SIGTERM: the batch is rolled back, one line, as for Ctrl-C
+        for batch in iter_batches(logs, batch_bytes):
+            result = store.ingest_files(batch, origin="files")
+            total.add(result)
+            _track_unreadable(store, batch, result)
+            done += len(batch)
+            if progress:
+                progress("files", done, len(logs))
     total.files += len(digests)
+    untimed = sum(total.untimed.values())
     coverage = Coverage(
         source="files",
         events=total.records,
-        skipped=total.skipped,
+        skipped=total.skipped + untimed,
         status=PARTIAL if total.problems else COMPLETE,
         detail=_detail(total),
     )
@@ -150,7 +167,7 @@ def _detail(result: BatchResult) -> str:
         parts.append(f"{result.digests} digest files skipped")
     if result.problems:
         parts.append(f"{len(result.problems)} unreadable")
-    return ", ".join(parts)
+    return ", ".join(parts + record_notes(sum(result.untimed.values()), sum(result.conflicts.values())))
 
 
 class FilesSource:

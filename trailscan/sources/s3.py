@@ -52,12 +52,24 @@ from typing import Protocol, TypeVar
 from urllib.parse import quote, urlsplit
 
 import boto3
+import duckdb
 from botocore import UNSIGNED
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
-from trailscan.errors import SourceError, UsageError
-from trailscan.model import COMPLETE, FAILED, PARTIAL, BatchResult, Coverage, FileProblem, ProgressFn, Window
+from trailscan.errors import SourceError, TrailscanError, UsageError
+from trailscan.interrupt import Terminated, interruption, sigterm_as_interrupt
+from trailscan.model import (
+    COMPLETE,
+    FAILED,
+    PARTIAL,
+    BatchResult,
+    Coverage,
+    FileProblem,
+    ProgressFn,
+    Window,
+    record_notes,
+)
 from trailscan.store import GZIP_RATIO, IngestedObject, Store, decompressed_size
 
 SOURCE = "s3"
@@ -610,6 +622,8 @@ class _Unit:
     in_window: int = 0
     downloaded: int = 0
     unchanged: int = 0
+    untimed: int = 0
+    conflicts: int = 0
     problems: list[FileProblem] = field(default_factory=list)
     list_errors: list[str] = field(default_factory=list)
 
@@ -870,6 +884,8 @@ class _Transfer:
                 units[problem.name].problems.append(problem)
         for url, unit in units.items():
             unit.downloaded += url not in bad
+            unit.untimed += result.untimed.get(url, 0)
+            unit.conflicts += result.conflicts.get(url, 0)
         self.staged, self.batch_bytes = [], 0
 
 
@@ -901,6 +917,10 @@ def ingest_s3(
     ``downloader`` is one of :data:`DOWNLOADERS` (default ``$TRAILSCAN_S3_DOWNLOADER``,
     else ``auto``): see the module's docstring.
 
+    Interrupted by Ctrl-C or SIGTERM (:mod:`trailscan.interrupt`), it removes its downloads,
+    keeps every batch already stored, records each account/region it was reading as
+    ``partial``, and raises :class:`KeyboardInterrupt`.
+
     Raises :class:`SourceError` when the bucket is missing or denied, or holds no trail logs.
     """
     if workers < 1:
@@ -913,6 +933,33 @@ def ingest_s3(
         bucket, prefix = trail.bucket, prefix or trail.prefix
     bucket, prefix = _split_url(bucket, prefix)
     reader = _Bucket(session, bucket, workers)
+    with sigterm_as_interrupt():
+        return _read_window(
+            store, session, reader, window, prefix=prefix, org_id=org_id, accounts=accounts, regions=regions,
+            workers=workers, progress=progress, lag=lag, batch_objects=batch_objects, downloader=downloader,
+        )
+
+
+def _read_window(
+    store: Store,
+    session: boto3.Session,
+    reader: _Bucket,
+    window: Window,
+    *,
+    prefix: str,
+    org_id: str | None,
+    accounts: Sequence[str],
+    regions: Sequence[str],
+    workers: int,
+    progress: ProgressFn | None,
+    lag: timedelta,
+    batch_objects: int,
+    downloader: str | None,
+) -> tuple[BatchResult, list[Coverage]]:
+    """:func:`ingest_s3` once the bucket is known.  Interrupted (Ctrl-C, SIGTERM), it
+    removes its downloads, records every account/region it was reading as ``partial``,
+    and lets the interruption go on."""
+    units: list[_Unit] = []
     with tempfile.TemporaryDirectory(prefix="trailscan-s3-", ignore_cleanup_errors=True) as folder:
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="trailscan-s3")
         downloads: _Downloads | None = None
@@ -936,6 +983,12 @@ def ingest_s3(
             )
             total = transfer.run(units)
             finished = True
+        except (KeyboardInterrupt, RuntimeError) as error:
+            stands_for = interruption(error)
+            if not isinstance(stands_for, KeyboardInterrupt):
+                raise
+            _record_interrupted(store, units, window, stands_for)
+            raise stands_for from None
         finally:
             # On an interruption, queued downloads are dropped, running ones finish
             # before their folder goes; every batch already stored stays stored, and
@@ -951,6 +1004,21 @@ def ingest_s3(
     for coverage in coverages:
         store.record_coverage(coverage)
     return total, coverages
+
+
+def _record_interrupted(store: Store, units: list[_Unit], window: Window, interruption: BaseException) -> None:
+    """Coverage for a run cut short: every unit ``partial``, saying what was stored."""
+    why = "terminated (SIGTERM)" if isinstance(interruption, Terminated) else "interrupted"
+    store.discard_staged()  # what was staged is not stored: the transaction is never opened
+    try:
+        events = _events_by_unit(store, window)
+        for unit in units:
+            coverage = _coverage(unit, window, events.get((unit.account, unit.region), 0))
+            coverage.status = FAILED if coverage.status == FAILED else PARTIAL
+            coverage.detail = f"{why} before the end: {coverage.detail}"
+            store.record_coverage(coverage)
+    except (TrailscanError, duckdb.Error):
+        pass  # the interruption is what is reported; the next run reads what this did not
 
 
 def _expected_bytes(item: _Object) -> int:
@@ -989,7 +1057,7 @@ def _coverage(unit: _Unit, window: Window, events: int) -> Coverage:
     ]
     if unit.problems:
         parts.append(f"{len(unit.problems)} unreadable")
-    detail = ", ".join(parts)
+    detail = ", ".join(parts + record_notes(unit.untimed, unit.conflicts))
     if unit.list_errors:
         detail += "; " + "; ".join(unit.list_errors)
     status = FAILED if unit.list_errors else PARTIAL if unit.problems else COMPLETE
@@ -1000,6 +1068,7 @@ def _coverage(unit: _Unit, window: Window, events: int) -> Coverage:
         window.start,
         window.end,
         events=events,
+        skipped=unit.untimed,
         status=status,
         detail=detail,
     )
