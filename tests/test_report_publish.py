@@ -175,3 +175,15 @@ def test_kms_key_for_a_local_folder_and_a_bad_mode_are_usage_errors(tmp_path):
     done = run_cli("report", "--since", "24h", "--to", str(tmp_path / "r"), "--file-mode", "9z", "--source", "files",
                    "--path", str(tmp_path), "--offline", "--db", ":memory:")
     assert done.returncode == 2 and "--file-mode" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_the_store_is_private(tmp_path):
+    db = tmp_path / "new" / "store.duckdb"
+    done = run_cli("ingest", "files", str(Path(__file__).parent / "data"), "--db", str(db))
+    assert done.returncode in (0, 2), done.stderr
+    assert mode(db) == 0o600 and mode(db.parent) == 0o700
+    from trailscan.store import Store
+
+    library = tmp_path / "lib" / "store.duckdb"
+    Store.open(library).close()  # the library too, whatever the umask
+    assert mode(library) == 0o600 and mode(library.parent) == 0o700

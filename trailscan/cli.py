@@ -6,6 +6,7 @@ become one line on stderr with their exit code in one place, :class:`Cli`.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -41,7 +42,18 @@ class Cli(click.Group):
             raise  # a group named alone: its help, as click shows it
         except click.UsageError as error:
             _usage_error(ctx, error)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as stop:
+            from trailscan.interrupt import Terminated
+
+            if isinstance(stop, Terminated):
+                say("trailscan: terminated (SIGTERM); everything stored so far is kept")
+                ctx.exit(143)
+            say("trailscan: interrupted; everything stored so far is kept")
+            ctx.exit(130)
+        except RuntimeError as error:
+            # DuckDB turns a signal during a statement into this (a Ctrl-C while it works).
+            if "interrupted" not in str(error).lower():
+                raise
             say("trailscan: interrupted; everything stored so far is kept")
             ctx.exit(130)
 
@@ -158,6 +170,9 @@ def open_store(db: str | None, *, read_only: bool = False):
 def main() -> None:
     """Why do workloads on Amazon EKS get refused by AWS? trailscan reads CloudTrail
     into DuckDB, finds the refused calls, and says what to change."""
+    # What trailscan writes is an account's activity (the store and its WAL, downloads,
+    # reports): none of it readable by others unless asked (report --file-mode).
+    os.umask(os.umask(0o077) | 0o077)
 
 
 # -- ingest ----------------------------------------------------------------------------

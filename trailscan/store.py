@@ -31,7 +31,8 @@ from typing import IO, Any
 import duckdb
 import orjson
 
-from trailscan.errors import NewerStoreError, QueryError, StoreError, UsageError
+from trailscan.errors import InputError, NewerStoreError, QueryError, StoreError, UsageError
+from trailscan.fs import DIR_MODE, FILE_MODE, make_dir
 from trailscan.model import BatchResult, Coverage, FileProblem, Window
 
 DEFAULT_DB_ENV = "TRAILSCAN_DB"
@@ -574,12 +575,16 @@ class Store:
         if wait is None:
             wait = float(os.environ.get("TRAILSCAN_LOCK_WAIT", "10"))
         target = str(default_db_path() if path is None else path)
+        created = False
         if target != ":memory:":
             parent = Path(target).expanduser().parent
             try:
-                parent.mkdir(parents=True, exist_ok=True)
-            except OSError as exc:
-                raise StoreError(f"cannot create the folder for the store {target}: {exc.strerror}") from None
+                if not parent.exists():  # an account's activity: only its owner may read it
+                    make_dir(parent, DIR_MODE)
+            except (OSError, InputError) as exc:
+                reason = exc.strerror if isinstance(exc, OSError) else exc.message
+                raise StoreError(f"cannot create the folder for the store {target}: {reason}") from None
+            created = not Path(target).expanduser().exists()
             if read_only and not Path(target).exists():
                 raise StoreError(f"no store at {target}", "ingest something first, or pass --db")
             for path in (target, f"{target}.wal"):
@@ -607,6 +612,8 @@ class Store:
                 raise StoreError(f"cannot open the store {target}: {_first_line(text)}") from None
             except duckdb.Error as exc:
                 raise StoreError(f"cannot open the store {target}: {_first_line(str(exc))}") from None
+        if created:
+            os.chmod(Path(target).expanduser(), FILE_MODE)
         store = cls(con, target)
         # A JSON text that may be invalid (LookupEvents' CloudTrailEvent): NULL if so.
         con.execute("CREATE OR REPLACE TEMP MACRO _as_json(t) AS CASE WHEN json_valid(t) THEN json(t) END")
