@@ -352,7 +352,9 @@ def test_two_writers_at_once_the_second_waits_the_impatient_stop_with_one_line(
     db = tmp_path / "shared.duckdb"
 
     first = start_writer(
-        ["ingest", "files", str(trail_tree), str(real_data), "--db", str(db)], {"TRAILSCAN_BATCH_BYTES": str(512 * 1024)}
+        # Small batches: the first writer holds the store for many seconds, longer than the
+        # others take to start even on a loaded machine.
+        ["ingest", "files", str(trail_tree), str(real_data), "--db", str(db)], {"TRAILSCAN_BATCH_BYTES": str(96 * 1024)}
     )
     wait_until_locked(db, first)
     waiting = start_writer(["ingest", "files", str(second), "--db", str(db)], {"TRAILSCAN_LOCK_WAIT": "120"})

@@ -12,8 +12,8 @@ delivers to ``acme-org-cloudtrail`` (``AWSLogs/o-…/ACCOUNT/CloudTrail/REGION/�
 file per account and region every five minutes, with the hourly digest files beside
 it) for two accounts and two regions: thousands of healthy calls, and the workloads below, each broken the way clusters break
 (:data:`SCENARIOS`).  Then it runs what ``trailscan since 24h --bucket
-acme-org-cloudtrail --service-accounts FILE --cluster shop-prod`` runs
-(:func:`trailscan.explain.investigate`) and publishes the report to a local folder
+acme-org-cloudtrail --service-accounts shop-prod=FILE --cluster shop-prod`` runs
+(:func:`trailscan.pipeline.investigate`) and publishes the report to a local folder
 (:func:`trailscan.report.publish_findings`).
 
 The user's own AWS configuration is never read nor changed: the demo's
@@ -130,9 +130,9 @@ def run_demo(
                 f"the simulated AWS (moto) failed while the demo was seeded: {_first_line(exc)}"
                 + (f"; moto says: {lines[-1]}" if lines else "")
             ) from None
-        # What `trailscan since 24h --bucket … --service-accounts … --cluster …` builds from its options.
+        # What `trailscan since 24h --bucket … --service-accounts shop-prod=… --cluster …` builds from its options.
         ingest = IngestRequest(bucket=TRAIL_BUCKET)
-        inventory = InventoryRequest(service_account_files=(str(world.service_accounts),), clusters=(CLUSTER,))
+        inventory = InventoryRequest(service_account_files=(f"{CLUSTER}={world.service_accounts}",), clusters=(CLUSTER,))
         with Store.open(db or str(folder / "demo.duckdb")) as store:
             window = make_window(SINCE, now=now)
             report = investigate(
@@ -142,7 +142,7 @@ def run_demo(
     return DemoRun(
         report=report,
         location=location,
-        command=f"trailscan since {SINCE} --bucket {TRAIL_BUCKET} --service-accounts serviceaccounts.json "
+        command=f"trailscan since {SINCE} --bucket {TRAIL_BUCKET} --service-accounts {CLUSTER}=serviceaccounts.json "
         f"--cluster {CLUSTER}",
         events=world.events,
         log_files=world.log_files,
