@@ -69,7 +69,6 @@ class World:
     """One AWS account in moto with an EKS cluster ``prod``, and what CloudTrail recorded."""
 
     def __init__(self, moto: MotoServer, *, oidc_provider: bool = True) -> None:
-        moto.reset()
         self.session = moto.session(REGION)
         self.iam = self.session.client("iam")
         self.eks = self.session.client("eks")
@@ -560,12 +559,6 @@ SCENARIOS: dict[str, Callable[[World], Expect]] = {
         boundary_deny, resource_policy_deny, missing_permission, unexplained,
     )
 }
-
-
-@pytest.fixture(scope="module")
-def moto():
-    with MotoServer() as server:
-        yield server
 
 
 def build(moto: MotoServer, name: str) -> tuple[World, Expect]:

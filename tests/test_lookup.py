@@ -13,7 +13,6 @@ from datetime import datetime, timedelta, timezone
 import boto3
 import pytest
 from click.testing import CliRunner
-from moto.server import ThreadedMotoServer
 
 from tests.conftest import run_cli
 from tests.support.lookup_server import DEFAULT_ACCOUNT, ApiError, LookupServer
@@ -542,13 +541,10 @@ def test_no_credentials_is_a_clear_error(aws, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def moto_sts():
-    """moto in server mode, for ``sts:GetCallerIdentity`` (the account the CLI labels coverage with)."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    _, port = server.get_host_and_port()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+def moto_sts(moto_server) -> str:
+    """The moto server (tests/conftest.py), for ``sts:GetCallerIdentity`` (the account the CLI
+    labels coverage with)."""
+    return moto_server.endpoint_url
 
 
 def cli_env(moto_sts: str, lookup: LookupServer, tmp_path) -> dict[str, str]:

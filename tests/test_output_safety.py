@@ -322,14 +322,6 @@ def test_a_real_value_still_selects(hostile_db):
 # -- S3 keys never write outside the download folder --------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def moto():
-    from tests.support.moto_server import MotoServer
-
-    with MotoServer() as server:
-        yield server
-
-
 DAY = f"AWSLogs/{ACCOUNT}/CloudTrail/eu-west-1/2026/11/28/"
 ESCAPING_KEYS = {
     "dotdot": DAY + "..",
@@ -451,7 +443,7 @@ def secret_records() -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def secret_outputs(tmp_path_factory, moto):
+def secret_outputs(tmp_path_factory, moto_server):
     """Every output trailscan makes from records carrying planted secrets: the store, SQL,
     queries, findings in each format, the report's four artifacts, and all stderr."""
     from tests.support.lookup_server import DEFAULT_ACCOUNT, LookupServer
@@ -482,7 +474,7 @@ def secret_outputs(tmp_path_factory, moto):
     api_record["eventTime"] = (now - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
     with LookupServer(rate=50.0, burst=50.0) as server:
         server.add_events("eu-west-1", [api_record], account=DEFAULT_ACCOUNT)
-        env = {**moto.environ("eu-west-1"), "AWS_ENDPOINT_URL_CLOUDTRAIL": server.endpoint_url}
+        env = {**moto_server.environ("eu-west-1"), "AWS_ENDPOINT_URL_CLOUDTRAIL": server.endpoint_url}
         cli("ingest lookup", "ingest", "lookup", "--since", "3h", "--regions", "eu-west-1", "--db", str(db), env=env)
 
     for fmt in ("json", "csv"):

@@ -751,20 +751,6 @@ def test_planted_credentials_appear_in_no_artifact(trail_store, tmp_path, moto):
 # -- S3 through moto in server mode -------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def moto_server():
-    from tests.support.moto_server import MotoServer
-
-    with MotoServer() as server:
-        yield server
-
-
-@pytest.fixture
-def moto(moto_server):
-    moto_server.reset()
-    return moto_server
-
-
 def test_s3_publish_writes_every_artifact_with_its_content_type(trail_store, moto):
     session = moto.session("eu-west-1")
     s3 = session.client("s3")
