@@ -358,7 +358,9 @@ def web_identity_call(
         error_code=error_code,
         error_message=error_message if error_code else None,
         request_parameters={"roleArn": role_arn, "roleSessionName": session_name},
-        resources=[{"accountId": role_arn.split(":")[4], "type": "AWS::IAM::Role", "ARN": role_arn}],
+        # A roleArn that is no ARN (STS refuses it) is named in the caller's account.
+        resources=[{"accountId": (role_arn.split(":") + [""] * 5)[4] or account, "type": "AWS::IAM::Role",
+                    "ARN": role_arn}],
     )
     record["sourceIPAddress"] = f"52.{rng.randrange(16, 95)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
     if global_endpoint:
