@@ -204,11 +204,11 @@ def test_real_web_identity_against_service_accounts_read_by_kubectl(real_store, 
 
 
 def test_findings_reads_iam_and_eks_live_when_credentials_are_set(moto, tmp_path):
-    from tests.test_explain import World, trust_subject_mismatch
+    from tests.test_explain import prod_world, trust_subject_mismatch, write_files
 
-    world = World(moto)
+    world = prod_world(moto)
     trust_subject_mismatch(world)
-    files = world.write(tmp_path)
+    files = write_files(world, tmp_path)
     db = tmp_path / "live.duckdb"
     ingested = run_cli("ingest", "files", str(files["trail"]), "--db", str(db))
     assert ingested.returncode == 0, ingested.stderr
@@ -226,12 +226,12 @@ def test_since_reads_the_trail_bucket_and_explains(moto, tmp_path):
     """`trailscan since 24h --bucket …`: S3 ingest, live IAM and EKS, explanation — all through moto."""
     import random
 
-    from tests.test_explain import NOW, REGION, World, missing_permission
+    from tests.test_explain import NOW, REGION, missing_permission, prod_world, write_files
     from trailscan.generate import delivery_files, iso
 
-    world = World(moto)
+    world = prod_world(moto)
     missing_permission(world)
-    files = world.write(tmp_path)
+    files = write_files(world, tmp_path)
     s3 = world.session.client("s3")
     s3.create_bucket(Bucket="org-trail", CreateBucketConfiguration={"LocationConstraint": REGION})
     for key, body in delivery_files(world.records, random.Random(3), prefix="trail"):
