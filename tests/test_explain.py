@@ -40,7 +40,7 @@ from trailscan.cli import main
 from trailscan.demo import World
 from trailscan.explain import InventoryRequest, investigate
 from trailscan.findings import findings_document
-from trailscan.generate import api_call, iso
+from trailscan.generate import iso, pod_identity_agent_call, pod_identity_assume_role
 from trailscan.identity import issuer_id
 from trailscan.model import Window
 from trailscan.sources.files import ingest_files
@@ -264,18 +264,10 @@ def trust_audience_mismatch(w: World) -> Expect:
 
 def pod_identity_trust_from_eks(w: World) -> Expect:
     """The Pod Identity agent's call, refused with EKS's own message (as in the real record)."""
-    node = w.node_session()
-    w.records.append(
-        api_call(
-            w.rng, when=NOW - timedelta(minutes=9), region=REGION, account=ACCOUNT,
-            identity=node.user_identity(NOW - timedelta(hours=3)),
-            event_source="eks-auth.amazonaws.com", event_name="AssumeRoleForPodIdentity",
-            user_agent="aws-sdk-go-v2/1.21.2 os/linux lang/go#1.19.13 md/GOOS#linux md/GOARCH#amd64 api/eksauth#1.0.0",
-            error_code="AccessDenied",
-            error_message="Unauthorized Exception! EKS does not have permissions to assume the associated role.",
-            request_parameters={"clusterName": "prod", "token": "HIDDEN_DUE_TO_SECURITY_REASONS"},
-        )
-    )
+    w.records.append(pod_identity_agent_call(
+        w.rng, when=NOW - timedelta(minutes=9), region=REGION, account=ACCOUNT, node=w.node_session(), cluster="prod",
+        created=NOW - timedelta(hours=3), error_code="AccessDenied",
+    ))
     return Expect("pod_identity", "POD_IDENTITY_TRUST", 1, resolution="unknown",
                   fix=("aws eks list-pod-identity-associations --cluster-name prod", '"pods.eks.amazonaws.com"',
                        '"sts:TagSession"'))
@@ -285,24 +277,11 @@ def pod_identity_trust_from_policy(w: World) -> Expect:
     """STS refused pods.eks.amazonaws.com: the role trusts it for AssumeRole but not TagSession."""
     arn = w.role("orders-pod", trust({"Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
                                       "Action": "sts:AssumeRole"}))
-    tags = [
-        {"key": "eks-cluster-arn", "value": f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/prod"},
-        {"key": "eks-cluster-name", "value": "prod"},
-        {"key": "kubernetes-namespace", "value": "orders"},
-        {"key": "kubernetes-service-account", "value": "worker"},
-        {"key": "kubernetes-pod-name", "value": "worker-6d9f7c6b5-x2x7q"},
-    ]
-    for index, when in enumerate(w.moments(3, since=timedelta(hours=1))):
-        record = api_call(
-            w.rng, when=when, region=REGION, account=ACCOUNT,
-            identity={"type": "AWSService", "invokedBy": "pods.eks.amazonaws.com"},
-            event_source="sts.amazonaws.com", event_name="AssumeRole", user_agent="pods.eks.amazonaws.com",
-            error_code="AccessDenied", error_message="Access denied",
-            request_parameters={"roleArn": arn, "roleSessionName": f"eks-prod-worker-6d9f-{index}", "durationSeconds": 21600,
-                                "tags": tags, "transitiveTagKeys": [t["key"] for t in tags]},
-        )
-        record["sourceIPAddress"] = "pods.eks.amazonaws.com"
-        w.records.append(record)
+    for when in w.moments(3, since=timedelta(hours=1)):
+        w.records.append(pod_identity_assume_role(
+            w.rng, when=when, region=REGION, account=ACCOUNT, role_arn=arn, cluster="prod", namespace="orders",
+            service_account="worker", pod="worker-6d9f7c6b5-x2x7q", error_code="AccessDenied",
+        ))
     return Expect("pod_identity", "POD_IDENTITY_TRUST", 3, "orders", "worker", role="orders-pod",
                   fix=("aws iam update-assume-role-policy --role-name orders-pod", '"sts:TagSession"'),
                   explanation=("sts:TagSession",))
@@ -311,21 +290,16 @@ def pod_identity_trust_from_policy(w: World) -> Expect:
 def pod_identity_agent_denied(w: World) -> Expect:
     node = w.node_session()
     for when in w.moments(4, since=timedelta(hours=1)):
-        w.records.append(
-            api_call(
-                w.rng, when=when, region=REGION, account=ACCOUNT,
-                identity=node.user_identity(NOW - timedelta(hours=3)),
-                event_source="eks-auth.amazonaws.com", event_name="AssumeRoleForPodIdentity",
-                user_agent="aws-sdk-go-v2/1.21.2 os/linux lang/go#1.19.13 api/eksauth#1.0.0",
-                error_code="AccessDenied",
-                error_message=(
-                    f"User: {node.arn} is not authorized to perform: eks-auth:AssumeRoleForPodIdentity on resource: "
-                    f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/prod because no identity-based policy allows the "
-                    "eks-auth:AssumeRoleForPodIdentity action"
-                ),
-                request_parameters={"clusterName": "prod", "token": "HIDDEN_DUE_TO_SECURITY_REASONS"},
-            )
-        )
+        w.records.append(pod_identity_agent_call(
+            w.rng, when=when, region=REGION, account=ACCOUNT, node=node, cluster="prod",
+            created=NOW - timedelta(hours=3), user_agent="aws-sdk-go-v2/1.21.2 os/linux lang/go#1.19.13 api/eksauth#1.0.0",
+            error_code="AccessDenied",
+            error_message=(
+                f"User: {node.arn} is not authorized to perform: eks-auth:AssumeRoleForPodIdentity on resource: "
+                f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/prod because no identity-based policy allows the "
+                "eks-auth:AssumeRoleForPodIdentity action"
+            ),
+        ))
     return Expect("pod_identity", "POD_IDENTITY_AGENT_DENIED", 4, resolution="unknown", role=NODE_ROLE,
                   fix=((f"aws iam attach-role-policy --role-name {NODE_ROLE} --policy-arn "
                        "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy"),))
