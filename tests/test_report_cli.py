@@ -36,12 +36,13 @@ def trail(moto_module):
     for record in failures:
         if record["eventName"] == "DescribeSnapshots":  # the node-role fallback: its SDK is quoted
             record["userAgent"] = HOSTILE_AGENT
-    minted = generate.api_call(
+    minted = generate.web_identity_call(
         rng, when=now - timedelta(hours=1), region=REGION, account=ACCOUNT,
-        identity={"type": "WebIdentityUser", "userName": "system:serviceaccount:shop:web"},
-        event_source="sts.amazonaws.com", event_name="AssumeRoleWithWebIdentity",
-        response_elements={"credentials": {"accessKeyId": "ASIAPLANTED000000001", "sessionToken": SECRET}},
+        provider_arn=f"arn:aws:iam::{ACCOUNT}:oidc-provider/oidc.eks.{REGION}.amazonaws.com/id/5C1A7E0E5A1B2C3D",
+        subject="system:serviceaccount:shop:web", role_arn=f"arn:aws:iam::{ACCOUNT}:role/shop-web",
+        session=generate.RoleSession(ACCOUNT, "shop-web", "botocore-session-1", "ASIAPLANTED000000001"),
     )
+    minted["responseElements"]["credentials"]["sessionToken"] = SECRET
     for key, body in generate.delivery_files(records + failures + [minted], rng):
         s3.put_object(Bucket="trail", Key=key, Body=body)
     return moto_module
