@@ -48,6 +48,8 @@ from trailscan.generate import (
     assume_role_call,
     healthy_traffic,
     iam_user_identity,
+    pod_identity_agent_call,
+    web_identity_call,
 )
 from trailscan.inventory import authorization_details_inventory
 from trailscan.kube import ServiceAccount
@@ -119,26 +121,16 @@ def failures(rng: random.Random, count: int) -> list[dict]:
         role = f"arn:aws:iam::{ACCOUNT}:role/app-{n}"
         session = RoleSession(ACCOUNT, f"app-{n}", f"botocore-session-{n}", access_key_id(rng))
         sessions.append(session)
-        records.append(api_call(
-            rng, when=WINDOW.start + timedelta(minutes=n), region=REGION, account=ACCOUNT,
-            identity={"type": "WebIdentityUser", "principalId": f"{PROVIDER}:sts.amazonaws.com:{subject}",
-                      "userName": subject, "identityProvider": PROVIDER},
-            event_source="sts.amazonaws.com", event_name="AssumeRoleWithWebIdentity",
-            request_parameters={"roleArn": role, "roleSessionName": session.session_name},
-            response_elements={"credentials": {"accessKeyId": session.access_key_id, "sessionToken": "x",
-                                               "expiration": "Nov 28, 2026, 5:00:00 AM"},
-                               "subjectFromWebIdentityToken": subject},
+        records.append(web_identity_call(
+            rng, when=WINDOW.start + timedelta(minutes=n), region=REGION, account=ACCOUNT, provider_arn=PROVIDER,
+            subject=subject, role_arn=role, session=session,
         ))
     for i in range(per_kind):  # refused web identities: the trust names another subject
         n = i % WORKLOADS
-        subject = f"system:serviceaccount:team-{n}:app-{n}"
-        records.append(api_call(
-            rng, when=when(), region=REGION, account=ACCOUNT,
-            identity={"type": "WebIdentityUser", "principalId": f"{PROVIDER}:sts.amazonaws.com:{subject}",
-                      "userName": subject, "identityProvider": PROVIDER},
-            event_source="sts.amazonaws.com", event_name="AssumeRoleWithWebIdentity",
-            error_code="AccessDenied", error_message="An unknown error occurred",
-            request_parameters={"roleArn": f"arn:aws:iam::{ACCOUNT}:role/app-{n}", "roleSessionName": f"s-{i}"},
+        records.append(web_identity_call(
+            rng, when=when(), region=REGION, account=ACCOUNT, provider_arn=PROVIDER,
+            subject=f"system:serviceaccount:team-{n}:app-{n}", role_arn=f"arn:aws:iam::{ACCOUNT}:role/app-{n}",
+            error_code="AccessDenied", session_name=f"s-{i}",
         ))
     for i in range(per_kind):  # silent EC2 refusals: the role's policies decide
         session = sessions[i % WORKLOADS]
@@ -179,11 +171,9 @@ def failures(rng: random.Random, count: int) -> list[dict]:
                 user_agent="Boto3/1.9.100 Python/3.7.3 Linux/4.14 Botocore/1.12.100",
             ))
         else:
-            records.append(api_call(
-                rng, when=moment, region=REGION, account=ACCOUNT, identity=node.user_identity(moment),
-                event_source="eks-auth.amazonaws.com", event_name="AssumeRoleForPodIdentity", error_code="AccessDenied",
-                error_message="Unauthorized Exception! EKS does not have permissions to assume the associated role.",
-                request_parameters={"clusterName": "prod", "token": "HIDDEN_DUE_TO_SECURITY_REASONS"},
+            records.append(pod_identity_agent_call(
+                rng, when=moment, region=REGION, account=ACCOUNT, node=node, cluster="prod", created=moment,
+                error_code="AccessDenied",
             ))
     return records
 

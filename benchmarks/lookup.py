@@ -26,7 +26,14 @@ from pathlib import Path
 import boto3
 
 from tests.support.lookup_server import DEFAULT_ACCOUNT, LookupServer
-from trailscan.generate import RoleSession, access_key_id, api_call, healthy_traffic, sample_failures
+from trailscan.generate import (
+    RoleSession,
+    access_key_id,
+    api_call,
+    healthy_traffic,
+    sample_failures,
+    web_identity_call,
+)
 from trailscan.model import Window
 from trailscan.sources.lookup import PAGE_SIZE, RATE, ingest_lookup
 from trailscan.store import Store
@@ -49,29 +56,15 @@ def planted_sessions(rng: random.Random, window: Window, count: int = 3) -> list
         )
         minted = window.start + timedelta(hours=2 + 6 * n)
         records.append(
-            api_call(
+            web_identity_call(
                 rng,
                 when=minted,
                 region=CLUSTER_REGION,
                 account=DEFAULT_ACCOUNT,
-                identity={
-                    "type": "WebIdentityUser",
-                    "principalId": f"{provider}:sts.amazonaws.com:{subject}",
-                    "userName": subject,
-                    "identityProvider": provider,
-                },
-                event_source="sts.amazonaws.com",
-                event_name="AssumeRoleWithWebIdentity",
-                request_parameters={"roleArn": session.role_arn, "roleSessionName": session.session_name},
-                response_elements={
-                    "credentials": {
-                        "accessKeyId": session.access_key_id,
-                        "sessionToken": "bench",
-                        "expiration": (minted + timedelta(hours=1)).strftime("%b %d, %Y, %I:%M:%S %p"),
-                    },
-                    "assumedRoleUser": {"arn": session.arn},
-                    "subjectFromWebIdentityToken": subject,
-                },
+                provider_arn=provider,
+                subject=subject,
+                role_arn=session.role_arn,
+                session=session,
             )
         )
         for minutes in (10, 40):

@@ -63,6 +63,44 @@ def real_store(real_data, tmp_path_factory):
     return path
 
 
+# -- moto: one server for the whole run -------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    """The run's one moto server (tests/support/moto_server.py): 127.0.0.1, an ephemeral port,
+    started when a test first needs it, stopped after the last.  moto's backends are global to
+    the process anyway; tests take ``moto`` (or a module's fixtures ``moto_module``), which say
+    what the account holds.  Taken directly only for an endpoint whose answers hold no state
+    (``sts:GetCallerIdentity``) in fixtures wider than a test."""
+    from tests.support.moto_server import MotoServer
+
+    with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def moto_module(moto_server, request):
+    """The server for a module that seeds AWS once for all its tests (a trail bucket, a cluster
+    whose node group takes moto seconds): emptied when the module starts, then left to the
+    module.  Its module-scoped fixtures take it by name; a module whose tests also take ``moto``
+    declares ``pytestmark = pytest.mark.usefixtures("moto_module")``, so that ``moto`` hands
+    every one of its tests the account as the module left it."""
+    moto_server.reset()
+    moto_server.kept_for = request.module.__name__
+    yield moto_server
+    moto_server.kept_for = None
+
+
+@pytest.fixture
+def moto(moto_server, request):
+    """The server, emptied before the test (every resource of every service and account, and
+    the requests noted), unless the test's module keeps it (``moto_module``)."""
+    if moto_server.kept_for != request.module.__name__:
+        moto_server.reset()
+    return moto_server
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, input: str | None = None):
     """Run the real console entry point in a subprocess, as a user would."""
     return subprocess.run(

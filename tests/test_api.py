@@ -424,14 +424,9 @@ def test_report_of_an_empty_store_says_so(tmp_path):
 
 
 @pytest.fixture
-def moto_endpoint(monkeypatch, tmp_path):
-    """moto in server mode on 127.0.0.1, reached through standard AWS configuration."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    _, port = server.get_host_and_port()
-    endpoint = f"http://127.0.0.1:{port}"
+def moto_endpoint(moto, monkeypatch, tmp_path):
+    """The moto server (tests/conftest.py), reached through standard AWS configuration."""
+    endpoint = moto.endpoint_url
     for name, value in {
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "testing",
@@ -442,8 +437,7 @@ def moto_endpoint(monkeypatch, tmp_path):
     }.items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    yield endpoint
-    server.stop()
+    return endpoint
 
 
 def test_ingest_s3_reads_the_bucket_through_the_given_session(moto_endpoint, end):

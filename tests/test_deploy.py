@@ -373,17 +373,16 @@ def split_session(moto: MotoServer, cloudtrail_url: str, folder: Path) -> boto3.
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, moto_module):
     """The demo's account, seeded in moto (server mode), with a bucket for reports."""
     folder = tmp_path_factory.mktemp("iam-policy")
     now = utc_now().replace(microsecond=0)
-    with MotoServer() as moto:
-        seeding = moto.session(REGION)
-        seeded = seed_world(seeding, folder, now=now, healthy_events=300)
-        seeding.client("s3").create_bucket(
-            Bucket=REPORTS_BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
-        )
-        yield {"moto": moto, "folder": folder, "now": now, "service_accounts": str(seeded.service_accounts)}
+    seeding = moto_module.session(REGION)
+    seeded = seed_world(seeding, folder, now=now, healthy_events=300)
+    seeding.client("s3").create_bucket(
+        Bucket=REPORTS_BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
+    )
+    return {"moto": moto_module, "folder": folder, "now": now, "service_accounts": str(seeded.service_accounts)}
 
 
 def test_policy_covers_every_call_of_since_and_the_nightly_report(world):

@@ -4,7 +4,9 @@ Each scenario creates what AWS holds — IAM roles and policies, OIDC providers,
 cluster with a node group — in moto running in server mode on 127.0.0.1 (real boto3
 over HTTP), writes the CloudTrail records AWS writes when the failure happens (shaped
 after the real ones in ../shared/data/real, built with ``trailscan.generate``), and the
-cluster's service accounts as ``kubectl get serviceaccounts -A -o json`` prints them.
+cluster's service accounts as ``kubectl get serviceaccounts -A -o json`` prints them,
+all through the builder ``trailscan demo`` seeds its own account with
+(``trailscan.demo.World``).
 
 Every scenario is explained twice:
 
@@ -34,14 +36,21 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from tests.support.kube_api import service_account
 from tests.support.moto_server import MotoServer
 from trailscan.cli import main
-from trailscan.pipeline import InventoryRequest, investigate
+from trailscan.demo import BOTO3, World
 from trailscan.findings import findings_document
-from trailscan.generate import RoleSession, access_key_id, api_call, iso
-from trailscan.identity import issuer_id, issuer_of
+from trailscan.generate import (
+    RoleSession,
+    access_key_id,
+    api_call,
+    iso,
+    pod_identity_agent_call,
+    pod_identity_assume_role,
+)
+from trailscan.identity import issuer_id
 from trailscan.model import Window
+from trailscan.pipeline import InventoryRequest, investigate
 from trailscan.sources.files import ingest_files
 from trailscan.store import Store
 
@@ -49,7 +58,6 @@ ACCOUNT = "123456789012"  # moto's account
 REGION = "eu-west-1"
 NOW = datetime(2026, 11, 28, 6, 0, tzinfo=UTC)
 WINDOW = Window(NOW - timedelta(hours=24), NOW + timedelta(minutes=1))
-BOTO3 = "Boto3/1.34.69 md/Botocore#1.34.69 ua/2.0 os/linux#5.10.210 lang/python#3.11.8 Botocore/1.34.69"
 OLD_BOTO3 = "Boto3/1.9.100 Python/3.7.3 Linux/4.14.133-113.105.amzn2.x86_64 Botocore/1.12.100"
 EC2_SILENT = "You are not authorized to perform this operation."
 EC2_ENCODED = EC2_SILENT + " Encoded authorization failure message: 4pZQ0E2hI1tYf7u8-hY3rEXAMPLEencodedMESSAGE"
@@ -65,203 +73,57 @@ def policy(*statements: dict) -> str:
     return json.dumps({"Version": "2012-10-17", "Statement": list(statements)})
 
 
-class World:
-    """One AWS account in moto with an EKS cluster ``prod``, and what CloudTrail recorded."""
+def prod_world(moto: MotoServer, *, oidc_provider: bool = True) -> World:
+    """One AWS account in moto with an EKS cluster ``prod`` (the demo's builder, with the
+    options of these scenarios), and what CloudTrail recorded of failures that are no findings."""
+    w = World(moto.session(REGION), now=NOW, rng=random.Random(5))
+    w.cluster(
+        "prod", node_role=NODE_ROLE, subnets=("subnet-0a1b2c3d",), oidc_provider=oidc_provider,
+        node_policy={"node": policy(
+            {"Effect": "Allow", "Action": ["ec2:DescribeInstances", "ecr:GetAuthorizationToken"], "Resource": "*"})},
+    )
+    noise(w)
+    return w
 
-    def __init__(self, moto: MotoServer, *, oidc_provider: bool = True) -> None:
-        moto.reset()
-        self.session = moto.session(REGION)
-        self.iam = self.session.client("iam")
-        self.eks = self.session.client("eks")
-        self.rng = random.Random(5)
-        self.records: list[dict] = []
-        self.service_accounts: list[dict] = []
-        self.iam.create_role(
-            RoleName="prod-cluster",
-            AssumeRolePolicyDocument=trust(
-                {"Effect": "Allow", "Principal": {"Service": "eks.amazonaws.com"}, "Action": "sts:AssumeRole"}
-            ),
-        )
-        cluster = self.eks.create_cluster(
-            name="prod",
-            roleArn=f"arn:aws:iam::{ACCOUNT}:role/prod-cluster",
-            resourcesVpcConfig={"subnetIds": ["subnet-0a1b2c3d"]},
-        )["cluster"]
-        self.issuer = issuer_of(cluster["identity"]["oidc"]["issuer"])
-        self.provider_arn = f"arn:aws:iam::{ACCOUNT}:oidc-provider/{self.issuer}"
-        self.old_provider_arn = f"arn:aws:iam::{ACCOUNT}:oidc-provider/oidc.eks.{REGION}.amazonaws.com/id/{OLD_ISSUER_ID}"
-        self.node_role_arn = self.role(
-            NODE_ROLE,
-            trust({"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}),
-            {"node": policy({"Effect": "Allow", "Action": ["ec2:DescribeInstances", "ecr:GetAuthorizationToken"], "Resource": "*"})},
-        )
-        self.eks.create_nodegroup(
-            clusterName="prod", nodegroupName="general", subnets=["subnet-0a1b2c3d"], nodeRole=self.node_role_arn
-        )
-        # The provider of a cluster that was deleted and recreated: still in IAM, and
-        # proof that the account's providers were listed.
-        self.iam.create_open_id_connect_provider(
-            Url=f"https://oidc.eks.{REGION}.amazonaws.com/id/{OLD_ISSUER_ID}",
-            ClientIDList=["sts.amazonaws.com"],
-            ThumbprintList=["9e99a48a9960b14926bb7f3b02e22da2b0ab7280"],
-        )
-        if oidc_provider:
-            self.iam.create_open_id_connect_provider(
-                Url=f"https://{self.issuer}",
-                ClientIDList=["sts.amazonaws.com"],
-                ThumbprintList=["9e99a48a9960b14926bb7f3b02e22da2b0ab7280"],
-            )
-        self._noise()
 
-    # -- IAM ------------------------------------------------------------------------------
+def noise(w: World) -> None:
+    """Failures that are not authorization failures: never findings."""
+    worker = w.session_of(f"arn:aws:iam::{ACCOUNT}:role/batch")
+    w.calls(worker, "ec2.amazonaws.com", "DescribeInstances", count=4, code="Client.RequestLimitExceeded",
+            message="Request limit exceeded.")
+    w.calls(worker, "sts.amazonaws.com", "GetCallerIdentity", count=3, code="ThrottlingException", message="Rate exceeded")
+    w.calls(worker, "iam.amazonaws.com", "GetRole", count=2, code="NoSuchEntity",
+            message="The role with name missing cannot be found.")
+    w.calls(worker, "s3.amazonaws.com", "GetBucketPolicy", count=2, code="NoSuchBucketPolicy",
+            message="The bucket policy does not exist")
 
-    def role(self, name: str, trust_policy: str, inline: dict[str, str] | None = None, *, boundary: str | None = None) -> str:
-        extra = {"PermissionsBoundary": boundary} if boundary else {}
-        arn = self.iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust_policy, **extra)["Role"]["Arn"]
-        for policy_name, document in (inline or {}).items():
-            self.iam.put_role_policy(RoleName=name, PolicyName=policy_name, PolicyDocument=document)
-        return arn
 
-    def irsa_trust(self, namespace: str, name: str, *, provider: str | None = None, action: str = "sts:AssumeRoleWithWebIdentity",
-                   sub: str | None = None, aud: str = "sts.amazonaws.com") -> str:
-        provider = provider or self.provider_arn
-        issuer = issuer_of(provider)
-        return trust(
-            {
-                "Effect": "Allow",
-                "Principal": {"Federated": provider},
-                "Action": action,
-                "Condition": {
-                    "StringEquals": {
-                        f"{issuer}:sub": sub or f"system:serviceaccount:{namespace}:{name}",
-                        f"{issuer}:aud": aud,
-                    }
-                },
-            }
-        )
+def write_files(w: World, folder: Path) -> dict[str, Path]:
+    """The trail, ``kubectl get serviceaccounts -A -o json`` and the IAM document, saved."""
+    folder.mkdir(parents=True, exist_ok=True)
+    trail = folder / f"{ACCOUNT}_CloudTrail_{REGION}_20261128T0600Z_trailscan.json"
+    trail.write_text(json.dumps({"Records": w.records}))
+    accounts = folder / "serviceaccounts.json"
+    accounts.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": w.service_accounts}))
+    iam = folder / "iam.json"
+    iam.write_text(json.dumps(authorization_details(w), default=str))
+    return {"trail": trail, "service_accounts": accounts, "iam": iam}
 
-    def irsa_role(self, name: str, namespace: str, sa: str, inline: dict[str, str] | None = None, **kw: Any) -> str:
-        boundary = kw.pop("boundary", None)
-        return self.role(name, self.irsa_trust(namespace, sa, **kw), inline, boundary=boundary)
 
-    # -- Kubernetes -------------------------------------------------------------------------
-
-    def sa(self, namespace: str, name: str, role_arn: str | None = None) -> None:
-        self.service_accounts.append(service_account(namespace, name, role_arn=role_arn))
-
-    # -- CloudTrail ----------------------------------------------------------------------------
-
-    def _when(self, index: int) -> datetime:
-        return NOW - timedelta(minutes=7 * index + 3)
-
-    def web_identity(self, namespace: str, name: str, role_arn: str, *, count: int, code: str = "AccessDenied",
-                     message: str = "An unknown error occurred", audience: str = "sts.amazonaws.com") -> None:
-        """Refused AssumeRoleWithWebIdentity calls, as the real argo record shows them."""
-        subject = f"system:serviceaccount:{namespace}:{name}"
-        identity = {
-            "type": "WebIdentityUser",
-            "principalId": f"{self.provider_arn}:{audience}:{subject}",
-            "userName": subject,
-            "identityProvider": self.provider_arn,
-        }
-        for index in range(count):
-            record = api_call(
-                self.rng, when=self._when(index), region=REGION, identity=identity, account=ACCOUNT,
-                event_source="sts.amazonaws.com", event_name="AssumeRoleWithWebIdentity", user_agent=BOTO3,
-                error_code=code, error_message=message,
-                request_parameters={"roleArn": role_arn, "roleSessionName": f"botocore-session-{1764300000 + index}"},
-                resources=[{"accountId": ACCOUNT, "type": "AWS::IAM::Role", "ARN": role_arn}],
-            )
-            record["responseElements"] = None
-            self.records.append(record)
-
-    def minted(self, namespace: str, name: str, role_arn: str) -> RoleSession:
-        """A successful AssumeRoleWithWebIdentity: the pod's session, keyed by its access key."""
-        subject = f"system:serviceaccount:{namespace}:{name}"
-        session = RoleSession(ACCOUNT, role_arn.rsplit("/", 1)[-1], "botocore-session-1764290000", access_key_id(self.rng))
-        self.records.append(
-            api_call(
-                self.rng, when=NOW - timedelta(hours=2), region=REGION, account=ACCOUNT,
-                identity={
-                    "type": "WebIdentityUser",
-                    "principalId": f"{self.provider_arn}:sts.amazonaws.com:{subject}",
-                    "userName": subject,
-                    "identityProvider": self.provider_arn,
-                },
-                event_source="sts.amazonaws.com", event_name="AssumeRoleWithWebIdentity", user_agent=BOTO3,
-                request_parameters={"roleArn": role_arn, "roleSessionName": session.session_name},
-                response_elements={
-                    "credentials": {
-                        "accessKeyId": session.access_key_id,
-                        "sessionToken": "IQoJb3JpZ2luX2VjEXAMPLETOKEN",
-                        "expiration": "Nov 28, 2026, 5:00:00 AM",
-                    },
-                    "subjectFromWebIdentityToken": subject,
-                    "assumedRoleUser": {"assumedRoleId": f"AROAEXAMPLE:{session.session_name}", "arn": session.arn},
-                    "provider": self.provider_arn,
-                    "audience": "sts.amazonaws.com",
-                },
-            )
-        )
-        return session
-
-    def call(self, session: RoleSession, source: str, name: str, *, count: int, code: str, message: str,
-             user_agent: str = BOTO3, request: dict | None = None) -> None:
-        """Refused API calls made with a role session."""
-        for index in range(count):
-            when = self._when(index)
-            self.records.append(
-                api_call(
-                    self.rng, when=when, region=REGION, account=ACCOUNT, identity=session.user_identity(when - timedelta(hours=1)),
-                    event_source=source, event_name=name, user_agent=user_agent, error_code=code, error_message=message,
-                    request_parameters=request,
-                )
-            )
-
-    def node_session(self) -> RoleSession:
-        return RoleSession(ACCOUNT, NODE_ROLE, "i-0a1b2c3d4e5f60718", access_key_id(self.rng), ec2_role_delivery=True)
-
-    def session_of(self, role_arn: str) -> RoleSession:
-        return RoleSession(ACCOUNT, role_arn.rsplit("/", 1)[-1], "botocore-session-1764291111", access_key_id(self.rng))
-
-    def _noise(self) -> None:
-        """Failures that are not authorization failures: never findings."""
-        worker = self.session_of(f"arn:aws:iam::{ACCOUNT}:role/batch")
-        self.call(worker, "ec2.amazonaws.com", "DescribeInstances", count=4, code="Client.RequestLimitExceeded",
-                  message="Request limit exceeded.")
-        self.call(worker, "sts.amazonaws.com", "GetCallerIdentity", count=3, code="ThrottlingException", message="Rate exceeded")
-        self.call(worker, "iam.amazonaws.com", "GetRole", count=2, code="NoSuchEntity",
-                  message="The role with name missing cannot be found.")
-        self.call(worker, "s3.amazonaws.com", "GetBucketPolicy", count=2, code="NoSuchBucketPolicy",
-                  message="The bucket policy does not exist")
-
-    # -- files --------------------------------------------------------------------------------
-
-    def write(self, folder: Path) -> dict[str, Path]:
-        folder.mkdir(parents=True, exist_ok=True)
-        trail = folder / f"{ACCOUNT}_CloudTrail_{REGION}_20261128T0600Z_trailscan.json"
-        trail.write_text(json.dumps({"Records": self.records}))
-        accounts = folder / "serviceaccounts.json"
-        accounts.write_text(json.dumps({"apiVersion": "v1", "kind": "List", "items": [
-            {"apiVersion": "v1", "kind": "ServiceAccount", **item} for item in self.service_accounts]}))
-        iam = folder / "iam.json"
-        iam.write_text(json.dumps(self.authorization_details(), default=str))
-        return {"trail": trail, "service_accounts": accounts, "iam": iam}
-
-    def authorization_details(self) -> dict:
-        """``aws iam get-account-authorization-details`` with the account's OIDC providers
-        (``list-open-id-connect-providers`` + ``get-open-id-connect-provider``) beside it."""
-        document: dict[str, list] = {"RoleDetailList": [], "Policies": []}
-        for page in self.iam.get_paginator("get_account_authorization_details").paginate():
-            document["RoleDetailList"].extend(page["RoleDetailList"])
-            document["Policies"].extend(page["Policies"])
-        providers = []
-        for entry in self.iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]:
-            detail = self.iam.get_open_id_connect_provider(OpenIDConnectProviderArn=entry["Arn"])
-            providers.append({"Arn": entry["Arn"], "Url": detail["Url"], "ClientIDList": detail["ClientIDList"],
-                              "ThumbprintList": detail["ThumbprintList"]})
-        document["OpenIDConnectProviderList"] = providers
-        return document
+def authorization_details(w: World) -> dict:
+    """``aws iam get-account-authorization-details`` with the account's OIDC providers
+    (``list-open-id-connect-providers`` + ``get-open-id-connect-provider``) beside it."""
+    document: dict[str, list] = {"RoleDetailList": [], "Policies": []}
+    for page in w.iam.get_paginator("get_account_authorization_details").paginate():
+        document["RoleDetailList"].extend(page["RoleDetailList"])
+        document["Policies"].extend(page["Policies"])
+    providers = []
+    for entry in w.iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]:
+        detail = w.iam.get_open_id_connect_provider(OpenIDConnectProviderArn=entry["Arn"])
+        providers.append({"Arn": entry["Arn"], "Url": detail["Url"], "ClientIDList": detail["ClientIDList"],
+                          "ThumbprintList": detail["ThumbprintList"]})
+    document["OpenIDConnectProviderList"] = providers
+    return document
 
 
 @dataclass
@@ -285,7 +147,7 @@ class Expect:
 
 def invalid_role_arn(w: World) -> Expect:
     w.sa("payments", "api", role_arn="payments-api")
-    w.web_identity("payments", "api", "payments-api", count=2, code="ValidationError", message="Request ARN is invalid")
+    w.refused_web_identity("payments", "api", "payments-api", count=2, code="ValidationError", message="Request ARN is invalid")
     return Expect("irsa", "INVALID_ROLE_ARN", 2, "payments", "api",
                   fix=("kubectl annotate serviceaccount -n payments api eks.amazonaws.com/role-arn=", "--overwrite",
                        "kubectl rollout restart"),
@@ -295,7 +157,7 @@ def invalid_role_arn(w: World) -> Expect:
 def token_expired(w: World) -> Expect:
     arn = w.irsa_role("payments-api", "payments", "api")
     w.sa("payments", "api", role_arn=arn)
-    w.web_identity("payments", "api", arn, count=3, code="ExpiredTokenException",
+    w.refused_web_identity("payments", "api", arn, count=3, code="ExpiredTokenException",
                    message="Token expired: current date/time 1764309600 must be before the expiration date/time 1764306000")
     return Expect("irsa", "TOKEN_EXPIRED", 3, "payments", "api", role="payments-api",
                   fix=("re-read its projected token", "kubectl rollout restart"), explanation=("had expired",))
@@ -304,7 +166,7 @@ def token_expired(w: World) -> Expect:
 def idp_unreachable(w: World) -> Expect:
     arn = w.irsa_role("payments-api", "payments", "api")
     w.sa("payments", "api", role_arn=arn)
-    w.web_identity("payments", "api", arn, count=1, code="IDPCommunicationError",
+    w.refused_web_identity("payments", "api", arn, count=1, code="IDPCommunicationError",
                    message="Couldn't retrieve verification key from your identity provider, please reference "
                            "AssumeRoleWithWebIdentity documentation for requirements")
     return Expect("irsa", "IDP_UNREACHABLE", 1, "payments", "api", role="payments-api",
@@ -314,7 +176,7 @@ def idp_unreachable(w: World) -> Expect:
 def oidc_provider_missing(w: World) -> Expect:
     arn = w.irsa_role("payments-api", "payments", "api")
     w.sa("payments", "api", role_arn=arn)
-    w.web_identity("payments", "api", arn, count=4, code="InvalidIdentityToken",
+    w.refused_web_identity("payments", "api", arn, count=4, code="InvalidIdentityToken",
                    message=f"No OpenIDConnect provider found in your account for https://{w.issuer}")
     return Expect("irsa", "OIDC_PROVIDER_MISSING", 4, "payments", "api", role="payments-api",
                   fix=("eksctl utils associate-iam-oidc-provider --cluster", "--approve",
@@ -325,7 +187,7 @@ def oidc_provider_missing(w: World) -> Expect:
 def oidc_thumbprint_mismatch(w: World) -> Expect:
     arn = w.irsa_role("payments-api", "payments", "api")
     w.sa("payments", "api", role_arn=arn)
-    w.web_identity("payments", "api", arn, count=2, code="InvalidIdentityToken",
+    w.refused_web_identity("payments", "api", arn, count=2, code="InvalidIdentityToken",
                    message="OpenIDConnect provider's HTTPS certificate doesn't match configured thumbprint")
     return Expect("irsa", "OIDC_THUMBPRINT_MISMATCH", 2, "payments", "api", role="payments-api",
                   fix=(("aws iam update-open-id-connect-provider-thumbprint --open-id-connect-provider-arn "
@@ -336,7 +198,7 @@ def sa_not_found(w: World) -> Expect:
     arn = w.irsa_role("payments-api", "payments", "api")
     w.sa("payments", "worker", role_arn=arn)
     w.sa("default", "default")
-    w.web_identity("payments", "api", arn, count=2)
+    w.refused_web_identity("payments", "api", arn, count=2)
     return Expect("irsa", "SA_NOT_FOUND", 2, "payments", "api", role="payments-api",
                   fix=("kubectl create serviceaccount -n payments api",
                        f"kubectl annotate serviceaccount -n payments api eks.amazonaws.com/role-arn={arn} --overwrite"),
@@ -346,7 +208,7 @@ def sa_not_found(w: World) -> Expect:
 def sa_not_annotated(w: World) -> Expect:
     arn = w.irsa_role("payments-api", "payments", "api")
     w.sa("payments", "api")
-    w.web_identity("payments", "api", arn, count=3)
+    w.refused_web_identity("payments", "api", arn, count=3)
     return Expect("irsa", "SA_NOT_ANNOTATED", 3, "payments", "api", role="payments-api",
                   fix=(f"kubectl annotate serviceaccount -n payments api eks.amazonaws.com/role-arn={arn} --overwrite",
                        "kubectl rollout restart deployment -n payments"))
@@ -358,7 +220,7 @@ def role_mismatch(w: World) -> Expect:
     old = w.irsa_role("payments-api-old", "payments", "api-legacy")
     new = w.irsa_role("payments-api", "payments", "api")
     w.sa("payments", "api", role_arn=new)
-    w.web_identity("payments", "api", old, count=5)
+    w.refused_web_identity("payments", "api", old, count=5)
     return Expect("irsa", "ROLE_MISMATCH", 5, "payments", "api", role="payments-api-old",
                   fix=("kubectl rollout restart deployment -n payments",
                        f"kubectl annotate serviceaccount -n payments api eks.amazonaws.com/role-arn={old} --overwrite"),
@@ -368,7 +230,7 @@ def role_mismatch(w: World) -> Expect:
 def role_not_found(w: World) -> Expect:
     arn = f"arn:aws:iam::{ACCOUNT}:role/payments-api"
     w.sa("payments", "api", role_arn=arn)
-    w.web_identity("payments", "api", arn, count=2)
+    w.refused_web_identity("payments", "api", arn, count=2)
     return Expect("irsa", "ROLE_NOT_FOUND", 2, "payments", "api", role="payments-api",
                   fix=("aws iam create-role --role-name payments-api", '"system:serviceaccount:payments:api"'),
                   explanation=("does not exist",))
@@ -377,7 +239,7 @@ def role_not_found(w: World) -> Expect:
 def trust_provider_mismatch(w: World) -> Expect:
     arn = w.irsa_role("payments-api", "payments", "api", provider=w.old_provider_arn)
     w.sa("payments", "api", role_arn=arn)
-    w.web_identity("payments", "api", arn, count=6)
+    w.refused_web_identity("payments", "api", arn, count=6)
     return Expect("irsa", "TRUST_PROVIDER_MISMATCH", 6, "payments", "api", role="payments-api",
                   fix=("aws iam update-assume-role-policy --role-name payments-api", f'"Federated": "{w.provider_arn}"',
                        f'"Federated": "{w.old_provider_arn}"'),
@@ -387,7 +249,7 @@ def trust_provider_mismatch(w: World) -> Expect:
 def trust_action_missing(w: World) -> Expect:
     arn = w.irsa_role("payments-api", "payments", "api", action="sts:AssumeRole")
     w.sa("payments", "api", role_arn=arn)
-    w.web_identity("payments", "api", arn, count=2)
+    w.refused_web_identity("payments", "api", arn, count=2)
     return Expect("irsa", "TRUST_ACTION_MISSING", 2, "payments", "api", role="payments-api",
                   fix=('"sts:AssumeRoleWithWebIdentity"', "update-assume-role-policy"))
 
@@ -395,7 +257,7 @@ def trust_action_missing(w: World) -> Expect:
 def trust_subject_mismatch(w: World) -> Expect:
     arn = w.irsa_role("payments-api", "payments", "api", sub="system:serviceaccount:payment:api")
     w.sa("payments", "api", role_arn=arn)
-    w.web_identity("payments", "api", arn, count=7)
+    w.refused_web_identity("payments", "api", arn, count=7)
     return Expect("irsa", "TRUST_SUBJECT_MISMATCH", 7, "payments", "api", role="payments-api",
                   fix=(f'"{w.issuer}:sub": [', '"system:serviceaccount:payments:api"',
                        "# it still admits system:serviceaccount:payment:api",
@@ -406,25 +268,17 @@ def trust_subject_mismatch(w: World) -> Expect:
 def trust_audience_mismatch(w: World) -> Expect:
     arn = w.irsa_role("payments-api", "payments", "api", aud="system:serviceaccount:payments:api")
     w.sa("payments", "api", role_arn=arn)
-    w.web_identity("payments", "api", arn, count=2)
+    w.refused_web_identity("payments", "api", arn, count=2)
     return Expect("irsa", "TRUST_AUDIENCE_MISMATCH", 2, "payments", "api", role="payments-api",
                   fix=(f'"{w.issuer}:aud": "sts.amazonaws.com"',), explanation=(":aud",))
 
 
 def pod_identity_trust_from_eks(w: World) -> Expect:
     """The Pod Identity agent's call, refused with EKS's own message (as in the real record)."""
-    node = w.node_session()
-    w.records.append(
-        api_call(
-            w.rng, when=NOW - timedelta(minutes=9), region=REGION, account=ACCOUNT,
-            identity=node.user_identity(NOW - timedelta(hours=3)),
-            event_source="eks-auth.amazonaws.com", event_name="AssumeRoleForPodIdentity",
-            user_agent="aws-sdk-go-v2/1.21.2 os/linux lang/go#1.19.13 md/GOOS#linux md/GOARCH#amd64 api/eksauth#1.0.0",
-            error_code="AccessDenied",
-            error_message="Unauthorized Exception! EKS does not have permissions to assume the associated role.",
-            request_parameters={"clusterName": "prod", "token": "HIDDEN_DUE_TO_SECURITY_REASONS"},
-        )
-    )
+    w.records.append(pod_identity_agent_call(
+        w.rng, when=NOW - timedelta(minutes=9), region=REGION, account=ACCOUNT, node=w.node_session(), cluster="prod",
+        created=NOW - timedelta(hours=3), error_code="AccessDenied",
+    ))
     return Expect("pod_identity", "POD_IDENTITY_TRUST", 1, resolution="unknown",
                   fix=("aws eks list-pod-identity-associations --cluster-name prod", '"pods.eks.amazonaws.com"',
                        '"sts:TagSession"'))
@@ -434,24 +288,11 @@ def pod_identity_trust_from_policy(w: World) -> Expect:
     """STS refused pods.eks.amazonaws.com: the role trusts it for AssumeRole but not TagSession."""
     arn = w.role("orders-pod", trust({"Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"},
                                       "Action": "sts:AssumeRole"}))
-    tags = [
-        {"key": "eks-cluster-arn", "value": f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/prod"},
-        {"key": "eks-cluster-name", "value": "prod"},
-        {"key": "kubernetes-namespace", "value": "orders"},
-        {"key": "kubernetes-service-account", "value": "worker"},
-        {"key": "kubernetes-pod-name", "value": "worker-6d9f7c6b5-x2x7q"},
-    ]
-    for index in range(3):
-        record = api_call(
-            w.rng, when=w._when(index), region=REGION, account=ACCOUNT,
-            identity={"type": "AWSService", "invokedBy": "pods.eks.amazonaws.com"},
-            event_source="sts.amazonaws.com", event_name="AssumeRole", user_agent="pods.eks.amazonaws.com",
-            error_code="AccessDenied", error_message="Access denied",
-            request_parameters={"roleArn": arn, "roleSessionName": f"eks-prod-worker-6d9f-{index}", "durationSeconds": 21600,
-                                "tags": tags, "transitiveTagKeys": [t["key"] for t in tags]},
-        )
-        record["sourceIPAddress"] = "pods.eks.amazonaws.com"
-        w.records.append(record)
+    for when in w.moments(3, since=timedelta(hours=1)):
+        w.records.append(pod_identity_assume_role(
+            w.rng, when=when, region=REGION, account=ACCOUNT, role_arn=arn, cluster="prod", namespace="orders",
+            service_account="worker", pod="worker-6d9f7c6b5-x2x7q", error_code="AccessDenied",
+        ))
     return Expect("pod_identity", "POD_IDENTITY_TRUST", 3, "orders", "worker", role="orders-pod",
                   fix=("aws iam update-assume-role-policy --role-name orders-pod", '"sts:TagSession"'),
                   explanation=("sts:TagSession",))
@@ -459,22 +300,17 @@ def pod_identity_trust_from_policy(w: World) -> Expect:
 
 def pod_identity_agent_denied(w: World) -> Expect:
     node = w.node_session()
-    for index in range(4):
-        w.records.append(
-            api_call(
-                w.rng, when=w._when(index), region=REGION, account=ACCOUNT,
-                identity=node.user_identity(NOW - timedelta(hours=3)),
-                event_source="eks-auth.amazonaws.com", event_name="AssumeRoleForPodIdentity",
-                user_agent="aws-sdk-go-v2/1.21.2 os/linux lang/go#1.19.13 api/eksauth#1.0.0",
-                error_code="AccessDenied",
-                error_message=(
-                    f"User: {node.arn} is not authorized to perform: eks-auth:AssumeRoleForPodIdentity on resource: "
-                    f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/prod because no identity-based policy allows the "
-                    "eks-auth:AssumeRoleForPodIdentity action"
-                ),
-                request_parameters={"clusterName": "prod", "token": "HIDDEN_DUE_TO_SECURITY_REASONS"},
-            )
-        )
+    for when in w.moments(4, since=timedelta(hours=1)):
+        w.records.append(pod_identity_agent_call(
+            w.rng, when=when, region=REGION, account=ACCOUNT, node=node, cluster="prod",
+            created=NOW - timedelta(hours=3), user_agent="aws-sdk-go-v2/1.21.2 os/linux lang/go#1.19.13 api/eksauth#1.0.0",
+            error_code="AccessDenied",
+            error_message=(
+                f"User: {node.arn} is not authorized to perform: eks-auth:AssumeRoleForPodIdentity on resource: "
+                f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/prod because no identity-based policy allows the "
+                "eks-auth:AssumeRoleForPodIdentity action"
+            ),
+        ))
     return Expect("pod_identity", "POD_IDENTITY_AGENT_DENIED", 4, resolution="unknown", role=NODE_ROLE,
                   fix=((f"aws iam attach-role-policy --role-name {NODE_ROLE} --policy-arn "
                        "arn:aws:iam::aws:policy/AmazonEKSWorkerNodePolicy"),))
@@ -482,7 +318,7 @@ def pod_identity_agent_denied(w: World) -> Expect:
 
 def node_role_fallback(w: World) -> Expect:
     node = w.node_session()
-    w.call(node, "ec2.amazonaws.com", "DescribeSnapshots", count=8, code="Client.UnauthorizedOperation",
+    w.calls(node, "ec2.amazonaws.com", "DescribeSnapshots", count=8, code="Client.UnauthorizedOperation",
            message=EC2_ENCODED, user_agent=OLD_BOTO3)
     return Expect("denied_call", "NODE_ROLE_FALLBACK", 8, resolution="node", role=NODE_ROLE,
                   fix=("upgrade Boto3 from 1.9.100 to 1.9.220", "eks.amazonaws.com/role-arn",
@@ -494,7 +330,7 @@ def explicit_deny(w: World) -> Expect:
     arn = w.irsa_role("payments-api", "payments", "api", {"s3": policy({"Effect": "Allow", "Action": "s3:*", "Resource": "*"})})
     w.sa("payments", "api", role_arn=arn)
     session = w.minted("payments", "api", arn)
-    w.call(session, "s3.amazonaws.com", "PutObject", count=3, code="AccessDenied",
+    w.calls(session, "s3.amazonaws.com", "PutObject", count=3, code="AccessDenied",
            message=f'User: {session.arn} is not authorized to perform: s3:PutObject on resource: '
                    '"arn:aws:s3:::invoices/2026/11.pdf" with an explicit deny in a service control policy')
     return Expect("denied_call", "EXPLICIT_DENY", 3, "payments", "api", role="payments-api",
@@ -510,7 +346,7 @@ def boundary_deny(w: World) -> Expect:
                       {"ec2": policy({"Effect": "Allow", "Action": "ec2:DescribeSnapshots", "Resource": "*"})},
                       boundary=boundary)
     w.sa("reports", "exporter", role_arn=arn)
-    w.call(w.session_of(arn), "ec2.amazonaws.com", "DescribeSnapshots", count=2, code="Client.UnauthorizedOperation",
+    w.calls(w.session_of(arn), "ec2.amazonaws.com", "DescribeSnapshots", count=2, code="Client.UnauthorizedOperation",
            message=EC2_SILENT)
     return Expect("denied_call", "BOUNDARY_DENY", 2, "reports", "exporter", resolution="by_role", role="reports-exporter",
                   candidates=("reports/exporter",),
@@ -522,7 +358,7 @@ def resource_policy_deny(w: World) -> Expect:
     arn = w.irsa_role("reports-reader", "reports", "reader")
     w.sa("reports", "reader", role_arn=arn)
     session = w.minted("reports", "reader", arn)
-    w.call(session, "s3.amazonaws.com", "GetObject", count=2, code="AccessDenied",
+    w.calls(session, "s3.amazonaws.com", "GetObject", count=2, code="AccessDenied",
            message=f'User: {session.arn} is not authorized to perform: s3:GetObject on resource: '
                    '"arn:aws:s3:::partner-reports/q3.csv" because no resource-based policy allows the s3:GetObject action')
     return Expect("denied_call", "RESOURCE_POLICY_DENY", 2, "reports", "reader", role="reports-reader",
@@ -534,7 +370,7 @@ def missing_permission(w: World) -> Expect:
                       {"sqs": policy({"Effect": "Allow", "Action": "sqs:ReceiveMessage", "Resource": "*"})})
     w.sa("orders", "worker", role_arn=arn)
     session = w.minted("orders", "worker", arn)
-    w.call(session, "ec2.amazonaws.com", "DescribeVolumes", count=9, code="Client.UnauthorizedOperation",
+    w.calls(session, "ec2.amazonaws.com", "DescribeVolumes", count=9, code="Client.UnauthorizedOperation",
            message=EC2_SILENT)
     return Expect("denied_call", "MISSING_PERMISSION", 9, "orders", "worker", role="orders-worker",
                   fix=("aws iam put-role-policy --role-name orders-worker", '"Action": "ec2:DescribeVolumes"'),
@@ -546,7 +382,7 @@ def unexplained(w: World) -> Expect:
                       {"ec2": policy({"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"})})
     w.sa("orders", "worker", role_arn=arn)
     session = w.minted("orders", "worker", arn)
-    w.call(session, "ec2.amazonaws.com", "DescribeVolumes", count=2, code="Client.UnauthorizedOperation",
+    w.calls(session, "ec2.amazonaws.com", "DescribeVolumes", count=2, code="Client.UnauthorizedOperation",
            message=EC2_SILENT)
     return Expect("denied_call", "UNEXPLAINED", 2, "orders", "worker", role="orders-worker",
                   explanation=("allow ec2:DescribeVolumes", "outside the inventory"),
@@ -565,12 +401,6 @@ SCENARIOS: dict[str, Callable[[World], Expect]] = {
 }
 
 
-@pytest.fixture(scope="module")
-def moto():
-    with MotoServer() as server:
-        yield server
-
-
 def healthy_workload(w: World) -> None:
     """A workload of the cluster that gets its credentials, as every real cluster has: the
     evidence that ties an untagged service-account list to the cluster."""
@@ -582,7 +412,7 @@ def healthy_workload(w: World) -> None:
 def build(moto: MotoServer, name: str) -> tuple[World, Expect]:
     probe = SCENARIOS[name]
     options = {"oidc_provider": False} if name == "oidc_provider_missing" else {}
-    world = World(moto, **options)
+    world = prod_world(moto, **options)
     expect = probe(world)
     healthy_workload(world)
     return world, expect
@@ -651,7 +481,7 @@ def explain_offline(files: dict[str, Path], folder: Path, monkeypatch: pytest.Mo
 def test_cause(moto, name, tmp_path, monkeypatch):
     """One cause, built the way it happens, explained live and offline to the same finding."""
     world, expect = build(moto, name)
-    files = world.write(tmp_path)
+    files = write_files(world, tmp_path)
     for offline, document in ((False, explain_live(world, files)), (True, explain_offline(files, tmp_path, monkeypatch))):
         assert document["schema"] == "trailscan.findings/v1"
         found = [(f["kind"], f["cause"], f["error_code"]) for f in document["findings"]]

@@ -6,34 +6,29 @@ import gzip
 import hashlib
 import json
 import os
+import random
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import run_cli
+from trailscan.generate import RoleSession, api_call
 from trailscan.sources.files import expand_paths, ingest_files
 from trailscan.store import Store
 
 
 def record(event_id: str | None = "11111111-2222-3333-4444-555555555555", **extra) -> dict:
-    rec = {
-        "eventVersion": "1.08",
-        "userIdentity": {
-            "type": "AssumedRole",
-            "arn": "arn:aws:sts::111122223333:assumed-role/app/session",
-            "accountId": "111122223333",
-            "accessKeyId": "ASIAEXAMPLEEXAMPLE01",
-            "sessionContext": {"sessionIssuer": {"arn": "arn:aws:iam::111122223333:role/app"}},
-        },
-        "eventTime": "2026-11-27T10:00:00Z",
-        "eventSource": "s3.amazonaws.com",
-        "eventName": "ListBuckets",
-        "awsRegion": "eu-west-1",
-        "recipientAccountId": "111122223333",
-    }
-    if event_id:
-        rec["eventID"] = event_id
+    """A ListBuckets call (``trailscan.generate``), ``extra`` fields over it; no eventID when
+    ``event_id`` is None."""
+    when = datetime(2026, 11, 27, 10, 0, tzinfo=UTC)
+    app = RoleSession("111122223333", "app", "session", "ASIAEXAMPLEEXAMPLE01")
+    rec = api_call(random.Random(event_id or 0), when=when, region="eu-west-1", account="111122223333",
+                   identity=app.user_identity(when - timedelta(minutes=5)), event_source="s3.amazonaws.com",
+                   event_name="ListBuckets", event_id=event_id)
+    if not event_id:
+        del rec["eventID"]
     rec.update(extra)
     return rec
 

@@ -13,7 +13,6 @@ import pytest
 
 from tests.conftest import run_cli
 from tests.support.kube_api import KubeAPI, service_account
-from tests.support.moto_server import MotoServer
 from trailscan.queries import load_queries
 from trailscan.store import Store
 
@@ -264,19 +263,18 @@ def test_real_web_identity_against_service_accounts_read_by_kubectl(real_store, 
 # -- inventory read live from moto, through the CLI ---------------------------------------------------
 
 
-def test_findings_reads_iam_and_eks_live_when_credentials_are_set(tmp_path):
-    from tests.test_explain import World, trust_subject_mismatch
+def test_findings_reads_iam_and_eks_live_when_credentials_are_set(moto, tmp_path):
+    from tests.test_explain import prod_world, trust_subject_mismatch, write_files
 
-    with MotoServer() as moto:
-        world = World(moto)
-        trust_subject_mismatch(world)
-        files = world.write(tmp_path)
-        db = tmp_path / "live.duckdb"
-        ingested = run_cli("ingest", "files", str(files["trail"]), "--db", str(db))
-        assert ingested.returncode == 0, ingested.stderr
-        ran = run_cli("findings", "--db", str(db), "--cluster", "prod", "--service-accounts", str(files["service_accounts"]),
-                      "--since", "2026-11-27T06:00:00Z", "--until", "2026-11-28T07:00:00Z", "--format", "json",
-                      env={**moto.environ("eu-west-1"), "AWS_EC2_METADATA_DISABLED": "true"})
+    world = prod_world(moto)
+    trust_subject_mismatch(world)
+    files = write_files(world, tmp_path)
+    db = tmp_path / "live.duckdb"
+    ingested = run_cli("ingest", "files", str(files["trail"]), "--db", str(db))
+    assert ingested.returncode == 0, ingested.stderr
+    ran = run_cli("findings", "--db", str(db), "--cluster", "prod", "--service-accounts", str(files["service_accounts"]),
+                  "--since", "2026-11-27T06:00:00Z", "--until", "2026-11-28T07:00:00Z", "--format", "json",
+                  env={**moto.environ("eu-west-1"), "AWS_EC2_METADATA_DISABLED": "true"})
     assert ran.returncode == 0, ran.stderr
     [finding] = json.loads(ran.stdout)["findings"]
     assert finding["cause"] == "TRUST_SUBJECT_MISMATCH"
@@ -284,26 +282,25 @@ def test_findings_reads_iam_and_eks_live_when_credentials_are_set(tmp_path):
     assert "aws iam update-assume-role-policy --role-name payments-api" in finding["fix"]
 
 
-def test_since_reads_the_trail_bucket_and_explains(tmp_path):
+def test_since_reads_the_trail_bucket_and_explains(moto, tmp_path):
     """`trailscan since 24h --bucket …`: S3 ingest, live IAM and EKS, explanation — all through moto."""
     import random
 
-    from tests.test_explain import NOW, REGION, World, missing_permission
+    from tests.test_explain import NOW, REGION, missing_permission, prod_world, write_files
     from trailscan.generate import delivery_files, iso
 
-    with MotoServer() as moto:
-        world = World(moto)
-        missing_permission(world)
-        files = world.write(tmp_path)
-        s3 = world.session.client("s3")
-        s3.create_bucket(Bucket="org-trail", CreateBucketConfiguration={"LocationConstraint": REGION})
-        for key, body in delivery_files(world.records, random.Random(3), prefix="trail"):
-            s3.put_object(Bucket="org-trail", Key=key, Body=body)
-        ran = run_cli("since", "24h", "--until", iso(NOW + timedelta(minutes=1)), "--bucket", "org-trail",
-                      "--prefix", "trail", "--regions", REGION, "--cluster", "prod",
-                      "--service-accounts", str(files["service_accounts"]), "--db", str(tmp_path / "s3.duckdb"),
-                      "--format", "json", "--fail-on-findings",
-                      env={**moto.environ(REGION), "AWS_EC2_METADATA_DISABLED": "true"})
+    world = prod_world(moto)
+    missing_permission(world)
+    files = write_files(world, tmp_path)
+    s3 = world.session.client("s3")
+    s3.create_bucket(Bucket="org-trail", CreateBucketConfiguration={"LocationConstraint": REGION})
+    for key, body in delivery_files(world.records, random.Random(3), prefix="trail"):
+        s3.put_object(Bucket="org-trail", Key=key, Body=body)
+    ran = run_cli("since", "24h", "--until", iso(NOW + timedelta(minutes=1)), "--bucket", "org-trail",
+                  "--prefix", "trail", "--regions", REGION, "--cluster", "prod",
+                  "--service-accounts", str(files["service_accounts"]), "--db", str(tmp_path / "s3.duckdb"),
+                  "--format", "json", "--fail-on-findings",
+                  env={**moto.environ(REGION), "AWS_EC2_METADATA_DISABLED": "true"})
     assert ran.returncode == 1, ran.stderr
     document = json.loads(ran.stdout)
     assert [row["source"] for row in document["coverage"]] == ["s3"]

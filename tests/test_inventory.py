@@ -112,16 +112,13 @@ SERVICE_TRUST |= {
 # --------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def moto() -> Iterator[MotoServer]:
-    with MotoServer() as server:
-        server.reset()  # moto's backends are process-wide: start from nothing
-        yield server
+# The account is seeded once for the module (``world``): its tests only add to it.
+pytestmark = pytest.mark.usefixtures("moto_module")
 
 
 @pytest.fixture(scope="module")
-def aws(moto: MotoServer) -> boto3.Session:
-    return moto.session("eu-west-1")
+def aws(moto_module: MotoServer) -> boto3.Session:
+    return moto_module.session("eu-west-1")
 
 
 @pytest.fixture(scope="module")

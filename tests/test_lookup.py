@@ -13,13 +13,22 @@ from datetime import datetime, timedelta, timezone
 import boto3
 import pytest
 from click.testing import CliRunner
-from moto.server import ThreadedMotoServer
 
 from tests.conftest import run_cli
 from tests.support.lookup_server import DEFAULT_ACCOUNT, ApiError, LookupServer
 from trailscan.cli import main
 from trailscan.errors import SourceError
-from trailscan.generate import RoleSession, access_key_id, api_call, healthy_traffic, iso, sample_failures
+from trailscan.generate import (
+    RoleSession,
+    access_key_id,
+    api_call,
+    healthy_traffic,
+    iso,
+    pod_identity_agent_call,
+    pod_identity_assume_role,
+    sample_failures,
+    web_identity_call,
+)
 from trailscan.model import COMPLETE, FAILED, PARTIAL, Window
 from trailscan.sources.lookup import (
     TokenBucket,
@@ -283,15 +292,6 @@ def test_throttling_is_retried_and_never_a_failure(aws):
 # -- quick mode ---------------------------------------------------------------------------------------
 
 
-def web_identity(provider: str, subject: str) -> dict:
-    return {
-        "type": "WebIdentityUser",
-        "principalId": f"{provider}:sts.amazonaws.com:{subject}",
-        "userName": subject,
-        "identityProvider": provider,
-    }
-
-
 def quick_fixture(window: Window, rng: random.Random) -> tuple[dict[str, list[dict]], set[str], set[str]]:
     """Records per region, the event ids quick mode must find, and those it cannot see."""
     provider = f"arn:aws:iam::{ACCOUNT}:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/5C1A7E0E5A1B2C3D"
@@ -310,32 +310,17 @@ def quick_fixture(window: Window, rng: random.Random) -> tuple[dict[str, list[di
             hidden.add(record["eventID"])
 
     def mint(region: str, when: datetime, session: RoleSession, *, with_response: bool = True) -> dict:
-        expires = when + timedelta(hours=1)
-        return api_call(
+        return web_identity_call(
             rng,
             when=when,
             region=region,
             account=ACCOUNT,
-            identity=web_identity(provider, "system:serviceaccount:payments:api"),
-            event_source="sts.amazonaws.com",
-            event_name="AssumeRoleWithWebIdentity",
-            request_parameters={"roleArn": session.role_arn, "roleSessionName": session.session_name},
-            response_elements={
-                "credentials": {
-                    "accessKeyId": session.access_key_id,
-                    "sessionToken": "IQoJb3JpZ2luX2VjE…",
-                    "expiration": expires.strftime("%b %d, %Y, %-I:%M:%S %p"),
-                },
-                "subjectFromWebIdentityToken": "system:serviceaccount:payments:api",
-                "assumedRoleUser": {
-                    "assumedRoleId": f"AROAEXAMPLE:{session.session_name}",
-                    "arn": session.arn,
-                },
-                "provider": provider,
-                "audience": "sts.amazonaws.com",
-            }
-            if with_response
-            else None,
+            provider_arn=provider,
+            subject="system:serviceaccount:payments:api",
+            role_arn=session.role_arn,
+            # Without the session, a granted call whose response is not in the record.
+            session=session if with_response else None,
+            session_name=session.session_name,
         )
 
     def denied(region: str, when: datetime, session: RoleSession, name: str = "SendMessage") -> dict:
@@ -373,36 +358,29 @@ def quick_fixture(window: Window, rng: random.Random) -> tuple[dict[str, list[di
     pod = RoleSession(ACCOUNT, "orders-pod", "eks-prod-orders-7d9f-1b2c", access_key_id(rng))
     t1 = window.start + timedelta(hours=5)
     for minute, error in ((0, None), (1, "AccessDenied")):
-        afpi = api_call(
+        afpi = pod_identity_agent_call(
             rng,
             when=t1 + timedelta(minutes=minute),
             region="eu-west-1",
             account=ACCOUNT,
-            identity=node.user_identity(t1),
-            event_source="eks-auth.amazonaws.com",
-            event_name="AssumeRoleForPodIdentity",
+            node=node,
+            cluster="prod",
+            created=t1,
             error_code=error,
-            request_parameters={"clusterName": "prod", "token": "HIDDEN_DUE_TO_SECURITY_REASONS"},
         )
         regions["eu-west-1"].append(afpi)
         must.add(afpi["eventID"])
-    assume = api_call(
+    assume = pod_identity_assume_role(
         rng,
         when=t1,
         region="eu-west-1",
         account=ACCOUNT,
-        identity={"type": "AWSService", "invokedBy": "pods.eks.amazonaws.com"},
-        event_source="sts.amazonaws.com",
-        event_name="AssumeRole",
-        request_parameters={
-            "roleArn": pod.role_arn,
-            "roleSessionName": pod.session_name,
-            "durationSeconds": 21600,
-        },
-        response_elements={
-            "credentials": {"accessKeyId": pod.access_key_id, "expiration": iso(t1 + timedelta(hours=6))},
-            "assumedRoleUser": {"arn": pod.arn},
-        },
+        role_arn=pod.role_arn,
+        cluster="prod",
+        namespace="orders",
+        service_account="worker",
+        pod="orders-7d9f-1b2c",
+        session=pod,
     )
     regions["eu-west-1"].append(assume)
     must.add(assume["eventID"])
@@ -542,13 +520,10 @@ def test_no_credentials_is_a_clear_error(aws, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def moto_sts():
-    """moto in server mode, for ``sts:GetCallerIdentity`` (the account the CLI labels coverage with)."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    _, port = server.get_host_and_port()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+def moto_sts(moto_server) -> str:
+    """The moto server (tests/conftest.py), for ``sts:GetCallerIdentity`` (the account the CLI
+    labels coverage with)."""
+    return moto_server.endpoint_url
 
 
 def cli_env(moto_sts: str, lookup: LookupServer, tmp_path) -> dict[str, str]:

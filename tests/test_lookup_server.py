@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import random
 import time
 import urllib.error
 import urllib.request
@@ -14,6 +15,7 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from tests.support.lookup_server import LookupServer, lookup_username
+from trailscan.generate import RoleSession, api_call, pod_identity_agent_call, web_identity_call
 
 NOW = datetime(2026, 11, 28, 6, 0, tzinfo=timezone.utc)
 NO_RETRIES = Config(retries={"total_max_attempts": 1})
@@ -24,20 +26,8 @@ WEB_IDENTITY = {
     "userName": "system:serviceaccount:payments:api",
     "identityProvider": OIDC_PROVIDER,
 }
-NODE_SESSION = {
-    "type": "AssumedRole",
-    "principalId": "AROAEXAMPLE:i-064d652934ecf0bfc",
-    "arn": "arn:aws:sts::123456789012:assumed-role/eks-node-role/i-064d652934ecf0bfc",
-    "accountId": "123456789012",
-    "accessKeyId": "ASIANODEEXAMPLE",
-    "sessionContext": {
-        "sessionIssuer": {
-            "type": "Role",
-            "arn": "arn:aws:iam::123456789012:role/eks-node-role",
-            "userName": "eks-node-role",
-        }
-    },
-}
+NODE = RoleSession("123456789012", "eks-node-role", "i-064d652934ecf0bfc", "ASIANODEEXAMPLE", ec2_role_delivery=True)
+NODE_SESSION = NODE.user_identity(NOW - timedelta(hours=1))
 IAM_USER = {
     "type": "IAMUser",
     "principalId": "AIDAEXAMPLE",
@@ -50,21 +40,10 @@ IAM_USER = {
 
 def record(event_id, when, *, name="DescribeInstances", source="ec2.amazonaws.com",
            identity=IAM_USER, read_only=True, resources=None, **extra):
-    """A small management-event record, as CloudTrail writes it."""
+    """A management-event record (``trailscan.generate.api_call``), ``extra`` fields over it."""
     return {
-        "eventVersion": "1.08",
-        "userIdentity": identity,
-        "eventTime": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "eventSource": source,
-        "eventName": name,
-        "awsRegion": "eu-west-1",
-        "eventID": event_id,
-        "readOnly": read_only,
-        "resources": resources or [],
-        "eventType": "AwsApiCall",
-        "managementEvent": True,
-        "recipientAccountId": "123456789012",
-        "eventCategory": "Management",
+        **api_call(random.Random(event_id), when=when, region="eu-west-1", identity=identity, account="123456789012",
+                   event_source=source, event_name=name, read_only=read_only, resources=resources, event_id=event_id),
         **extra,
     }
 
@@ -279,14 +258,19 @@ def test_max_results_range(server):
     ],
 )
 def test_lookup_attributes(server, key, value, expected):
+    web = web_identity_call(
+        random.Random(1), when=NOW - timedelta(minutes=3), region="eu-west-1", account="123456789012",
+        provider_arn=OIDC_PROVIDER, subject="system:serviceaccount:payments:api",
+        role_arn="arn:aws:iam::123456789012:role/payments-api", error_code="AccessDenied", event_id="web",
+    )
+    assert web["userIdentity"] == WEB_IDENTITY
     server.add_events("eu-west-1", [
-        record("web", NOW - timedelta(minutes=3), name="AssumeRoleWithWebIdentity",
-               source="sts.amazonaws.com", identity=WEB_IDENTITY, read_only=False,
-               errorCode="AccessDenied", errorMessage="An unknown error occurred"),
-        record("node", NOW - timedelta(minutes=2), name="AssumeRoleForPodIdentity",
-               source="eks-auth.amazonaws.com", identity=NODE_SESSION,
-               resources=[{"ARN": "arn:aws:eks:eu-west-1:123456789012:cluster/prod",
-                           "type": "AWS::EKS::Cluster"}]),
+        {**web, "readOnly": False},  # STS writes true: this makes it the one the ReadOnly filter finds
+        pod_identity_agent_call(
+            random.Random(2), when=NOW - timedelta(minutes=2), region="eu-west-1", account="123456789012",
+            node=NODE, cluster="prod", event_id="node",
+            resources=[{"ARN": "arn:aws:eks:eu-west-1:123456789012:cluster/prod", "type": "AWS::EKS::Cluster"}],
+        ),
         record("user", NOW - timedelta(minutes=1)),
     ])
     answer = client_for(server).lookup_events(

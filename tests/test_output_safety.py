@@ -18,6 +18,7 @@ import csv
 import gzip
 import io
 import json
+import random
 import re
 import subprocess
 import tempfile
@@ -28,7 +29,14 @@ import pytest
 
 from tests.conftest import run_cli
 from trailscan.errors import QueryError
-from trailscan.generate import iso
+from trailscan.generate import (
+    RoleSession,
+    access_key_id,
+    api_call,
+    iso,
+    pod_identity_agent_call,
+    web_identity_call,
+)
 from trailscan.model import Window
 from trailscan.store import Store
 
@@ -49,53 +57,34 @@ AGENT = "=cmd|' /C calc'!A0 Boto3/1.9.0"
 FORMULAS = ("=cmd|' /C calc'!A0", "+SUM(1)", "-2+3", "@SUM(A1)", "\t=1", "\r=1")
 
 
-def record(event_id: str, minutes: int, **fields) -> dict:
-    rec = {
-        "eventVersion": "1.09",
-        "eventTime": (NOW - timedelta(hours=3) + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "eventSource": "sts.amazonaws.com",
-        "eventName": "AssumeRoleWithWebIdentity",
-        "awsRegion": "eu-west-1",
-        "sourceIPAddress": "192.0.2.10",
-        "userAgent": AGENT,
-        "eventID": event_id,
-        "readOnly": True,
-        "eventType": "AwsApiCall",
-        "managementEvent": True,
-        "recipientAccountId": ACCOUNT,
-        "eventCategory": "Management",
-    }
-    rec.update(fields)
-    return rec
+def at(minutes: int) -> datetime:
+    return NOW - timedelta(hours=3) + timedelta(minutes=minutes)
+
+
+def web_identity(rng: random.Random, event_id: str, when: datetime, **options) -> dict:
+    """An AssumeRoleWithWebIdentity of payments/api (``trailscan.generate``); ``options`` as
+    ``web_identity_call`` takes them."""
+    options = {"subject": "system:serviceaccount:payments:api", "role_arn": f"arn:aws:iam::{ACCOUNT}:role/payments-api",
+               **options}
+    return web_identity_call(rng, when=when, region="eu-west-1", account=ACCOUNT, provider_arn=PROVIDER,
+                             event_id=event_id, **options)
 
 
 def hostile_records() -> list[dict]:
-    web_identity = {
-        "type": "WebIdentityUser",
-        "principalId": f"{PROVIDER}:sts.amazonaws.com:system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}",
-        "userName": f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}",
-        "identityProvider": PROVIDER,
-    }
-    node = {
-        "type": "AssumedRole",
-        "principalId": "AROAEXAMPLENODE:i-0123456789abcdef0",
-        "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/node-role/i-0123456789abcdef0",
-        "accountId": ACCOUNT,
-        "accessKeyId": "ASIAEXAMPLENODE00001",
-        "sessionContext": {
-            "sessionIssuer": {"type": "Role", "arn": f"arn:aws:iam::{ACCOUNT}:role/node-role"},
-            "ec2RoleDelivery": "2.0",
-        },
-    }
+    rng = random.Random(8)
+    node = RoleSession(ACCOUNT, "node-role", "i-0123456789abcdef0", "ASIAEXAMPLENODE00001", role_id="AROAEXAMPLENODE",
+                       ec2_role_delivery=True)
     records = [
-        record(f"wi-{i}", i, userIdentity=web_identity, errorCode="AccessDenied", errorMessage=MESSAGE,
-               requestParameters={"roleArn": ROLE_ARN, "roleSessionName": "s<b>1</b>"}, responseElements=None)
+        web_identity(rng, f"wi-{i}", at(i), subject=f"system:serviceaccount:{NAMESPACE}:{SERVICE_ACCOUNT}",
+                     role_arn=ROLE_ARN, session_name="s<b>1</b>", user_agent=AGENT, error_code="AccessDenied",
+                     error_message=MESSAGE)
         for i in range(3)
     ]
     records += [
-        record(f"dn-{i}", 10 + i, eventSource="dynamodb.amazonaws.com", eventName="PutItem", userIdentity=node,
-               errorCode="AccessDeniedException", errorMessage=f"User: {node['arn']} is not authorized: {MESSAGE}",
-               requestParameters={"tableName": "orders|`x`"}, userAgent=FORMULAS[i % len(FORMULAS)])
+        api_call(rng, when=at(10 + i), region="eu-west-1", account=ACCOUNT, identity=node.user_identity(at(0)),
+                 event_source="dynamodb.amazonaws.com", event_name="PutItem", user_agent=FORMULAS[i % len(FORMULAS)],
+                 error_code="AccessDeniedException", error_message=f"User: {node.arn} is not authorized: {MESSAGE}",
+                 request_parameters={"tableName": "orders|`x`"}, event_id=f"dn-{i}")
         for i in range(len(FORMULAS))
     ]
     return records
@@ -323,14 +312,6 @@ def test_a_real_value_still_selects(hostile_db):
 # -- S3 keys never write outside the download folder --------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def moto():
-    from tests.support.moto_server import MotoServer
-
-    with MotoServer() as server:
-        yield server
-
-
 DAY = f"AWSLogs/{ACCOUNT}/CloudTrail/eu-west-1/2026/11/28/"
 ESCAPING_KEYS = {
     "dotdot": DAY + "..",
@@ -346,9 +327,12 @@ def put_trail(moto, bucket: str, keys: dict[str, str]) -> dict[str, str]:
     s3 = moto.session("eu-west-1").client("s3")
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     planted = {}
+    rng = random.Random(bucket)
+    app = RoleSession(ACCOUNT, "app", "botocore-session-1", access_key_id(rng))
     for n, (name, key) in enumerate(sorted(keys.items())):
         event_id = f"s3-{name}"
-        body = {"Records": [record(event_id, n, eventName="ListBuckets", eventSource="s3.amazonaws.com")]}
+        body = {"Records": [api_call(rng, when=at(n), region="eu-west-1", account=ACCOUNT, identity=app.user_identity(at(0)),
+                                     event_source="s3.amazonaws.com", event_name="ListBuckets", event_id=event_id)]}
         s3.put_object(Bucket=bucket, Key=key, Body=gzip.compress(json.dumps(body).encode()))
         planted[key] = event_id
     return planted
@@ -412,47 +396,55 @@ SECRETS = {
 
 
 def secret_records() -> list[dict]:
-    identity = {
-        "type": "WebIdentityUser",
-        "principalId": f"{PROVIDER}:sts.amazonaws.com:system:serviceaccount:payments:api",
-        "userName": "system:serviceaccount:payments:api",
-        "identityProvider": PROVIDER,
-    }
-    role = f"arn:aws:iam::{ACCOUNT}:role/payments-api"
+    rng = random.Random(9)
+    node = RoleSession(ACCOUNT, "node", "i-0abc", access_key_id(rng), ec2_role_delivery=True)
+    app = RoleSession(ACCOUNT, "app", "botocore-session-1", access_key_id(rng))
+    # A refused web identity: a finding, so it reaches findings and reports.
+    refused = web_identity(rng, "sec-refused", at(1), session_name="s", user_agent="Boto3/1.34.69",
+                           error_code="AccessDenied")
+    # The session it minted when it worked: credentials in responseElements.
+    minted = web_identity(rng, "sec-minted", at(2), user_agent="Boto3/1.34.69",
+                          session=RoleSession(ACCOUNT, "payments-api", "s", "ASIAKEEPTHISKEYID001"))
+    minted["responseElements"]["credentials"].update(sessionToken=SECRETS["session"], secretAccessKey=SECRETS["secret"])
+    for record in (refused, minted):
+        record["requestParameters"]["webIdentityToken"] = SECRETS["web"]  # which CloudTrail never shows
+    # Pod Identity's agent call, and secrets in every other place and spelling.
+    pod = pod_identity_agent_call(rng, when=at(3), region="eu-west-1", account=ACCOUNT, node=node, cluster="prod",
+                                  error_code="AccessDenied", error_message="Unauthorized Exception!", event_id="sec-pod")
+    pod["requestParameters"]["token"] = SECRETS["pod"]
     return [
-        # A refused web identity: a finding, so it reaches findings and reports.
-        record("sec-refused", 1, userIdentity=identity, errorCode="AccessDenied", errorMessage="An unknown error occurred",
-               requestParameters={"roleArn": role, "roleSessionName": "s", "webIdentityToken": SECRETS["web"]},
-               userAgent="Boto3/1.34.69"),
-        # The session it minted when it worked: credentials in responseElements.
-        record("sec-minted", 2, userIdentity=identity, userAgent="Boto3/1.34.69",
-               requestParameters={"roleArn": role, "roleSessionName": "s", "webIdentityToken": SECRETS["web"]},
-               responseElements={"credentials": {"accessKeyId": "ASIAKEEPTHISKEYID001", "sessionToken": SECRETS["session"],
-                                                 "secretAccessKey": SECRETS["secret"], "expiration": "Nov 28, 2026, 4:00:00 AM"}}),
-        # Pod Identity's agent call, and secrets in every other place and spelling.
-        record("sec-pod", 3, eventSource="eks-auth.amazonaws.com", eventName="AssumeRoleForPodIdentity",
-               errorCode="AccessDenied", errorMessage="Unauthorized Exception!",
-               requestParameters={"clusterName": "prod", "token": SECRETS["pod"]},
-               userIdentity={"type": "AssumedRole", "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/node/i-0abc"}),
-        record("sec-odd", 4, eventSource="secretsmanager.amazonaws.com", eventName="PutSecretValue",
-               requestParameters={
-                   "a": {"b": [{"c": {"SessionToken": SECRETS["nested"]}}]},
-                   "SECRETACCESSKEY": SECRETS["upper"],
-                   "secretString": {"value": SECRETS["object"]},
-                   "Token": [SECRETS["list"]],
-                   "password": SECRETS["number"],
-                   "document": json.dumps({"credentials": {"sessionToken": SECRETS["stringified"]}}),
-                   "newPassword": SECRETS["password"],
-                   "clientSecret": SECRETS["client"],
-               }),
+        refused,
+        minted,
+        pod,
+        api_call(rng, when=at(4), region="eu-west-1", account=ACCOUNT, identity=app.user_identity(at(0)),
+                 event_source="secretsmanager.amazonaws.com", event_name="PutSecretValue", event_id="sec-odd",
+                 request_parameters={
+                     "a": {"b": [{"c": {"SessionToken": SECRETS["nested"]}}]},
+                     "SECRETACCESSKEY": SECRETS["upper"],
+                     "secretString": {"value": SECRETS["object"]},
+                     "Token": [SECRETS["list"]],
+                     "password": SECRETS["number"],
+                     "document": json.dumps({"credentials": {"sessionToken": SECRETS["stringified"]}}),
+                     "newPassword": SECRETS["password"],
+                     "clientSecret": SECRETS["client"],
+                 }),
         # Nothing else in it spelt in lower case: the cheap pre-filter must not skip it.
-        record("sec-upper", 6, eventSource="sts.amazonaws.com", eventName="GetCallerIdentity",
-               requestParameters={"SESSIONTOKEN": SECRETS["upper_only"]}),
+        api_call(rng, when=at(6), region="eu-west-1", account=ACCOUNT, identity=app.user_identity(at(0)),
+                 event_source="sts.amazonaws.com", event_name="GetCallerIdentity", event_id="sec-upper",
+                 request_parameters={"SESSIONTOKEN": SECRETS["upper_only"]}),
     ]
 
 
+def minted_with_token(event_id: str, when: datetime, token: str) -> dict:
+    """A granted web identity whose response holds ``token`` as its session token."""
+    rng = random.Random(event_id)
+    record = web_identity(rng, event_id, when, session=RoleSession(ACCOUNT, "payments-api", "s", access_key_id(rng)))
+    record["responseElements"]["credentials"]["sessionToken"] = token
+    return record
+
+
 @pytest.fixture(scope="module")
-def secret_outputs(tmp_path_factory, moto):
+def secret_outputs(tmp_path_factory, moto_server):
     """Every output trailscan makes from records carrying planted secrets: the store, SQL,
     queries, findings in each format, the report's four artifacts, and all stderr."""
     from tests.support.lookup_server import DEFAULT_ACCOUNT, LookupServer
@@ -463,7 +455,7 @@ def secret_outputs(tmp_path_factory, moto):
     (trail / f"{ACCOUNT}_CloudTrail_eu-west-1_20261128T0305Z_s.json.gz").write_bytes(
         gzip.compress(json.dumps({"Records": secret_records()}).encode())
     )
-    inner = record("sec-lookup-file", 5, responseElements={"credentials": {"sessionToken": SECRETS["lookup_file"]}})
+    inner = minted_with_token("sec-lookup-file", at(5), SECRETS["lookup_file"])
     (trail / "lookup-events.json").write_text(json.dumps({"Events": [{"EventId": "x", "CloudTrailEvent": json.dumps(inner)}]}))
     (trail / "broken.json").write_text('{"sessionToken": "' + SECRETS["broken"] + '", "eventVersion": "1.08", oops')
     db = folder / "store.duckdb"
@@ -479,11 +471,10 @@ def secret_outputs(tmp_path_factory, moto):
     cli("ingest files", "ingest", "files", str(trail), "--db", str(db))
     # LookupEvents: the record is a JSON string in the API's answer.
     now = datetime.now(UTC).replace(microsecond=0)
-    api_record = record("sec-lookup-api", 0, responseElements={"credentials": {"sessionToken": SECRETS["lookup_api"]}})
-    api_record["eventTime"] = (now - timedelta(hours=2)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    api_record = minted_with_token("sec-lookup-api", now - timedelta(hours=2), SECRETS["lookup_api"])
     with LookupServer(rate=50.0, burst=50.0) as server:
         server.add_events("eu-west-1", [api_record], account=DEFAULT_ACCOUNT)
-        env = {**moto.environ("eu-west-1"), "AWS_ENDPOINT_URL_CLOUDTRAIL": server.endpoint_url}
+        env = {**moto_server.environ("eu-west-1"), "AWS_ENDPOINT_URL_CLOUDTRAIL": server.endpoint_url}
         cli("ingest lookup", "ingest", "lookup", "--since", "3h", "--regions", "eu-west-1", "--db", str(db), env=env)
 
     for fmt in ("json", "csv"):

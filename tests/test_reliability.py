@@ -204,20 +204,16 @@ ONE_OBJECT_PER_BATCH = (
 )
 
 
-@pytest.fixture(scope="module")
-def moto():
-    from tests.support.moto_server import MotoServer
-
-    with MotoServer() as server:
-        yield server
+# The trail bucket is planted once for the module.
+pytestmark = pytest.mark.usefixtures("moto_module")
 
 
 @pytest.fixture(scope="module")
-def s3_trail(moto) -> tuple[str, dict[str, list[str]]]:
+def s3_trail(moto_module) -> tuple[str, dict[str, list[str]]]:
     """A bucket holding 6 hours of one account and region: ~70 objects; returns the bucket
     and ``s3 url -> event ids`` of each object."""
     bucket = "reliability-trail"
-    session = moto.session("eu-west-1")
+    session = moto_module.session("eu-west-1")
     s3 = session.client("s3")
     s3.create_bucket(Bucket=bucket, CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
     rng = random.Random(3)

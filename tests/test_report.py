@@ -17,6 +17,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import random
 import re
 import shutil
 import struct
@@ -30,7 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from trailscan import report
+from trailscan import generate, report
 from trailscan.errors import InputError, UsageError
 from trailscan.model import Window
 from trailscan.report import (
@@ -595,80 +596,45 @@ def test_check_document_rejects_other_shapes():
 # -- the store side: events, timeline, secrets -----------------------------------------------------------
 
 
-def _record(event_id, when, name="AssumeRoleWithWebIdentity", source="sts.amazonaws.com", **fields):
-    record = {
-        "eventVersion": "1.08",
-        "eventID": event_id,
-        "eventTime": when.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "eventSource": source,
-        "eventName": name,
-        "awsRegion": "eu-west-1",
-        "sourceIPAddress": "10.0.1.23",
-        "userAgent": HOSTILE_AGENT,
-        "recipientAccountId": ACCOUNT,
-        "eventType": "AwsApiCall",
-        "readOnly": False,
-        "requestParameters": None,
-        "responseElements": None,
-    }
-    record.update(fields)
+def _web_identity(event_id, when, *, failed=True):
+    """payments/api's AssumeRoleWithWebIdentity (``trailscan.generate``), carrying planted
+    secrets: the token in the request and, granted, the session's in the response."""
+    rng = random.Random(event_id)
+    record = generate.web_identity_call(
+        rng, when=when, region="eu-west-1", account=ACCOUNT, provider_arn=PROVIDER,
+        subject="system:serviceaccount:payments:api", role_arn=f"arn:aws:iam::{ACCOUNT}:role/payments-api",
+        user_agent=HOSTILE_AGENT, error_code="AccessDenied" if failed else None, event_id=event_id,
+        session_name="botocore-session-1",
+        session=None if failed else generate.RoleSession(ACCOUNT, "payments-api", "botocore-session-1",
+                                                         "ASIAEXAMPLEKEY000001"),
+    )
+    record["requestParameters"]["webIdentityToken"] = "eyJhbGciOiJSUzI1NiJ9.PLANTEDjwt.sig"
+    if not failed:
+        record["responseElements"]["credentials"].update(sessionToken=PLANTED_TOKEN, secretAccessKey=PLANTED_SECRET)
     return record
 
 
-def _web_identity(event_id, when, *, failed=True):
-    identity = {
-        "type": "WebIdentityUser",
-        "principalId": f"{PROVIDER}:sts.amazonaws.com:system:serviceaccount:payments:api",
-        "userName": "system:serviceaccount:payments:api",
-        "identityProvider": PROVIDER,
-    }
-    request = {
-        "roleArn": f"arn:aws:iam::{ACCOUNT}:role/payments-api",
-        "roleSessionName": "botocore-session-1",
-        "webIdentityToken": "eyJhbGciOiJSUzI1NiJ9.PLANTEDjwt.sig",
-    }
-    if failed:
-        return _record(
-            event_id,
-            when,
-            userIdentity=identity,
-            requestParameters=request,
-            errorCode="AccessDenied",
-            errorMessage="An unknown error occurred",
-        )
-    response = {
-        "credentials": {
-            "accessKeyId": "ASIAEXAMPLEKEY000001",
-            "sessionToken": PLANTED_TOKEN,
-            "secretAccessKey": PLANTED_SECRET,
-            "expiration": "Nov 28, 2026, 7:00:00 AM",
-        },
-        "subjectFromWebIdentityToken": "system:serviceaccount:payments:api",
-    }
-    return _record(
-        event_id, when, userIdentity=identity, requestParameters=request, responseElements=response
-    )
-
-
 def _denied(event_id, when):
-    identity = {
-        "type": "AssumedRole",
-        "arn": f"arn:aws:sts::{ACCOUNT}:assumed-role/orders-writer/botocore-session-1",
-        "accessKeyId": "ASIAEXAMPLEKEY000002",
-        "sessionContext": {
-            "sessionIssuer": {"type": "Role", "arn": f"arn:aws:iam::{ACCOUNT}:role/orders-writer"}
-        },
-    }
-    return _record(
-        event_id,
-        when,
-        "PutItem",
-        "dynamodb.amazonaws.com",
-        userIdentity=identity,
-        errorCode="AccessDeniedException",
-        errorMessage=f"not authorized {SCRIPT}",
-        requestParameters={"tableName": "orders", "sessionToken": PLANTED_TOKEN},
+    writer = generate.RoleSession(ACCOUNT, "orders-writer", "botocore-session-1", "ASIAEXAMPLEKEY000002")
+    return generate.api_call(
+        random.Random(event_id), when=when, region="eu-west-1", account=ACCOUNT,
+        identity=writer.user_identity(when - timedelta(minutes=30)), event_source="dynamodb.amazonaws.com",
+        event_name="PutItem", read_only=False, user_agent=HOSTILE_AGENT, error_code="AccessDeniedException",
+        error_message=f"not authorized {SCRIPT}", request_parameters={"tableName": "orders", "sessionToken": PLANTED_TOKEN},
+        event_id=event_id,
     )
+
+
+def _healthy(event_id, when):
+    """A GetCallerIdentity whose identity carries a planted secret."""
+    app = generate.RoleSession(ACCOUNT, "app", "botocore-session-1", "ASIAEXAMPLEKEY000003")
+    record = generate.api_call(
+        random.Random(event_id), when=when, region="eu-west-1", account=ACCOUNT,
+        identity=app.user_identity(when - timedelta(minutes=30)), event_source="sts.amazonaws.com",
+        event_name="GetCallerIdentity", user_agent=HOSTILE_AGENT, event_id=event_id,
+    )
+    record["userIdentity"]["secretAccessKey"] = PLANTED_SECRET
+    return record
 
 
 @pytest.fixture
@@ -678,14 +644,7 @@ def trail_store(store, tmp_path):
     records = [_web_identity(f"wi-{i}", START + timedelta(hours=1, minutes=20 * i)) for i in range(6)]
     records += [_web_identity(f"ok-{i}", START + timedelta(hours=2 + i), failed=False) for i in range(3)]
     records += [_denied(f"dn-{i}", START + timedelta(hours=13, minutes=i)) for i in range(4)]
-    records += [
-        _record(
-            "healthy-1",
-            START + timedelta(hours=5),
-            "GetCallerIdentity",
-            userIdentity={"type": "AssumedRole", "secretAccessKey": PLANTED_SECRET},
-        )
-    ]
+    records += [_healthy("healthy-1", START + timedelta(hours=5))]
     records += [_web_identity("old-1", START - timedelta(hours=2))]
     folder = tmp_path / "AWSLogs" / ACCOUNT / "CloudTrail" / "eu-west-1" / "2026" / "11" / "27"
     folder.mkdir(parents=True)
@@ -799,20 +758,6 @@ def test_planted_credentials_appear_in_no_artifact(trail_store, tmp_path, moto):
 
 
 # -- S3 through moto in server mode -------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def moto_server():
-    from tests.support.moto_server import MotoServer
-
-    with MotoServer() as server:
-        yield server
-
-
-@pytest.fixture
-def moto(moto_server):
-    moto_server.reset()
-    return moto_server
 
 
 def test_s3_publish_writes_every_artifact_with_its_content_type(trail_store, moto):

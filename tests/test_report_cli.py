@@ -12,7 +12,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from tests.conftest import run_cli
-from tests.support.moto_server import MotoServer
 from trailscan import generate
 from trailscan.explain.causes import CAUSES
 
@@ -23,30 +22,30 @@ SECRET = "IQoJb3JpZ2luX2VjEPLANTEDSECRETTOKEN"
 
 
 @pytest.fixture(scope="module")
-def trail():
-    with MotoServer() as server:
-        session = server.session(REGION)
-        s3 = session.client("s3")
-        s3.create_bucket(Bucket="trail", CreateBucketConfiguration={"LocationConstraint": REGION})
-        s3.create_bucket(Bucket="reports", CreateBucketConfiguration={"LocationConstraint": REGION})
-        rng = random.Random(3)
-        now = datetime.now(timezone.utc).replace(microsecond=0)
-        start = now - timedelta(hours=20)
-        records = list(generate.healthy_traffic(rng, count=300, start=start, end=now, accounts=[ACCOUNT],
-                                                regions=[REGION]))
-        failures = list(generate.sample_failures(rng, start=start, end=now, account=ACCOUNT, region=REGION))
-        for record in failures:
-            if record["eventName"] == "DescribeSnapshots":  # the node-role fallback: its SDK is quoted
-                record["userAgent"] = HOSTILE_AGENT
-        minted = generate.api_call(
-            rng, when=now - timedelta(hours=1), region=REGION, account=ACCOUNT,
-            identity={"type": "WebIdentityUser", "userName": "system:serviceaccount:shop:web"},
-            event_source="sts.amazonaws.com", event_name="AssumeRoleWithWebIdentity",
-            response_elements={"credentials": {"accessKeyId": "ASIAPLANTED000000001", "sessionToken": SECRET}},
-        )
-        for key, body in generate.delivery_files(records + failures + [minted], rng):
-            s3.put_object(Bucket="trail", Key=key, Body=body)
-        yield server
+def trail(moto_module):
+    session = moto_module.session(REGION)
+    s3 = session.client("s3")
+    s3.create_bucket(Bucket="trail", CreateBucketConfiguration={"LocationConstraint": REGION})
+    s3.create_bucket(Bucket="reports", CreateBucketConfiguration={"LocationConstraint": REGION})
+    rng = random.Random(3)
+    now = datetime.now(timezone.utc).replace(microsecond=0)
+    start = now - timedelta(hours=20)
+    records = list(generate.healthy_traffic(rng, count=300, start=start, end=now, accounts=[ACCOUNT],
+                                            regions=[REGION]))
+    failures = list(generate.sample_failures(rng, start=start, end=now, account=ACCOUNT, region=REGION))
+    for record in failures:
+        if record["eventName"] == "DescribeSnapshots":  # the node-role fallback: its SDK is quoted
+            record["userAgent"] = HOSTILE_AGENT
+    minted = generate.web_identity_call(
+        rng, when=now - timedelta(hours=1), region=REGION, account=ACCOUNT,
+        provider_arn=f"arn:aws:iam::{ACCOUNT}:oidc-provider/oidc.eks.{REGION}.amazonaws.com/id/5C1A7E0E5A1B2C3D",
+        subject="system:serviceaccount:shop:web", role_arn=f"arn:aws:iam::{ACCOUNT}:role/shop-web",
+        session=generate.RoleSession(ACCOUNT, "shop-web", "botocore-session-1", "ASIAPLANTED000000001"),
+    )
+    minted["responseElements"]["credentials"]["sessionToken"] = SECRET
+    for key, body in generate.delivery_files(records + failures + [minted], rng):
+        s3.put_object(Bucket="trail", Key=key, Body=body)
+    return moto_module
 
 
 def test_report_to_s3_writes_the_four_artifacts(trail, tmp_path):

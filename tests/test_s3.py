@@ -173,17 +173,15 @@ def plant_org_trail(bucket: str) -> Trail:
 
 # -- fixtures ------------------------------------------------------------------------------
 
-
-@pytest.fixture(scope="module")
-def moto():
-    with MotoServer() as server:
-        yield server
+# The org trail is planted once for the module: its tests keep what the others made (buckets
+# are named uniquely).
+pytestmark = pytest.mark.usefixtures("moto_module")
 
 
 @pytest.fixture(scope="module")
-def org_trail(moto) -> Trail:
+def org_trail(moto_module) -> Trail:
     trail = plant_org_trail(f"org-trail-{uuid.uuid4().hex[:12]}")
-    trail.put(moto.session("eu-west-1"))
+    trail.put(moto_module.session("eu-west-1"))
     return trail
 
 

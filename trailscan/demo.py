@@ -450,7 +450,11 @@ def _document(*statements: dict) -> str:
 
 class World:
     """The simulated account while it is being seeded: IAM and EKS through boto3, the
-    cluster's service accounts, and the CloudTrail records of the last 24 hours."""
+    cluster's service accounts, and the CloudTrail records of the last 24 hours.
+
+    The demo seeds ``shop-prod`` with it (:func:`seed_world`); tests/test_explain.py builds a
+    cluster per SPEC §7 cause with it, in moto as here.
+    """
 
     def __init__(self, session: boto3.Session, *, now: datetime, rng: random.Random) -> None:
         self.session = session
@@ -480,14 +484,14 @@ class World:
         return role["Arn"]
 
     def irsa_trust(self, namespace: str, name: str, *, provider: str | None = None, sub: str | None = None,
-                   aud: str = "sts.amazonaws.com") -> str:
+                   aud: str = "sts.amazonaws.com", action: str = "sts:AssumeRoleWithWebIdentity") -> str:
         """The trust policy `eksctl create iamserviceaccount` writes, with what can be got wrong."""
         provider = provider or self.provider_arn
         issuer = provider.split(":oidc-provider/", 1)[1]
         return _document({
             "Effect": "Allow",
             "Principal": {"Federated": provider},
-            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Action": action,
             "Condition": {"StringEquals": {
                 f"{issuer}:sub": sub or f"system:serviceaccount:{namespace}:{name}",
                 f"{issuer}:aud": aud,
@@ -497,6 +501,47 @@ class World:
     def irsa_role(self, name: str, namespace: str, sa: str, inline: dict[str, str] | None = None, **trust: Any) -> str:
         boundary = trust.pop("boundary", None)
         return self.role(name, self.irsa_trust(namespace, sa, **trust), inline, boundary=boundary)
+
+    # -- EKS ---------------------------------------------------------------------------
+
+    def cluster(self, name: str, *, node_policy: dict[str, str], node_role: str | None = None,
+                subnets: tuple[str, ...] = ("subnet-0a1b2c3d4e5f60718", "subnet-0f1e2d3c4b5a69788"),
+                version: str | None = None, oidc_provider: bool = True,
+                background: ThreadPoolExecutor | None = None, **node_group: Any) -> Future | None:
+        """An EKS cluster and its role; the IAM OIDC provider of its issuer (unless
+        ``oidc_provider`` is false: nobody ran ``eksctl utils associate-iam-oidc-provider``)
+        and that of the cluster it replaced; and the node group ``general``, whose role
+        (``node_role``, by default ``NAME-node-role``) has the inline ``node_policy``.
+
+        The node group is created in ``background`` when given (moto takes seconds over it),
+        and its future returned; otherwise before this returns.  ``node_group``: more
+        ``create_nodegroup`` parameters.
+        """
+        cluster_role = self.role(f"{name}-cluster", _document(
+            {"Effect": "Allow", "Principal": {"Service": "eks.amazonaws.com"}, "Action": "sts:AssumeRole"}))
+        cluster = self.eks.create_cluster(
+            name=name, **({"version": version} if version else {}), roleArn=cluster_role,
+            resourcesVpcConfig={"subnetIds": list(subnets)},
+        )["cluster"]
+        self.issuer = cluster["identity"]["oidc"]["issuer"].removeprefix("https://")
+        self.provider_arn = f"arn:aws:iam::{ACCOUNT}:oidc-provider/{self.issuer}"
+        old_issuer = self.old_provider_arn.split(":oidc-provider/", 1)[1]
+        for issuer in [self.issuer, old_issuer] if oidc_provider else [old_issuer]:
+            self.iam.create_open_id_connect_provider(
+                Url=f"https://{issuer}", ClientIDList=["sts.amazonaws.com"],
+                ThumbprintList=["9e99a48a9960b14926bb7f3b02e22da2b0ab7280"],
+            )
+        self.node_role_arn = self.role(
+            node_role or f"{name}-node-role",
+            _document({"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}),
+            node_policy,
+        )
+        create = {"clusterName": name, "nodegroupName": "general", "nodeRole": self.node_role_arn,
+                  "subnets": list(subnets), **node_group}
+        if background is None:
+            self.eks.create_nodegroup(**create)
+            return None
+        return background.submit(self.session.client("eks").create_nodegroup, **create)  # a client of its own
 
     # -- Kubernetes --------------------------------------------------------------------
 
@@ -527,8 +572,9 @@ class World:
     def subject(self, namespace: str, name: str) -> str:
         return f"system:serviceaccount:{namespace}:{name}"
 
-    def refused_web_identity(self, namespace: str, name: str, role_arn: str, *, count: int, since: timedelta,
-                             region: str = REGION, user_agent: str = BOTO3, global_endpoint: bool = False,
+    def refused_web_identity(self, namespace: str, name: str, role_arn: str, *, count: int,
+                             since: timedelta = timedelta(hours=1), region: str = REGION,
+                             user_agent: str = BOTO3, global_endpoint: bool = False,
                              code: str = "AccessDenied", message: str = "An unknown error occurred",
                              audience: str = "sts.amazonaws.com") -> None:
         for when in self.moments(count, since=since):
@@ -538,7 +584,7 @@ class World:
                 error_code=code, error_message=message, global_endpoint=global_endpoint,
             ))
 
-    def minted(self, namespace: str, name: str, role_arn: str, *, ago: timedelta) -> RoleSession:
+    def minted(self, namespace: str, name: str, role_arn: str, *, ago: timedelta = timedelta(hours=2)) -> RoleSession:
         """A granted AssumeRoleWithWebIdentity: the pod's role session, known by its access key."""
         when = self.now - ago
         session = RoleSession(
@@ -551,9 +597,10 @@ class World:
         ))
         return session
 
-    def calls(self, session: RoleSession, source: str, name: str, *, count: int, since: timedelta,
-              code: str | None = None, message: str | None = None, user_agent: str = BOTO3,
-              request: dict | None = None, read_only: bool = True, data_event: dict | None = None) -> None:
+    def calls(self, session: RoleSession, source: str, name: str, *, count: int,
+              since: timedelta = timedelta(hours=1), code: str | None = None, message: str | None = None,
+              user_agent: str = BOTO3, request: dict | None = None, read_only: bool = True,
+              data_event: dict | None = None) -> None:
         """API calls made with a role session; ``data_event`` (the ``resources``) marks S3
         object calls, which an organization trail records when data events are on."""
         for when in self.moments(count, since=since):
@@ -571,6 +618,10 @@ class World:
                                                  "x-amz-id-2": "EXAMPLE"}
             self.records.append(record)
 
+    def session_of(self, role_arn: str, session_name: str = "botocore-session-1764291111") -> RoleSession:
+        """A session of ``role_arn`` whose minting is not in the trail (older than the window)."""
+        return RoleSession(ACCOUNT, role_arn.rsplit("/", 1)[-1], session_name, access_key_id(self.rng))
+
     def node_session(self, instance: str = "i-0a1b2c3d4e5f60718") -> RoleSession:
         name = self.node_role_arn.rsplit("/", 1)[-1]
         return RoleSession(ACCOUNT, name, instance, access_key_id(self.rng),
@@ -584,23 +635,9 @@ class World:
 def _cluster(w: World, background: ThreadPoolExecutor) -> Future:
     """The EKS cluster, its OIDC provider, the provider of the cluster it replaced, and its
     node group (created in the background: moto takes seconds over it)."""
-    cluster_role = w.role("shop-prod-cluster", _document(
-        {"Effect": "Allow", "Principal": {"Service": "eks.amazonaws.com"}, "Action": "sts:AssumeRole"}))
-    cluster = w.eks.create_cluster(
-        name=CLUSTER, version="1.31", roleArn=cluster_role,
-        resourcesVpcConfig={"subnetIds": ["subnet-0a1b2c3d4e5f60718", "subnet-0f1e2d3c4b5a69788"]},
-    )["cluster"]
-    w.issuer = cluster["identity"]["oidc"]["issuer"].removeprefix("https://")
-    w.provider_arn = f"arn:aws:iam::{ACCOUNT}:oidc-provider/{w.issuer}"
-    for issuer in (w.issuer, w.old_provider_arn.split(":oidc-provider/", 1)[1]):
-        w.iam.create_open_id_connect_provider(
-            Url=f"https://{issuer}", ClientIDList=["sts.amazonaws.com"],
-            ThumbprintList=["9e99a48a9960b14926bb7f3b02e22da2b0ab7280"],
-        )
-    w.node_role_arn = w.role(
-        "shop-prod-node-role",
-        _document({"Effect": "Allow", "Principal": {"Service": "ec2.amazonaws.com"}, "Action": "sts:AssumeRole"}),
-        {"worker-node": _document({
+    node_group = w.cluster(
+        CLUSTER, version="1.31", background=background,
+        node_policy={"worker-node": _document({
             "Effect": "Allow",
             "Action": ["ec2:DescribeInstances", "ec2:DescribeRouteTables", "ec2:DescribeSecurityGroups",
                        "ec2:DescribeSubnets", "ec2:DescribeVpcs", "eks:DescribeCluster",
@@ -608,13 +645,9 @@ def _cluster(w: World, background: ThreadPoolExecutor) -> Future:
                        "ecr:BatchGetImage", "ecr:GetDownloadUrlForLayer"],
             "Resource": "*",
         })},
-    )
-    node_group = background.submit(
-        w.session.client("eks").create_nodegroup,  # its own client: this runs beside the seeding
-        clusterName=CLUSTER, nodegroupName="general", nodeRole=w.node_role_arn,
-        subnets=["subnet-0a1b2c3d4e5f60718", "subnet-0f1e2d3c4b5a69788"],
         instanceTypes=["m6i.large"], scalingConfig={"minSize": 3, "maxSize": 6, "desiredSize": 3},
     )
+    assert node_group is not None
     for namespace in ("default", "kube-system", "frontend", "catalog", "payments", "search", "billing", "checkout", "analytics",
                       "notifications", "orders", "legacy", "media", "fulfillment", "reports", "batch"):
         w.sa(namespace, "default")
@@ -634,7 +667,7 @@ def _healthy_workloads(w: World) -> None:
     w.calls(node, "ec2.amazonaws.com", "DescribeInstances", count=96, since=timedelta(hours=24), user_agent=GO_V2)
     w.calls(node, "ecr.amazonaws.com", "GetAuthorizationToken", count=48, since=timedelta(hours=24), user_agent=GO_V2)
     # Failures that are not refusals: never findings.
-    noisy = RoleSession(ACCOUNT, "shop-prod-frontend-web", "botocore-session-1764291111", access_key_id(w.rng))
+    noisy = w.session_of(f"arn:aws:iam::{ACCOUNT}:role/shop-prod-frontend-web")
     w.calls(noisy, "sts.amazonaws.com", "GetCallerIdentity", count=6, since=timedelta(hours=20),
             code="ThrottlingException", message="Rate exceeded")
     w.calls(noisy, "ec2.amazonaws.com", "DescribeInstances", count=5, since=timedelta(hours=12),

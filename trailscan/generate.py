@@ -48,6 +48,9 @@ def event_id(rng: random.Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
+_new_event_id = event_id  # for the builders whose ``event_id`` parameter hides it
+
+
 def access_key_id(rng: random.Random, prefix: str = "ASIA") -> str:
     alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567"
     return prefix + "".join(rng.choice(alphabet) for _ in range(16))
@@ -117,8 +120,12 @@ def api_call(
     request_parameters: dict | None = None,
     response_elements: dict | None = None,
     resources: list | None = None,
+    event_id: str | None = None,
 ) -> dict:
-    """One management API call record, field order as CloudTrail writes it."""
+    """One management API call record, field order as CloudTrail writes it.
+
+    ``event_id``: the record's ``eventID`` (a random UUID otherwise; drawn all the same, so
+    that naming one leaves every other random value as it was)."""
     service = event_source.split(".")[0]
     record: dict = {
         "eventVersion": "1.09",
@@ -135,8 +142,9 @@ def api_call(
         record["errorMessage"] = error_message or ""
     record["requestParameters"] = request_parameters
     record["responseElements"] = response_elements
-    record["requestID"] = event_id(rng)
-    record["eventID"] = event_id(rng)
+    record["requestID"] = _new_event_id(rng)
+    drawn = _new_event_id(rng)
+    record["eventID"] = drawn if event_id is None else event_id
     record["readOnly"] = read_only
     if resources:
         record["resources"] = resources
@@ -328,6 +336,8 @@ def web_identity_call(
     error_message: str = "An unknown error occurred",
     session: RoleSession | None = None,
     global_endpoint: bool = False,
+    session_name: str | None = None,
+    event_id: str | None = None,
 ) -> dict:
     """An ``sts:AssumeRoleWithWebIdentity`` record: a pod trading its service-account
     token for role credentials.
@@ -338,6 +348,8 @@ def web_identity_call(
     session minted, and ``responseElements`` carries its access key (and a session
     token, which trailscan must never store).  ``global_endpoint``: the SDK called
     ``sts.amazonaws.com`` (old SDK defaults), which CloudTrail records in us-east-1.
+    ``session_name``: the ``roleSessionName`` asked for (by default the session's, or one
+    botocore would make); granted without ``session``, the record has no ``responseElements``.
     """
     identity = {
         "type": "WebIdentityUser",
@@ -345,7 +357,8 @@ def web_identity_call(
         "userName": subject,
         "identityProvider": provider_arn,
     }
-    session_name = session.session_name if session else f"botocore-session-{int(when.timestamp()) - 3}"
+    if session_name is None:
+        session_name = session.session_name if session else f"botocore-session-{int(when.timestamp()) - 3}"
     record = api_call(
         rng,
         when=when,
@@ -358,7 +371,10 @@ def web_identity_call(
         error_code=error_code,
         error_message=error_message if error_code else None,
         request_parameters={"roleArn": role_arn, "roleSessionName": session_name},
-        resources=[{"accountId": role_arn.split(":")[4], "type": "AWS::IAM::Role", "ARN": role_arn}],
+        event_id=event_id,
+        # A roleArn that is no ARN (STS refuses it) is named in the caller's account.
+        resources=[{"accountId": (role_arn.split(":") + [""] * 5)[4] or account, "type": "AWS::IAM::Role",
+                    "ARN": role_arn}],
     )
     record["sourceIPAddress"] = f"52.{rng.randrange(16, 95)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
     if global_endpoint:
@@ -392,10 +408,13 @@ def pod_identity_assume_role(
     error_code: str | None = None,
     error_message: str = "Access denied",
     session: RoleSession | None = None,
+    event_id: str | None = None,
 ) -> dict:
     """The ``sts:AssumeRole`` EKS Pod Identity makes on a pod's behalf: the caller is the
     service ``pods.eks.amazonaws.com``, and the pod is named only in the session tags.
-    Granted with a ``session``, the response names its access key, as in the real record."""
+
+    Granted with ``session`` (the role session minted for the pod): ``responseElements``
+    carries its access key and a session token, good for six hours."""
     tags = [
         {"key": "eks-cluster-arn", "value": f"arn:aws:eks:{region}:{account}:cluster/{cluster}"},
         {"key": "eks-cluster-name", "value": cluster},
@@ -417,11 +436,12 @@ def pod_identity_assume_role(
         error_message=error_message if error_code else None,
         request_parameters={
             "roleArn": role_arn,
-            "roleSessionName": f"eks-{cluster}-{pod}"[:64],
+            "roleSessionName": session.session_name if session else f"eks-{cluster}-{pod}"[:64],
             "durationSeconds": 21600,
             "tags": tags,
             "transitiveTagKeys": [tag["key"] for tag in tags],
         },
+        event_id=event_id,
     )
     record["sourceIPAddress"] = "pods.eks.amazonaws.com"
     if not error_code and session is not None:
@@ -492,6 +512,50 @@ def assume_role_call(
             },
             "assumedRoleUser": {"assumedRoleId": f"{session.role_id}:{session.session_name}", "arn": session.arn},
         }
+    return record
+
+
+#: The SDK of the EKS Pod Identity agent, as CloudTrail records it.
+POD_IDENTITY_AGENT = (
+    "aws-sdk-go-v2/1.21.2 os/linux lang/go#1.19.13 md/GOOS#linux md/GOARCH#amd64 api/eksauth#1.0.0-zeta.e49712bf27d5"
+)
+
+
+def pod_identity_agent_call(
+    rng: random.Random,
+    *,
+    when: datetime,
+    region: str,
+    account: str,
+    node: RoleSession,
+    cluster: str,
+    created: datetime | None = None,
+    user_agent: str = POD_IDENTITY_AGENT,
+    error_code: str | None = None,
+    error_message: str = "Unauthorized Exception! EKS does not have permissions to assume the associated role.",
+    resources: list | None = None,
+    event_id: str | None = None,
+) -> dict:
+    """The ``eks-auth:AssumeRoleForPodIdentity`` the EKS Pod Identity agent makes with the
+    node's role session (``node``, begun at ``created``: an hour before by default) to fetch
+    a pod's credentials.  CloudTrail hides the pod's token and never records the answer:
+    ``responseElements`` is null whether granted or refused."""
+    record = api_call(
+        rng,
+        when=when,
+        region=region,
+        identity=node.user_identity(created or when - timedelta(hours=1)),
+        account=account,
+        event_source="eks-auth.amazonaws.com",
+        event_name="AssumeRoleForPodIdentity",
+        user_agent=user_agent,
+        error_code=error_code,
+        error_message=error_message if error_code else None,
+        request_parameters={"clusterName": cluster, "token": "HIDDEN_DUE_TO_SECURITY_REASONS"},
+        resources=resources,
+        event_id=event_id,
+    )
+    record["tlsDetails"]["clientProvidedHostHeader"] = f"eks-auth.{region}.api.aws"
     return record
 
 

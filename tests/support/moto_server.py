@@ -9,7 +9,7 @@ retries, paginators and event hooks all run as they do against AWS::
         session = moto.session("eu-west-1")          # a boto3.Session pointed at the server
         session.client("s3").create_bucket(...)
         subprocess.run([...], env={**os.environ, **moto.environ()})   # a CLI, through AWS_ENDPOINT_URL
-        moto.reset()                                  # forget every resource
+        moto.reset()                                  # forget every resource (and request noted)
         moto.requests                                 # what reached the server: method, path, user agent
 
 :meth:`MotoServer.session` writes an ordinary AWS config file (a profile with ``endpoint_url``,
@@ -82,6 +82,9 @@ class MotoServer:
         self._loader = botocore.loaders.create_loader()
         self._log: list[Request] = []
         self._log_lock = threading.Lock()
+        #: The test module that keeps what the server holds from one test to the next
+        #: (tests/conftest.py's ``moto_module``); ``None`` when each test starts empty.
+        self.kept_for: str | None = None
 
     @property
     def requests(self) -> list[Request]:
@@ -125,7 +128,10 @@ class MotoServer:
         self.stop()
 
     def reset(self) -> None:
-        """Forget every resource of every service (moto's ``/moto-api/reset``)."""
+        """Forget every resource of every service (moto's ``/moto-api/reset``), and the
+        requests noted so far: :attr:`requests` starts again with this reset."""
+        with self._log_lock:
+            self._log.clear()
         request = urllib.request.Request(f"{self.endpoint_url}/moto-api/reset", method="POST")
         with urllib.request.urlopen(request, timeout=30) as response:
             response.read()
