@@ -153,7 +153,7 @@ def test_services_without_resource_policies_and_resources_not_read(tmp_path):
     assert layers.resource_policy(None, "ec2:DescribeVolumes").state == NONE
     unread = layers.resource_policy(f"{BUCKET}/k", "s3:GetObject")
     assert unread.state == UNREAD
-    assert f"aws s3api get-bucket-policy --bucket payments-data, passed with --policies {BUCKET}=FILE" in unread.why
+    assert (unread.command, unread.name) == ("aws s3api get-bucket-policy --bucket payments-data", BUCKET)
     assert layers.resource_policy(f"arn:aws:dynamodb:eu-west-1:{PROD}:table/t", "dynamodb:PutItem").state == UNREAD
 
 
@@ -209,13 +209,14 @@ def test_a_level_not_read_leaves_the_layer_unread(tmp_path):
     files = [f for f in organization_files(tmp_path) if "scps-ou" not in f]
     found = load(*files).org_levels(PROD, SCP)
     assert found.state == UNREAD
-    assert f"list-policies-for-target --target-id {OU} --filter {SCP}" in found.why
+    assert found.command == f"aws organizations list-policies-for-target --target-id {OU} --filter {SCP}"
+    assert found.name == OU
 
 
 def test_without_the_path_nothing_is_assumed(tmp_path):
     files = [f for f in organization_files(tmp_path) if "parents-ou" not in f]
     found = load(*files).org_levels(PROD, SCP)
-    assert found.state == UNREAD and f"list-parents --child-id {OU}" in found.why
+    assert found.state == UNREAD and found.command == f"aws organizations list-parents --child-id {OU}"
     assert PolicyLayers().org_levels(PROD, SCP).state == UNREAD
 
 

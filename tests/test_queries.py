@@ -19,6 +19,7 @@ EXPECTED_ROWS = {
     "failed_pod_identity": 1,
     "failed_web_identity": 1,
     "failure_context": 355,  # every failed event, throttling and NoSuch* included
+    "issued_sessions": 50,  # 49 AssumeRole (some with session policies, as RDS passes them) + GetFederationToken
     "minted_sessions": 2,  # the AssumeRole calls pods.eks.amazonaws.com made for pods
     "window_coverage": 1,  # the one ingest of the corpus
 }

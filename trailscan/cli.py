@@ -407,6 +407,16 @@ def inventory_options(function):
             metavar="NAME,…",
             help="EKS clusters to describe live: OIDC issuer, node group roles, Pod Identity associations.",
         ),
+        click.option(
+            "--policies",
+            "policy_files",
+            multiple=True,
+            metavar="[NAME=]FILE",
+            help="A policy layer beyond the roles' own, as an `aws` command prints it (get-bucket-policy, "
+            "get-key-policy, describe-vpc-endpoints, organizations describe-policy/list-parents/"
+            "list-policies-for-target …); NAME says whose, for output that does not (an ARN, account or OU id). "
+            "Repeatable. Live runs read the layers the failures name themselves.",
+        ),
         click.option("--offline", is_flag=True, help="Read nothing from AWS for the inventory (files only)."),
     ]
     for option in reversed(options):
@@ -437,7 +447,7 @@ def _emit_report(report, fmt: str, fail_on_findings: bool) -> None:
         click.get_current_context().exit(1)
 
 
-def _inventory_request(service_account_files, kube_context, iam_files, clusters, regions, offline):
+def _inventory_request(service_account_files, kube_context, iam_files, clusters, regions, offline, policy_files=()):
     from trailscan.pipeline import InventoryRequest
 
     return InventoryRequest(
@@ -447,6 +457,7 @@ def _inventory_request(service_account_files, kube_context, iam_files, clusters,
         clusters=tuple(clusters),
         regions=tuple(regions),
         live_iam=False if offline else None,
+        policy_files=tuple(policy_files),
     )
 
 
@@ -456,8 +467,8 @@ def _inventory_request(service_account_files, kube_context, iam_files, clusters,
 @inventory_options
 @click.option("--fail-on-findings", is_flag=True, help="Exit 1 when there are findings.")
 @db_option
-def findings_command(fmt, since, until, service_account_files, kube_context, iam_files, clusters, offline,
-                     fail_on_findings, db) -> None:
+def findings_command(fmt, since, until, service_account_files, kube_context, iam_files, clusters, policy_files,
+                     offline, fail_on_findings, db) -> None:
     """Explain the refused calls already in the store: which workload, why, and the fix.
 
     Reads no CloudTrail (see `trailscan since` to ingest and explain in one go). The
@@ -469,7 +480,7 @@ def findings_command(fmt, since, until, service_account_files, kube_context, iam
     from trailscan.pipeline import investigate
 
     window = make_window(since, until)
-    request = _inventory_request(service_account_files, kube_context, iam_files, clusters, (), offline)
+    request = _inventory_request(service_account_files, kube_context, iam_files, clusters, (), offline, policy_files)
     with open_store(db, read_only=db != ":memory:") as store:
         report = investigate(store, window=window, inventory=request)
     _emit_report(report, fmt, fail_on_findings)
@@ -497,7 +508,8 @@ def source_options(function):
 
 
 def _investigate_window(db, window, source, paths, bucket, prefix, org_id, accounts, regions,
-                        service_account_files, kube_context, iam_files, clusters, offline, publish_to=None):
+                        service_account_files, kube_context, iam_files, clusters, offline, publish_to=None,
+                        policy_files=()):
     """Ingest the window, explain it, and (with ``publish_to``) publish the report."""
     from trailscan.aws import default_session
     from trailscan.pipeline import investigate
@@ -506,7 +518,8 @@ def _investigate_window(db, window, source, paths, bucket, prefix, org_id, accou
         source=source, paths=tuple(paths), bucket=bucket, prefix=prefix, org_id=org_id,
         accounts=tuple(accounts), regions=tuple(regions),
     )
-    request = _inventory_request(service_account_files, kube_context, iam_files, clusters, regions, offline)
+    request = _inventory_request(service_account_files, kube_context, iam_files, clusters, regions, offline,
+                                 policy_files)
     # One session for reading and publishing when the report goes to S3; otherwise
     # investigate() makes one only if a source or the inventory needs AWS.
     session = default_session() if publish_to and publish_to.startswith("s3://") else None
@@ -530,7 +543,8 @@ def _investigate_window(db, window, source, paths, bucket, prefix, org_id, accou
 @click.option("--fail-on-findings", is_flag=True, help="Exit 1 when there are findings.")
 @db_option
 def since_command(duration, until, source, paths, bucket, prefix, org_id, accounts, regions,
-                  service_account_files, kube_context, iam_files, clusters, offline, fmt, fail_on_findings, db) -> None:
+                  service_account_files, kube_context, iam_files, clusters, policy_files, offline, fmt,
+                  fail_on_findings, db) -> None:
     """Ingest the last DURATION (30m, 24h, 7d) of CloudTrail, then explain every refused call.
 
     The on-call command: reads the window from a trail's S3 bucket, the LookupEvents API or
@@ -543,7 +557,7 @@ def since_command(duration, until, source, paths, bucket, prefix, org_id, accoun
     """
     report, _ = _investigate_window(db, make_window(duration, until), source, paths, bucket, prefix, org_id,
                                     accounts, regions, service_account_files, kube_context, iam_files, clusters,
-                                    offline)
+                                    offline, policy_files=policy_files)
     _emit_report(report, fmt, fail_on_findings)
 
 
@@ -556,7 +570,8 @@ def since_command(duration, until, source, paths, bucket, prefix, org_id, accoun
 @click.option("--fail-on-findings", is_flag=True, help="Exit 1 when there are findings.")
 @db_option
 def report_command(since, until, destination, source, paths, bucket, prefix, org_id, accounts, regions,
-                   service_account_files, kube_context, iam_files, clusters, offline, fail_on_findings, db) -> None:
+                   service_account_files, kube_context, iam_files, clusters, policy_files, offline, fail_on_findings,
+                   db) -> None:
     """Ingest the window, explain it, and publish the report: the nightly job.
 
     Writes a dated folder holding report.html (one self-contained page), report.md,
@@ -567,7 +582,7 @@ def report_command(since, until, destination, source, paths, bucket, prefix, org
     """
     report, location = _investigate_window(db, make_window(since, until), source, paths, bucket, prefix, org_id,
                                            accounts, regions, service_account_files, kube_context, iam_files,
-                                           clusters, offline, publish_to=destination)
+                                           clusters, offline, publish_to=destination, policy_files=policy_files)
     click.echo(f"trailscan: report written to {location.html} (latest copy in {location.latest})", err=True)
     _emit_report(report, "table", fail_on_findings)
 

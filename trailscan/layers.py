@@ -173,14 +173,15 @@ class OrgPolicy:
 
 @dataclass(frozen=True)
 class SessionPolicies:
-    """The session policies of credentials, as the STS call that issued them passed them
-    (CloudTrail's ``requestParameters.policy`` and ``policyArns``); the event that issued them."""
+    """The STS call that issued temporary credentials, as CloudTrail shows it: its session
+    policies (``requestParameters.policy``, a JSON string, and ``policyArns``) and session tags."""
 
     access_key_id: str
-    event_name: str
     event_id: str
-    inline: str | None
-    arns: tuple[str, ...]
+    event_name: str
+    policy: str | None
+    policy_arns: tuple[str, ...]
+    tags: Any = None
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,8 @@ class Lookup:
     holder: str
     why: str = ""
     documents: tuple[NamedPolicy, ...] = ()
+    command: str = ""  #: for an unread layer: the AWS CLI command that shows it
+    name: str = ""  #: … and the NAME its output needs in ``--policies NAME=FILE``
     levels: tuple[tuple[NamedPolicy, ...], ...] = ()
     targets: Mapping[str, str] = field(default_factory=dict)
 
@@ -292,7 +295,8 @@ class PolicyLayers:
         label = f"the {KINDS[resource_type].label} of {holder_arn}"
         found = self.resources.get(holder_arn) or self._ecr_any_region(holder_arn, resource_type)
         if found is None:
-            return Lookup(UNREAD, label, self.gaps.get(holder_arn) or _how_to_read(holder_arn, resource_type))
+            command, name = _how_to_read(holder_arn, resource_type)
+            return Lookup(UNREAD, label, self.gaps.get(holder_arn) or "not read", command=command, name=name)
         if found.document is None:
             return Lookup(NONE, label, f"{holder_arn} has no {KINDS[resource_type].label} ({found.source})")
         return Lookup(READ, label, documents=(NamedPolicy(label, found.document),))
@@ -307,8 +311,8 @@ class PolicyLayers:
         label = f"the policy of VPC endpoint {endpoint_id}"
         found = self.endpoints.get(endpoint_id)
         if found is None:
-            return Lookup(UNREAD, label, self.gaps.get(endpoint_id) or (
-                f"not read (aws ec2 describe-vpc-endpoints --vpc-endpoint-ids {endpoint_id}, passed with --policies)"))
+            return Lookup(UNREAD, label, self.gaps.get(endpoint_id) or "not read",
+                          command=f"aws ec2 describe-vpc-endpoints --vpc-endpoint-ids {endpoint_id}")
         return Lookup(READ, label, documents=(NamedPolicy(label, found.document),))
 
     def managed_policy(self, arn: str) -> NamedPolicy | str:
@@ -332,17 +336,23 @@ class PolicyLayers:
             return Lookup(UNREAD, holder, "the account is not known")
         if account in self.not_in_org:
             return Lookup(NONE, holder, f"account {account} is in no organization")
+        managed = [org for org, management in self.organizations.items() if management == account]
+        if managed:
+            return Lookup(NONE, holder, f"account {account} is the management account of {managed[0]}, which {kind} "
+                                        "do not affect")
         path, missing = self._path(account)
         if missing:
-            return Lookup(UNREAD, holder, missing)
+            child = path[-1]
+            return Lookup(UNREAD, holder, missing, command=f"aws organizations list-parents --child-id {child}",
+                          name=child)
         root = path[-1]
         org = self._org_of_root(root)
         enabled = self.roots.get(root, ("", None))[1]
         management = self.organizations.get(org or "")
         if management is None:
             return Lookup(UNREAD, holder, self.gaps.get(f"organization:{account}") or (
-                f"which account manages organization {org or 'of ' + root} is not known "
-                "(aws organizations describe-organization or list-roots, passed with --policies)"))
+                f"which account manages organization {org or 'of ' + root} is not known"),
+                command="aws organizations list-roots")
         if management == account:
             return Lookup(NONE, holder, f"account {account} is the management account of {org}, which {kind} do not affect")
         if enabled is not None and policy_type not in enabled:
@@ -353,15 +363,15 @@ class PolicyLayers:
             ids = self.attached.get((target, policy_type))
             if ids is None:
                 return Lookup(UNREAD, holder, self.gaps.get(f"{target}:{policy_type}") or (
-                    f"the {kind} attached to {target} not read (aws organizations list-policies-for-target "
-                    f"--target-id {target} --filter {policy_type}, passed with --policies {target}=FILE)"))
+                    f"the {kind} attached to {target} not read"),
+                    command=f"aws organizations list-policies-for-target --target-id {target} --filter {policy_type}",
+                    name=target)
             level = []
             for policy_id in ids:
                 policy = self.org_policies.get(policy_id)
                 if policy is None:
-                    return Lookup(UNREAD, holder, self.gaps.get(policy_id) or (
-                        f"{policy_id} not read (aws organizations describe-policy --policy-id {policy_id}, "
-                        "passed with --policies)"))
+                    return Lookup(UNREAD, holder, self.gaps.get(policy_id) or f"{policy_id} not read",
+                                  command=f"aws organizations describe-policy --policy-id {policy_id}")
                 level.append(NamedPolicy(policy.label, policy.document))
                 targets[policy.label] = _entity(target)
             levels.append(tuple(level))
@@ -391,8 +401,7 @@ class PolicyLayers:
             if parent is None:
                 child = path[-1]
                 return path, self.gaps.get(f"organization:{child}") or (
-                    f"the organization path of account {account} not read (aws organizations list-parents "
-                    f"--child-id {child}, passed with --policies {child}=FILE)")
+                    f"the organization path of account {account} not read")
             if parent in path or len(path) > 8:  # Organizations nests OUs five deep at most
                 return path, f"the organization path of {account} loops at {parent}"
             path.append(parent)
@@ -448,11 +457,12 @@ def resource_kind(arn: str | None) -> tuple[str, str] | None:
     return None
 
 
-def _how_to_read(arn: str, kind: str) -> str:
+def _how_to_read(arn: str, kind: str) -> tuple[str, str]:
+    """(the AWS CLI command whose output holds the policy, the NAME ``--policies`` needs for it)."""
     parts = arn.split(":", 5)
     name = parts[5].split("/", 1)[-1].split(":", 1)[-1] if kind not in ("s3",) else parts[5]
     command = KINDS[kind].command.format(arn=arn, name=name, account=parts[4])
-    return f"not read ({command}, passed with --policies{' ' + arn + '=FILE' if kind in _NEEDS_NAME else ''})"
+    return command, arn if kind in _NEEDS_NAME else ""
 
 
 #: Kinds whose CLI output does not name the resource: ``--policies ARN=FILE``.

@@ -18,11 +18,13 @@ import orjson
 
 from trailscan.findings import CoverageRow
 from trailscan.identity import parse_web_identity
+from trailscan.layers import SessionPolicies
 from trailscan.model import Window
 from trailscan.queries import QueryBook, load_queries
 from trailscan.store import Store
 
-__all__ = ["MINT_LOOKBACK", "AcceptedWebIdentity", "FailureGroup", "Failures", "MintedSession", "collect_failures", "json_value", "utc"]
+__all__ = ["MINT_LOOKBACK", "AcceptedWebIdentity", "FailureGroup", "Failures", "MintedSession",
+           "Uniform", "collect_failures", "json_value", "utc"]
 
 #: Role sessions last at most 12 hours: a call in the window may use credentials minted
 #: that long before it, so minted sessions are read from this far back.
@@ -34,6 +36,13 @@ _AGGREGATES = """
     max(hits.event_time) AS last_seen,
     list(DISTINCT hits.aws_region) FILTER (WHERE hits.aws_region IS NOT NULL) AS regions,
     list(hits.event_id ORDER BY hits.event_time DESC) AS event_ids"""
+
+def _uniform(expression: str, name: str) -> str:
+    """A per-group extra that says whether the group's events agree on *expression*: the
+    value, how many events have one, and whether all of those are equal (see :class:`Uniform`)."""
+    return (f"struct_pack(value := min({expression}), events := count({expression}), "
+            f"same := min({expression}) IS NOT DISTINCT FROM max({expression})) AS {name}")
+
 
 #: Per kind: the detection query, the columns that make failures alike (grouped on), and
 #: per-group extras.
@@ -82,7 +91,14 @@ _GROUPINGS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
             "hits.user_agent",
             "ctx.ec2_role_delivery",
         ),
-        ("arg_max(CAST(ctx.resources AS VARCHAR), hits.event_time) AS resources",),
+        (
+            "arg_max(CAST(ctx.resources AS VARCHAR), hits.event_time) AS resources",
+            # What a policy evaluation's request context reads from the records: one value when
+            # every event of the group has the same (see Uniform), never a grouping key.
+            *(_uniform(f"ctx.{column}", column) for column in (
+                "source_ip", "vpc_endpoint_id", "invoked_by", "request_text", "token_issued", "principal_id")),
+            _uniform("CAST(ctx.tls AS VARCHAR)", "tls"),
+        ),
     ),
 }
 
@@ -101,6 +117,33 @@ class FailureGroup:
 
     def get(self, name: str) -> Any:
         return self.fields.get(name)
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """What a group's events say of one field: ``value`` when every event has that one,
+    :attr:`absent` when none has one, else neither (the events differ)."""
+
+    value: Any
+    events_with: int
+    total: int
+    same: bool
+
+    @classmethod
+    def of(cls, group: FailureGroup, name: str) -> Uniform:
+        found = group.get(name)
+        if not isinstance(found, Mapping):
+            return cls(None, 0, group.events, True)
+        return cls(found.get("value"), int(found.get("events") or 0), group.events, bool(found.get("same")))
+
+    @property
+    def absent(self) -> bool:
+        return self.events_with == 0
+
+    @property
+    def known(self) -> Any:
+        """The one value every event has, else None."""
+        return self.value if self.same and self.events_with == self.total and self.total else None
 
 
 @dataclass(frozen=True)
@@ -140,6 +183,7 @@ class Failures:
     minted: dict[str, MintedSession] = field(default_factory=dict)
     coverage: list[CoverageRow] = field(default_factory=list)
     accepted: list[AcceptedWebIdentity] = field(default_factory=list)
+    issued: dict[str, SessionPolicies] = field(default_factory=dict)
 
     @property
     def events(self) -> int:
@@ -222,7 +266,33 @@ def collect_failures(store: Store, window: Window | None = None, *, book: QueryB
             )
     coverage = _coverage(store, book, window)
     start, end = (window.start, window.end) if window else _store_span(store)
-    return Failures(start, end, groups, minted, coverage, _accepted(store, book, bounds))
+    failures = Failures(start, end, groups, minted, coverage, _accepted(store, book, bounds))
+    failures.issued = _issued(store, book, keys, window)
+    return failures
+
+
+def _issued(store: Store, book: QueryBook, keys: list[str], window: Window | None) -> dict[str, SessionPolicies]:
+    """The STS calls that issued the credentials of the refused calls (their session policies)."""
+    if not keys:
+        return {}
+    query = book["issued_sessions"]
+    since = window.start - MINT_LOOKBACK if window else None
+    names, rows = store.query(query.typed_sql(), query.bind(
+        {"since": since, "until": window.end if window else None, "access_keys": keys}))
+    found: dict[str, SessionPolicies] = {}
+    for row in rows:
+        record = dict(zip(names, row))
+        arns = json_value(record["policy_arns"])
+        found[record["access_key_id"]] = SessionPolicies(
+            access_key_id=record["access_key_id"],
+            event_id=record["event_id"],
+            event_name=record["event_name"],
+            policy=record["policy"],
+            policy_arns=tuple(str(item.get("arn") or item.get("Arn")) for item in arns or [] if isinstance(item, Mapping)
+                              and (item.get("arn") or item.get("Arn"))) if isinstance(arns, list) else (),
+            tags=json_value(record["tags"]),
+        )
+    return found
 
 
 def _accepted(store: Store, book: QueryBook, bounds: Mapping[str, Any]) -> list[AcceptedWebIdentity]:

@@ -15,6 +15,7 @@ from trailscan.explain.rules import Verdict
 from trailscan.explain.workload import Evidence
 from trailscan.findings import Finding, FindingsReport
 from trailscan.inventory import Inventory
+from trailscan.layers import PolicyLayers
 from trailscan.model import Window
 from trailscan.store import Store
 
@@ -34,9 +35,10 @@ def explain_store(store: Store, inventory: Inventory | None = None, *, window: W
 
 def explain_failures(failures: Failures, inventory: Inventory | None = None) -> FindingsReport:
     """Resolve, explain and group :class:`Failures` into a :class:`FindingsReport`."""
-    evidence = Evidence(
-        inventory or Inventory(), minted=failures.minted, has_inventory=inventory is not None, accepted=failures.accepted
-    )
+    known = inventory or Inventory()
+    if failures.issued:  # the session policies CloudTrail shows are a policy layer of their own
+        known = known.merge(Inventory(layers=PolicyLayers(sessions=failures.issued)))
+    evidence = Evidence(known, minted=failures.minted, has_inventory=inventory is not None, accepted=failures.accepted)
     merged: dict[tuple, list[tuple[FailureGroup, Verdict]]] = {}
     for group in failures.groups:
         verdict = _DECIDE[group.kind](evidence, group)
