@@ -125,9 +125,10 @@ def _explain(c: DeniedCase, j: Judgement, d: AuthDecision, cause: str) -> tuple[
     role_arn = c.role_arn
     if d.decision == EXPLICIT_DENY:
         refs = _refs_text(j, d)
-        text = (f"{caller} was refused {action}{on}: {LAYER_WORDS.get(layer, layer)} explicitly denies it — {refs}. "
-                "An explicit deny beats every Allow.")
         holder = j.lookups[layer].holder if layer in j.lookups else LAYER_WORDS.get(layer, layer)
+        subject = holder if layer in ("resource", "vpc_endpoint") else LAYER_WORDS.get(layer, layer)
+        text = (f"{caller} was refused {action}{on}: {subject} explicitly denies it — {refs}. "
+                "An explicit deny beats every Allow.")
         issued = c.ev.inv.layers.sessions.get(c.group.get("access_key_id") or "")
         return text, deny_in_layer_fix(layer, d.statements, _documents(j), action=action, role=role_arn, holder=holder,
                                        session_event=f"{issued.event_name}, event {issued.event_id}" if issued else None)
@@ -236,8 +237,8 @@ def _record_unexplained(c: DeniedCase, j: Judgement, d: AuthDecision) -> None:
             c.found.append("; ".join(established))
         keys = [("the request's resource" if key == UNKNOWN_RESOURCE else key) for key in d.missing_keys]
         if keys:
-            c.found.append(f"whether {d.layer or 'a layer'} refuses it depends on {', '.join(keys)}, which the "
-                           "CloudTrail records do not show")
+            c.found.append(f"whether {LAYER_WORDS.get(d.layer or '', 'a policy')} refuses it depends on "
+                           f"{', '.join(keys)}, which the CloudTrail records do not show")
     for item in j.unread:
         c.unchecked.append(item)
     for found in j.lookups.values():

@@ -194,7 +194,7 @@ def judge(
     parameters = json_value(request_text.known) if request_text.known else None
     parameters = parameters if isinstance(parameters, Mapping) else None
     region = group.regions[0] if len(group.regions) == 1 else None
-    resource_account = account_of(resource) if resource and resource != "*" else None
+    resource_account = _resource_account(json_value(group.get("resources")), resource)
     caller_account = account_of(principal_arn) or role.account
     issued = layers.sessions.get(group.get("access_key_id") or "")
     tags, tags_complete = _principal_tags(role, issued, group)
@@ -262,6 +262,21 @@ def judge(
             variants.append((label, authorize(request, policies)))
     targets = {**scps.targets, **rcps.targets}
     return Judgement(base, policies, decision, tuple(variants), tuple(unread), lookups, targets, decision.notes)
+
+
+def _resource_account(resources: object, resource: str | None) -> str | None:
+    """The resource's account: its ARN's, else the ``accountId`` CloudTrail gives the resource
+    (an S3 ARN names none; the record's bucket entry does)."""
+    if not resource or resource == "*":
+        return None
+    found = account_of(resource)
+    if found:
+        return found
+    bucket = resource.split("/", 1)[0]
+    for entry in resources if isinstance(resources, list) else []:
+        if isinstance(entry, Mapping) and entry.get("ARN") in (resource, bucket) and entry.get("accountId"):
+            return str(entry["accountId"])
+    return None
 
 
 def _identity_label(role: Role, name: str) -> str:
