@@ -220,10 +220,12 @@ class LayerWants:
     scp_accounts: tuple[str, ...] = ()
     rcp_accounts: tuple[str, ...] = ()
     managed: tuple[str, ...] = ()
+    authorizations: tuple[tuple[str, str], ...] = ()  #: (Access Troubleshooter authorization id, region)
 
     @property
     def empty(self) -> bool:
-        return not (self.resources or self.endpoints or self.scp_accounts or self.rcp_accounts or self.managed)
+        return not (self.resources or self.endpoints or self.scp_accounts or self.rcp_accounts or self.managed
+                    or self.authorizations)
 
 
 @dataclass(frozen=True)
@@ -236,7 +238,9 @@ class PolicyLayers:
     ``organizations`` (org id → management account), ``roots`` (root id → (org id, policy
     types enabled, or None when not known)), ``parents`` (child → parent id),
     ``attached`` ((target, type) → policy ids), ``org_policies``; ``managed`` IAM policies
-    by ARN; ``sessions`` by access key id; ``gaps``: subject → why it could not be read.
+    by ARN; ``sessions`` by access key id; ``answers``: AWS's own evaluations by
+    authorization id (:class:`trailscan.troubleshooter.AwsAnswer`); ``gaps``: subject →
+    why it could not be read (``authorization:ID`` for an evaluation not read).
     """
 
     resources: Mapping[str, ResourcePolicy] = field(default_factory=dict)
@@ -249,6 +253,7 @@ class PolicyLayers:
     org_policies: Mapping[str, OrgPolicy] = field(default_factory=dict)
     managed: Mapping[str, NamedPolicy] = field(default_factory=dict)
     sessions: Mapping[str, SessionPolicies] = field(default_factory=dict)
+    answers: Mapping[str, Any] = field(default_factory=dict)
     gaps: Mapping[str, str] = field(default_factory=dict)
     sources: tuple[str, ...] = ()
 
@@ -271,10 +276,11 @@ class PolicyLayers:
             resources=union("resources"), endpoints=union("endpoints"),
             not_in_org=frozenset().union(*(p.not_in_org for p in parts)), organizations=union("organizations"),
             roots=roots, parents=union("parents"), attached=union("attached"), org_policies=union("org_policies"),
-            managed=union("managed"), sessions=union("sessions"),
+            managed=union("managed"), sessions=union("sessions"), answers=union("answers"),
             sources=tuple(dict.fromkeys(s for p in parts for s in p.sources)),
         )
-        read = set(merged.resources) | set(merged.endpoints) | set(merged.managed)
+        read = set(merged.resources) | set(merged.endpoints) | set(merged.managed) | {
+            f"authorization:{key}" for key in merged.answers}
         gaps = {key: why for part in parts for key, why in part.gaps.items() if key not in read}
         return _replace(merged, gaps=gaps)
 

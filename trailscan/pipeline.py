@@ -20,10 +20,11 @@ from trailscan.explain.run import explain_failures
 from trailscan.findings import FindingsReport
 from trailscan.inventory import Inventory, load_eks_live, load_iam_file, load_iam_live, merge_inventories
 from trailscan.kube import fetch_service_account_set, load_service_account_set
-from trailscan.layers import LayerWants, load_layers_live, load_policy_file
+from trailscan.layers import LayerWants, PolicyLayers, load_layers_live, load_policy_file
 from trailscan.model import BatchResult, Coverage, ProgressFn, Window
 from trailscan.sources import IngestRequest, get_source
 from trailscan.store import Store
+from trailscan.troubleshooter import fetch_answers
 
 __all__ = ["IngestRequest", "InventoryRequest", "ingest_source", "investigate", "load_inventory"]
 
@@ -94,8 +95,13 @@ def load_inventory(
     if live:
         parts.append(load_iam_live(session, role_arns=sorted(wanted)))
         if layers is not None and not layers.empty:
-            # Only what the failures name: their resources, endpoints, accounts and session policies.
+            # Only what the failures name: their resources, endpoints, accounts and session policies,
+            # and AWS's own evaluation of the refusals whose messages carry an authorization id.
             parts.append(Inventory(layers=load_layers_live(session, layers, default_region=(request.regions or (None,))[0])))
+            if layers.authorizations:
+                answers, gaps = fetch_answers(session, layers.authorizations)
+                parts.append(Inventory(layers=PolicyLayers(
+                    answers=answers, gaps={f"authorization:{key}": why for key, why in gaps.items()})))
     if not parts:
         return None, notices
     return merge_inventories(parts), notices

@@ -265,5 +265,58 @@ def message_note(c: DeniedCase, effect: str, layer: str | None) -> str:
 
 
 def aws_answer_verdict(c: DeniedCase) -> Verdict | None:
-    """AWS's Access Troubleshooter evaluation decides, when it was read (see :mod:`trailscan.troubleshooter`)."""
-    return None
+    """AWS's Access Troubleshooter evaluation decides, when it was read (see :mod:`trailscan.troubleshooter`);
+    trailscan's own evaluation is shown beside it, and when they disagree the finding says
+    so — AWS's answer stands."""
+    authorization = c.denial.authorization_id
+    if not authorization:
+        return None
+    layers = c.ev.inv.layers
+    answer = layers.answers.get(authorization)
+    if answer is None:
+        gap = layers.gaps.get(f"authorization:{authorization}")
+        if gap:
+            c.unchecked.append(f"AWS's own evaluation (authorization id {authorization}): {gap}")
+        return None
+    check = answer.deciding(c.action)
+    cause = cause_of(_DECISION.get(check.effect, ""), check.layer) if check else None
+    if check is None or cause is None:
+        c.found.append(f"AWS's own evaluation (authorization id {authorization}) names no check that refused "
+                       f"{c.action}")
+        return None
+    said = (f"AWS's own evaluation (Access Troubleshooter, authorization id {authorization}): "
+            f"{check.describe(answer.policies)}.")
+    judged = c.judged()
+    ours = _ours(c, judged)
+    if ours is not None and ours.cause == cause:
+        return c.verdict(cause, f"{said} trailscan's evaluation agrees: {ours.explanation}", ours.fix)
+    mine = ("trailscan could not evaluate it" if isinstance(judged, str) else
+            f"trailscan's evaluation of the policies it read says {judged.decision.describe()}")
+    text = (f"{said} {mine} — they disagree, and AWS's answer stands (the inventory may be out of date, or the "
+            "decision depends on what CloudTrail does not show).")
+    return c.verdict(cause, f"{c.caller} was refused {c.action}. {text}", _fix_for(c, cause, check.layer))
+
+
+_DECISION = {"EXPLICIT_DENY": EXPLICIT_DENY, "IMPLICIT_DENY": IMPLICIT_DENY}
+
+
+def _ours(c: DeniedCase, judged: Judgement | str) -> Verdict | None:
+    if isinstance(judged, str):
+        return None
+    saved = list(c.found), list(c.unchecked), list(c.to_read)
+    verdict = layered_verdict(c, judged)
+    c.found[:], c.unchecked[:], c.to_read[:] = saved  # only the verdict is wanted here
+    return verdict
+
+
+def _fix_for(c: DeniedCase, cause: str, layer: str) -> str:
+    """A fix in the layer AWS named, when trailscan's own evaluation reached another."""
+    if cause == "MISSING_PERMISSION":
+        return fixes.missing_permission_fix(c.role_arn, c.identity_arn, c.action, c.resource, **c.where)
+    if cause == "BOUNDARY_DENY":
+        return fixes.boundary_fix(c.ev.role(c.role_arn), c.role_arn, c.action, c.resource, **c.where)
+    if cause == "RESOURCE_POLICY_DENY":
+        which = "VPC endpoint policy" if layer == "vpc_endpoint" else "resource policy"
+        return fixes.resource_policy_fix(which, c.role_arn or c.identity_arn, c.action, c.resource)
+    return fixes.fix(f"Change {LAYER_WORDS.get(layer, layer)} that AWS names so it no longer refuses {c.action} to this "
+                     "caller: an explicit deny beats every Allow, and every SCP level must allow.")

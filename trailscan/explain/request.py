@@ -448,8 +448,10 @@ def _is_ip(value: object) -> bool:
 def wanted_layers(groups: list[FailureGroup], issued: Mapping[str, SessionPolicies] | None = None) -> LayerWants:
     """The layers the denied calls of *groups* need read (see :func:`trailscan.layers.load_layers_live`):
     their resources, VPC endpoints, the organization paths of their principals' and
-    resources' accounts, and the managed policies their sessions name — most recent first."""
+    resources' accounts, the managed policies their sessions name, and the Access
+    Troubleshooter authorization ids of their messages — most recent first."""
     resources: list[str] = []
+    authorizations: list[tuple[str, str]] = []
     endpoints: list[tuple[str, str]] = []
     scp_accounts: list[str] = []
     rcp_accounts: list[str] = []
@@ -462,6 +464,8 @@ def wanted_layers(groups: list[FailureGroup], issued: Mapping[str, SessionPolici
             continue
         denial = parse_denial_message(group.get("error_message") or "")
         region = group.regions[0] if group.regions else None
+        if denial.authorization_id and (denial.authorization_region or region):
+            authorizations.append((denial.authorization_id, denial.authorization_region or region or ""))
         request_text = Uniform.of(group, "request_text").known
         parameters = json_value(request_text) if request_text else None
         resource = denial.resource or request_resource(
@@ -481,4 +485,4 @@ def wanted_layers(groups: list[FailureGroup], issued: Mapping[str, SessionPolici
                 rcp_accounts.append(owner or principal_account)
     managed = [arn for session in (issued or {}).values() for arn in session.policy_arns]
     return LayerWants(tuple(dict.fromkeys(resources)), tuple(dict.fromkeys(endpoints)), tuple(dict.fromkeys(scp_accounts)),
-                      tuple(dict.fromkeys(rcp_accounts)), tuple(dict.fromkeys(managed)))
+                      tuple(dict.fromkeys(rcp_accounts)), tuple(dict.fromkeys(managed)), tuple(dict.fromkeys(authorizations)))
