@@ -254,3 +254,90 @@ def test_live_reads_nothing_when_nothing_is_wanted():
             raise AssertionError("no AWS call was wanted")
 
     assert load_layers_live(NoSession(), LayerWants()).resources == {}
+
+
+# -- live: only what the failures name, through boto3 against moto in server mode ---------------------------
+
+
+@pytest.fixture(scope="module")
+def moto():
+    from tests.support.moto_server import MotoServer
+
+    with MotoServer() as server:
+        yield server
+
+
+def test_live_reads_resource_policies_and_says_which_have_none(moto):
+    moto.reset()
+    session = moto.session("eu-west-1")
+    s3, kms, sqs = session.client("s3"), session.client("kms"), session.client("sqs")
+    account = session.client("sts").get_caller_identity()["Account"]
+    s3.create_bucket(Bucket="with-policy", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    s3.create_bucket(Bucket="without-policy", CreateBucketConfiguration={"LocationConstraint": "eu-west-1"})
+    bucket_policy = {"Version": "2012-10-17", "Statement": [{"Sid": "DenyAll", "Effect": "Deny", "Principal": "*",
+                                                             "Action": "s3:*", "Resource": "arn:aws:s3:::with-policy/*"}]}
+    s3.put_bucket_policy(Bucket="with-policy", Policy=json.dumps(bucket_policy))
+    key = kms.create_key()["KeyMetadata"]["Arn"]
+    queue_url = sqs.create_queue(QueueName="orders", Attributes={"Policy": json.dumps(FULL)})["QueueUrl"]
+    queue = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    layers = load_layers_live(session, LayerWants(resources=(
+        "arn:aws:s3:::with-policy/a.txt", "arn:aws:s3:::without-policy/b.txt", key, queue)))
+    assert layers.resource_policy("arn:aws:s3:::with-policy/a.txt", "s3:GetObject").documents[0].document == bucket_policy
+    assert layers.resource_policy("arn:aws:s3:::without-policy/b.txt", "s3:GetObject").state == NONE
+    # moto writes the default key policy: the account's root, delegating to IAM (AWS KMS, "Default key policy").
+    key_policy = layers.resource_policy(key, "kms:Decrypt").documents[0].document
+    assert f"arn:aws:iam::{account}:root" in json.dumps(key_policy)
+    assert layers.resource_policy(queue, "sqs:SendMessage").state == READ
+
+
+def test_live_reads_the_organization_path_and_its_scps(moto):
+    moto.reset()
+    session = moto.session("eu-west-1")
+    org = session.client("organizations")
+    management = org.create_organization(FeatureSet="ALL")["Organization"]["MasterAccountId"]
+    root = org.list_roots()["Roots"][0]["Id"]
+    org.enable_policy_type(RootId=root, PolicyType=SCP)
+    ou = org.create_organizational_unit(ParentId=root, Name="workloads")["OrganizationalUnit"]["Id"]
+    member = org.create_account(Email="prod@example.com", AccountName="prod")["CreateAccountStatus"]["AccountId"]
+    org.move_account(AccountId=member, SourceParentId=root, DestinationParentId=ou)
+    guard = org.create_policy(Content=json.dumps(GUARD), Description="regions", Name="region-guard", Type=SCP)
+    org.attach_policy(PolicyId=guard["Policy"]["PolicySummary"]["Id"], TargetId=ou)
+    layers = load_layers_live(session, LayerWants(scp_accounts=(member, management)))
+    found = layers.org_levels(member, SCP)
+    assert found.state == READ, found.why
+    assert [len(level) for level in found.levels] == [1, 2, 1]  # FullAWSAccess everywhere, the guard on the OU
+    assert any("region-guard" in policy.name for policy in found.levels[1])
+    assert layers.org_levels(management, SCP).state == NONE  # SCPs do not affect the management account
+    assert layers.org_of(member)[1].endswith(f"/{root}/{ou}/")
+
+
+def test_live_refusals_are_gaps_named_in_the_lookup(moto):
+    moto.reset()
+    session = moto.session("eu-west-1")
+    account = session.client("sts").get_caller_identity()["Account"]
+    # An account in no organization: AWS says so, and neither SCPs nor RCPs apply.
+    layers = load_layers_live(session, LayerWants(scp_accounts=(account,), resources=("arn:aws:s3:::gone/x",)))
+    assert layers.org_levels(account, SCP).state == NONE
+    found = layers.resource_policy("arn:aws:s3:::gone/x", "s3:GetObject")
+    assert found.state == UNREAD and "s3:GetBucketPolicy arn:aws:s3:::gone: failed: NoSuchBucket" in found.why
+
+
+def test_live_refused_reads_never_raise():
+    from botocore.exceptions import ClientError
+
+    class Refusing:
+        region_name = "eu-west-1"
+
+        def client(self, service, region_name=None):
+            return self
+
+        def __getattr__(self, name):
+            def refuse(**_):
+                raise ClientError({"Error": {"Code": "AccessDenied", "Message": "not you"},
+                                   "ResponseMetadata": {"HTTPStatusCode": 403}}, name)
+            return refuse
+
+    layers = load_layers_live(Refusing(), LayerWants(resources=(f"{BUCKET}/k",), scp_accounts=(PROD,)),
+                              caller_account=PROD)
+    assert "refused: AccessDenied" in layers.resource_policy(f"{BUCKET}/k", "s3:GetObject").why
+    assert "organizations:DescribeOrganization: refused" in layers.org_levels(PROD, SCP).why

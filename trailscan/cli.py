@@ -637,14 +637,19 @@ def demo_command(out: str, fmt: str, db: str | None) -> None:
               help="KMS key of the report bucket's SSE-KMS (adds kms:GenerateDataKey). Repeatable.")
 @click.option("--cluster", "clusters", multiple=True, callback=_values, metavar="NAME,…",
               help="EKS clusters described live (names or ARNs).")
-@click.option("--offline", is_flag=True, help="IAM comes from an --iam file: leave out the live IAM reads.")
+@click.option("--policy-buckets", multiple=True, callback=_values, metavar="NAME,…",
+              help="Buckets whose bucket policies trailscan may read when a refused call names them.")
+@click.option("--offline", is_flag=True,
+              help="IAM and the policy layers come from files (--iam, --policies): leave out the live reads.")
 def iam_policy_command(source, bucket, prefix, org_id, accounts, kms_keys, report_to, report_kms_keys,
-                       clusters, offline) -> None:
+                       clusters, policy_buckets, offline) -> None:
     """Print the least-privilege IAM policy trailscan itself needs (JSON, on stdout).
 
     One statement per kind of call made for the chosen source (a trail's S3 bucket, or
     LookupEvents), the live inventory (IAM roles and policies, OIDC providers, the --cluster
-    EKS clusters) and the report destination; resources as narrow as each action allows.
+    EKS clusters, the policy layers refused calls name: resource, endpoint, SCP/RCP policies
+    and AWS's own evaluation of a refusal) and the report destination; resources as narrow
+    as each action allows.
     Attach it to the role trailscan runs as (for the nightly CronJob, the role of its
     service account). Notes on what to replace or add go to stderr.
     """
@@ -655,7 +660,7 @@ def iam_policy_command(source, bucket, prefix, org_id, accounts, kms_keys, repor
     policy = required_policy(PolicyRequest(
         source=source, bucket=bucket, prefix=prefix, org_id=org_id, accounts=tuple(accounts),
         kms_keys=tuple(kms_keys), report_to=report_to, report_kms_keys=tuple(report_kms_keys),
-        clusters=tuple(clusters), live_iam=not offline,
+        clusters=tuple(clusters), live_iam=not offline, policy_buckets=tuple(policy_buckets),
     ))
     click.echo(json.dumps(policy.document, indent=2))
     for note in policy.notes:
