@@ -160,8 +160,28 @@ def test_region_guardrail_outside_the_allowed_region_is_the_scps_explicit_deny(t
     assert "a service control policy explicitly denies it" in finding.explanation
     assert "statement #0 (Sid 'DenyOutsideEuWest1')" in finding.explanation
     assert f"attached to the OU {OU}" in finding.explanation
-    # The fix is written in the SCP: the whole document, updated from the management account.
-    assert "aws organizations update-policy --policy-id p-guard --content file://organization-policy.json" in finding.fix
+    assert "(the request's aws:RequestedRegion is us-east-1)" in finding.explanation
+    # The fix is written in the SCP: the guard holds nothing but the Deny, so it is detached where
+    # it is attached (a policy needs a statement), from the management account.
+    assert f"aws organizations detach-policy --policy-id p-guard --target-id {OU}" in finding.fix
+
+
+def test_an_scp_deny_beside_other_statements_is_fixed_by_the_whole_document_without_it(tmp_path):
+    files = organization_files(tmp_path)
+    guard = json.loads(Path(files[-1]).read_text())
+    content = json.loads(guard["Policy"]["Content"])
+    content["Statement"].append({"Sid": "NoLeaving", "Effect": "Deny", "Action": "organizations:LeaveOrganization",
+                                 "Resource": "*"})
+    guard["Policy"]["Content"] = json.dumps(content)
+    Path(files[-1]).write_text(json.dumps(guard))
+    trail = Trail()
+    trail.role("app", doc({"Effect": "Allow", "Action": "ec2:*", "Resource": "*"}))
+    trail.refused(trail.pod_session("app"), "ec2.amazonaws.com", "DescribeVolumes", EC2_SILENT,
+                  code="Client.UnauthorizedOperation", region="us-east-1")
+    finding = denied(trail.explain(*files))
+    script = finding.fix.partition("\n\n")[2]
+    assert "aws organizations update-policy --policy-id p-guard --content file://organization-policy.json" in script
+    assert '"Sid": "NoLeaving"' in script and "DenyOutsideEuWest1" not in script.split("<<'EOF'")[1]
 
 
 def test_region_guardrail_with_the_region_unknown_is_unexplained_naming_the_key(tmp_path):
@@ -220,7 +240,9 @@ OBJECT_RESOURCES = [{"type": "AWS::S3::Object", "ARN": OBJECT},
                     {"accountId": PROD, "type": "AWS::S3::Bucket", "ARN": "arn:aws:s3:::team-data"}]
 VPCE_ONLY = doc({"Sid": "OnlyThroughTheEndpoint", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
                  "Resource": ["arn:aws:s3:::team-data", "arn:aws:s3:::team-data/*"],
-                 "Condition": {"StringNotEquals": {"aws:SourceVpce": "vpce-0a1b2c3d"}}})
+                 "Condition": {"StringNotEquals": {"aws:SourceVpce": "vpce-0a1b2c3d"}}},
+                {"Sid": "TlsOnly", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                 "Resource": "arn:aws:s3:::team-data/*", "Condition": {"Bool": {"aws:SecureTransport": "false"}}})
 
 
 def abac_trail(namespace: str) -> Trail:
@@ -350,14 +372,26 @@ def test_the_encryption_context_is_a_condition_key_from_the_request(tmp_path):
 def test_an_explicit_deny_in_an_identity_policy_names_its_statement_and_is_fixed_there(tmp_path):
     trail = Trail()
     trail.role("app", doc({"Effect": "Allow", "Action": "ec2:*", "Resource": "*"}),
-               doc({"Sid": "NoSnapshots", "Effect": "Deny", "Action": "ec2:DescribeSnapshots", "Resource": "*"}))
+               doc({"Sid": "NoSnapshots", "Effect": "Deny", "Action": "ec2:DescribeSnapshots", "Resource": "*"},
+                   {"Sid": "NoIam", "Effect": "Deny", "Action": "iam:*", "Resource": "*"}))
     trail.refused(trail.pod_session("app"), "ec2.amazonaws.com", "DescribeSnapshots", EC2_SILENT,
                   code="Client.UnauthorizedOperation")
     finding = denied(trail.explain(*organization_files(tmp_path)))
     assert finding.cause == "EXPLICIT_DENY", finding.explanation
     assert "the inline policy policy-1 of app statement #0 (Sid 'NoSnapshots')" in finding.explanation
     assert "aws iam put-role-policy --role-name app --policy-name policy-1" in finding.fix
-    assert "NoSnapshots" not in finding.fix.partition("\n\n")[2].split("EOF")[1]  # the statement is removed
+    script = finding.fix.partition("\n\n")[2]
+    assert '"Sid": "NoIam"' in script and '"Sid": "NoSnapshots"' not in script  # the deciding statement removed
+
+
+def test_a_deny_that_is_all_its_policy_holds_is_detached_not_emptied(tmp_path):
+    trail = Trail()
+    trail.role("app", doc({"Effect": "Allow", "Action": "ec2:*", "Resource": "*"}),
+               doc({"Sid": "NoSnapshots", "Effect": "Deny", "Action": "ec2:DescribeSnapshots", "Resource": "*"}))
+    trail.refused(trail.pod_session("app"), "ec2.amazonaws.com", "DescribeSnapshots", EC2_SILENT,
+                  code="Client.UnauthorizedOperation")
+    finding = denied(trail.explain(*organization_files(tmp_path)))
+    assert "aws iam delete-role-policy --role-name app --policy-name policy-1" in finding.fix
 
 
 def test_source_ip_is_absent_through_a_vpc_endpoint_so_a_not_ip_deny_holds(tmp_path):

@@ -88,8 +88,12 @@ def _organization_install(policy: str, document: dict[str, Any]) -> list[str]:
 
 
 def deny_in_layer_fix(layer: str, refs: Sequence[StatementRef], documents: dict[str, Any], *, action: str,
-                      role: str | None, holder: str, session_event: str | None = None) -> str:
-    """An explicit Deny decided: the deciding document without the denying statements."""
+                      role: str | None, holder: str, session_event: str | None = None,
+                      where: dict[str, str] | None = None) -> str:
+    """An explicit Deny decided: the deciding document without the denying statements (or,
+    when the Deny is all it holds, the policy detached or deleted).  *where* maps an SCP/RCP
+    to the entity it is attached to."""
+    where = where or {}
     named = "; ".join(ref.describe() for ref in refs) or holder
     summary = (f"Narrow or remove the Deny that refuses {action}: {line(named)}. An explicit deny beats every "
                "Allow, so nothing else can grant it while the statement applies.")
@@ -104,6 +108,9 @@ def deny_in_layer_fix(layer: str, refs: Sequence[StatementRef], documents: dict[
             script.append(comment(f"{policy}: not in the inventory; remove statement(s) {indexes} there"))
             continue
         changed = _with(document, drop=indexes)
+        if not changed["Statement"]:
+            script += _remove_whole(layer, policy, role, where.get(policy))
+            continue
         script.append(comment(f"the whole of {policy}, without the denying statement(s) #"
                               f"{', #'.join(map(str, indexes))}: narrow them instead if they must stay"))
         if layer in ("identity", "boundary"):
@@ -126,6 +133,27 @@ def deny_in_layer_fix(layer: str, refs: Sequence[StatementRef], documents: dict[
             else:
                 script += _install_resource(_holder_arn(policy), changed)
     return fix(summary, *script)
+
+
+def _remove_whole(layer: str, policy: str, role: str | None, attached: str | None) -> list[str]:
+    """The Deny is all *policy* holds: detach or delete the policy (a policy needs a statement)."""
+    note = comment(f"{policy} holds nothing but the Deny: detach it where it applies, or narrow the Deny instead")
+    arn = policy.split(" ")[-1].strip("()")
+    if layer in ("scp", "rcp"):
+        target = (attached or "TARGET_ID").rsplit(" ", 1)[-1]
+        return [note, comment("from the management account (or a delegated administrator):"),
+                f"aws organizations detach-policy --policy-id {sh(arn.rsplit('/', 1)[-1])} --target-id {sh(target)}"]
+    if layer == "identity" and arn.startswith("arn:") and ":policy/" in arn:
+        return [note, f"aws iam detach-role-policy --role-name {sh(role_name(role))} --policy-arn {sh(arn)}"]
+    if layer == "identity":
+        inline = policy.removeprefix("the inline policy ").split(" of ", 1)[0]
+        return [note, f"aws iam delete-role-policy --role-name {sh(role_name(role))} --policy-name {sh(inline)}"]
+    if layer == "boundary":
+        return [note, f"aws iam delete-role-permissions-boundary --role-name {sh(role_name(role))}"]
+    holder = _holder_arn(policy)
+    if (resource_kind(holder) or ("", ""))[1] == "s3":
+        return [note, f"aws s3api delete-bucket-policy --bucket {sh(holder.split(':', 5)[5])}"]
+    return [note]
 
 
 def allow_in_layer_fix(layer: str, lookup_documents: Sequence[NamedPolicy], *, holder: str, action: str,

@@ -113,8 +113,26 @@ def _refs_text(j: Judgement, decision: AuthDecision) -> str:
     parts = []
     for ref in decision.statements:
         where = j.where(ref.policy)
-        parts.append(ref.describe() + (f", attached to {where}" if where else ""))
+        parts.append(ref.describe() + (f", attached to {where}" if where else "") + _keys_seen(j, ref.statement))
     return "; ".join(parts)
+
+
+def _keys_seen(j: Judgement, statement: object) -> str:
+    """The request's values of the condition keys a statement tests: why it applied."""
+    condition = statement.get("Condition") if isinstance(statement, dict) else None
+    if not isinstance(condition, dict):
+        return ""
+    context = {key.lower(): (key, value) for key, value in j.request.context.items()}
+    seen = []
+    for block in condition.values():
+        for key in block if isinstance(block, dict) else ():
+            found = context.get(str(key).lower())
+            if found is not None:
+                value = found[1]
+                seen.append(f"{found[0]} is {value if value is not None else 'absent'}")
+            elif str(key).lower() in {absent.lower() for absent in j.request.absent}:
+                seen.append(f"{key} is absent")
+    return f" (the request's {', '.join(dict.fromkeys(seen))})" if seen else ""
 
 
 def _explain(c: DeniedCase, j: Judgement, d: AuthDecision, cause: str) -> tuple[str, str]:
@@ -131,7 +149,8 @@ def _explain(c: DeniedCase, j: Judgement, d: AuthDecision, cause: str) -> tuple[
                 "An explicit deny beats every Allow.")
         issued = c.ev.inv.layers.sessions.get(c.group.get("access_key_id") or "")
         return text, deny_in_layer_fix(layer, d.statements, _documents(j), action=action, role=role_arn, holder=holder,
-                                       session_event=f"{issued.event_name}, event {issued.event_id}" if issued else None)
+                                       session_event=f"{issued.event_name}, event {issued.event_id}" if issued else None,
+                                       where={ref.policy: j.where(ref.policy) for ref in d.statements})
     # An implicit deny: the first layer that had to allow and did not.
     if cause == "MISSING_PERMISSION":
         text = (f"No identity-based policy of {whose(role_arn, None, c.workload)} allows {action}{on}, so AWS refused "
