@@ -21,8 +21,9 @@ SELECT
 FROM events
 WHERE error_code IS NULL
   AND event_source = 'sts.amazonaws.com'
-  AND event_name IN ('AssumeRole', 'AssumeRoleWithWebIdentity', 'AssumeRoleWithSAML', 'GetFederationToken',
-                     'GetSessionToken')
+  -- Spelt so that DuckDB filters the column before it reads any record's JSON (an IN list
+  -- became a join above the JSON: 2 s instead of 0.02 s over a million events).
+  AND (starts_with(event_name, 'AssumeRole') OR event_name = 'GetFederationToken' OR event_name = 'GetSessionToken')
   AND response_elements -> 'credentials' ->> 'accessKeyId' IS NOT NULL
   AND ($access_keys IS NULL
        OR list_contains($access_keys, response_elements -> 'credentials' ->> 'accessKeyId'))

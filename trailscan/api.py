@@ -402,6 +402,7 @@ class Session:
         regions: str | Iterable[str] = (),
         live_iam: bool | None = None,
         session: boto3.Session | None = None,
+        policies: PathLike | Iterable[PathLike] | None = None,
     ) -> Explanation:
         """Explain the refused calls of the window (None: everything stored), as
         ``trailscan findings`` does: each failure traced to its workload, given the first
@@ -413,8 +414,10 @@ class Session:
         ``list-open-id-connect-providers``); ``clusters`` described live in ``regions``.
         ``live_iam`` reads the roles involved through boto3 — by default when no ``iam``
         file is given and AWS credentials are configured; ``False`` never asks AWS.
-        Without an inventory the causes that need one stay ``UNEXPLAINED`` and the
-        explanation says what was not checked.
+        ``policies``: the policy layers beyond the roles' own, as ``--policies
+        [NAME=]FILE`` takes them (bucket, key, endpoint policies, SCPs …); read live
+        for the refused calls' resources when IAM is.  Without an inventory the causes
+        that need one stay ``UNEXPLAINED`` and the explanation says what was not checked.
         """
         from trailscan.pipeline import InventoryRequest, investigate
 
@@ -426,6 +429,7 @@ class Session:
             clusters=_names(clusters),
             regions=_names(regions),
             live_iam=live_iam,
+            policy_files=_paths(policies),
         )
         report = investigate(self.store, window=window, inventory=request, session=session)
         self._last = Explanation(self, report, window=window, generated_at=utc_now())
