@@ -475,3 +475,16 @@ def test_every_fix_is_prose_then_a_script(tmp_path, when):
     summary, blank, script = finding.fix.partition("\n\n")
     assert summary and blank and "\n" not in summary
     assert all(line.startswith(("#", "aws ", "cat ", "{", "}", " ", "]", "EOF")) or not line for line in script.splitlines())
+
+
+def test_names_from_cloudtrail_are_quoted_in_the_commands_that_read_a_layer(tmp_path):
+    """A bucket name comes from a caller's request: the read command quotes it for the shell."""
+    trail = Trail()
+    trail.role("app", doc({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}))
+    hostile = "arn:aws:s3:::x$(touch pwned);y/k"
+    trail.refused(trail.pod_session("app"), "s3.amazonaws.com", "GetObject", S3_SILENT,
+                  resources=[{"type": "AWS::S3::Object", "ARN": hostile}])
+    finding = denied(trail.explain(*organization_files(tmp_path)))
+    assert finding.cause == "UNEXPLAINED"
+    assert "aws s3api get-bucket-policy --bucket 'x$(touch pwned);y' > layer-1.json" in finding.fix
+    assert "--policies 'arn:aws:s3:::x$(touch pwned);y=layer-1.json'" in finding.fix

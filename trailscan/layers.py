@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -318,7 +319,7 @@ class PolicyLayers:
         found = self.endpoints.get(endpoint_id)
         if found is None:
             return Lookup(UNREAD, label, self.gaps.get(endpoint_id) or "not read",
-                          command=f"aws ec2 describe-vpc-endpoints --vpc-endpoint-ids {endpoint_id}")
+                          command=f"aws ec2 describe-vpc-endpoints --vpc-endpoint-ids {shlex.quote(endpoint_id)}")
         return Lookup(READ, label, documents=(NamedPolicy(label, found.document),))
 
     def managed_policy(self, arn: str) -> NamedPolicy | str:
@@ -349,7 +350,7 @@ class PolicyLayers:
         path, missing = self._path(account)
         if missing:
             child = path[-1]
-            return Lookup(UNREAD, holder, missing, command=f"aws organizations list-parents --child-id {child}",
+            return Lookup(UNREAD, holder, missing, command=f"aws organizations list-parents --child-id {shlex.quote(child)}",
                           name=child)
         root = path[-1]
         org = self._org_of_root(root)
@@ -370,14 +371,15 @@ class PolicyLayers:
             if ids is None:
                 return Lookup(UNREAD, holder, self.gaps.get(f"{target}:{policy_type}") or (
                     f"the {kind} attached to {target} not read"),
-                    command=f"aws organizations list-policies-for-target --target-id {target} --filter {policy_type}",
+                    command=f"aws organizations list-policies-for-target --target-id {shlex.quote(target)} "
+                            f"--filter {policy_type}",
                     name=target)
             level = []
             for policy_id in ids:
                 policy = self.org_policies.get(policy_id)
                 if policy is None:
                     return Lookup(UNREAD, holder, self.gaps.get(policy_id) or f"{policy_id} not read",
-                                  command=f"aws organizations describe-policy --policy-id {policy_id}")
+                                  command=f"aws organizations describe-policy --policy-id {shlex.quote(policy_id)}")
                 level.append(NamedPolicy(policy.label, policy.document))
                 targets[policy.label] = _entity(target)
             levels.append(tuple(level))
@@ -467,7 +469,8 @@ def _how_to_read(arn: str, kind: str) -> tuple[str, str]:
     """(the AWS CLI command whose output holds the policy, the NAME ``--policies`` needs for it)."""
     parts = arn.split(":", 5)
     name = parts[5].split("/", 1)[-1].split(":", 1)[-1] if kind not in ("s3",) else parts[5]
-    command = KINDS[kind].command.format(arn=arn, name=name, account=parts[4])
+    # The names come from CloudTrail, that is from callers: quoted for the shell.
+    command = KINDS[kind].command.format(arn=shlex.quote(arn), name=shlex.quote(name), account=shlex.quote(parts[4]))
     return command, arn if kind in _NEEDS_NAME else ""
 
 
