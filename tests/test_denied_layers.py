@@ -488,3 +488,19 @@ def test_names_from_cloudtrail_are_quoted_in_the_commands_that_read_a_layer(tmp_
     assert finding.cause == "UNEXPLAINED"
     assert "aws s3api get-bucket-policy --bucket 'x$(touch pwned);y' > layer-1.json" in finding.fix
     assert "--policies 'arn:aws:s3:::x$(touch pwned);y=layer-1.json'" in finding.fix
+
+
+@pytest.mark.parametrize("resources,request_parameters", [
+    ([{"ARN": "arn:"}, {"ARN": "arn:x"}, {"ARN": 7}, "not an object"], ["a", "list"]),
+    ("resources as a string", {"queueUrl": "https://x", "keyId": "arn:kms", "bucketName": 5, "encryptionContext": [1]}),
+    ([{"ARN": "arn:aws:s3:::b"}], {"prefix": {"nested": True}, "encryptionContext": {"k": {"deep": 1}}}),
+])
+def test_records_of_any_shape_are_judged_without_error(tmp_path, resources, request_parameters):
+    trail = Trail()
+    trail.role("app", READ_VOLUMES)
+    session = trail.pod_session("app")
+    for source, name in (("s3.amazonaws.com", "ListObjects"), ("kms.amazonaws.com", "Decrypt"),
+                         ("sqs.amazonaws.com", "SendMessage")):
+        trail.refused(session, source, name, S3_SILENT, resources=resources, request=request_parameters, vpce="vpce-1")
+    report = trail.explain(*organization_files(tmp_path))
+    assert {f.kind for f in report.findings} == {"denied_call"}

@@ -131,7 +131,7 @@ def request_resource(action: str, resources: object, request: Mapping[str, objec
         if isinstance(bucket, str) and bucket:
             key = (request or {}).get("key")
             return f"arn:aws:s3:::{bucket}" + (f"/{key}" if action in _S3_OBJECT and isinstance(key, str) else "")
-    own = [arn for arn in arns if arn.split(":", 3)[2] == service]
+    own = [arn for arn in arns if _service_of(arn) == service]
     if len(own) == 1:
         return own[0]
     if len(arns) == 1:
@@ -142,6 +142,11 @@ def request_resource(action: str, resources: object, request: Mapping[str, objec
     if any(action.startswith(prefix) for prefix in _NO_RESOURCE):
         return "*"
     return None
+
+
+def _service_of(arn: str) -> str | None:
+    parts = arn.split(":", 3)
+    return parts[2] if len(parts) > 2 else None
 
 
 def _from_parameters(service: str, request: Mapping[str, object], region: str | None, account: str | None) -> str | None:
@@ -159,7 +164,7 @@ def _from_parameters(service: str, request: Mapping[str, object], region: str | 
         return text("topicArn") or text("targetArn")
     for name in ("keyId", "secretId", "functionName", "resourceArn"):
         value = text(name)
-        if value and value.startswith("arn:") and value.split(":", 3)[2] == service:
+        if value and value.startswith("arn:") and _service_of(value) == service:
             return value
     if service == "ecr" and text("repositoryName") and region:
         return f"arn:aws:ecr:{region}:{text('registryId') or account}:repository/{text('repositoryName')}"
