@@ -278,7 +278,7 @@ def message_note(c: DeniedCase, effect: str, layer: str | None) -> str:
         return ""
     found = judged.lookups.get(layer)
     if found is not None and found.state not in ("read", "none"):
-        return f"({found.holder} was not read: {found.why}.)"
+        return f"(trailscan could not name the statement: {found.holder}: {found.why}.)"
     return (f"trailscan's own reading of the policies says {d.describe()}: they may have changed since, or depend on "
             "what CloudTrail does not show; AWS's answer stands.")
 
