@@ -14,8 +14,10 @@ and shifted times up to the wanted size: every row is a full CloudTrail record a
 store holds it (``raw`` included), at a fraction of the generation time.  The failures are
 built like the test scenarios: refused web identities against roles whose trust policy
 names another subject, successful web identities whose sessions are then refused API
-calls (silent EC2 ``Client.UnauthorizedOperation`` and messages that name the reason),
-node-role fallbacks and failed Pod Identity requests, over 30 workloads; the inventory
+calls (silent EC2 ``Client.UnauthorizedOperation`` and messages that name the reason —
+every other one made through a role chain, the pod's session assuming a partner role),
+node-role fallbacks and failed Pod Identity requests, over 30 workloads; beside them,
+2,000 role sessions IAM users assumed and never used (minted, not refused); the inventory
 (roles with trust and permission policies, annotated service accounts) is built in
 memory so that every cause is computed, not skipped.
 
@@ -23,7 +25,8 @@ Then times ``explain_store(store, inventory, window=24h)`` (collect in SQL, expl
 group) on each store, best of ``--repeat``, and prints the times, the ratios
 large/small (flat when cost does not grow with events) and 2×failures/large (about 2 at
 most when cost grows with failures), and PASS/FAIL: large ≤ 3 s, large/small ≤ 2,
-2×failures/large ≤ 2.5.  It checks that every failed event is in exactly one finding.
+2×failures/large ≤ 2.5.  It checks that every failed event is in exactly one finding,
+and that every call made through a role chain is its pod's (``exact``).
 """
 
 from __future__ import annotations
@@ -38,7 +41,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from trailscan.explain import explain_store
-from trailscan.generate import RoleSession, access_key_id, api_call, healthy_traffic
+from trailscan.generate import (
+    RoleSession,
+    access_key_id,
+    api_call,
+    assume_role_call,
+    healthy_traffic,
+    iam_user_identity,
+)
 from trailscan.inventory import authorization_details_inventory
 from trailscan.kube import ServiceAccount
 from trailscan.model import Window
@@ -55,6 +65,7 @@ WORKLOADS = 30
 TARGET_SECONDS = 3.0
 TARGET_EVENTS_RATIO = 2.0
 TARGET_FAILURES_RATIO = 2.5
+UNUSED_SESSIONS = 2_000
 
 
 def policy(*statements: dict) -> dict:
@@ -93,7 +104,8 @@ def inventory():
 
 
 def failures(rng: random.Random, count: int) -> list[dict]:
-    """About *count* failed events (plus the successful web identities that minted sessions)."""
+    """About *count* failed events (plus the successful web identities and role chains that minted
+    sessions, and sessions minted and never used)."""
     records: list[dict] = []
     per_kind = max(1, count // 4)
     span = (WINDOW.end - WINDOW.start).total_seconds()
@@ -136,9 +148,14 @@ def failures(rng: random.Random, count: int) -> list[dict]:
             event_source="ec2.amazonaws.com", event_name=rng.choice(["DescribeVolumes", "DescribeSnapshots"]),
             error_code="Client.UnauthorizedOperation", error_message="You are not authorized to perform this operation.",
         ))
-    for i in range(per_kind):  # messages that name the reason
+    for i in range(per_kind):  # messages that name the reason; every other call through a role chain
         session = sessions[i % WORKLOADS]
         moment = when()
+        if i % 2:
+            chained = RoleSession(ACCOUNT, f"app-{i % WORKLOADS}-partner", f"chain-{i}", access_key_id(rng))
+            records.append(assume_role_call(rng, when=moment - timedelta(minutes=10), region=REGION, account=ACCOUNT,
+                                            caller=session.user_identity(moment), session=chained))
+            session = chained
         records.append(api_call(
             rng, when=moment, region=REGION, account=ACCOUNT, identity=session.user_identity(moment),
             event_source="sqs.amazonaws.com", event_name="SendMessage", read_only=False, error_code="AccessDenied",
@@ -146,6 +163,10 @@ def failures(rng: random.Random, count: int) -> list[dict]:
                           f"arn:aws:sqs:{REGION}:{ACCOUNT}:orders because no identity-based policy allows the "
                           "sqs:sendmessage action",
         ))
+    for i in range(UNUSED_SESSIONS):  # role sessions minted and never refused: read past, not followed
+        records.append(assume_role_call(rng, when=when(), region=REGION, account=ACCOUNT,
+                                        caller=iam_user_identity(ACCOUNT, f"ci-{i % 7}", f"AKIACI{i % 7:014d}"),
+                                        session=RoleSession(ACCOUNT, "deployer", f"ci-{i}", access_key_id(rng))))
     node = RoleSession(ACCOUNT, "eks-node-group-role", "i-0a1b2c3d4e5f60718", access_key_id(rng), ec2_role_delivery=True)
     for i in range(count - 3 * per_kind):  # node-role fallbacks and Pod Identity refusals
         moment = when()
@@ -213,6 +234,9 @@ def measure(path: Path, inventory_, repeat: int) -> tuple[float, int, int, int]:
             report = explain_store(store, inventory_, window=WINDOW)
             best = min(best, time.perf_counter() - started)
     explained = sum(f.count for f in report.findings)
+    chained = [f for f in report.findings if f.role_arn and f.role_arn.endswith("-partner")]
+    if not chained or any(f.workload.resolution != "exact" or "role chain" not in f.explanation for f in chained):
+        raise SystemExit("FAIL: calls made through a role chain were not traced to their pods")
     return best, events, failed, explained
 
 

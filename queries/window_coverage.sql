@@ -1,10 +1,11 @@
 -- name: window_coverage
 -- title: What was read for a window
--- description: The coverage recorded by the ingests that overlap the window: source,
---   account, region, status (complete, partial, failed), events read and why anything
---   is missing — the latest ingest for each source, account and region. Findings are
---   only as complete as this: a region that was not read is never "no findings".
---   Ingests of local files have no window and always count.
+-- description: Every ingest whose coverage overlaps the window, latest first: source,
+--   account, region, status (complete, partial, failed), the window it read, events
+--   and why anything is missing. Ingests of local files have no window and always
+--   count. trailscan merges these rows per source, account and region (a later failed
+--   ingest does not erase what an earlier complete one stored) and counts the events
+--   the store holds in the window: findings are only as complete as that merge says.
 -- param: since TIMESTAMPTZ = NULL  Start of the window, inclusive (default: the beginning)
 -- param: until TIMESTAMPTZ = NULL  End of the window, exclusive (default: now)
 SELECT
@@ -21,7 +22,4 @@ SELECT
 FROM coverage
 WHERE (window_start IS NULL OR $until IS NULL OR window_start < $until)
   AND (window_end IS NULL OR $since IS NULL OR window_end > $since)
-QUALIFY row_number() OVER (
-    PARTITION BY source, coalesce(account, ''), coalesce(region, '')
-    ORDER BY recorded_at DESC) = 1
-ORDER BY source, account, region
+ORDER BY recorded_at DESC, source, account, region

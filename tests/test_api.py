@@ -295,8 +295,47 @@ def test_findings_without_an_inventory_and_an_empty_window(ts, end):
     assert len(frame) == 3 and frame["count"].sum() == 11
     empty = ts.explain(end - timedelta(days=30), end - timedelta(days=29), live_iam=False)
     assert len(empty) == 0 and list(empty.to_frame().columns) == list(api.FINDING_COLUMNS)
-    assert "No refused calls" in empty._repr_html_()
+    # A window without a single event is no all-clear (it said "No refused calls" before issue 17).
+    assert "No CloudTrail events in the window" in empty._repr_html_()
+    assert "No refused calls" not in empty._repr_html_() and not empty.complete
     assert empty.timeline().empty
+
+
+def people(end: datetime) -> list[dict]:
+    """An IAM user refused twice, and a session she assumed refused once: no EKS workload."""
+    rng = random.Random(11)
+    alice = generate.iam_user_identity(ACCOUNT, "alice", "AKIAALICEEXAMPLE0001")
+    admin = generate.RoleSession(ACCOUNT, "admin", "alice", generate.access_key_id(rng))
+    records = [generate.assume_role_call(rng, when=end - timedelta(hours=2), region=REGION, account=ACCOUNT,
+                                         caller=alice, session=admin)]
+    for identity, count in ((alice, 2), (admin.user_identity(end - timedelta(hours=2)), 1)):
+        records += [generate.api_call(rng, when=end - timedelta(minutes=5 + n), region=REGION, account=ACCOUNT,
+                                      identity=identity, event_source="ce.amazonaws.com", event_name="GetCostAndUsage",
+                                      error_code="AccessDenied", error_message="denied") for n in range(count)]
+    return records
+
+
+def test_callers_that_are_no_eks_workload_are_left_out_unless_asked_for(tmp_path, end):
+    with trailscan.open(":memory:") as ts:
+        ts.ingest_files(write_trail(tmp_path / "trail", scenario(end) + people(end)))
+        found = ts.explain(live_iam=False)
+        assert found.to_frame()["count"].sum() == 11 and "not_eks" not in set(found.to_frame()["resolution"])
+        note = ("left out 3 refused calls by 2 principals that are not EKS workloads (user alice, role admin); "
+                "--all-principals (all_principals=True) includes them")
+        assert found.report.notes[-1] == note and note in repr(found) and note in found._repr_html_()
+        assert [f.principal_arn for f in found.report.left_out] == [
+            f"arn:aws:iam::{ACCOUNT}:user/alice", f"arn:aws:sts::{ACCOUNT}:assumed-role/admin/alice"]
+        frame = ts.findings(live_iam=False, all_principals=True)
+        outside = frame[frame.resolution == "not_eks"]
+        assert frame["count"].sum() == 14 and outside["count"].sum() == 3
+        assert set(outside.workload) == {"user alice", "role admin"}
+        assert not any(note in n for n in ts.explain(live_iam=False, all_principals=True).report.notes)
+        # The report says it too.
+        location = ts.report(to=tmp_path / "report", findings=found, now=end)
+        from trailscan.report import md_text
+
+        assert note in Path(location.html).read_text()
+        assert md_text(note) in Path(location.url("report.md")).read_text()
 
 
 # -- summaries ---------------------------------------------------------------------------------------

@@ -102,3 +102,39 @@ def test_aws_region_is_honoured_as_the_other_sdks_do(monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
     with pytest.raises(UsageError, match="AWS configuration"):
         default_session()
+
+
+# -- issue 17.7: windows out of range, and any usage error, are one line and exit 2 -----------------
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (("since", "1000000d"), "'1000000d' reaches back before year 1"),
+        (("findings", "--since", "99999999d"), "'99999999d' reaches back before year 1"),
+        (("findings", "--until", "99999999d"), "'99999999d' reaches back before year 1"),
+        (("since", "99999999999d"), "'99999999999d' is too long a duration"),
+        (("findings", "--since", "0001-01-01T00:00:00+01:00"), "is out of range"),
+        (("since", "1d", "--until", "0001-01-01"), "'1d' reaches back before year 1"),
+        (("ingest", "lookup", "--since", "1000000d"), "'1000000d' reaches back before year 1"),
+        (("ingest", "s3", "--since", "1000000d"), "'1000000d' reaches back before year 1"),
+        (("report", "--since", "1000000d", "--to", "out"), "'1000000d' reaches back before year 1"),
+        (("findings", "--format", "xml"), "'xml' is not one of"),
+        (("since",), "Missing argument 'DURATION'"),
+        (("--bogus",), "No such option '--bogus'"),
+        (("nosuch",), "No such command 'nosuch'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(tmp_path, args, named):
+    store = () if args[0] in ("--bogus", "nosuch") else ("--db", str(tmp_path / "store.duckdb"))
+    ran = run_cli(*args, *store, cwd=tmp_path)
+    assert ran.returncode == 2, ran.stderr
+    assert "Traceback" not in ran.stderr and ran.stdout == ""
+    [line] = ran.stderr.strip().splitlines()
+    assert line.startswith("trailscan: error: ") and named in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # nothing was started: no store, no report
+
+
+def test_a_group_named_alone_still_shows_its_help():
+    ran = run_cli("ingest")
+    assert "Usage: " in ran.stderr + ran.stdout and "files" in ran.stderr + ran.stdout

@@ -316,6 +316,8 @@ def call_resource(action: str, params: dict[str, Any], region: str) -> tuple[str
     if action == "eks:DescribeNodegroup":
         return (f"arn:aws:eks:{region}:{ACCOUNT}:nodegroup/{params['clusterName']}/{params['nodegroupName']}/"
                 "0ac1c1b5-1b6e-4bd3-a8a6-1f0b6c8e2f11"), {}
+    if action == "eks:DescribePodIdentityAssociation":
+        return f"arn:aws:eks:{region}:{ACCOUNT}:podidentityassociation/{params['clusterName']}/{params['associationId']}", {}
     return "*", {}
 
 
@@ -437,12 +439,13 @@ def test_policy_covers_every_call_of_since_and_the_nightly_report(world):
     policy = required_policy(PolicyRequest(bucket=TRAIL_BUCKET, clusters=(CLUSTER,),
                                            report_to=f"s3://{REPORTS_BUCKET}/nightly/",
                                            policy_buckets=tuple(DEMO_BUCKETS.split(","))))
-    # Least privilege both ways: nothing allowed that the run did not need, except what
-    # moto cannot exercise (it has no EKS Pod Identity API, so no association is described)
-    # and the policy layers the demo's refusals do not name (tests/test_layers.py reads each
-    # against moto): its account is in no organization, so no path or SCP is read.
-    assert policy.actions - calls.actions == {"eks:DescribePodIdentityAssociation", *NOT_IN_THE_DEMO}
-    assert {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "iam:GetRole", "eks:DescribeNodegroup"} <= calls.actions
+    # Least privilege both ways: nothing allowed that the run did not need (the demo's layer
+    # gives moto the EKS Pod Identity API, so the seeded association is described too), except
+    # the policy layers the demo's refusals do not name (tests/test_layers.py reads each against
+    # moto): its account is in no organization, so no path or SCP is read.
+    assert policy.actions - calls.actions == NOT_IN_THE_DEMO
+    assert {"s3:ListBucket", "s3:GetObject", "s3:PutObject", "iam:GetRole", "eks:DescribeNodegroup",
+            "eks:DescribePodIdentityAssociation"} <= calls.actions
 
 
 def test_policy_covers_trail_discovery(world):

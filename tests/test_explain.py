@@ -402,7 +402,8 @@ def trust_subject_mismatch(w: World) -> Expect:
     w.sa("payments", "api", role_arn=arn)
     w.web_identity("payments", "api", arn, count=7)
     return Expect("irsa", "TRUST_SUBJECT_MISMATCH", 7, "payments", "api", role="payments-api",
-                  fix=(f'"{w.issuer}:sub": "system:serviceaccount:payments:api"',
+                  fix=(f'"{w.issuer}:sub": [', '"system:serviceaccount:payments:api"',
+                       "# it still admits system:serviceaccount:payment:api",
                        "aws iam update-assume-role-policy --role-name payments-api --policy-document file://trust.json"),
                   explanation=("system:serviceaccount:payment:api",))
 
@@ -713,3 +714,173 @@ def test_pod_identity_association_names_the_role_eks_could_not_assume(real_store
     assert [str(c) for c in finding.workload.candidates] == ["ns-b/sa2"]
     assert "aws iam update-assume-role-policy --role-name eks-pod-dynamodb-role" in finding.fix
     assert '"ec2.amazonaws.com"' in finding.fix and '"sts:TagSession"' in finding.fix  # the other statement is kept
+
+
+# -- whose session was it: role chains, and callers that are no EKS workload -------------------------
+#
+# Built from the records alone (no inventory): the chain is CloudTrail's own evidence.
+
+CHAIN_PROVIDER = f"arn:aws:iam::{ACCOUNT}:oidc-provider/oidc.eks.{REGION}.amazonaws.com/id/{OLD_ISSUER_ID}"
+DENIED_SQS = "because no identity-based policy allows the sqs:sendmessage action"
+
+
+def _role_session(role: str, name: str, rng: random.Random, **kw: Any) -> RoleSession:
+    return RoleSession(ACCOUNT, role, name, access_key_id(rng), **kw)
+
+
+def _refused(rng: random.Random, session: RoleSession | None = None, *, identity: dict | None = None,
+             count: int = 2) -> list[dict]:
+    """sqs:SendMessage refused *count* times to a session (or any identity), AWS saying why."""
+    arn = session.arn if session else (identity or {}).get("arn", "")
+    return [
+        api_call(rng, when=NOW - timedelta(minutes=10 + n), region=REGION, account=ACCOUNT,
+                 identity=identity or session.user_identity(NOW - timedelta(minutes=30)),
+                 event_source="sqs.amazonaws.com", event_name="SendMessage", read_only=False, user_agent=BOTO3,
+                 error_code="AccessDenied",
+                 error_message=f"User: {arn} is not authorized to perform: sqs:sendmessage on resource: "
+                               f"arn:aws:sqs:{REGION}:{ACCOUNT}:orders {DENIED_SQS}")
+        for n in range(count)
+    ]
+
+
+def _explain(records: list[dict], **options: Any):
+    from trailscan.explain import explain_store
+
+    with Store.open(":memory:") as store:
+        store.ingest_documents([json.dumps({"Records": records})], origin="test")
+        return explain_store(store, None, window=WINDOW, **options)
+
+
+def test_a_role_chain_from_a_pod_is_the_pods_and_names_the_chain():
+    """payments/api's web-identity session assumes shared-reader, whose session assumes
+    partner-writer; partner-writer is refused: the call is payments/api's (``exact``)."""
+    from trailscan.generate import assume_role_call, web_identity_call
+
+    rng = random.Random(21)
+    pod = _role_session("payments-api", "botocore-session-1764290000", rng)
+    hop = _role_session("shared-reader", "payments-hop", rng)
+    last = _role_session("partner-writer", "payments-last", rng)
+    records = [
+        # Minted 13 hours before the window: IRSA sessions may last 12 hours, and each chained one 1 hour.
+        web_identity_call(rng, when=WINDOW.start - timedelta(hours=13), region=REGION, account=ACCOUNT,
+                          provider_arn=CHAIN_PROVIDER, subject="system:serviceaccount:payments:api",
+                          role_arn=pod.role_arn, session=pod),
+        assume_role_call(rng, when=WINDOW.start - timedelta(minutes=90), region=REGION, account=ACCOUNT,
+                         caller=pod.user_identity(WINDOW.start - timedelta(hours=13)), session=hop),
+        assume_role_call(rng, when=NOW - timedelta(minutes=40), region=REGION, account=ACCOUNT,
+                         caller=hop.user_identity(WINDOW.start - timedelta(minutes=90)), session=last),
+        *_refused(rng, last, count=3),
+    ]
+    [finding] = _explain(records).findings
+    assert (finding.kind, finding.cause, finding.count) == ("denied_call", "MISSING_PERMISSION", 3)
+    assert finding.workload.as_json() == {"cluster": OLD_ISSUER_ID, "namespace": "payments", "service_account": "api",
+                                          "resolution": "exact", "candidates": []}
+    assert finding.role_arn == last.role_arn
+    assert ("through a role chain: payments/api → role payments-api → role shared-reader → role partner-writer"
+            in finding.explanation)
+
+
+def test_a_role_chain_from_a_pod_identity_session_is_the_pods():
+    from trailscan.generate import assume_role_call, pod_identity_assume_role
+
+    rng = random.Random(22)
+    pod = _role_session("orders-pod", "eks-prod-worker-6d9f7c6b5-x2x7q", rng)
+    last = _role_session("orders-archive", "orders-archive", rng)
+    records = [
+        pod_identity_assume_role(rng, when=NOW - timedelta(hours=3), region=REGION, account=ACCOUNT,
+                                 role_arn=pod.role_arn, cluster="prod", namespace="orders", service_account="worker",
+                                 pod="worker-6d9f7c6b5-x2x7q", session=pod),
+        assume_role_call(rng, when=NOW - timedelta(minutes=50), region=REGION, account=ACCOUNT,
+                         caller=pod.user_identity(NOW - timedelta(hours=3)), session=last),
+        *_refused(rng, last),
+    ]
+    [finding] = _explain(records).findings
+    assert (finding.workload.cluster, finding.workload.label(), finding.workload.resolution) == (
+        "prod", "orders/worker", "exact")
+    assert "orders/worker → role orders-pod → role orders-archive" in finding.explanation
+
+
+def test_callers_that_are_no_eks_workload_are_not_eks_with_the_evidence():
+    from trailscan.generate import assume_role_call, iam_user_identity
+
+    rng = random.Random(23)
+    alice = iam_user_identity(ACCOUNT, "alice", "AKIAALICEEXAMPLE0001")
+    admin = _role_session("admin", "alice", rng)
+    chained = _role_session("breakglass", "alice-breakglass", rng)
+    slr = _role_session("AWSServiceRoleForAmazonInspector2", "MandoService1", rng)
+    slr_identity = slr.user_identity(NOW - timedelta(hours=1))
+    slr_identity["sessionContext"]["sessionIssuer"]["arn"] = (
+        f"arn:aws:iam::{ACCOUNT}:role/aws-service-role/inspector2.amazonaws.com/AWSServiceRoleForAmazonInspector2")
+    records = [
+        *_refused(rng, identity=alice),
+        # alice assumes admin, and admin's session assumes breakglass: a chain that starts at a person.
+        assume_role_call(rng, when=NOW - timedelta(hours=2), region=REGION, account=ACCOUNT, caller=alice, session=admin),
+        assume_role_call(rng, when=NOW - timedelta(minutes=45), region=REGION, account=ACCOUNT,
+                         caller=admin.user_identity(NOW - timedelta(hours=2)), session=chained),
+        *_refused(rng, chained),
+        *_refused(rng, identity=slr_identity),
+        *_refused(rng, identity={"type": "Root", "principalId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:root",
+                                 "accountId": ACCOUNT, "accessKeyId": "AKIAROOTEXAMPLE00001"}),
+    ]
+    # Left out by default, and counted in a note; all_principals lists them.
+    default = _explain(records)
+    assert default.findings == [] and sum(f.count for f in default.left_out) == 8
+    assert default.notes == [
+        "left out 8 refused calls by 4 principals that are not EKS workloads (role AWSServiceRoleForAmazonInspector2, "
+        f"role breakglass, root of {ACCOUNT}, …); --all-principals (all_principals=True) includes them"
+    ]
+    findings = _explain(records, all_principals=True).findings
+    assert {f.workload.resolution for f in findings} == {"not_eks"} and sum(f.count for f in findings) == 8
+    text = {(f.principal_arn or "").rsplit(":", 1)[-1]: f.explanation for f in findings}
+    assert "Not an EKS workload: user alice is an IAM user" in text["user/alice"]
+    assert ("Not an EKS workload: its session was started by user alice, an IAM user"
+            in text["assumed-role/breakglass/alice-breakglass"])
+    assert "through a role chain: user alice → role admin → role breakglass" in text["assumed-role/breakglass/alice-breakglass"]
+    assert "service-linked role of inspector2.amazonaws.com" in text["assumed-role/AWSServiceRoleForAmazonInspector2/MandoService1"]
+    assert f"Not an EKS workload: root of {ACCOUNT} is the account's root user" in text["root"]
+    assert all("make sure the refusal was not intended" in f.fix for f in findings)
+
+
+def test_a_session_whose_origin_is_not_in_the_store_stays_unknown():
+    """No evidence either way is no all-clear: these stay ``unknown`` (or ``node``), and shown."""
+    from trailscan.generate import assume_role_call
+
+    rng = random.Random(24)
+    orphan = _role_session("reports-exporter", "botocore-session-1", rng)  # minted before anything was read
+    hop = _role_session("reports-hop", "hop", rng)  # minted by a session the store never saw minted
+    stranger = _role_session("reports-upstream", "upstream", rng)
+    node = _role_session(NODE_ROLE, "i-0a1b2c3d4e5f60718", rng, ec2_role_delivery=True)
+    from_node = _role_session("kube2iam-target", "kube2iam", rng)  # assumed with the node's credentials
+    from_ec2 = _role_session("batch-instance", "i-0fedcba9876543210", rng)
+    loop_a, loop_b = _role_session("loop-a", "a", rng), _role_session("loop-b", "b", rng)
+    ec2 = {"type": "AWSService", "invokedBy": "ec2.amazonaws.com"}
+    records = [
+        *_refused(rng, orphan),
+        assume_role_call(rng, when=NOW - timedelta(minutes=50), region=REGION, account=ACCOUNT,
+                         caller=stranger.user_identity(NOW - timedelta(hours=2)), session=hop),
+        *_refused(rng, hop),
+        assume_role_call(rng, when=NOW - timedelta(minutes=50), region=REGION, account=ACCOUNT,
+                         caller=node.user_identity(NOW - timedelta(hours=2)), session=from_node),
+        *_refused(rng, from_node),
+        # EC2 handing an instance its role: how nodes get theirs, so no evidence against a pod.
+        assume_role_call(rng, when=NOW - timedelta(hours=2), region=REGION, account=ACCOUNT, caller=ec2,
+                         session=from_ec2),
+        *_refused(rng, from_ec2),
+        # A cycle (impossible in AWS): the walk ends, and says nothing.
+        assume_role_call(rng, when=NOW - timedelta(minutes=50), region=REGION, account=ACCOUNT,
+                         caller=loop_b.user_identity(NOW), session=loop_a),
+        assume_role_call(rng, when=NOW - timedelta(minutes=50), region=REGION, account=ACCOUNT,
+                         caller=loop_a.user_identity(NOW), session=loop_b),
+        *_refused(rng, loop_a),
+        # A caller from another account: perhaps a pod there.
+        *_refused(rng, identity={"type": "AWSAccount", "principalId": "AIDAEXAMPLE:x", "accountId": "444455556666"}),
+    ]
+    findings = _explain(records).findings
+    by_role = {(f.role_arn or f.principal_arn or "").rsplit("/", 1)[-1]: f for f in findings}
+    assert {name: f.workload.resolution for name, f in by_role.items()} == {
+        "reports-exporter": "unknown", "reports-hop": "unknown", "kube2iam-target": "unknown",
+        "batch-instance": "node", "loop-a": "unknown", "": "unknown",
+    }
+    assert "role reports-upstream → role reports-hop" in by_role["reports-hop"].explanation
+    assert "the node's role prod-node-group-role → role kube2iam-target" in by_role["kube2iam-target"].explanation
+    assert not any("Not an EKS workload" in f.explanation for f in findings)

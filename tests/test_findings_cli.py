@@ -39,6 +39,12 @@ def real_document(real_store) -> tuple[dict, str]:
     return findings_json("--db", str(real_store))
 
 
+@pytest.fixture(scope="module")
+def real_all_document(real_store) -> tuple[dict, str]:
+    """Every refused call of the corpus, attack simulations by IAM users included."""
+    return findings_json("--db", str(real_store), "--all-principals")
+
+
 def failed_events_of_the_three_queries(path: Path) -> int:
     book = load_queries()
     with Store.open(path, read_only=True) as store:
@@ -53,8 +59,9 @@ def test_document_is_exactly_the_spec_contract(real_document):
     assert set(document) == {"schema", "generated_at", "window", "coverage", "findings"}
     assert document["schema"] == "trailscan.findings/v1"
     assert set(document["window"]) == {"start", "end"} and document["generated_at"].endswith("Z")
+    # events: the events the store holds in the window (3,250 unique of the 3,258 records read).
     assert document["coverage"] == [
-        {"source": "files", "account": "", "region": "", "status": "complete", "events": 3258,
+        {"source": "files", "account": "", "region": "", "status": "complete", "events": 3250,
          "detail": "132 files, 3250 new events"}
     ]
     for finding in document["findings"]:
@@ -83,8 +90,8 @@ def test_real_failed_pod_identity_is_trust_from_its_message(real_document):
     assert '"pods.eks.amazonaws.com"' in pod["fix"] and "sts:TagSession" in pod["fix"]
 
 
-def test_real_unauthorized_operations_are_denied_calls_and_nothing_else_is(real_document, real_store):
-    document, _ = real_document
+def test_real_unauthorized_operations_are_denied_calls_and_nothing_else_is(real_all_document, real_store):
+    document, _ = real_all_document
     codes = {f["error_code"] for f in document["findings"]}
     assert not any(c and (c.startswith(("NoSuch", "Throttl")) or c.endswith("NotFound")) for c in codes)
     unauthorized = [f for f in document["findings"] if f["error_code"] == "Client.UnauthorizedOperation"]
@@ -96,8 +103,40 @@ def test_real_unauthorized_operations_are_denied_calls_and_nothing_else_is(real_
     assert len(samples) == len(set(samples))
 
 
-def test_messages_that_name_the_reason_decide_without_inventory(real_document):
-    document, _ = real_document
+def test_only_eks_workloads_are_failing_workloads(real_document, real_all_document):
+    """Issue 17 point 5: the corpus's attack simulations — IAM users (bert-jan, christophe)
+    and the role sessions they assumed — are no EKS workload: left out by default, one line
+    on stderr says how many refused calls by how many principals, --all-principals lists them."""
+    shown, stderr = real_document
+    everything, all_stderr = real_all_document
+    assert [(f["kind"], f["workload"]["resolution"]) for f in shown["findings"]] == [
+        ("irsa", "exact"), ("pod_identity", "unknown")]
+    left_out = [f for f in everything["findings"] if f["workload"]["resolution"] == "not_eks"]
+    assert sum(f["count"] for f in shown["findings"]) + sum(f["count"] for f in left_out) == 113
+    assert [line for line in stderr.splitlines() if "left out" in line] == [
+        "trailscan: note: left out 111 refused calls by 10 principals that are not EKS workloads (role "
+        "stratus-red-team-ec2-get-password-data-role, role stratus-red-team-get-usr-data-role, user bert-jan, …); "
+        "--all-principals (all_principals=True) includes them"
+    ]
+    assert "left out" not in all_stderr
+    assert {f["kind"] for f in left_out} == {"denied_call"}
+    assert {f["workload"]["cluster"] for f in left_out} == {None}
+    # The IAM users themselves, and the sessions they started, each with its evidence.
+    users = {f["principal_arn"] for f in left_out if ":user/" in (f["principal_arn"] or "")}
+    assert users == {"arn:aws:iam::123837392027:user/bert-jan", "arn:aws:iam::321848314756:user/christophe",
+                     "arn:aws:iam::457448411975:user/christophe"}
+    for finding in left_out:
+        if finding["principal_arn"] in users:
+            assert "is an IAM user" in finding["explanation"], finding["explanation"]
+        else:
+            assert "its session was started by user " in finding["explanation"], finding["explanation"]
+            assert "Its credentials came from sts:AssumeRole: user " in finding["explanation"]
+    # Nothing shown is an IAM user's or a session one started.
+    assert not any("user/" in (f["principal_arn"] or "") for f in shown["findings"])
+
+
+def test_messages_that_name_the_reason_decide_without_inventory(real_all_document):
+    document, _ = real_all_document
     leave = [f for f in document["findings"] if f["event_name"] == "LeaveOrganization"]
     assert leave and all(f["cause"] == "MISSING_PERMISSION" for f in leave)
     assert all('"Action": "organizations:LeaveOrganization"' in f["fix"] for f in leave)
@@ -119,6 +158,12 @@ def test_table_and_markdown(real_store):
     assert f"### Cluster {ARGO_ISSUER_ID} (" in markdown.stdout and "#### argo/" in markdown.stdout
     assert "## Coverage: what was read" in markdown.stdout
     assert "**Fix:**" in markdown.stdout and "```" in markdown.stdout
+    # Left out by default; listed with --all-principals, where the principal column names the IAM users.
+    assert "christophe" not in table.stdout and "left out 111 refused calls" in table.stderr
+    everything = run_cli("findings", "--db", str(real_store), "--all-principals", env=OFFLINE)
+    assert everything.returncode == 0, everything.stderr
+    assert "Principal" in everything.stdout and "user christophe" in everything.stdout
+    assert "role christophe" not in everything.stdout and "not an EKS workload" in everything.stdout
 
 
 def test_window_options_filter(real_store):
@@ -139,8 +184,12 @@ def test_exit_codes(real_store, tmp_path):
     partial = run_cli("findings", "--db", str(copy), "--format", "json", "--fail-on-findings", env=OFFLINE)
     assert partial.returncode == 3, partial.stderr
     document = json.loads(partial.stdout)
-    assert {"source": "lookup", "account": "100000000002", "region": "us-west-2", "status": "partial",
-            "events": 10, "detail": "throttled after 10 pages"} in document["coverage"]
+    # The ingest said 10 events, but the store holds none of LookupEvents in the window; the
+    # detail says what was read of the window (here the span of the store, no window asked).
+    [lookup] = [row for row in document["coverage"] if row["source"] == "lookup"]
+    assert {k: lookup[k] for k in ("account", "region", "status", "events")} == {
+        "account": "100000000002", "region": "us-west-2", "status": "partial", "events": 0}
+    assert lookup["detail"] == ("throttled after 10 pages; read in part: 2023-11-01T00:00:00Z – 2023-12-01T00:00:00Z")
     assert "coverage is incomplete" in partial.stderr and "Traceback" not in partial.stderr
     missing = run_cli("findings", "--db", str(tmp_path / "nothing.duckdb"), env=OFFLINE)
     assert missing.returncode == 2 and "no store at" in missing.stderr
@@ -153,8 +202,14 @@ def test_since_from_files(real_data, tmp_path):
     assert ran.returncode == 0, ran.stderr
     document = json.loads(ran.stdout)
     assert document["window"]["end"] == "2024-12-01T00:00:00Z"
-    assert sum(f["count"] for f in document["findings"]) == 113
+    # 113 refused calls, 111 of them by IAM users and the sessions they started: left out.
+    assert sum(f["count"] for f in document["findings"]) == 2
+    assert "left out 111 refused calls by 10 principals" in ran.stderr
     assert document["coverage"][0]["status"] == "complete"
+    ran = run_cli("since", "4000d", "--until", "2024-12-01", "--source", "files", "--path", str(real_data),
+                  "--db", str(db), "--format", "json", "--offline", "--all-principals", env=OFFLINE)
+    assert ran.returncode == 0, ran.stderr
+    assert sum(f["count"] for f in json.loads(ran.stdout)["findings"]) == 113
 
 
 def test_since_with_an_unreadable_file_still_explains_the_rest(real_data, tmp_path):

@@ -10,10 +10,13 @@ from trailscan.identity import (
     MINIMUM_VERSIONS,
     ServiceAccountRef,
     credential_support,
+    is_eks_service,
     is_instance_id,
     is_node_session,
     issuer_id,
     issuer_of,
+    not_a_kubernetes_token,
+    not_a_pod_identity,
     parse_subject,
     parse_user_agent,
     parse_web_identity,
@@ -132,6 +135,86 @@ def test_node_sessions_by_delivery_or_by_name():
     assert is_node_session(ec2_role_delivery="2.0")
     assert is_node_session(session_name="i-02930ce60274d87a7")
     assert not is_node_session(ec2_role_delivery=None, session_name="botocore-session-1700000000")
+
+
+# -- callers that are no EKS pod identity ------------------------------------------------------
+
+SLR = "arn:aws:iam::123837392027:role/aws-service-role/inspector2.amazonaws.com/AWSServiceRoleForAmazonInspector2"
+EKS_SLR = "arn:aws:iam::111122223333:role/aws-service-role/eks-nodegroup.amazonaws.com/AWSServiceRoleForAmazonEKSNodegroup"
+
+
+@pytest.mark.parametrize(
+    "identity, reason",
+    [
+        # The real stratus-red-team records: an IAM user's key (AKIA…) and a console session (ASIA…).
+        ({"identity_type": "IAMUser"}, "an IAM user"),
+        ({"identity_type": "Root"}, "root user"),
+        ({"identity_type": "FederatedUser"}, "GetFederationToken"),
+        ({"identity_type": "SAMLUser"}, "SAML"),
+        ({"identity_type": "IdentityCenterUser"}, "Identity Center"),
+        ({"identity_type": "AWSService", "invoked_by": "config.amazonaws.com"}, "the AWS service config.amazonaws.com"),
+        ({"identity_type": "AWSService"}, "an AWS service"),
+        # The real Inspector session: its issuer keeps the path the session ARN drops.
+        ({"identity_type": "AssumedRole", "session_issuer_arn": SLR}, "service-linked role of inspector2.amazonaws.com"),
+        # A pod's own sessions, and what says nothing either way.
+        ({"identity_type": "AssumedRole", "session_issuer_arn": "arn:aws:iam::1:role/payments-api"}, None),
+        ({"identity_type": "AssumedRole", "session_issuer_arn": "arn:aws:iam::1:role/svc/aws-service-role"}, None),
+        ({"identity_type": "AssumedRole"}, None),
+        ({"identity_type": "AWSAccount"}, None),  # another account's caller: perhaps a pod there
+        ({"identity_type": "Unknown"}, None),
+        ({"identity_type": None}, None),
+        # EKS itself: Pod Identity's AssumeRole, and EKS's own service-linked roles.
+        ({"identity_type": "AWSService", "invoked_by": "pods.eks.amazonaws.com"}, None),
+        ({"identity_type": "AWSService", "invoked_by": "eks.amazonaws.com"}, None),
+        ({"identity_type": "AssumedRole", "session_issuer_arn": EKS_SLR}, None),
+    ],
+)
+def test_not_a_pod_identity(identity, reason):
+    found = not_a_pod_identity(**identity)
+    assert (found is None) if reason is None else (reason in found)
+
+
+def test_service_linked_role_service():
+    from trailscan.arn import principal_name, service_linked_role_service
+
+    assert service_linked_role_service(SLR) == "inspector2.amazonaws.com"
+    assert service_linked_role_service(EKS_SLR) == "eks-nodegroup.amazonaws.com"
+    for other in ("arn:aws:iam::1:role/payments-api", "arn:aws:iam::1:role/team/aws-service-role",
+                  "arn:aws:sts::1:assumed-role/AWSServiceRoleForAmazonInspector2/s", "arn:aws:iam::1:user/aws-service-role/x/y",
+                  None):
+        assert service_linked_role_service(other) is None
+    # How people read principals: an IAM user is never called a role.
+    assert principal_name("arn:aws:iam::457448411975:user/christophe") == "user christophe"
+    assert principal_name("arn:aws:sts::1:assumed-role/r/s") == "role r"
+    assert principal_name("arn:aws:iam::111122223333:root") == "root of 111122223333"
+    assert principal_name("arn:aws:sts::111122223333:federated-user/bob") == "federated user bob"
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [("pods.eks.amazonaws.com", True), ("eks.amazonaws.com", True), ("eks-nodegroup.amazonaws.com", True),
+     ("eks-fargate-pods.amazonaws.com", True), ("ec2.amazonaws.com", False), ("geeks.example", False),
+     ("AWS Internal", False), (None, False)],
+)
+def test_is_eks_service(name, expected):
+    assert is_eks_service(name) is expected
+
+
+@pytest.mark.parametrize(
+    "identity, ruled_out",
+    [
+        (dict(user_name="system:serviceaccount:argo:awf-aws-executor-plugin", identity_provider=PROVIDER), False),
+        # GitHub Actions' OIDC token: another issuer, a subject that names no service account.
+        (dict(user_name="repo:octo/app:ref:refs/heads/main",
+              identity_provider="arn:aws:iam::1:oidc-provider/token.actions.githubusercontent.com"), True),
+        (dict(user_name="us-east-1:1234-abcd", identity_provider="cognito-identity.amazonaws.com"), True),
+        # A self-managed cluster's service account: not EKS, but a Kubernetes token all the same.
+        (dict(user_name="system:serviceaccount:a:b", identity_provider="arn:aws:iam::1:oidc-provider/k8s.example.com"), False),
+        (dict(user_name="someone"), False),  # no issuer: nothing says
+    ],
+)
+def test_not_a_kubernetes_token(identity, ruled_out):
+    assert (not_a_kubernetes_token(parse_web_identity(**identity)) is not None) is ruled_out
 
 
 # -- Pod Identity session tags ---------------------------------------------------------------

@@ -194,3 +194,14 @@ def test_the_readme_layout_names_every_room():
     section = text[text.index("## Working on trailscan"):]
     for room in ("explain/", "report/", "sources/", "pipeline.py", "store.py", "queries/", "causes.py"):
         assert room in section, f"the README's layout does not name {room}"
+
+
+def test_the_readme_lists_every_query_as_the_cli_does():
+    from click.testing import CliRunner
+
+    from trailscan.cli import main
+
+    listed = CliRunner().invoke(main, ["queries", "list"]).output
+    text = README.read_text()
+    block = text[text.index("$ trailscan queries list\n") + len("$ trailscan queries list\n"):]
+    assert block.startswith(listed), "the README's `trailscan queries list` is not what the command prints"

@@ -39,7 +39,7 @@ PROVIDER = f"arn:aws:iam::{ACCOUNT}:oidc-provider/oidc.eks.eu-west-1.amazonaws.c
 
 # A token's subject is whatever its issuer signed: an untrusted issuer signs anything.
 NAMESPACE = "pay|ments`x`"
-SERVICE_ACCOUNT = "api<img src=x onerror=alert(1)>$(touch${IFS}pwned)"
+SERVICE_ACCOUNT = "api<img src=x onerror=alert(1)>$(touch${IFS}pwned)\x1b]0;title\x07"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/x</td><script>alert(2)</script>\n# Injected heading\n```\n| a | b |"
 MESSAGE = (
     "denied | cell ![x](http://evil.example/p.png) [click](http://evil.example) **bold** `tick`\n\n"
@@ -204,7 +204,8 @@ def test_findings_table_and_json_carry_the_strings_verbatim(hostile_db):
     assert MESSAGE in messages
     assert ROLE_ARN in {finding["role_arn"] for finding in document["findings"]}
     table = run_cli("findings", "--offline", "--db", str(hostile_db))
-    assert "Traceback" not in table.stderr and "\x1b]" not in table.stdout
+    # The planted ESC ] (a window title in the service account's name) is shown, not sent.
+    assert "Traceback" not in table.stderr and "\x1b" not in table.stdout and "\\x1b]0;title\\x07" in table.stdout
 
 
 def test_report_artifacts_escape_every_cloudtrail_string(hostile_db, tmp_path):

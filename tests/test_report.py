@@ -389,7 +389,7 @@ def test_markdown_fences_cannot_be_broken_by_content():
         ("`code`", r"\`code\`"),
         ("<b>&amp;</b> a > b", "&lt;b>&amp;amp;&lt;/b> a > b"),
         ("*x* _y_ [z] ~w~ $m$ #h", r"\*x\* \_y\_ \[z\] \~w\~ \$m\$ \#h"),
-        ("nul\x00 and esc\x1b[31m", r"nul and esc\[31m"),
+        ("nul\x00 and esc\x1b[31m", r"nul\\x00 and esc\\x1b\[31m"),  # shown as escapes, not sent or dropped
         (None, ""),
         (42, "42"),
     ],
@@ -502,6 +502,51 @@ def test_workload_labels():
     assert workload_label({"workload": {"namespace": "a", "service_account": "b"}}) == "a/b"
     assert workload_label({"principal_arn": "arn:aws:sts::1:assumed-role/r/s", "workload": {}}) == "role r"
     assert workload_label({}) == "unknown workload"
+    # An IAM user is never "role christophe" (issue 17 point 5), and not_eks says so.
+    christophe = {"principal_arn": "arn:aws:iam::457448411975:user/christophe", "role_arn": None}
+    assert workload_label({**christophe, "workload": {"resolution": "unknown"}}) == "user christophe"
+    assert workload_label({**christophe, "workload": {"resolution": "not_eks"}}) == "user christophe (not an EKS workload)"
+    assert workload_label({"role_arn": f"arn:aws:iam::{ACCOUNT}:role/team/reports-reader", "workload": {}}) == (
+        "role reports-reader")
+
+
+def test_notes_are_shown_escaped_and_only_when_there_are_some(golden_version):
+    notes = ["left out 111 refused calls by 10 principals that are not EKS workloads (user christophe, …); "
+             "--all-principals (all_principals=True) includes them", f"inventory (iam) incomplete: {SCRIPT}"]
+    html = render_html(findings_document(), frozen_timeline(), notes=notes)
+    markdown = render_markdown(findings_document(), frozen_timeline(), notes=notes)
+    assert "<li>left out 111 refused calls by 10 principals that are not EKS workloads" in html
+    assert "> **Note:** left out 111 refused calls by 10 principals that are not EKS workloads" in markdown
+    assert SCRIPT not in html and "&lt;script&gt;" in html and "<script" not in markdown
+    assert "Notes" not in render_html(findings_document(), frozen_timeline())
+    assert "**Note:**" not in render_markdown(findings_document(), frozen_timeline())
+
+
+def _terminal_table(*workloads) -> str:
+    from trailscan.findings import Finding, FindingsReport, Workload
+    from trailscan.report.terminal import render_findings
+
+    findings = [
+        Finding(kind="denied_call", cause="MISSING_PERMISSION", workload=Workload(**workload), principal_arn=principal,
+                role_arn=None, event_source="ce.amazonaws.com", event_name="GetCostAndUsage", action="ce:GetCostAndUsage",
+                error_code="AccessDenied", error_message="", count=1, first_seen=NOW, last_seen=NOW, regions=(),
+                sample_event_ids=("e",), explanation="x", fix="Allow it.")
+        for workload, principal in workloads
+    ]
+    out = io.StringIO()
+    render_findings(FindingsReport(START, NOW, [], findings), "table", out, generated_at=NOW)
+    return out.getvalue()
+
+
+def test_the_terminal_table_names_the_principal_where_the_workload_does_not():
+    pod = ({"namespace": "payments", "service_account": "api", "resolution": "exact"},
+           f"arn:aws:sts::{ACCOUNT}:assumed-role/payments-api/botocore-session-1")
+    user = ({"resolution": "not_eks"}, "arn:aws:iam::457448411975:user/christophe")
+    only_pods = _terminal_table(pod)
+    assert "Principal" not in only_pods and "payments/api" in only_pods
+    mixed = _terminal_table(pod, user)
+    assert "Principal" in mixed and "user christophe" in mixed and "not an EKS workload" in mixed
+    assert "role payments-api" not in mixed  # an exact service account says who it is
 
 
 def test_renders_what_the_explainer_writes_for_the_real_corpus(real_store):

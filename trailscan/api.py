@@ -42,7 +42,7 @@ import duckdb
 
 from trailscan.arn import principal_name
 from trailscan.errors import QueryError, UsageError
-from trailscan.findings import CoverageRow, Finding, FindingsReport, findings_document
+from trailscan.findings import READ_STATUSES, CoverageRow, Finding, FindingsReport, findings_document
 from trailscan.model import BatchResult, Coverage, ProgressFn, Window, utc_now
 from trailscan.sources import IngestRequest
 from trailscan.store import Store
@@ -88,6 +88,9 @@ EVENT_COLUMNS = (
     "origin",
     "ingested_at",
 )
+
+#: Columns of :meth:`Session.coverage` (the SPEC §7 coverage rows).
+_COVERAGE_COLUMNS = ("source", "account", "region", "status", "events", "detail")
 
 #: Columns of the flattened findings (:meth:`Explanation.to_frame`), SPEC §7 first.
 FINDING_COLUMNS = (
@@ -299,11 +302,14 @@ class Session:
     def coverage(
         self, since: Moment | None = None, until: Moment | None = None, *, history: bool = False
     ) -> pd.DataFrame:
-        """What was read, per source, account and region: the latest ingest of each that
-        overlaps the window (what findings rest on), with its status (``complete``,
-        ``partial``, ``failed``), events and why anything is missing.  ``history=True``
-        lists every ingest recorded instead, latest first."""
-        from trailscan.queries import load_queries
+        """What was read, per source, account and region: every ingest that overlaps the
+        window merged (what findings rest on), with its status (``complete``, ``empty`` —
+        read, but no event in the window — ``partial``, ``failed``), the events the store
+        holds in the window and why anything is missing.  ``history=True`` lists every
+        ingest recorded instead, latest first."""
+        import pandas as pd
+
+        from trailscan.explain.coverage import window_coverage
 
         window = make_window(since, until)
         bounds = {"since": window.start if window else None, "until": window.end if window else None}
@@ -316,8 +322,8 @@ class Session:
                 "ORDER BY recorded_at DESC",
                 bounds,
             )
-        query = load_queries()["window_coverage"]
-        return self._frame(query.typed_sql(), query.bind(bounds))
+        rows = window_coverage(self.store, window)
+        return pd.DataFrame([row.as_json() for row in rows], columns=list(_COVERAGE_COLUMNS))
 
     # -- ingesting ------------------------------------------------------------------------------
 
@@ -402,6 +408,7 @@ class Session:
         regions: str | Iterable[str] = (),
         live_iam: bool | None = None,
         session: boto3.Session | None = None,
+        all_principals: bool = False,
         policies: PathLike | Iterable[PathLike] | None = None,
     ) -> Explanation:
         """Explain the refused calls of the window (None: everything stored), as
@@ -418,6 +425,9 @@ class Session:
         [NAME=]FILE`` takes them (bucket, key, endpoint policies, SCPs …); read live
         for the refused calls' resources when IAM is.  Without an inventory the causes
         that need one stay ``UNEXPLAINED`` and the explanation says what was not checked.
+        Callers shown to be no EKS workload (IAM users, root, AWS services, sessions they
+        started: ``resolution`` ``not_eks``) are left out — a note counts them,
+        ``.report.left_out`` holds them — unless ``all_principals``.
         """
         from trailscan.pipeline import InventoryRequest, investigate
 
@@ -431,7 +441,8 @@ class Session:
             live_iam=live_iam,
             policy_files=_paths(policies),
         )
-        report = investigate(self.store, window=window, inventory=request, session=session)
+        report = investigate(self.store, window=window, inventory=request, session=session,
+                             all_principals=all_principals)
         self._last = Explanation(self, report, window=window, generated_at=utc_now())
         return self._last
 
@@ -447,6 +458,7 @@ class Session:
         regions: str | Iterable[str] = (),
         live_iam: bool | None = None,
         session: boto3.Session | None = None,
+        all_principals: bool = False,
     ) -> pd.DataFrame:
         """:meth:`explain`, flattened: one row per finding (see :meth:`Explanation.to_frame`)."""
         return self.explain(
@@ -459,6 +471,7 @@ class Session:
             regions=regions,
             live_iam=live_iam,
             session=session,
+            all_principals=all_principals,
         ).to_frame()
 
     # -- reporting ------------------------------------------------------------------------------
@@ -472,10 +485,14 @@ class Session:
         until: Moment | None = None,
         session: boto3.Session | None = None,
         now: datetime | None = None,
+        kms_key: str | None = None,
+        file_mode: int = 0o600,
+        all_principals: bool = False,
     ) -> ReportLocation:
         """Publish the report of ``findings`` (default: the last :meth:`explain` of this
-        session, else the window ``[since, until)`` explained from CloudTrail alone) to
-        ``to``: a local folder or ``s3://BUCKET/PREFIX/``.  Writes a dated folder holding
+        session, else the window ``[since, until)`` explained from CloudTrail alone, with
+        ``all_principals`` as :meth:`explain` takes it) to ``to``: a local folder (files
+        ``file_mode``) or ``s3://BUCKET/PREFIX/`` (SSE-KMS with ``kms_key``).  Writes a dated folder holding
         ``report.html``, ``report.md``, ``findings.json`` and ``events.parquet``, plus a
         ``latest/`` copy; returns where (``.html`` is the page's path or URL)."""
         from trailscan.report import publish_findings
@@ -484,9 +501,10 @@ class Session:
             if since is None and until is None and self._last is not None:
                 findings = self._last
             else:
-                findings = self.explain(since, until, live_iam=False)
+                findings = self.explain(since, until, live_iam=False, all_principals=all_principals)
         return publish_findings(
-            self.store, findings.report, window=findings.window, destination=os.fspath(to), session=session, now=now
+            self.store, findings.report, window=findings.window, destination=os.fspath(to), session=session, now=now,
+            kms_key=kms_key, file_mode=file_mode,
         )
 
     # -- summaries ------------------------------------------------------------------------------
@@ -496,7 +514,7 @@ class Session:
         size, time span, accounts and regions, the latest coverage, the failed calls by
         error code, and the findings by cause of this session's last :meth:`explain`.
         Explaining reads the failed events' JSON, so a summary never does it itself."""
-        from trailscan.queries import load_queries
+        from trailscan.explain.coverage import window_coverage
 
         ((total, first, last, failed),) = self._rows(_SIZE_SQL)
         accounts: list[tuple[str, int]] = []
@@ -510,24 +528,7 @@ class Session:
                     regions.append((region, count))
         if failed:
             errors = [(code, name or "", count) for code, name, count in self._rows(_ERRORS_SQL, {"top": _SHOWN})]
-        query = load_queries()["window_coverage"]
-        names = ("source", "account", "region", "status", "events", "detail")
-        coverage = [
-            CoverageRow(
-                source=row["source"],
-                account=row["account"],
-                region=row["region"],
-                status=row["status"],
-                events=int(row["events"] or 0),
-                detail=row["detail"],
-            )
-            for row in (
-                dict(zip(names, values))
-                for values in self._rows(
-                    f"SELECT {', '.join(names)} FROM ({query.typed_sql()})", query.bind({"since": None, "until": None})
-                )
-            )
-        ]
+        coverage = window_coverage(self.store, None)
         return StoreSummary(
             path=self.path,
             events=int(total),
@@ -638,7 +639,7 @@ class StoreSummary:
                 (f"Regions ({len(self.regions)})", _top(self.regions)),
             ]
             parts.append(_table(("", ""), rows, header=False))
-        parts.append("<p style='margin:.6em 0 .2em 0'><b>Coverage</b> (latest ingest per source, account and region)</p>")
+        parts.append("<p style='margin:.6em 0 .2em 0'><b>Coverage</b> (every ingest merged per source, account and region)</p>")
         if self.coverage:
             parts.append(
                 _table(
@@ -791,9 +792,11 @@ class Explanation:
         lines = [self._title()]
         for f in self.report.findings:
             lines.append(f"  {f.cause:<26} {workload_label(f):<40} {f.action} ×{f.count}")
-        incomplete = [row for row in self.report.coverage if row.status != "complete"]
+        incomplete = [row for row in self.report.coverage if row.status not in READ_STATUSES]
         if not self.report.coverage:
             lines.append("  coverage: nothing was ingested for this window")
+        elif not self.report.window_events:
+            lines.append(f"  {_no_events(self.report)}: nothing read can show a refused call, or its absence")
         for row in incomplete:
             lines.append(f"  coverage: {_coverage_text(row)}")
         lines += [f"  note: {note}" for note in self.report.notes]
@@ -812,6 +815,8 @@ class Explanation:
             f"{_e(window)})</p>"
         )
         if not counts:
+            if not self.report.window_events:
+                return head + f"<p>{_e(_no_events(self.report))}: nothing read can show a refused call, or its absence.</p>"
             return head + "<p>No refused calls in the events read.</p>"
         rows = [(_badge(cause), str(n), f"{events[cause]:,}") for cause, n in counts.most_common()]
         return head + _table(("Cause", "Findings", "Failed events"), rows, raw_columns={0})
@@ -838,6 +843,8 @@ class Explanation:
             )
             parts.append("<p style='color:#555'><code>.to_frame()</code> has each explanation and full fix; "
                          "<code>.events(i)</code> the events behind finding <i>i</i>.</p>")
+        elif report.coverage and not report.window_events:
+            parts.append(f"<p>{_e(_no_events(report))}: nothing read can show a refused call, or its absence.</p>")
         else:
             parts.append("<p>No refused calls in the events read.</p>")
         parts.append("<p style='margin:.6em 0 .2em 0'><b>Coverage</b></p>")
@@ -879,7 +886,7 @@ def workload_label(finding: Finding) -> str:
 # HTML helpers: every value escaped (CloudTrail strings are attacker-controlled)
 # --------------------------------------------------------------------------------------
 
-_STATUS_COLOURS = {"complete": "#067647", "partial": "#b54708", "failed": "#b42318"}
+_STATUS_COLOURS = {"complete": "#067647", "empty": "#5f6b7a", "partial": "#b54708", "failed": "#b42318"}
 
 
 def _e(value: Any) -> str:
@@ -939,6 +946,12 @@ def _span(span: timedelta) -> str:
         if seconds >= size:
             return f"{seconds / size:,.1f} {unit}"
     return f"{seconds:,.0f} seconds"
+
+
+def _no_events(report: FindingsReport) -> str:
+    if report.window_start is None or report.window_end is None:
+        return "No CloudTrail events in the store"
+    return f"No CloudTrail events in the window {_when(report.window_start)} – {_when(report.window_end)}"
 
 
 def _coverage_text(row: Coverage | CoverageRow) -> str:

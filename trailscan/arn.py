@@ -3,7 +3,7 @@
 One module so that "is this the same role?" or "which issuer is this?" has one answer:
 
 * role ARNs ``arn:PARTITION:iam::ACCOUNT:role[/PATH]/NAME`` — :func:`role_key`,
-  :func:`same_role`, :func:`role_name`;
+  :func:`same_role`, :func:`role_name`, :func:`service_linked_role_service`;
 * assumed-role session ARNs ``arn:PARTITION:sts::ACCOUNT:assumed-role/ROLE/SESSION`` —
   :func:`session_name_of`, :func:`role_arn_of_session`;
 * any ARN's account and last name segment — :func:`account_of`, :func:`resource_name`,
@@ -27,6 +27,7 @@ __all__ = [
     "role_key",
     "role_name",
     "same_role",
+    "service_linked_role_service",
     "session_name_of",
     "short_name",
 ]
@@ -66,6 +67,22 @@ def role_name(arn: str | None, default: str = "ROLE") -> str:
     return arn.rsplit("/", 1)[-1] if arn else default
 
 
+def service_linked_role_service(arn: str | None) -> str | None:
+    """The service of a service-linked role ARN
+    (``arn:aws:iam::1:role/aws-service-role/inspector2.amazonaws.com/AWSServiceRoleForAmazonInspector2``
+    → ``inspector2.amazonaws.com``); None for any other ARN.  IAM keeps the path prefix
+    ``/aws-service-role/`` for service-linked roles ("can only be used for AWS Service linked
+    Roles"), so the path alone says so.  A session ARN drops the path: pass the session
+    issuer's ARN."""
+    parts = (arn or "").split(":", 5)
+    if len(parts) != 6 or parts[0] != "arn" or parts[2] != "iam":
+        return None
+    segments = parts[5].split("/")
+    if len(segments) >= 4 and segments[0] == "role" and segments[1] == "aws-service-role" and segments[2]:
+        return segments[2]
+    return None
+
+
 def account_of(arn: str | None) -> str | None:
     """The account field of an ARN; None when it has none (S3 ARNs, not an ARN)."""
     parts = (arn or "").split(":", 5)
@@ -79,7 +96,9 @@ def resource_name(arn: str) -> str:
 
 def principal_name(arn: str | None) -> str:
     """A caller for people: ``…:role/path/NAME`` and ``…:assumed-role/NAME/SESSION`` →
-    ``role NAME``; ``…:user/NAME`` → ``user NAME``; anything else as it is."""
+    ``role NAME``; ``…:user/NAME`` → ``user NAME``; ``…:federated-user/NAME`` →
+    ``federated user NAME``; ``arn:aws:iam::ACCOUNT:root`` → ``root of ACCOUNT``; anything
+    else as it is."""
     if not arn:
         return ""
     resource = arn.split(":", 5)[-1]
@@ -88,6 +107,10 @@ def principal_name(arn: str | None) -> str:
         return f"role {rest.split('/')[0]}"
     if kind in ("role", "user") and rest:
         return f"{kind} {rest.rsplit('/', 1)[-1]}"
+    if kind == "federated-user" and rest:
+        return f"federated user {rest}"
+    if resource == "root" and account_of(arn):
+        return f"root of {account_of(arn)}"
     return arn
 
 

@@ -19,18 +19,46 @@ from trailscan.sources import IngestRequest, source_names
 from trailscan.version import __version__
 
 
+def say(text: object) -> None:
+    """One line on stderr; whatever it quotes of CloudTrail or AWS (an S3 key, an error text)
+    has its control characters shown, never acted on by the terminal."""
+    from trailscan.report.safe import visible
+
+    click.echo(visible(text), err=True)
+
+
 class Cli(click.Group):
-    """A click group that turns trailscan's typed errors into one line and an exit code."""
+    """A click group that turns trailscan's typed errors, and click's own usage errors
+    (an option value its type refused, a missing argument), into one line and an exit code."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except TrailscanError as error:
-            click.echo(f"trailscan: error: {error}", err=True)
+            say(f"trailscan: error: {error}")
             ctx.exit(error.exit_code)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # a group named alone: its help, as click shows it
+        except click.UsageError as error:
+            _usage_error(ctx, error)
         except KeyboardInterrupt:
-            click.echo("trailscan: interrupted; everything stored so far is kept", err=True)
+            say("trailscan: interrupted; everything stored so far is kept")
             ctx.exit(130)
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        try:
+            return super().parse_args(ctx, args)
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as error:  # `trailscan --bogus`
+            _usage_error(ctx, error)
+            raise
+
+
+def _usage_error(ctx: click.Context, error: click.UsageError) -> None:
+    where = error.ctx.command_path if error.ctx else ctx.command_path
+    click.echo(f"trailscan: error: {error.format_message()} (see `{where} --help`)", err=True)
+    ctx.exit(error.exit_code)
 
 
 def db_option(function):
@@ -157,7 +185,7 @@ def ingest_files_command(paths: tuple[str, ...], db: str | None) -> None:
         result, _ = ingest_source(store, IngestRequest("files", paths=paths), window=None, progress=progress)
         total = store.count_events()
     for problem in result.problems:
-        click.echo(f"trailscan: {problem}", err=True)
+        say(f"trailscan: {problem}")
     summary = (
         f"read {result.records} records from {result.files} files: {result.new_events} new events "
         f"stored ({total} in the store)"
@@ -225,11 +253,11 @@ def ingest_s3_command(
         result, coverages = ingest_source(store, request, window=window, progress=progress)
         total = store.count_events()
     for problem in result.problems:
-        click.echo(f"trailscan: {problem}", err=True)
+        say(f"trailscan: {problem}")
     for coverage in coverages:
         if coverage.status != COMPLETE:
             where = " ".join(filter(None, (coverage.account, coverage.region)))
-            click.echo(f"trailscan: {where}: {coverage.status}: {coverage.detail}", err=True)
+            say(f"trailscan: {where}: {coverage.status}: {coverage.detail}")
     click.echo(
         f"read {result.records} records from {result.files} objects in {len(coverages)} account/regions: "
         f"{result.new_events} new events stored ({total} in the store)",
@@ -282,7 +310,7 @@ def ingest_lookup_command(
         total = store.count_events()
     for coverage in coverages:
         where = f"trailscan: lookup {coverage.region}: {coverage.status}, {coverage.events} events"
-        click.echo(f"{where}: {coverage.detail}", err=True)
+        say(f"{where}: {coverage.detail}")
     click.echo(
         f"read {result.records} events in {result.files} pages from {len(coverages)} regions: "
         f"{result.new_events} new events stored ({total} in the store)",
@@ -365,11 +393,13 @@ def queries_run(name: str, params: tuple[str, ...], db: str | None, fmt: str) ->
 @db_option
 @format_option()
 def sql_command(statement: str, write: bool, db: str | None, fmt: str) -> None:
-    """Run one SQL statement over the store (tables: events, coverage, ingested_objects)."""
+    """Run one SQL statement over the store (tables: events, coverage, ingested_objects).
+
+    Read-only unless --write; more than one statement is refused (exit 2)."""
+    from trailscan.queries import run_statement
+
     with open_store(db, read_only=not write and db != ":memory:") as store:
-        if not write:
-            store.confine()
-        columns, rows = store.query(statement)
+        columns, rows = run_statement(store, statement, writable=write)
     render_rows(columns, rows, fmt, sys.stdout)
 
 
@@ -424,26 +454,42 @@ def inventory_options(function):
     return function
 
 
+def all_principals_option(function):
+    return click.option(
+        "--all-principals",
+        is_flag=True,
+        help="Also list refused calls of callers shown to be no EKS workload (IAM users, root, AWS services, "
+        "sessions they started): left out by default, and counted on stderr.",
+    )(function)
+
+
 def _emit_report(report, fmt: str, fail_on_findings: bool) -> None:
     """Print a findings report (stdout), its notices (stderr), and exit as SPEC §8 says."""
     from trailscan.errors import IncompleteCoverage
+    from trailscan.findings import READ_STATUSES
     from trailscan.model import utc_now
-    from trailscan.report.terminal import render_findings
+    from trailscan.report.terminal import no_events_line, render_findings
 
     for note in report.notes:
-        click.echo(f"trailscan: note: {note}", err=True)
+        say(f"trailscan: note: {note}")
     for problem in report.problems:
-        click.echo(f"trailscan: {problem}", err=True)
+        say(f"trailscan: {problem}")
     render_findings(report, fmt, sys.stdout, generated_at=utc_now())
     sys.stdout.flush()
     if not report.complete:
-        missing = [f"{row.source} {row.account} {row.region}".strip() + f": {row.status}" for row in report.coverage
-                   if row.status != "complete"] or ["nothing was ingested for this window"]
+        unread = [f"{row.source} {row.account} {row.region}".strip() + f": {row.status}" for row in report.coverage
+                  if row.status not in READ_STATUSES]
+        if report.coverage and report.window_events == 0:
+            # Nothing in the window: no finding says nothing, whatever was read.
+            headline = no_events_line(report.window_start, report.window_end)
+            message = f"{headline[0].lower()}{headline[1:]}: what was read can show neither a refused call nor its absence"
+            raise IncompleteCoverage(message + (f"; coverage is incomplete too: {'; '.join(unread)}" if unread else ""))
+        missing = unread or ["nothing was ingested for this window"]
         raise IncompleteCoverage("coverage is incomplete, findings may be missing: " + "; ".join(missing))
     if report.problems:
         raise InputError(f"{len(report.problems)} input files could not be read (named above)")
     if fail_on_findings and report.findings:
-        click.echo(f"trailscan: {len(report.findings)} findings", err=True)
+        say(f"trailscan: {len(report.findings)} findings")
         click.get_current_context().exit(1)
 
 
@@ -465,10 +511,11 @@ def _inventory_request(service_account_files, kube_context, iam_files, clusters,
 @format_option(("table", "json", "markdown"))
 @window_options(required=False)
 @inventory_options
+@all_principals_option
 @click.option("--fail-on-findings", is_flag=True, help="Exit 1 when there are findings.")
 @db_option
 def findings_command(fmt, since, until, service_account_files, kube_context, iam_files, clusters, policy_files,
-                     offline, fail_on_findings, db) -> None:
+                     offline, all_principals, fail_on_findings, db) -> None:
     """Explain the refused calls already in the store: which workload, why, and the fix.
 
     Reads no CloudTrail (see `trailscan since` to ingest and explain in one go). The
@@ -482,7 +529,7 @@ def findings_command(fmt, since, until, service_account_files, kube_context, iam
     window = make_window(since, until)
     request = _inventory_request(service_account_files, kube_context, iam_files, clusters, (), offline, policy_files)
     with open_store(db, read_only=db != ":memory:") as store:
-        report = investigate(store, window=window, inventory=request)
+        report = investigate(store, window=window, inventory=request, all_principals=all_principals)
     _emit_report(report, fmt, fail_on_findings)
 
 
@@ -508,8 +555,8 @@ def source_options(function):
 
 
 def _investigate_window(db, window, source, paths, bucket, prefix, org_id, accounts, regions,
-                        service_account_files, kube_context, iam_files, clusters, offline, publish_to=None,
-                        policy_files=()):
+                        service_account_files, kube_context, iam_files, clusters, offline, all_principals,
+                        publish_to=None, publish_options=None, policy_files=()):
     """Ingest the window, explain it, and (with ``publish_to``) publish the report."""
     from trailscan.aws import default_session
     from trailscan.pipeline import investigate
@@ -525,12 +572,13 @@ def _investigate_window(db, window, source, paths, bucket, prefix, org_id, accou
     session = default_session() if publish_to and publish_to.startswith("s3://") else None
     with open_store(db) as store, progress_reporter() as progress:
         report = investigate(store, window=window, inventory=request, ingest=ingest, session=session,
-                             progress=progress)
+                             progress=progress, all_principals=all_principals)
         location = None
         if publish_to:
             from trailscan.report import publish_findings
 
-            location = publish_findings(store, report, window=window, destination=publish_to, session=session)
+            location = publish_findings(store, report, window=window, destination=publish_to, session=session,
+                                        **(publish_options or {}))
     return report, location
 
 
@@ -539,11 +587,12 @@ def _investigate_window(db, window, source, paths, bucket, prefix, org_id, accou
 @click.option("--until", type=MOMENT, metavar="WHEN", help="Window end (default: now).")
 @source_options
 @inventory_options
+@all_principals_option
 @format_option(("table", "json", "markdown"))
 @click.option("--fail-on-findings", is_flag=True, help="Exit 1 when there are findings.")
 @db_option
 def since_command(duration, until, source, paths, bucket, prefix, org_id, accounts, regions,
-                  service_account_files, kube_context, iam_files, clusters, policy_files, offline, fmt,
+                  service_account_files, kube_context, iam_files, clusters, policy_files, offline, all_principals, fmt,
                   fail_on_findings, db) -> None:
     """Ingest the last DURATION (30m, 24h, 7d) of CloudTrail, then explain every refused call.
 
@@ -557,7 +606,7 @@ def since_command(duration, until, source, paths, bucket, prefix, org_id, accoun
     """
     report, _ = _investigate_window(db, make_window(duration, until), source, paths, bucket, prefix, org_id,
                                     accounts, regions, service_account_files, kube_context, iam_files, clusters,
-                                    offline, policy_files=policy_files)
+                                    offline, all_principals, policy_files=policy_files)
     _emit_report(report, fmt, fail_on_findings)
 
 
@@ -565,13 +614,17 @@ def since_command(duration, until, source, paths, bucket, prefix, org_id, accoun
 @window_options(required=True)
 @click.option("--to", "destination", required=True, metavar="s3://BUCKET/PREFIX/|DIR",
               help="Where the dated report folder (and latest/) is written.")
+@click.option("--report-kms-key", metavar="ARN", help="Encrypt the report objects with this KMS key (SSE-KMS; s3:// only).")
+@click.option("--file-mode", default="600", show_default=True, metavar="OCTAL",
+              help="Mode of the report files in a local folder (folders get search where files get read).")
 @source_options
 @inventory_options
+@all_principals_option
 @click.option("--fail-on-findings", is_flag=True, help="Exit 1 when there are findings.")
 @db_option
-def report_command(since, until, destination, source, paths, bucket, prefix, org_id, accounts, regions,
-                   service_account_files, kube_context, iam_files, clusters, policy_files, offline, fail_on_findings,
-                   db) -> None:
+def report_command(since, until, destination, report_kms_key, file_mode, source, paths, bucket, prefix, org_id, accounts,
+                   regions, service_account_files, kube_context, iam_files, clusters, policy_files, offline,
+                   all_principals, fail_on_findings, db) -> None:
     """Ingest the window, explain it, and publish the report: the nightly job.
 
     Writes a dated folder holding report.html (one self-contained page), report.md,
@@ -580,10 +633,18 @@ def report_command(since, until, destination, source, paths, bucket, prefix, org
     s3://BUCKET/PREFIX/. Takes the source and inventory options of `trailscan since`.
     The report is published even when coverage is incomplete, then the command exits 3.
     """
+    try:
+        mode = int(file_mode, 8)
+    except ValueError:
+        mode = -1
+    if not 0 <= mode <= 0o777 or not mode & 0o600 == 0o600:
+        raise UsageError(f"--file-mode {file_mode!r}: expected an octal mode the owner can read and write, e.g. 600 or 644")
     report, location = _investigate_window(db, make_window(since, until), source, paths, bucket, prefix, org_id,
                                            accounts, regions, service_account_files, kube_context, iam_files,
-                                           clusters, offline, publish_to=destination, policy_files=policy_files)
-    click.echo(f"trailscan: report written to {location.html} (latest copy in {location.latest})", err=True)
+                                           clusters, offline, all_principals, publish_to=destination,
+                                           publish_options={"file_mode": mode, "kms_key": report_kms_key},
+                                           policy_files=policy_files)
+    say(f"trailscan: report written to {location.html} (latest copy in {location.latest})")
     _emit_report(report, "table", fail_on_findings)
 
 
@@ -664,7 +725,7 @@ def iam_policy_command(source, bucket, prefix, org_id, accounts, kms_keys, repor
     ))
     click.echo(json.dumps(policy.document, indent=2))
     for note in policy.notes:
-        click.echo(f"trailscan: note: {note}", err=True)
+        say(f"trailscan: note: {note}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -23,13 +23,16 @@ empty config file (:func:`loopback_session`).  No environment variable is set.
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
 import random
+import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -38,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, quote, unquote
 
 import boto3
 import botocore.session
@@ -213,18 +217,173 @@ def loopback_aws(log: Path) -> Iterator[str]:
 
 
 def serve_moto() -> None:
-    """The child process of :func:`loopback_aws`: serve moto on 127.0.0.1, print the port,
-    and stop at the end of standard input."""
-    from moto.server import ThreadedMotoServer
+    """The child process of :func:`loopback_aws`: serve moto on 127.0.0.1, behind
+    :class:`PodIdentityLayer`, print the port, and stop at the end of standard input."""
+    from moto.server import DomainDispatcherApplication, MotoRequestHandler, create_backend_app
+    from werkzeug.serving import make_server
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # it logs every request at INFO
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
+    app = PodIdentityLayer(DomainDispatcherApplication(create_backend_app))
+    server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, name="moto", daemon=True)
+    thread.start()
     try:
-        print(server.get_host_and_port()[1], flush=True)
+        print(server.server_address[1], flush=True)
         sys.stdin.read()
     finally:
-        server.stop()
+        server.shutdown()
+        thread.join()
+
+
+_POD_IDENTITY_PATH = re.compile(r"/clusters/(?P<cluster>[^/]+)/pod-identity-associations(?:/(?P<id>[^/]+))?/?")
+#: The credential scope of a SigV4 ``Authorization`` header: ``…/DATE/REGION/SERVICE/aws4_request``.
+_SCOPE = re.compile(r"Credential=[^/,]+/\d{8}/(?P<region>[^/,]+)/(?P<service>[^/,]+)/aws4_request")
+
+
+class PodIdentityLayer:
+    """EKS Pod Identity associations in front of moto, which implements none (moto 5.2
+    answers HTTP 404, and the demo's inventory said "Pod Identity … incomplete").
+
+    A WSGI layer answering botocore's REST-JSON ``CreatePodIdentityAssociation`` (``POST
+    /clusters/{name}/pod-identity-associations``), ``ListPodIdentityAssociations`` (``GET``
+    the same, with the ``namespace``/``serviceAccount`` filters and ``maxResults``/
+    ``nextToken`` paging) and ``DescribePodIdentityAssociation`` (``GET …/{associationId}``)
+    for the clusters moto holds (asked with moto's own ``DescribeCluster``), from the
+    associations created through it, until moto is reset (``/moto-api/reset``); every other
+    request goes to moto untouched.
+    """
+
+    def __init__(self, app: Callable[..., Any], *, account: str = ACCOUNT) -> None:
+        self.app = app
+        self.account = account
+        self._lock = threading.Lock()
+        #: (region, cluster) → association id → association, in creation order.
+        self._associations: dict[tuple[str, str], dict[str, dict[str, Any]]] = {}
+
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        if environ.get("PATH_INFO") == "/moto-api/reset":  # moto forgets everything: so does this
+            with self._lock:
+                self._associations.clear()
+            return self.app(environ, start_response)
+        path = _POD_IDENTITY_PATH.fullmatch(environ.get("PATH_INFO") or "")
+        scope = _SCOPE.search(environ.get("HTTP_AUTHORIZATION") or "")
+        method = environ.get("REQUEST_METHOD", "GET")
+        if not path or not scope or scope["service"] != "eks" or (method, bool(path["id"])) not in _ANSWERED:
+            return self.app(environ, start_response)
+        cluster = unquote(path["cluster"])
+        if not self._cluster_exists(environ, cluster):
+            return _json_error(start_response, "404 Not Found", "ResourceNotFoundException",
+                               f"No cluster found for name: {cluster}.")
+        key = (scope["region"], cluster)
+        if path["id"]:
+            return self._describe(start_response, key, unquote(path["id"]))
+        if method == "POST":
+            return self._create(environ, start_response, key)
+        return self._list(environ, start_response, key)
+
+    def _create(self, environ: dict[str, Any], start_response: Callable[..., Any], key: tuple[str, str]) -> Any:
+        try:
+            size = int(environ.get("CONTENT_LENGTH") or 0)
+            body = json.loads(environ["wsgi.input"].read(size) or b"{}")
+        except (ValueError, TypeError):
+            return _json_error(start_response, "400 Bad Request", "InvalidRequestException", "the body is not JSON")
+        missing = [name for name in ("namespace", "serviceAccount", "roleArn") if not body.get(name)]
+        if missing:
+            return _json_error(start_response, "400 Bad Request", "InvalidParameterException",
+                               f"{missing[0]} must be specified")
+        region, cluster = key
+        with self._lock:
+            held = self._associations.setdefault(key, {})
+            if any((a["namespace"], a["serviceAccount"]) == (body["namespace"], body["serviceAccount"])
+                   for a in held.values()):
+                return _json_error(start_response, "409 Conflict", "ResourceInUseException",
+                                   "Association already exists for this namespace and service account")
+            association_id = "a-" + "".join(random.choices("abcdefghijklmnopqrstuvwxyz0123456789", k=17))
+            now = time.time()
+            association = {
+                "clusterName": cluster,
+                "namespace": body["namespace"],
+                "serviceAccount": body["serviceAccount"],
+                "roleArn": body["roleArn"],
+                "associationArn": f"arn:aws:eks:{region}:{self.account}:podidentityassociation/{cluster}/{association_id}",
+                "associationId": association_id,
+                "tags": body.get("tags") or {},
+                "createdAt": now,
+                "modifiedAt": now,
+                "disableSessionTags": bool(body.get("disableSessionTags", False)),
+                **({"targetRoleArn": body["targetRoleArn"]} if body.get("targetRoleArn") else {}),
+            }
+            held[association_id] = association
+        return _json(start_response, {"association": association})
+
+    def _list(self, environ: dict[str, Any], start_response: Callable[..., Any], key: tuple[str, str]) -> Any:
+        query = parse_qs(environ.get("QUERY_STRING") or "")
+        namespace, account = query.get("namespace", [None])[0], query.get("serviceAccount", [None])[0]
+        try:
+            size = min(max(int(query.get("maxResults", ["100"])[0]), 1), 100)
+            start = int(query.get("nextToken", ["0"])[0])
+        except ValueError:
+            return _json_error(start_response, "400 Bad Request", "InvalidParameterException",
+                               "maxResults and nextToken must be numbers")
+        with self._lock:
+            matching = [
+                {name: a[name] for name in ("clusterName", "namespace", "serviceAccount", "associationArn", "associationId")}
+                for a in self._associations.get(key, {}).values()
+                if (namespace is None or a["namespace"] == namespace) and (account is None or a["serviceAccount"] == account)
+            ]
+        page = matching[start : start + size]
+        following = start + size if start + size < len(matching) else None
+        return _json(start_response, {"associations": page, **({"nextToken": str(following)} if following else {})})
+
+    def _describe(self, start_response: Callable[..., Any], key: tuple[str, str], association_id: str) -> Any:
+        with self._lock:
+            association = self._associations.get(key, {}).get(association_id)
+        if association is None:
+            return _json_error(start_response, "404 Not Found", "ResourceNotFoundException",
+                               f"No Pod Identity Association found with id: {association_id}.")
+        return _json(start_response, {"association": association})
+
+    def _cluster_exists(self, environ: dict[str, Any], cluster: str) -> bool:
+        """Whether moto holds *cluster*: its answer to ``DescribeCluster`` (same headers)."""
+        path = f"/clusters/{quote(cluster, safe='')}"
+        asked = {name: value for name, value in environ.items() if not name.startswith("werkzeug.")}
+        asked.update({
+            "REQUEST_METHOD": "GET",
+            "PATH_INFO": path,
+            "REQUEST_URI": path,  # what moto routes on, before PATH_INFO
+            "RAW_URI": path,
+            "QUERY_STRING": "",
+            "CONTENT_LENGTH": "0",
+            "wsgi.input": io.BytesIO(b""),
+        })
+        asked.pop("CONTENT_TYPE", None)
+        status: list[str] = []
+        answer = self.app(asked, lambda line, headers, exc_info=None: status.append(line))
+        try:
+            for _ in answer:
+                pass
+        finally:
+            close = getattr(answer, "close", None)
+            if close is not None:
+                close()
+        return bool(status) and status[0].startswith("200")
+
+
+#: (method, with an association id) of the requests :class:`PodIdentityLayer` answers.
+_ANSWERED = {("POST", False), ("GET", False), ("GET", True)}
+
+
+def _json(start_response: Callable[..., Any], document: dict[str, Any], status: str = "200 OK") -> list[bytes]:
+    body = json.dumps(document).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    return [body]
+
+
+def _json_error(start_response: Callable[..., Any], status: str, code: str, message: str) -> list[bytes]:
+    body = json.dumps({"message": message}).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(body))),
+                            ("x-amzn-ErrorType", code)])
+    return [body]
 
 
 _PROXY_VARIABLES = {"HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY"}
@@ -620,6 +779,8 @@ def pod_identity_trust(w: World) -> str:
     arn = w.role("fulfillment-shipper", _document(
         {"Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"}, "Action": "sts:AssumeRole"}))
     w.sa("fulfillment", "shipper")
+    w.eks.create_pod_identity_association(clusterName=CLUSTER, namespace="fulfillment", serviceAccount="shipper",
+                                          roleArn=arn)
     pods = ("shipper-7c9d8f6b5-qx2lm", "shipper-7c9d8f6b5-8kfzt", "shipper-7c9d8f6b5-w4n9d")
     for pod, when in zip(pods, w.moments(len(pods), since=timedelta(hours=1, minutes=30))):
         w.records.append(pod_identity_assume_role(

@@ -17,6 +17,7 @@ from trailscan.explain.causes import CAUSES, KINDS, cause
 __all__ = [
     "CAUSES",
     "KINDS",
+    "READ_STATUSES",
     "RESOLUTIONS",
     "SCHEMA",
     "Candidate",
@@ -29,7 +30,12 @@ __all__ = [
 ]
 
 SCHEMA = "trailscan.findings/v1"
-RESOLUTIONS = ("exact", "by_role", "node", "unknown")
+#: Coverage statuses of a source/account/region read completely (``empty``: it holds no
+#: event of the window); the others are ``partial`` and ``failed``.
+READ_STATUSES = ("complete", "empty")
+#: How a finding's workload was identified (SPEC §7, §10): ``not_eks`` is a caller shown to
+#: be no EKS workload (an IAM user, a session one started …), left out unless asked for.
+RESOLUTIONS = ("exact", "by_role", "node", "unknown", "not_eks")
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -80,11 +86,14 @@ class Workload:
         }
 
     def label(self) -> str:
-        """A short name for tables: ``ns/sa``, ``node``, the candidates, or ``unknown``."""
+        """A short name for tables: ``ns/sa``, ``node role``, ``not an EKS workload``, the
+        candidates, or ``unknown``."""
         if self.namespace and self.service_account:
             return f"{self.namespace}/{self.service_account}"
         if self.resolution == "node":
             return "node role"
+        if self.resolution == "not_eks":
+            return "not an EKS workload"
         if self.candidates:
             return "one of " + ", ".join(str(c) for c in self.candidates)
         return "unknown"
@@ -183,8 +192,11 @@ class CoverageRow:
 class FindingsReport:
     """Findings over a window, with the coverage they rest on.
 
-    ``notes`` say what the inventory lacked or could not read (shown on stderr);
-    ``problems`` name inputs that could not be read during ingest.
+    ``notes`` say what the inventory lacked or could not read, and what was left out
+    (shown on stderr); ``problems`` name inputs that could not be read during ingest;
+    ``left_out`` holds the findings of callers shown to be no EKS workload (``not_eks``),
+    left out of ``findings`` unless all principals were asked for; ``window_events``
+    counts the events the store holds in the window, failed or not, from every source.
     """
 
     window_start: datetime | None
@@ -193,11 +205,19 @@ class FindingsReport:
     findings: list[Finding] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    left_out: list[Finding] = field(default_factory=list)
+    window_events: int = 0
 
     @property
     def complete(self) -> bool:
-        """True when every coverage row is ``complete`` (and there is at least one)."""
-        return bool(self.coverage) and all(row.status == "complete" for row in self.coverage)
+        """Whether the findings speak for the whole window: at least one coverage row,
+        every row ``complete`` or ``empty`` (read, holding no event of the window), and at
+        least one event in the window — a window without any event proves nothing."""
+        return (
+            bool(self.coverage)
+            and all(row.status in READ_STATUSES for row in self.coverage)
+            and self.window_events > 0
+        )
 
     @property
     def failed_events(self) -> int:

@@ -391,9 +391,11 @@ def pod_identity_assume_role(
     pod: str,
     error_code: str | None = None,
     error_message: str = "Access denied",
+    session: RoleSession | None = None,
 ) -> dict:
     """The ``sts:AssumeRole`` EKS Pod Identity makes on a pod's behalf: the caller is the
-    service ``pods.eks.amazonaws.com``, and the pod is named only in the session tags."""
+    service ``pods.eks.amazonaws.com``, and the pod is named only in the session tags.
+    Granted with a ``session``, the response names its access key, as in the real record."""
     tags = [
         {"key": "eks-cluster-arn", "value": f"arn:aws:eks:{region}:{account}:cluster/{cluster}"},
         {"key": "eks-cluster-name", "value": cluster},
@@ -422,6 +424,74 @@ def pod_identity_assume_role(
         },
     )
     record["sourceIPAddress"] = "pods.eks.amazonaws.com"
+    if not error_code and session is not None:
+        record["responseElements"] = {
+            "credentials": {
+                "accessKeyId": session.access_key_id,
+                "sessionToken": "IQoJb3JpZ2luX2VjEXAMPLE" + "".join(rng.choice("ABCDEFGHIJ0123456789") for _ in range(40)),
+                "expiration": _sts_time(when + timedelta(hours=6)),
+            },
+            "assumedRoleUser": {"assumedRoleId": f"{session.role_id}:{session.session_name}", "arn": session.arn},
+        }
+    return record
+
+
+def iam_user_identity(account: str, name: str, key: str, user_id: str = "AIDAEXAMPLEUSERID0001") -> dict:
+    """``userIdentity`` of a call signed with an IAM user's access key, as CloudTrail writes it."""
+    return {
+        "type": "IAMUser",
+        "principalId": user_id,
+        "arn": f"arn:aws:iam::{account}:user/{name}",
+        "accountId": account,
+        "accessKeyId": key,
+        "userName": name,
+    }
+
+
+def assume_role_call(
+    rng: random.Random,
+    *,
+    when: datetime,
+    region: str,
+    account: str,
+    caller: dict,
+    session: RoleSession,
+    user_agent: str | None = None,
+    error_code: str | None = None,
+    error_message: str = "",
+    duration_seconds: int = 3600,
+) -> dict:
+    """An ``sts:AssumeRole`` record made with the ``caller``'s credentials (its
+    ``userIdentity``: an IAM user's, or a role session's — a role chain).  Granted, the
+    response names the new ``session``'s access key, as in the real records (the session
+    token is there too, and must never be stored); refused, the response is null."""
+    record = api_call(
+        rng,
+        when=when,
+        region=region,
+        identity=caller,
+        account=account,
+        event_source="sts.amazonaws.com",
+        event_name="AssumeRole",
+        user_agent=user_agent,
+        error_code=error_code,
+        error_message=error_message if error_code else None,
+        request_parameters={
+            "roleArn": session.role_arn,
+            "roleSessionName": session.session_name,
+            "durationSeconds": duration_seconds,
+        },
+        resources=[{"accountId": session.account, "type": "AWS::IAM::Role", "ARN": session.role_arn}],
+    )
+    if not error_code:
+        record["responseElements"] = {
+            "credentials": {
+                "accessKeyId": session.access_key_id,
+                "sessionToken": "IQoJb3JpZ2luX2VjEXAMPLE" + "".join(rng.choice("ABCDEFGHIJ0123456789") for _ in range(40)),
+                "expiration": _sts_time(when + timedelta(seconds=duration_seconds)),
+            },
+            "assumedRoleUser": {"assumedRoleId": f"{session.role_id}:{session.session_name}", "arn": session.arn},
+        }
     return record
 
 

@@ -26,7 +26,11 @@ Shapes understood (each has a test in ``tests/test_identity.py``):
   see :func:`pod_identity_tags`;
 * ``userAgent`` strings of every AWS SDK and CLI, see :func:`parse_user_agent`,
   with the minimum versions that can use IRSA and EKS Pod Identity credentials
-  (:data:`MINIMUM_VERSIONS`, :func:`credential_support`).
+  (:data:`MINIMUM_VERSIONS`, :func:`credential_support`);
+* callers that cannot be an EKS pod's identity — IAM users, root, federated users, SAML
+  and Identity Center users, AWS services other than EKS, service-linked roles, web
+  identities that are no Kubernetes service-account token — see :func:`not_a_pod_identity`
+  and :func:`not_a_kubernetes_token`.
 """
 
 from __future__ import annotations
@@ -36,7 +40,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from trailscan.arn import issuer_id, issuer_of, provider_arn_for, role_arn_of_session, session_name_of
+from trailscan.arn import (
+    issuer_id,
+    issuer_of,
+    provider_arn_for,
+    role_arn_of_session,
+    service_linked_role_service,
+    session_name_of,
+)
 
 __all__ = [
     "MINIMUM_VERSIONS",
@@ -48,10 +59,13 @@ __all__ = [
     "ServiceAccountRef",
     "WebIdentity",
     "credential_support",
+    "is_eks_service",
     "is_instance_id",
     "is_node_session",
     "issuer_id",
     "issuer_of",
+    "not_a_kubernetes_token",
+    "not_a_pod_identity",
     "parse_subject",
     "parse_user_agent",
     "parse_web_identity",
@@ -256,6 +270,82 @@ def pod_identity_tags(tags: Any) -> PodIdentityTags | None:
         pod_name=mapping.get("kubernetes-pod-name") or None,
         cluster_arn=cluster_arn or None,
     )
+
+
+# --------------------------------------------------------------------------
+# Callers that are no EKS pod identity
+# --------------------------------------------------------------------------
+
+#: ``userIdentity.type`` values a pod's credentials never carry, and why.  A pod gets AWS
+#: credentials three ways, and each is a role session, recorded as ``AssumedRole``: IRSA
+#: (``sts:AssumeRoleWithWebIdentity`` with its service-account token), EKS Pod Identity
+#: (``pods.eks.amazonaws.com`` calls ``sts:AssumeRole`` for it) and, failing both, the
+#: node's instance profile.  CloudTrail's userIdentity reference defines these types:
+_NOT_POD_TYPES = {
+    # "The request was made with the credentials of an IAM user" (a long-term access key,
+    # or a GetSessionToken session of that user).
+    "IAMUser": "an IAM user",
+    # "The request was made with your AWS account credentials."
+    "Root": "the account's root user",
+    # "temporary security credentials that were obtained via a call to the AWS STS
+    # GetFederationToken API", itself called with root or IAM user credentials.
+    "FederatedUser": "a federated user (sts:GetFederationToken, called with an IAM user's or root's keys)",
+    # "The request was made with SAML assertion": a person signing in through an identity provider.
+    "SAMLUser": "a SAML-federated user",
+    # "a request made on behalf of an IAM Identity Center user".
+    "IdentityCenterUser": "an IAM Identity Center user",
+}
+
+
+def is_eks_service(name: str | None) -> bool:
+    """Whether an AWS service principal is one of EKS's (``eks.amazonaws.com``,
+    ``eks-nodegroup.amazonaws.com``, ``eks-fargate.amazonaws.com``, ``pods.eks.amazonaws.com`` …)."""
+    labels = (name or "").lower().split(".")
+    return "eks" in labels or labels[0].startswith("eks")
+
+
+def not_a_pod_identity(
+    *,
+    identity_type: str | None,
+    session_issuer_arn: str | None = None,
+    invoked_by: str | None = None,
+) -> str | None:
+    """Why a caller (the ``userIdentity`` of a CloudTrail record) cannot be an EKS pod's
+    identity; None when it may be one, or when nothing says.
+
+    Only positive evidence counts: an IAM user, root, a federated, SAML or Identity Center
+    user (:data:`_NOT_POD_TYPES`); an ``AWSService`` other than EKS ("made by an AWS
+    account that belongs to an AWS service" — the one such caller a pod's credentials
+    involve is ``pods.eks.amazonaws.com``); a session of a service-linked role of a
+    service other than EKS (only its service can assume it, and IAM keeps the path
+    ``/aws-service-role/`` for such roles).  ``AssumedRole`` sessions of other roles,
+    ``AWSAccount`` (another account's caller, perhaps a pod there) and ``Unknown`` say
+    nothing: None.
+    """
+    kind = identity_type or ""
+    if kind in _NOT_POD_TYPES:
+        return _NOT_POD_TYPES[kind]
+    if kind == "AWSService" and not is_eks_service(invoked_by):
+        return f"the AWS service {invoked_by}" if invoked_by else "an AWS service"
+    service = service_linked_role_service(session_issuer_arn)
+    if service and not is_eks_service(service):
+        return f"the service-linked role of {service}, which only that service can assume"
+    return None
+
+
+def not_a_kubernetes_token(web: WebIdentity) -> str | None:
+    """Why a web identity cannot be a pod's IRSA token, or None when it may be one.
+
+    An IRSA token is the pod's projected service-account token: its subject is
+    ``system:serviceaccount:NS:NAME`` and EKS's issuer ``oidc.eks.REGION.amazonaws.com/id/…``.
+    A known issuer outside EKS *and* a subject that names no service account (GitHub
+    Actions' ``repo:…``, a Cognito or Google user) is no Kubernetes token at all.  A
+    service-account subject from another issuer (a self-managed cluster) is not ruled out.
+    """
+    if web.service_account is not None or not web.issuer or web.issuer.startswith("oidc.eks."):
+        return None
+    subject = web.subject or "unknown"
+    return f"a web identity from {web.issuer} (subject {subject}), no Kubernetes service-account token"
 
 
 # --------------------------------------------------------------------------

@@ -36,6 +36,13 @@ class Window:
 COMPLETE = "complete"
 PARTIAL = "partial"
 FAILED = "failed"
+#: Of a window's coverage (never of one ingest): read, but holding no event of the window.
+EMPTY = "empty"
+
+#: The ``state`` key under which the files source keeps the local files that could not be
+#: read, ``{absolute path: why}``, until a later ingest reads them: while one is listed,
+#: the coverage of local files is ``partial``, whatever ingest came after.
+UNREADABLE_FILES = "files.unreadable"
 
 
 @dataclass

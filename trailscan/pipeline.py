@@ -115,6 +115,7 @@ def investigate(
     ingest: IngestRequest | None = None,
     session: Any = None,
     progress: Any = None,
+    all_principals: bool = False,
 ) -> FindingsReport:
     """Ingest the window (when *ingest* is given), read the inventory for the roles the
     failures involve, and explain them: what ``trailscan since`` and ``trailscan findings`` do.
@@ -122,6 +123,8 @@ def investigate(
     *session* (a ``boto3.Session``) is made from standard AWS configuration when an AWS
     source or live inventory needs one.  Unreadable input files are listed in the
     report's ``problems``; the readable ones are stored and explained all the same.
+    Callers shown to be no EKS workload are left out (and counted in a note) unless
+    *all_principals*.
     """
     problems: list[str] = []
     if ingest is not None:
@@ -132,7 +135,7 @@ def investigate(
     failures = collect_failures(store, window)
     loaded, notices = load_inventory(inventory, role_arns=failures.role_arns(), session=session,
                                      layers=wanted_layers(failures.groups, failures.issued))
-    report = explain_failures(failures, loaded)
+    report = explain_failures(failures, loaded, all_principals=all_principals)
     report.notes[:0] = notices
     report.problems.extend(problems)
     return report

@@ -2177,13 +2177,21 @@ def merge_irsa_statement(
 
     * already admitted → returned unchanged (as a fresh dict);
     * empty or absent (``None``, ``""``, ``{}``) → :func:`irsa_trust_policy`;
-    * an Allow statement that federates only this provider and whose
-      ``:sub``/``:aud`` conditions name exactly this service account (the
-      statement meant for it: wrong audience, subject pasted under ``:aud``,
-      action missing) is fixed in place: its action gains
-      ``sts:AssumeRoleWithWebIdentity`` and its ``:sub``/``:aud`` entries are
-      replaced by ``StringEquals`` on both;
-    * otherwise the statement of :func:`irsa_trust_policy` is appended.
+    * the statement for this provider — the Allow statement that federates only
+      this provider and names exactly this service account, else the only Allow
+      statement that federates only this provider, when it names service accounts
+      one by one (a namespace-wide pattern serves its own purpose) — is corrected in place, the
+      least change that admits the token: the action gains
+      ``sts:AssumeRoleWithWebIdentity``; a ``:sub`` that does not admit the
+      subject gains it beside the values it has (the service accounts it already
+      admits keep working); an ``:aud`` that does not admit the audience is set to
+      it, and a service-account subject pasted under ``:aud`` (or an audience under
+      ``:sub``) is moved out; a negated operator excluding them loses those
+      values.  If that still does not admit the token, its ``:sub``/``:aud``
+      entries are replaced by ``StringEquals`` on both;
+    * with no such statement (another provider federated: a recreated cluster,
+      whose old statement may still serve the old one), the statement of
+      :func:`irsa_trust_policy` is appended.
 
     Explicit Deny statements are not edited: if one refuses the service
     account, the result still does, and :func:`analyze_web_identity_trust`
@@ -2198,15 +2206,94 @@ def merge_irsa_statement(
         return policy
     stmts = _statement_list(policy["Statement"], "trust policy")
     wanted = _irsa_statement(provider_arn, namespace, service_account, audience)
-    for index, statement in enumerate(stmts):
-        if _is_statement_for(statement, provider_arn, subject):
-            stmts[index] = _fix_statement(statement, wanted)
-            break
-    else:
-        stmts.append(wanted)
-    policy["Statement"] = stmts
     policy.setdefault("Version", POLICY_VERSION)
+    federating = [i for i, statement in enumerate(stmts) if _federates_only(statement, provider_arn)]
+    exact = [i for i in federating if _is_statement_for(stmts[i], provider_arn, subject)]
+    # A statement that names service accounts one by one is the list this one belongs on;
+    # a namespace-wide pattern (system:serviceaccount:orders:*) serves its own purpose.
+    listing = [i for i in federating if not any(
+        "*" in value or "?" in value for _op, _key, values in _condition_values_for(stmts[i], ":sub") for value in values
+    )]
+    target = exact[0] if exact else (listing[0] if len(federating) == 1 and listing else None)
+    if target is None:
+        policy["Statement"] = [*stmts, wanted]
+        return policy
+    for correct in (_correct_statement, _fix_statement):
+        fixed = correct(stmts[target], wanted) if correct is _fix_statement else correct(
+            stmts[target], oidc_issuer_of(provider_arn), subject, audience)
+        candidate = {**policy, "Statement": [*stmts[:target], fixed, *stmts[target + 1:]]}
+        # Admitted, or refused for nothing of the provider, action, subject or audience (a
+        # condition on another key, which the trust policy's author set on purpose).
+        verdict = analyze_web_identity_trust(candidate, provider_arn=provider_arn, subject=subject, audience=audience)
+        if verdict.cause in (None, "UNEXPLAINED"):
+            return candidate
+    policy["Statement"] = [*stmts, wanted]
     return policy
+
+
+def _federates_only(statement: Mapping[str, Any], provider_arn: str) -> bool:
+    if str(statement.get("Effect", "")).strip().lower() != "allow" or "NotAction" in statement:
+        return False
+    try:
+        return principals(statement.get("Principal")) == {"Federated": [provider_arn]}
+    except InputError:
+        return False
+
+
+_NEGATED = ("stringnotequals", "stringnotlike", "stringnotequalsignorecase")
+
+
+def _correct_statement(statement: Mapping[str, Any], issuer: str, subject: str, audience: str) -> dict[str, Any]:
+    """*statement* with the least change that lets it admit *subject* with *audience* (see
+    :func:`merge_irsa_statement`)."""
+    fixed = copy.deepcopy(dict(statement))
+    actions = _strings(fixed.get("Action"))
+    if not any(action_matches(a, WEB_IDENTITY_ACTION) for a in actions):
+        fixed["Action"] = [*actions, WEB_IDENTITY_ACTION] if actions else WEB_IDENTITY_ACTION
+    condition = fixed.get("Condition")
+    if not isinstance(condition, dict):
+        condition = {}
+    admitted = {":sub": False, ":aud": False}
+    for operator, block in list(condition.items()):
+        if not isinstance(block, dict):
+            continue
+        family = operator.lower().split(":")[-1].removesuffix("ifexists")
+        for key in list(block):
+            suffix = _key_suffix(str(key))
+            if suffix is None:
+                continue
+            values = _strings(block[key])
+            if suffix == ":aud":
+                values = [v for v in values if not v.startswith(SERVICE_ACCOUNT_SUBJECT_PREFIX)]
+            else:
+                values = [v for v in values if v.startswith(SERVICE_ACCOUNT_SUBJECT_PREFIX)]
+            wanted = subject if suffix == ":sub" else audience
+            if family in _NEGATED:
+                values = [v for v in values if not glob_matches(v, wanted) and v != wanted]
+            elif family.startswith("string"):
+                if any(v == wanted or (family == "stringlike" and glob_matches(v, wanted)) for v in values):
+                    admitted[suffix] = True
+                elif suffix == ":aud":
+                    # The audience is the token's one consumer (sts.amazonaws.com): a wrong value is the fault.
+                    values = [wanted]
+                    admitted[suffix] = True
+                elif values or not admitted[suffix]:
+                    values = [*values, wanted]
+                    admitted[suffix] = True
+            if values:
+                block[key] = values[0] if len(values) == 1 else values
+            else:
+                del block[key]
+        if not block:
+            del condition[operator]
+    equals = condition.setdefault("StringEquals", {})
+    for suffix, wanted in ((":sub", subject), (":aud", audience)):
+        if not admitted[suffix]:
+            equals[f"{issuer}{suffix}"] = wanted
+    if not equals:
+        del condition["StringEquals"]
+    fixed["Condition"] = condition
+    return fixed
 
 
 def _is_statement_for(statement: Mapping[str, Any], provider_arn: str, subject: str) -> bool:

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
-from trailscan.errors import QueryError
+from trailscan.errors import QueryError, UsageError
 
 _HEADER = re.compile(r"^--\s*(name|title|description|param):\s*(.*)$")
 _PARAM = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s+(?P<type>[A-Z][A-Z0-9_\[\]]*)(?:\s*=\s*(?P<default>\S+))?\s*(?P<doc>.*)$")
@@ -51,9 +52,11 @@ class Query:
     path: Path
     line: int = 1
 
-    def bind(self, given: dict[str, str | None]) -> dict[str, object]:
+    def bind(self, given: dict[str, object]) -> dict[str, object]:
         """Values for every declared parameter: given ones cast by DuckDB through the
-        declared type, the rest from their defaults; unknown names are an error."""
+        declared type, the rest from their defaults; unknown names are an error.  A
+        ``TIMESTAMPTZ`` takes what every trailscan window takes (:func:`trailscan.window.parse_moment`:
+        ``7d``, ``24h``, ``now``, ISO 8601, a datetime); a bad one is a :class:`UsageError`."""
         known = {p.name: p for p in self.params}
         unknown = sorted(set(given) - set(known))
         if unknown:
@@ -63,7 +66,12 @@ class Query:
             )
         values: dict[str, object] = {}
         for param in self.params:
-            if param.name in given:
+            if param.name in given and param.type == "TIMESTAMPTZ":
+                try:
+                    values[param.name] = _moment(given[param.name])
+                except UsageError as error:
+                    raise UsageError(f"query {self.name}, parameter {param.name}: {error.message}", error.hint) from None
+            elif param.name in given:
                 values[param.name] = given[param.name]
             elif param.required:
                 raise QueryError(f"query {self.name} needs --param {param.name}=…", param.doc or None)
@@ -81,6 +89,17 @@ class Query:
             return f"CAST(${name} AS {types[name]})" if name in types else match.group(0)
 
         return _substitute_outside_strings(self.sql, cast)
+
+
+def _moment(value: object) -> object:
+    """A TIMESTAMPTZ parameter as a UTC datetime; None (SQL NULL) stays None."""
+    from trailscan.window import parse_moment
+
+    if value is None or (isinstance(value, str) and value.strip().upper() == "NULL"):
+        return None
+    if isinstance(value, (str, datetime)):
+        return parse_moment(value)
+    return value
 
 
 @dataclass
@@ -201,3 +220,49 @@ def _substitute_outside_strings(sql: str, replace) -> str:
         last = match.end()
     out.append(_PLACEHOLDER.sub(replace, sql[last:]))
     return "".join(out)
+
+
+#: Statements that only read: run read-only, they fail for other reasons than read-only.
+_READING = ("SELECT", "EXPLAIN", "PRAGMA", "CALL", "RELATION")
+#: What DuckDB says when a read-only, confined store refuses a statement.
+_REFUSED = re.compile(r"read-only mode|disabled by configuration|configuration has been locked", re.I)
+
+
+def run_statement(store, sql: str, *, writable: bool = False) -> tuple[list[str], list[tuple]]:
+    """Run the one SQL statement *sql* over *store* (a :class:`~trailscan.store.Store`), as
+    ``trailscan sql`` does: ``(columns, rows)``.
+
+    More than one statement is refused (:class:`UsageError`): only the last one's result
+    could be shown, and the others would run unseen.  Unless *writable*, the store is
+    confined (:meth:`~trailscan.store.Store.confine`); a statement that needs more names
+    ``--write`` in its error.
+    """
+    import duckdb
+
+    try:
+        statements = duckdb.extract_statements(sql)
+    except duckdb.Error as exc:
+        raise QueryError(_first_line(str(exc))) from None
+    if not statements:
+        raise UsageError("no SQL statement given")
+    if len(statements) > 1:
+        raise UsageError(
+            f"{len(statements)} SQL statements given; trailscan sql runs one at a time",
+            "run each with its own `trailscan sql`",
+        )
+    if not writable:
+        store.confine()
+    try:
+        return store.query(sql)
+    except QueryError as error:
+        kind = statements[0].type.name
+        if not writable and (kind not in _READING or _REFUSED.search(error.message)):
+            raise QueryError(
+                error.message, f"`trailscan sql` opens the store read-only; pass --write to run {kind}"
+            ) from None
+        raise
+
+
+def _first_line(text: str) -> str:
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    return lines[0] if lines else text

@@ -1,7 +1,8 @@
 """moto in server mode on 127.0.0.1, for tests and benchmarks that drive real boto3 clients.
 
 One ``ThreadedMotoServer`` on an ephemeral port serves every AWS service moto implements (S3,
-IAM, STS, EKS, CloudTrail trails …); clients reach it over HTTP, so botocore's serialisers,
+IAM, STS, EKS, CloudTrail trails …), and EKS Pod Identity associations through the demo's
+:class:`~trailscan.demo.PodIdentityLayer`; clients reach it over HTTP, so botocore's serialisers,
 retries, paginators and event hooks all run as they do against AWS::
 
     with MotoServer() as moto:
@@ -30,6 +31,8 @@ import boto3
 import botocore.loaders
 import botocore.session
 from moto.server import ThreadedMotoServer
+
+from trailscan.demo import PodIdentityLayer
 
 ACCESS_KEY = "testing"
 SECRET_KEY = "testing"
@@ -100,9 +103,10 @@ class MotoServer:
         # werkzeug logs every request at INFO; tests and benchmarks only want errors.
         logging.getLogger("werkzeug").setLevel(logging.ERROR)
         self._server.start()
-        # werkzeug's handlers call ``server.app`` for each request: wrap it to note them.
+        # werkzeug's handlers call ``server.app`` for each request: wrap it to note them, and
+        # to answer EKS Pod Identity associations, which moto lacks, as the demo's moto does.
         served = self._server._server
-        served.app = _Recorder(served.app, self._log, self._log_lock)
+        served.app = _Recorder(PodIdentityLayer(served.app), self._log, self._log_lock)
         _, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://127.0.0.1:{port}"
         # moto's backends are global to the process: without this, a server would start with

@@ -4,6 +4,7 @@ One room a job:
 
 - :mod:`.causes` — the cause table: every cause, its kind, title and meaning, in precedence order;
 - :mod:`.collect` — the window's failures, grouped in SQL, and the sessions behind them;
+- :mod:`.coverage` — what was read for the window, every ingest merged, and its events counted;
 - :mod:`.workload` — which workload a failure belongs to, and what the inventory holds;
 - :mod:`.irsa`, :mod:`.pod_identity`, :mod:`.denied` — one decision tree per kind of finding,
   written as ordered rules (:mod:`.rules`);
@@ -23,20 +24,23 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["MINT_LOOKBACK", "FailureGroup", "Failures", "MintedSession", "collect_failures", "explain_failures",
-           "explain_store"]
+__all__ = ["CHAIN_LIMIT", "MINT_LOOKBACK", "FailureGroup", "Failures", "MintedSession", "collect_failures",
+           "explain_failures", "explain_store", "measure_coverage", "window_coverage"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from trailscan.explain.collect import (
+        CHAIN_LIMIT,
         MINT_LOOKBACK,
         FailureGroup,
         Failures,
         MintedSession,
         collect_failures,
     )
+    from trailscan.explain.coverage import measure_coverage, window_coverage
     from trailscan.explain.run import explain_failures, explain_store
 
 _HOMES = {
+    "CHAIN_LIMIT": "collect",
     "MINT_LOOKBACK": "collect",
     "FailureGroup": "collect",
     "Failures": "collect",
@@ -44,6 +48,8 @@ _HOMES = {
     "collect_failures": "collect",
     "explain_failures": "run",
     "explain_store": "run",
+    "measure_coverage": "coverage",
+    "window_coverage": "coverage",
 }
 
 

@@ -4,7 +4,9 @@
 (``failed_web_identity``, ``failed_pod_identity``, ``denied_calls``) joined with
 ``failure_context`` and grouped in SQL, plus the ``minted_sessions`` that link an access
 key back to the pod it was issued to — so Python only sees one row per group of alike
-failures, whatever the size of the store.
+failures, whatever the size of the store.  ``minted_sessions`` also walks role chains
+(a session minted by ``sts:AssumeRole`` with another session's key) back to where they
+start, in the same query.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from trailscan.explain.coverage import measure_coverage
 from trailscan.findings import CoverageRow
 from trailscan.identity import parse_web_identity
 from trailscan.layers import SessionPolicies
@@ -23,12 +26,28 @@ from trailscan.model import Window
 from trailscan.queries import QueryBook, load_queries
 from trailscan.store import Store
 
-__all__ = ["MINT_LOOKBACK", "AcceptedWebIdentity", "FailureGroup", "Failures", "MintedSession",
-           "Uniform", "collect_failures", "json_value", "utc"]
+__all__ = [
+    "CHAIN_LIMIT",
+    "MINT_LOOKBACK",
+    "AcceptedWebIdentity",
+    "FailureGroup",
+    "Failures",
+    "MintedSession",
+    "Uniform",
+    "collect_failures",
+    "json_value",
+    "utc",
+]
 
 #: Role sessions last at most 12 hours: a call in the window may use credentials minted
 #: that long before it, so minted sessions are read from this far back.
 MINT_LOOKBACK = timedelta(hours=12)
+
+#: The most sessions a role chain is followed through.  A session assumed with another
+#: role session's credentials (role chaining) lasts at most one hour, so each hop before
+#: the last reaches back one hour more.
+CHAIN_LIMIT = 5
+_CHAIN_HOP = timedelta(hours=1)
 
 _AGGREGATES = """
     count(*) AS events,
@@ -90,13 +109,14 @@ _GROUPINGS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
             "hits.error_message",
             "hits.user_agent",
             "ctx.ec2_role_delivery",
+            "ctx.invoked_by",
         ),
         (
             "arg_max(CAST(ctx.resources AS VARCHAR), hits.event_time) AS resources",
             # What a policy evaluation's request context reads from the records: one value when
             # every event of the group has the same (see Uniform), never a grouping key.
             *(_uniform(f"ctx.{column}", column) for column in (
-                "source_ip", "vpc_endpoint_id", "invoked_by", "request_text", "token_issued", "principal_id")),
+                "source_ip", "vpc_endpoint_id", "request_text", "token_issued", "principal_id")),
             _uniform("CAST(ctx.tls AS VARCHAR)", "tls"),
         ),
     ),
@@ -132,9 +152,10 @@ class Uniform:
     @classmethod
     def of(cls, group: FailureGroup, name: str) -> Uniform:
         found = group.get(name)
-        if not isinstance(found, Mapping):
-            return cls(None, 0, group.events, True)
-        return cls(found.get("value"), int(found.get("events") or 0), group.events, bool(found.get("same")))
+        if isinstance(found, Mapping) and "same" in found:
+            return cls(found.get("value"), int(found.get("events") or 0), group.events, bool(found.get("same")))
+        # A grouping key: every event of the group has this value (or none has one).
+        return cls(found, group.events if found is not None else 0, group.events, True)
 
     @property
     def absent(self) -> bool:
@@ -148,7 +169,10 @@ class Uniform:
 
 @dataclass(frozen=True)
 class MintedSession:
-    """Credentials STS issued to a pod: by web identity (``subject``) or by Pod Identity (``tags``)."""
+    """Credentials STS issued, and to whom: a pod by web identity (``subject``), a pod by
+    Pod Identity (``session_tags``, ``caller_invoked_by`` ``pods.eks.amazonaws.com``), a
+    person by SAML, or whoever called ``AssumeRole`` (the ``caller_…`` fields: their
+    identity, and the access key their own session can be looked up by)."""
 
     access_key_id: str
     event_name: str
@@ -159,6 +183,12 @@ class MintedSession:
     identity_provider: str | None
     session_tags: Any
     minted_at: datetime
+    caller_type: str | None = None
+    caller_arn: str | None = None
+    caller_issuer_arn: str | None = None
+    caller_access_key_id: str | None = None
+    caller_invoked_by: str | None = None
+    caller_ec2_role_delivery: str | None = None
 
 
 @dataclass(frozen=True)
@@ -175,7 +205,8 @@ class AcceptedWebIdentity:
 @dataclass
 class Failures:
     """What :func:`collect_failures` read: groups of failed events, the sessions minted for
-    the access keys they used, the web identities STS accepted, and the coverage of the window."""
+    the access keys they used, the web identities STS accepted, the coverage of the window and
+    how many events it holds."""
 
     window_start: datetime | None
     window_end: datetime | None
@@ -183,6 +214,9 @@ class Failures:
     minted: dict[str, MintedSession] = field(default_factory=dict)
     coverage: list[CoverageRow] = field(default_factory=list)
     accepted: list[AcceptedWebIdentity] = field(default_factory=list)
+    #: Events the store holds in the window, failed or not, from every source.
+    window_events: int = 0
+    #: The STS calls that issued the refused calls' credentials (their session policies), by access key.
     issued: dict[str, SessionPolicies] = field(default_factory=dict)
 
     @property
@@ -197,7 +231,8 @@ class Failures:
                 value = group.get(name)
                 if isinstance(value, str) and value.startswith("arn:") and ":role/" in value:
                     arns.add(value)
-        arns.update(m.role_arn for m in self.minted.values() if m.role_arn)
+        used = {g.get("access_key_id") for g in self.groups}
+        arns.update(m.role_arn for key, m in self.minted.items() if m.role_arn and key in used)
         return arns
 
 
@@ -247,7 +282,7 @@ def collect_failures(store: Store, window: Window | None = None, *, book: QueryB
     minted: dict[str, MintedSession] = {}
     if keys:
         query = book["minted_sessions"]
-        since = window.start - MINT_LOOKBACK if window else None
+        since = window.start - MINT_LOOKBACK - (CHAIN_LIMIT - 1) * _CHAIN_HOP if window else None
         names, rows = store.query(
             query.typed_sql(), query.bind({"since": since, "until": bounds["until"], "access_keys": keys})
         )
@@ -263,13 +298,18 @@ def collect_failures(store: Store, window: Window | None = None, *, book: QueryB
                 identity_provider=record["identity_provider"],
                 session_tags=json_value(record["session_tags"]),
                 minted_at=utc(record["event_time"]),
+                caller_type=record["caller_type"],
+                caller_arn=record["caller_arn"],
+                caller_issuer_arn=record["caller_issuer_arn"],
+                caller_access_key_id=record["caller_access_key_id"],
+                caller_invoked_by=record["caller_invoked_by"],
+                caller_ec2_role_delivery=record["caller_ec2_role_delivery"],
             )
-    coverage = _coverage(store, book, window)
-    start, end = (window.start, window.end) if window else _store_span(store)
-    failures = Failures(start, end, groups, minted, coverage, _accepted(store, book, bounds))
+    measured = measure_coverage(store, window, book=book)
+    failures = Failures(measured.start, measured.end, groups, minted, measured.rows,
+                        accepted=_accepted(store, book, bounds), window_events=measured.events)
     failures.issued = _issued(store, book, keys, window)
     return failures
-
 
 def _issued(store: Store, book: QueryBook, keys: list[str], window: Window | None) -> dict[str, SessionPolicies]:
     """The STS calls that issued the credentials of the refused calls (their session policies)."""
@@ -307,42 +347,6 @@ def _accepted(store: Store, book: QueryBook, bounds: Mapping[str, Any]) -> list[
         if web.issuer and web.subject:
             found.append(AcceptedWebIdentity(web.issuer, web.subject, record["role_arn"], int(record["sessions"])))
     return found
-
-
-def _coverage(store: Store, book: QueryBook, window: Window | None) -> list[CoverageRow]:
-    query = book["window_coverage"]
-    names, rows = store.query(
-        query.typed_sql(), query.bind({"since": window.start if window else None, "until": window.end if window else None})
-    )
-    found = []
-    for row in rows:
-        record = dict(zip(names, row))
-        status, detail = record["status"], record["detail"] or ""
-        start, end = utc(record["window_start"]), utc(record["window_end"])
-        if window and start and end and (start > window.start or end < window.end) and status == "complete":
-            # The ingest read only part of the window asked about: fail closed.
-            status = "partial"
-            read = f"read {start:%Y-%m-%dT%H:%M:%SZ} – {end:%Y-%m-%dT%H:%M:%SZ} only"
-            detail = f"{detail}; {read}" if detail else read
-        found.append(
-            CoverageRow(
-                source=record["source"],
-                account=record["account"],
-                region=record["region"],
-                status=status,
-                events=int(record["events"] or 0),
-                detail=detail,
-                window_start=start,
-                window_end=end,
-            )
-        )
-    return found
-
-
-def _store_span(store: Store) -> tuple[datetime | None, datetime | None]:
-    _, rows = store.query("SELECT min(event_time), max(event_time) FROM events")
-    first, last = rows[0] if rows else (None, None)
-    return utc(first), utc(last)
 
 
 def json_value(value: Any) -> Any:

@@ -31,7 +31,7 @@ from trailscan.explain.text import (
     unchecked_text,
     whose,
 )
-from trailscan.explain.workload import Evidence
+from trailscan.explain.workload import Evidence, Origin
 from trailscan.findings import Workload
 from trailscan.policy import Denial, iam_action_for, parse_denial_message
 
@@ -51,6 +51,7 @@ class DeniedCase:
     code: str
     denial: Denial
     caller: str
+    origin: Origin = field(default_factory=Origin)
     unchecked: list[str] = field(default_factory=list)
     found: list[str] = field(default_factory=list)
     #: unread layers: (holder, the AWS CLI command that shows it, NAME for --policies)
@@ -92,7 +93,16 @@ class DeniedCase:
         return {"region": regions[0] if len(regions) == 1 else None, "account": self.group.get("account_id")}
 
     def verdict(self, cause: str, explanation: str, fix: str) -> Verdict:
-        return Verdict(cause, self.workload, self.role_arn, self.identity_arn, self.action, sentence(explanation), fix)
+        """The verdict, its explanation followed by where the credentials came from: the
+        role chain, and why the caller is no EKS workload when it is not."""
+        said = [sentence(explanation)]
+        if self.origin.not_eks:
+            said.append(sentence(f"Not an EKS workload: {self.origin.not_eks}"))
+            fix += ("\n\nThe caller is no EKS workload: make sure the refusal was not intended (a person without "
+                    "that right, a security test) before granting anything.")
+        said.append(self.origin.sentence())
+        explanation = " ".join(part for part in said if part)
+        return Verdict(cause, self.workload, self.role_arn, self.identity_arn, self.action, explanation, fix)
 
 
 def _case(ev: Evidence, group: FailureGroup) -> DeniedCase:
@@ -103,8 +113,8 @@ def _case(ev: Evidence, group: FailureGroup) -> DeniedCase:
         action = f"{source.split('.')[0]}:{name}"
     identity_arn = group.get("identity_arn")
     role_arn = group.get("session_issuer_arn") or role_arn_of_session(identity_arn)
-    workload, minted_role = ev.denied_workload(group, role_arn)
-    role_arn = role_arn or minted_role
+    workload, origin = ev.denied_workload(group, role_arn)
+    role_arn = role_arn or origin.role_arn
     caller = workload.label() if workload.resolution == "exact" else (
         f"the node role {role_name(role_arn)}" if workload.resolution == "node"
         else (f"the role {role_name(role_arn)}" if role_arn else (identity_arn or "the caller"))
@@ -119,6 +129,7 @@ def _case(ev: Evidence, group: FailureGroup) -> DeniedCase:
         code=group.get("error_code") or "",
         denial=parse_denial_message(group.get("error_message") or ""),
         caller=caller,
+        origin=origin,
     )
 
 

@@ -181,9 +181,17 @@ def trust_fix(role: Role, provider_arn: str, sa_ref: ServiceAccountRef | None, a
         "TRUST_SUBJECT_MISMATCH": f"admit {sa_ref.subject}",
         "TRUST_AUDIENCE_MISMATCH": f"admit the audience {audience}",
     }.get(cause, f"admit {sa_ref.subject}")
+    others = sorted({
+        value for statement in fixed.get("Statement") or [] if isinstance(statement, dict)
+        for block in (statement.get("Condition") or {}).values() if isinstance(block, dict)
+        for key, values in block.items() if str(key).endswith(":sub")
+        for value in ([values] if isinstance(values, str) else values if isinstance(values, list) else [])
+        if isinstance(value, str) and value != sa_ref.subject
+    })
     return fix(
         f"Update the trust policy of {line(role.name)} to {line(what)}: the statement for this provider is "
         "corrected, other statements are kept.",
+        comment(f"it still admits {', '.join(others)}: remove those no service account uses") if others else "",
         comment(f"the whole trust policy of {role.name}, corrected:"),
         heredoc("trust.json", fixed),
         f"aws iam update-assume-role-policy --role-name {sh(role.name)} --policy-document file://trust.json",
@@ -195,10 +203,10 @@ def pod_trust_fix(role: Role | None, role_arn: str | None, cluster: str | None, 
     if role is not None:
         policy = load_policy(role.trust_policy, name=f"trust policy of {role.name}")
         statements = policy["Statement"] if isinstance(policy["Statement"], list) else [policy["Statement"]]
-        policy["Statement"] = [*statements, *wanted["Statement"]]
+        policy["Statement"] = _with_pod_identity(statements, wanted["Statement"][0])
         return fix(
-            f"Let pods.eks.amazonaws.com assume {line(role.name)} with sts:AssumeRole and sts:TagSession; other "
-            "statements are kept.",
+            f"Let pods.eks.amazonaws.com assume {line(role.name)} with sts:AssumeRole and sts:TagSession: its "
+            "statement gains the action it lacks (or is added), other statements are kept.",
             comment(f"the whole trust policy of {role.name}, with the statement EKS Pod Identity needs:"),
             heredoc("trust.json", policy),
             f"aws iam update-assume-role-policy --role-name {sh(role.name)} --policy-document file://trust.json",
@@ -220,6 +228,33 @@ def pod_trust_fix(role: Role | None, role_arn: str | None, cluster: str | None, 
         "jq --slurpfile add statement.json '.Statement = ([.Statement] | flatten) + $add' current-trust.json > trust.json",
         f"aws iam update-assume-role-policy --role-name {target} --policy-document file://trust.json",
     )
+
+
+def _with_pod_identity(statements: list[Any], wanted: dict[str, Any]) -> list[Any]:
+    """The statements with EKS Pod Identity trusted: the one Allow statement for
+    pods.eks.amazonaws.com (without conditions) gains the actions it lacks; with none, or
+    several, the statement EKS documents is added.  Other statements are kept."""
+    from trailscan.policy import action_matches
+
+    for_pods = [
+        index for index, statement in enumerate(statements)
+        if isinstance(statement, dict) and str(statement.get("Effect", "")).lower() == "allow"
+        and "NotAction" not in statement and not statement.get("Condition")
+        and "pods.eks.amazonaws.com" in _service_principals(statement.get("Principal"))
+    ]
+    if len(for_pods) != 1:
+        return [*statements, wanted]
+    statement = dict(statements[for_pods[0]])
+    actions = statement.get("Action")
+    actions = [actions] if isinstance(actions, str) else [a for a in actions or [] if isinstance(a, str)]
+    missing = [a for a in wanted["Action"] if not any(action_matches(have, a) for have in actions)]
+    statement["Action"] = [*actions, *missing]
+    return [*statements[:for_pods[0]], statement, *statements[for_pods[0] + 1:]]
+
+
+def _service_principals(principal: Any) -> list[str]:
+    service = principal.get("Service") if isinstance(principal, dict) else None
+    return [service] if isinstance(service, str) else [s for s in service or [] if isinstance(s, str)]
 
 
 def agent_fix(node_role: str | None) -> str:

@@ -71,6 +71,12 @@ def cause_of(decision: str, layer: str | None) -> str | None:
 
 def layered_verdict(c: DeniedCase, j: Judgement) -> Verdict | None:
     """The cause every layer establishes, or None (and what was found, for UNEXPLAINED)."""
+    found = layered_outcome(c, j)
+    return c.verdict(*found) if found else None
+
+
+def layered_outcome(c: DeniedCase, j: Judgement) -> tuple[str, str, str] | None:
+    """(cause, explanation, fix) every layer establishes, or None (recording what was found)."""
     judged = list(j.variants) or [("", j.decision)]
     decided = [(label, d, cause_of(d.decision, d.layer)) for label, d in judged]
     causes = [item for item in decided if item[2] is not None]
@@ -85,7 +91,7 @@ def layered_verdict(c: DeniedCase, j: Judgement) -> Verdict | None:
         explanation = f"With {label}: {explanation}"
     if others:
         explanation += " The group's events differ: " + "; ".join(others) + "."
-    return c.verdict(cause, explanation, fix)
+    return cause, explanation, fix
 
 
 def _short(decision: AuthDecision) -> str:
@@ -307,8 +313,8 @@ def aws_answer_verdict(c: DeniedCase) -> Verdict | None:
             f"{check.describe(answer.policies)}.")
     judged = c.judged()
     ours = _ours(c, judged)
-    if ours is not None and ours.cause == cause:
-        return c.verdict(cause, f"{said} trailscan's evaluation agrees: {ours.explanation}", ours.fix)
+    if ours is not None and ours[0] == cause:
+        return c.verdict(cause, f"{said} trailscan's evaluation agrees: {ours[1]}", ours[2])
     mine = ("trailscan could not evaluate it" if isinstance(judged, str) else
             f"trailscan's evaluation of the policies it read says {judged.decision.describe()}")
     text = (f"{said} {mine} — they disagree, and AWS's answer stands (the inventory may be out of date, or the "
@@ -319,13 +325,13 @@ def aws_answer_verdict(c: DeniedCase) -> Verdict | None:
 _DECISION = {"EXPLICIT_DENY": EXPLICIT_DENY, "IMPLICIT_DENY": IMPLICIT_DENY}
 
 
-def _ours(c: DeniedCase, judged: Judgement | str) -> Verdict | None:
+def _ours(c: DeniedCase, judged: Judgement | str) -> tuple[str, str, str] | None:
     if isinstance(judged, str):
         return None
     saved = list(c.found), list(c.unchecked), list(c.to_read)
-    verdict = layered_verdict(c, judged)
-    c.found[:], c.unchecked[:], c.to_read[:] = saved  # only the verdict is wanted here
-    return verdict
+    outcome = layered_outcome(c, judged)
+    c.found[:], c.unchecked[:], c.to_read[:] = saved  # only the outcome is wanted here
+    return outcome
 
 
 def _fix_for(c: DeniedCase, cause: str, layer: str) -> str:

@@ -7,6 +7,7 @@ its verdict from the decision module of its kind, then merges groups into findin
 
 from __future__ import annotations
 
+from trailscan.arn import principal_name
 from trailscan.explain.collect import FailureGroup, Failures, collect_failures
 from trailscan.explain.denied import explain_denied_call
 from trailscan.explain.irsa import explain_irsa
@@ -27,14 +28,24 @@ SAMPLES = 5
 _DECIDE = {"irsa": explain_irsa, "pod_identity": explain_pod_identity, "denied_call": explain_denied_call}
 
 
-def explain_store(store: Store, inventory: Inventory | None = None, *, window: Window | None = None) -> FindingsReport:
+def explain_store(
+    store: Store, inventory: Inventory | None = None, *, window: Window | None = None, all_principals: bool = False
+) -> FindingsReport:
     """Findings for the window's failed calls in *store*, explained against *inventory*
-    (None: CloudTrail alone — causes that need the inventory stay ``UNEXPLAINED``)."""
-    return explain_failures(collect_failures(store, window), inventory)
+    (None: CloudTrail alone — causes that need the inventory stay ``UNEXPLAINED``); see
+    :func:`explain_failures` for *all_principals*."""
+    return explain_failures(collect_failures(store, window), inventory, all_principals=all_principals)
 
 
-def explain_failures(failures: Failures, inventory: Inventory | None = None) -> FindingsReport:
-    """Resolve, explain and group :class:`Failures` into a :class:`FindingsReport`."""
+def explain_failures(
+    failures: Failures, inventory: Inventory | None = None, *, all_principals: bool = False
+) -> FindingsReport:
+    """Resolve, explain and group :class:`Failures` into a :class:`FindingsReport`.
+
+    Findings whose caller is shown to be no EKS workload (``not_eks``: an IAM user, a
+    session one started …) are left out unless *all_principals*: they go to the
+    report's ``left_out``, and a note says how many refused calls by how many principals.
+    """
     known = inventory or Inventory()
     if failures.issued:  # the session policies CloudTrail shows are a policy layer of their own
         known = known.merge(Inventory(layers=PolicyLayers(sessions=failures.issued)))
@@ -42,25 +53,71 @@ def explain_failures(failures: Failures, inventory: Inventory | None = None) -> 
     merged: dict[tuple, list[tuple[FailureGroup, Verdict]]] = {}
     for group in failures.groups:
         verdict = _DECIDE[group.kind](evidence, group)
-        key = (group.kind, verdict.cause, verdict.workload, verdict.role_arn, verdict.action)
+        key = (group.kind, verdict.cause, verdict.workload, verdict.role_arn, verdict.action, _caller(verdict))
         merged.setdefault(key, []).append((group, verdict))
-    findings = [_finding(members) for members in merged.values()]
-    findings.sort(
-        key=lambda f: (
-            f.workload.cluster or "~",
-            f.workload.namespace or "~",
-            f.workload.service_account or "~",
-            f.kind,
-            f.cause,
-            f.role_arn or "",
-            f.action,
-        )
-    )
+    left_out: list[Finding] = []
+    left_out_note = None
+    outside = [] if all_principals else [key for key in merged if key[2].resolution == "not_eks"]
+    if outside:
+        left_out = [_finding(merged[key]) for key in outside]
+        left_out_note = _left_out_note([member for key in outside for member in merged.pop(key)], left_out)
+    findings = sorted((_finding(members) for members in merged.values()), key=_order)
+    left_out.sort(key=_order)
     notes = (list(inventory.notes) if inventory else []) + evidence.notes
     if inventory:
         for part, reasons in sorted(inventory.gaps.items()):
             notes.extend(f"inventory ({part}) incomplete: {reason}" for reason in reasons)
-    return FindingsReport(failures.window_start, failures.window_end, list(failures.coverage), findings, notes)
+    if left_out_note:
+        notes.append(left_out_note)
+    return FindingsReport(
+        failures.window_start,
+        failures.window_end,
+        list(failures.coverage),
+        findings,
+        notes,
+        left_out=left_out,
+        window_events=failures.window_events,
+    )
+
+
+def _left_out_note(members: list[tuple[FailureGroup, Verdict]], left_out: list[Finding], named: int = 3) -> str:
+    """``left out 111 refused calls by 10 principals that are not EKS workloads (role
+    stratus-red-team-ec2-get-password-data-role, user christophe, …); …``: a principal is
+    a role (whichever session of it) or, without one, the caller; the busiest are named."""
+    events: dict[str, int] = {}
+    for group, verdict in members:
+        principal = verdict.role_arn or verdict.principal_arn or ""
+        events[principal] = events.get(principal, 0) + group.events
+    principals = sorted(events, key=lambda arn: (-events[arn], arn))
+    names = list(dict.fromkeys(principal_name(arn) or "a caller of unknown name" for arn in principals))
+    shown = ", ".join(names[:named]) + (", …" if len(names) > named else "")
+    total = sum(f.count for f in left_out)
+    return (
+        f"left out {total} refused call{'s' if total != 1 else ''} by {len(principals)} "
+        f"principal{'s' if len(principals) != 1 else ''} that are not EKS workloads ({shown}); "
+        "--all-principals (all_principals=True) includes them"
+    )
+
+
+def _order(f: Finding) -> tuple:
+    return (
+        f.workload.cluster or "~",
+        f.workload.namespace or "~",
+        f.workload.service_account or "~",
+        f.kind,
+        f.cause,
+        f.role_arn or "",
+        f.action,
+    )
+
+
+def _caller(verdict: Verdict) -> str | None:
+    """Who stands in for the role when there is none: an IAM user, root, a federated user.
+    Two IAM users are two callers (each fix names its own); sessions are grouped by role."""
+    principal = verdict.principal_arn
+    if verdict.role_arn or not principal or ":assumed-role/" in principal:
+        return None
+    return principal
 
 
 def _finding(members: list[tuple[FailureGroup, Verdict]]) -> Finding:

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from trailscan.arn import short_name
+from trailscan.arn import principal_name
 from trailscan.errors import InputError
 from trailscan.findings import SCHEMA
 from trailscan.model import Window
@@ -41,7 +41,8 @@ def document_window(document: Mapping) -> Window:
 
 def workload_label(finding: Mapping) -> str:
     """A short name for a finding's workload: ``cluster/namespace/service-account`` when
-    it is known, else what is known (the role, the node, the principal)."""
+    it is known, else what is known (the node, the role, the principal: ``user NAME`` for
+    an IAM user, never ``role NAME``)."""
     workload = finding.get("workload") or {}
     cluster = workload.get("cluster")
     namespace, account = workload.get("namespace"), workload.get("service_account")
@@ -50,8 +51,9 @@ def workload_label(finding: Mapping) -> str:
     if workload.get("resolution") == "node":
         what = "node instance role"
     else:
-        role = short_name(finding.get("role_arn")) or short_name(finding.get("principal_arn"))
-        what = f"role {role}" if role else "unknown workload"
+        what = principal_name(finding.get("role_arn")) or principal_name(finding.get("principal_arn")) or "unknown workload"
+        if workload.get("resolution") == "not_eks":
+            what += " (not an EKS workload)"
     return f"{cluster}: {what}" if cluster else what
 
 

@@ -8,11 +8,12 @@ expression unless this module built it (:class:`Md`).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from trailscan.report.chart import TimelinePoint
+from trailscan.report.safe import visible
 from trailscan.report.view import environment, view
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -21,7 +22,9 @@ if TYPE_CHECKING:  # pragma: no cover
 __all__ = ["Md", "findings_markdown", "md_fence", "md_paragraph", "md_text", "render_markdown"]
 
 
-def render_markdown(document: Mapping, timeline: Iterable[TimelinePoint] | None = None) -> str:
+def render_markdown(
+    document: Mapping, timeline: Iterable[TimelinePoint] | None = None, *, notes: Sequence[str] = ()
+) -> str:
     """The report as GitHub-flavoured Markdown: every CloudTrail-derived string escaped
     (table pipes, newlines, backticks, emphasis, HTML tags), JSON fixes in code fences
     longer than any backtick run they hold."""
@@ -29,14 +32,14 @@ def render_markdown(document: Mapping, timeline: Iterable[TimelinePoint] | None 
     env.filters["md"] = md_paragraph
     env.filters["fence"] = md_fence
     env.filters["raw"] = Md
-    return env.get_template("report.md.j2").render(view(document, timeline))
+    return env.get_template("report.md.j2").render(view(document, timeline, notes=notes))
 
 
 def findings_markdown(report: FindingsReport, *, generated_at: datetime) -> str:
     """An explained report as Markdown (what ``--format markdown`` prints)."""
     from trailscan.findings import findings_document
 
-    return render_markdown(findings_document(report, generated_at))
+    return render_markdown(findings_document(report, generated_at), notes=report.notes)
 
 
 class Md(str):
@@ -45,7 +48,6 @@ class Md(str):
 
 
 _MD_SPECIAL = re.compile(r"([\\`*_\[\]|~$#])")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _BLOCK_START = re.compile(r"^(?:[+=>-]|\d+[.)])")
 
 
@@ -55,7 +57,7 @@ def md_text(value: Any) -> Md:
     Markdown punctuation backslash-escaped."""
     if value is None:
         return Md("")
-    text = " ".join(_CONTROL.sub("", str(value)).split())
+    text = visible(" ".join(str(value).split()))
     text = text.replace("&", "&amp;").replace("<", "&lt;")
     return Md(_MD_SPECIAL.sub(r"\\\1", text))
 
@@ -73,7 +75,7 @@ def md_paragraph(value: Any) -> Md:
 def md_fence(code: str, info: str = "") -> Md:
     """``code`` in a fenced block no content can close: the fence is one backtick longer
     than the longest backtick run inside."""
-    code = _CONTROL.sub("", code).rstrip("\n")
+    code = visible(code, newlines=True).rstrip("\n")
     longest = max((len(run) for run in re.findall(r"`+", code)), default=0)
     fence = "`" * max(3, longest + 1)
     return Md(f"{fence}{info}\n{code}\n{fence}")

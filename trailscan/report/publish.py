@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import tempfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -22,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from trailscan.errors import InputError, UsageError
+from trailscan.fs import FILE_MODE, dir_mode_for, make_dir, private_temp_dir, replace_dir, write_file
 from trailscan.model import Window, utc_now
 from trailscan.report.chart import TimelinePoint
 from trailscan.report.document import _iso, _utc, check_document, document_window, workload_label
@@ -198,13 +198,20 @@ def write_report(
     session: boto3.Session | None = None,
     now: datetime,
     timeline: Iterable[TimelinePoint] | None = None,
+    file_mode: int = FILE_MODE,
+    kms_key: str | None = None,
+    notes: Sequence[str] = (),
 ) -> ReportLocation:
-    """Write the four artifacts to ``DESTINATION/<now as 2026-11-28T060000Z>/`` and again
-    to ``DESTINATION/latest/``.
+    """Write the four artifacts to ``DESTINATION/<now as 2026-11-28T060000Z>/``, then —
+    only once that folder is complete — make ``DESTINATION/latest/`` this run's copy;
+    ``notes`` are shown on the page and in ``report.md``.
 
-    ``destination`` is a local folder (created as needed; nothing is written outside it,
-    each file replaced atomically) or ``s3://BUCKET/PREFIX/`` (written with
-    ``s3:PutObject`` alone, through ``session``, each object with its content type).
+    ``destination`` is a local folder (created as needed; nothing is written outside it;
+    files ``file_mode``, ``0600`` unless asked otherwise, through :mod:`trailscan.fs`, so a
+    planted link is replaced, never followed; ``latest/`` is swapped in whole by
+    renames) or ``s3://BUCKET/PREFIX/`` (``s3:PutObject`` alone, through ``session``, each
+    object with its content type, SSE-KMS with ``kms_key``).  A failure is one
+    :class:`InputError` naming what was and was not written.
     """
     document = check_document(document)
     target = _parse_destination(destination)
@@ -216,11 +223,13 @@ def write_report(
         folder = Path(staging)
         _write_parquet(events_table, folder / "events.parquet")
         (folder / "findings.json").write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
-        (folder / "report.md").write_text(render_markdown(document, timeline), encoding="utf-8")
-        (folder / "report.html").write_text(render_html(document, timeline), encoding="utf-8")
+        (folder / "report.md").write_text(render_markdown(document, timeline, notes=notes), encoding="utf-8")
+        (folder / "report.html").write_text(render_html(document, timeline, notes=notes), encoding="utf-8")
         if isinstance(target, _S3Target):
-            return target.upload(folder, stamp, session)
-        return _copy_local(folder, target, stamp)
+            return target.upload(folder, stamp, session, kms_key=kms_key)
+        if kms_key:
+            raise UsageError("--report-kms-key applies to an s3:// destination")
+        return _copy_local(folder, target, stamp, file_mode)
 
 
 def publish_report(
@@ -231,6 +240,9 @@ def publish_report(
     session: boto3.Session | None = None,
     now: datetime | None = None,
     event_ids: Mapping[int, Iterable[str]] | None = None,
+    file_mode: int = FILE_MODE,
+    kms_key: str | None = None,
+    notes: Sequence[str] = (),
 ) -> ReportLocation:
     """Render and publish the report of ``document``: its timeline and the window's
     events come from ``store`` (see :func:`failure_timeline` for ``event_ids``); the
@@ -246,6 +258,9 @@ def publish_report(
         session=session,
         now=now or utc_now(),
         timeline=timeline,
+        file_mode=file_mode,
+        kms_key=kms_key,
+        notes=notes,
     )
 
 
@@ -257,6 +272,8 @@ def publish_findings(
     destination: str,
     session: boto3.Session | None = None,
     now: datetime | None = None,
+    file_mode: int = FILE_MODE,
+    kms_key: str | None = None,
 ) -> ReportLocation:
     """Publish an explained :class:`~trailscan.findings.FindingsReport`: its document, a
     chart per workload (from each finding's events) and the window's events.  What
@@ -279,7 +296,8 @@ def publish_findings(
             "end": end.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         }
     event_ids = {index: finding.event_ids for index, finding in enumerate(report.findings)}
-    return publish_report(store, document, destination=destination, session=session, now=now, event_ids=event_ids)
+    return publish_report(store, document, destination=destination, session=session, now=now, event_ids=event_ids,
+                          file_mode=file_mode, kms_key=kms_key, notes=report.notes)
 
 
 def _write_parquet(events: pa.Table | pa.RecordBatchReader, path: Path) -> None:
@@ -297,32 +315,47 @@ class _S3Target:
     bucket: str
     prefix: str  # "" or ending in "/"
 
-    def upload(self, folder: Path, stamp: str, session: boto3.Session | None) -> ReportLocation:
-        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
-
+    def upload(self, folder: Path, stamp: str, session: boto3.Session | None, *, kms_key: str | None = None) -> ReportLocation:
+        """The dated folder first; ``latest/`` only once it is complete, ``report.html``
+        last — a failure names what of ``latest/`` this run replaced and what it did not."""
         from trailscan.aws import default_session
 
         client = (session or default_session()).client("s3")
         where = f"s3://{self.bucket}/{self.prefix}"
-        for sub in (stamp, LATEST):
-            for name in ARTIFACTS:
-                extra = {"CacheControl": "no-cache"} if sub == LATEST else {}
-                key = f"{self.prefix}{sub}/{name}"
-                try:
-                    with open(folder / name, "rb") as body:
-                        client.put_object(
-                            Bucket=self.bucket, Key=key, Body=body, ContentType=CONTENT_TYPES[name], **extra
-                        )
-                except ClientError as exc:
-                    raise _s3_error(exc, self.bucket, self.prefix, key) from None
-                except NoCredentialsError:
-                    raise InputError(
-                        f"no AWS credentials to write the report to {where}",
-                        "configure AWS_PROFILE, IRSA or instance credentials",
-                    ) from None
-                except BotoCoreError as exc:
-                    raise InputError(f"cannot write the report to {where}: {exc}") from None
+        encryption = {"ServerSideEncryption": "aws:kms", "SSEKMSKeyId": kms_key} if kms_key else {}
+        for name in ARTIFACTS:
+            self._put(client, folder / name, f"{self.prefix}{stamp}/{name}", name, where, encryption)
+        written: list[str] = []
+        for name in ARTIFACTS:
+            try:
+                self._put(client, folder / name, f"{self.prefix}{LATEST}/{name}", name, where,
+                          {**encryption, "CacheControl": "no-cache"})
+            except InputError as error:
+                left = [n for n in ARTIFACTS if n not in written]
+                raise InputError(
+                    f"{error.message}; the report is complete in {where}{stamp}/, but {where}{LATEST}/ was only "
+                    f"partly replaced ({', '.join(written) or 'nothing'} from this run; "
+                    f"{', '.join(left)} still the previous run's)",
+                    error.hint,
+                ) from None
+            written.append(name)
         return ReportLocation(folder=f"{where}{stamp}/", latest=f"{where}{LATEST}/")
+
+    def _put(self, client, path: Path, key: str, name: str, where: str, extra: dict) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
+
+        try:
+            with open(path, "rb") as body:
+                client.put_object(Bucket=self.bucket, Key=key, Body=body, ContentType=CONTENT_TYPES[name], **extra)
+        except ClientError as exc:
+            raise _s3_error(exc, self.bucket, self.prefix, key) from None
+        except NoCredentialsError:
+            raise InputError(
+                f"no AWS credentials to write the report to {where}",
+                "configure AWS_PROFILE, IRSA or instance credentials",
+            ) from None
+        except BotoCoreError as exc:
+            raise InputError(f"cannot write s3://{self.bucket}/{key}: {exc}") from None
 
 
 def _s3_error(exc: Exception, bucket: str, prefix: str, key: str) -> InputError:
@@ -356,22 +389,27 @@ def _parse_destination(destination: str) -> _S3Target | Path:
     return Path(os.path.expanduser(text))
 
 
-def _copy_local(staging: Path, root: Path, stamp: str) -> ReportLocation:
+def _copy_local(staging: Path, root: Path, stamp: str, mode: int = FILE_MODE) -> ReportLocation:
+    """The dated folder, then ``latest/`` swapped in whole: each written as a private
+    folder beside its final name and renamed into place once complete."""
     root = root.absolute()
     if root.exists() and not root.is_dir():
         raise InputError(f"{root}: the report destination exists and is not a folder")
     folders = {}
-    for sub in (stamp, LATEST):
-        target = root / sub
-        try:
-            target.mkdir(parents=True, exist_ok=True)
+    try:
+        if not root.exists():  # an existing root may be a link the operator made
+            make_dir(root, dir_mode_for(mode))
+        for sub in (stamp, LATEST):
+            target = root / sub
+            if sub == stamp and target.is_symlink():
+                raise InputError(f"{target}: is a symbolic link; trailscan writes reports only into real folders")
+            building = private_temp_dir(root, prefix=f".{sub}-")
             for name in ARTIFACTS:
-                partial = target / f".{name}.partial"
-                shutil.copyfile(staging / name, partial)
-                os.replace(partial, target / name)
-        except OSError as exc:
-            raise InputError(f"cannot write the report to {target}: {exc.strerror or exc}") from None
-        folders[sub] = str(target) + os.sep
+                write_file(building / name, (staging / name).read_bytes(), mode)
+            os.chmod(building, dir_mode_for(mode))
+            replace_dir(building, target)
+            folders[sub] = str(target) + os.sep
+    except OSError as exc:
+        where = f"{root / stamp}" if stamp not in folders else f"{root / LATEST} (the dated folder {folders[stamp]} is complete)"
+        raise InputError(f"cannot write the report to {where}: {exc.strerror or exc}") from None
     return ReportLocation(folder=folders[stamp], latest=folders[LATEST])
-
-

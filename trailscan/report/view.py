@@ -1,7 +1,8 @@
 """The view both templates render: the findings document arranged for people.
 
 Summary by cause, findings grouped by cluster and namespace, the coverage with the
-incomplete reads first, and the chart's geometry.  Titles of causes come from the cause
+incomplete reads first (then the ``empty`` ones), whether the window held any event at
+all, and the chart's geometry.  Titles of causes come from the cause
 table (:mod:`trailscan.explain.causes`).
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from trailscan.errors import InputError
 from trailscan.explain.causes import CAUSES
+from trailscan.findings import READ_STATUSES
 from trailscan.model import Window
 from trailscan.report.chart import TimelinePoint, chart
 from trailscan.report.document import (
@@ -48,6 +50,7 @@ RESOLUTION_LABELS = {
     "by_role": "by role only",
     "node": "node instance role",
     "unknown": "unknown",
+    "not_eks": "not an EKS workload",
 }
 #: Chart series when only the kind of each failed event is known (see :func:`failure_timeline`).
 KIND_SERIES = {
@@ -55,29 +58,50 @@ KIND_SERIES = {
     "pod_identity": "Pod Identity refused",
     "denied_call": "API calls denied",
 }
-# The named detection queries (queries/*.sql) that find each kind's failed events; an
-# event two queries return belongs to the first (a Pod Identity sts:AssumeRole is also
-_STATUS_ORDER = {"failed": 0, "partial": 1, "complete": 2}
+#: The order of coverage rows: what was not read first.
+_STATUS_ORDER = {"failed": 0, "partial": 1, "empty": 2, "complete": 3}
 
 
 
 def split_fix(text: str | None) -> list[tuple[str, str]]:
     """A fix as ``("text", prose)``, ``("json", policy)`` and ``("code", other)`` parts.
 
-    JSON is recognised in fenced blocks (```` ```json … ``` ````) and, unfenced, as any
-    object (or array of objects) that parses; it is re-indented for reading.  Other
-    fenced blocks (a ``kubectl`` command) are kept as they are.
+    A fix's first paragraph is prose (what to do); what follows the first blank line is
+    its script — commands, comments, documents — and is kept verbatim as code, line
+    breaks, ``#`` and ``_`` included, so that it can be copied and run (see
+    :mod:`trailscan.explain.fixes`).  Fenced blocks are code wherever they stand
+    (```` ```json ```` re-indented); in the prose paragraph, an unfenced JSON object (or
+    array of objects) that parses is shown as a document of its own.
     """
     if not text:
         return []
     parts: list[tuple[str, str]] = []
     position = 0
+    blank = _first_blank_line(text)
     for match in _FENCED.finditer(text):
-        parts.extend(_split_json(text[position : match.start()]))
+        parts.extend(_outside_fences(text, position, match.start(), blank))
         parts.append(_code_part(match.group(2)))
         position = match.end()
-    parts.extend(_split_json(text[position:]))
+    parts.extend(_outside_fences(text, position, len(text), blank))
     return [(kind, body) for kind, body in parts if body.strip()]
+
+
+def _first_blank_line(text: str) -> int:
+    """Where the prose paragraph ends: the first blank line outside a fenced block."""
+    fences = [(m.start(), m.end()) for m in _FENCED.finditer(text)]
+    for blank in re.finditer(r"\n[ \t]*\n", text):
+        if not any(start <= blank.start() < end for start, end in fences):
+            return blank.start()
+    return len(text)
+
+
+def _outside_fences(text: str, start: int, end: int, blank: int) -> list[tuple[str, str]]:
+    """Prose before the first blank line (JSON in it split out); the script after it, verbatim."""
+    parts = _split_json(text[start:min(end, blank)]) if start < blank else []
+    script = text[max(start, blank):end].strip("\n")
+    if script.strip():
+        parts.append(("code", script))
+    return parts
 
 
 _FENCED = re.compile(r"^[ \t]*(`{3,}|~{3,})[^\n]*\n(.*?)\n[ \t]*\1[`~]*[ \t]*$", re.S | re.M)
@@ -131,7 +155,9 @@ def environment(*, autoescape: bool, finalize: Callable[[Any], Any] | None = Non
     return env
 
 
-def view(document: Mapping, timeline: Iterable[TimelinePoint] | None) -> dict:
+def view(document: Mapping, timeline: Iterable[TimelinePoint] | None, *, notes: Sequence[str] = ()) -> dict:
+    """What both templates render; ``notes`` are the findings report's (they are not part
+    of the document): what the inventory lacked, what was left out."""
     document = check_document(document)
     timeline = None if timeline is None else [(str(label), _utc(moment)) for label, moment in timeline]
     try:
@@ -147,7 +173,11 @@ def view(document: Mapping, timeline: Iterable[TimelinePoint] | None) -> dict:
     generated = _parse_time(document.get("generated_at"))
     findings = [_finding_view(index, f) for index, f in enumerate(document["findings"])]
     coverage = _coverage_view(document["coverage"])
-    incomplete = [row for row in coverage if row["status"] != "complete"]
+    incomplete = [row for row in coverage if row["status"] not in READ_STATUSES]
+    # Each event is counted in the row of the source that stored it: no row counting one
+    # means no event in the window.  The all-clear needs every row read and events read.
+    events_read = sum(row["events"] or 0 for row in coverage)
+    no_events = bool(coverage) and not findings and all(row["events"] == 0 for row in coverage)
     return {
         "version": __version__,
         "schema": SCHEMA,
@@ -156,15 +186,20 @@ def view(document: Mapping, timeline: Iterable[TimelinePoint] | None) -> dict:
             "start": _when(window.start),
             "end": _when(window.end),
             "length": _duration(window.end - window.start),
+            "given": True,
         }
         if window
-        else {"start": "the beginning", "end": "the end of the store", "length": "no window given"},
+        else {"start": "the beginning", "end": "the end of the store", "length": "no window given", "given": False},
         "generated_at": _when(generated) if generated else str(document.get("generated_at") or "—"),
         "summary": _summary(findings),
         "index": sorted(findings, key=lambda f: (-f["count"], f["label"], f["anchor"])),
         "clusters": _grouped(findings),
         "coverage": coverage,
         "incomplete": incomplete,
+        "notes": [str(note) for note in notes],
+        "events_read": events_read,
+        "no_events": no_events,
+        "complete": bool(coverage) and not incomplete and events_read > 0,
         "chart": chart(window, timeline) if window else None,
     }
 

@@ -7,8 +7,18 @@ import os
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import orjson
+
 from trailscan.errors import InputError, UsageError
-from trailscan.model import COMPLETE, PARTIAL, BatchResult, Coverage, FileProblem, ProgressFn
+from trailscan.model import (
+    COMPLETE,
+    PARTIAL,
+    UNREADABLE_FILES,
+    BatchResult,
+    Coverage,
+    FileProblem,
+    ProgressFn,
+)
 from trailscan.store import Store, iter_batches
 
 #: Decompressed bytes read per transaction: bounds memory whatever the input size.
@@ -88,8 +98,11 @@ def ingest_files(
     done = 0
     if progress:
         progress("files", 0, len(logs))
+    _track_unreadable(store, [], BatchResult())  # from now on the store keeps the list
     for batch in iter_batches(logs, batch_bytes):
-        total.add(store.ingest_files(batch, origin="files"))
+        result = store.ingest_files(batch, origin="files")
+        total.add(result)
+        _track_unreadable(store, batch, result)
         done += len(batch)
         if progress:
             progress("files", done, len(logs))
@@ -103,6 +116,18 @@ def ingest_files(
     )
     store.record_coverage(coverage)
     return total, coverage
+
+
+def _track_unreadable(store: Store, paths: list[Path], result: BatchResult) -> None:
+    """Keep the store's list of files that could not be read (:data:`UNREADABLE_FILES`):
+    add this batch's, drop those it read.  While one is listed the coverage of local files
+    stays ``partial``, whatever ingest comes after; reading it again once fixed clears it."""
+    read = {os.path.abspath(path) for path in paths}
+    failed = {os.path.abspath(problem.name): problem.message for problem in result.problems}
+    _, found = store.query("SELECT value FROM state WHERE key = $key", {"key": UNREADABLE_FILES})
+    listed = orjson.loads(found[0][0]) if found else {}
+    kept = {path: why for path, why in listed.items() if path not in read}
+    store.set_state(UNREADABLE_FILES, {**kept, **failed})
 
 
 def batch_bytes_setting() -> int:
