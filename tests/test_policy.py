@@ -1088,3 +1088,49 @@ def test_parse_denial_explicit_without_type():
 def test_parse_denial_says_nothing_when_message_says_nothing(message):
     denial = p.parse_denial_message(message)
     assert (denial.principal_arn, denial.action, denial.resource, denial.reason) == (None, None, None, None)
+
+
+# -- IAM Access Troubleshooter: the authorization id AccessDenied messages now end with ---------------
+#
+# The IAM User Guide's example ("Troubleshoot access denied error messages with authorization ID"),
+# word for word but for the line breaks.
+TROUBLESHOOTER_EXAMPLE = (
+    "User: arn:aws:iam::123456789012:user/janedoe is not authorized to perform: iam:CreateInstanceProfile "
+    "on resource: arn:aws:iam::123456789012:instance-profile/my-instance-profile with an explicit deny in an "
+    "identity-based policy: arn:aws:iam::123456789012:policy/ExampleDenyPolicy. Go to "
+    "https://us-east-1.console.aws.amazon.com/iam/home?region=us-east-1#/authorization-details/"
+    "EXAMPLE1a2b3c4d5e6f7g8h9i0j for complete details, or call the GetRequestAuthorizationDetails API with the "
+    "following authorization id: EXAMPLE1a2b3c4d5e6f7g8h9i0j"
+)
+
+
+def test_parse_denial_reads_the_access_troubleshooter_id_and_its_region():
+    denial = p.parse_denial_message(TROUBLESHOOTER_EXAMPLE)
+    assert (denial.authorization_id, denial.authorization_region) == ("EXAMPLE1a2b3c4d5e6f7g8h9i0j", "us-east-1")
+    # The rest of the message reads as before.
+    assert (denial.action, denial.resource) == (
+        "iam:CreateInstanceProfile", "arn:aws:iam::123456789012:instance-profile/my-instance-profile")
+    assert (denial.reason, denial.policy_type, denial.policy_arn) == (
+        "explicit_deny", "identity", "arn:aws:iam::123456789012:policy/ExampleDenyPolicy")
+    # What refusals alike share: the message without the per-refusal tail.
+    assert denial.text.endswith("policy/ExampleDenyPolicy.")
+
+
+def test_parse_denial_reads_an_id_without_the_console_link():
+    denial = p.parse_denial_message(
+        deny("because no identity-based policy allows the s3:GetObject action. Call the "
+             "GetRequestAuthorizationDetails API with the following authorization id: 0a1b2c3d4e5f")
+    )
+    assert (denial.authorization_id, denial.authorization_region) == ("0a1b2c3d4e5f", None)
+    assert denial.reason == "no_identity_policy"
+    assert "0a1b2c3d4e5f" not in denial.text
+
+
+@pytest.mark.parametrize("message", [
+    deny("with an explicit deny"), "Access Denied",
+    "You are not authorized to perform this operation. Encoded authorization failure message: Zm9v",
+])
+def test_parse_denial_without_an_authorization_id(message):
+    denial = p.parse_denial_message(message)
+    assert denial.authorization_id is None and denial.authorization_region is None
+    assert denial.text == message

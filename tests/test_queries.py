@@ -19,6 +19,7 @@ EXPECTED_ROWS = {
     "failed_pod_identity": 1,
     "failed_web_identity": 1,
     "failure_context": 355,  # every failed event, throttling and NoSuch* included
+    "issued_sessions": 50,  # 49 AssumeRole (some with session policies, as RDS passes them) + GetFederationToken
     # Every successful AssumeRole (2 by pods.eks.amazonaws.com, 19 by IAM users, 27 by AWS
     # services, 1 role chain) with the credentials' key; no AssumeRoleWithWebIdentity succeeded.
     "minted_sessions": 49,

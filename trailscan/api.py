@@ -409,6 +409,7 @@ class Session:
         live_iam: bool | None = None,
         session: boto3.Session | None = None,
         all_principals: bool = False,
+        policies: PathLike | Iterable[PathLike] | None = None,
     ) -> Explanation:
         """Explain the refused calls of the window (None: everything stored), as
         ``trailscan findings`` does: each failure traced to its workload, given the first
@@ -420,11 +421,13 @@ class Session:
         ``list-open-id-connect-providers``); ``clusters`` described live in ``regions``.
         ``live_iam`` reads the roles involved through boto3 — by default when no ``iam``
         file is given and AWS credentials are configured; ``False`` never asks AWS.
-        Without an inventory the causes that need one stay ``UNEXPLAINED`` and the
-        explanation says what was not checked.  Callers shown to be no EKS workload (IAM
-        users, root, AWS services, sessions they started: ``resolution`` ``not_eks``) are
-        left out — a note counts them, ``.report.left_out`` holds them — unless
-        ``all_principals``.
+        ``policies``: the policy layers beyond the roles' own, as ``--policies
+        [NAME=]FILE`` takes them (bucket, key, endpoint policies, SCPs …); read live
+        for the refused calls' resources when IAM is.  Without an inventory the causes
+        that need one stay ``UNEXPLAINED`` and the explanation says what was not checked.
+        Callers shown to be no EKS workload (IAM users, root, AWS services, sessions they
+        started: ``resolution`` ``not_eks``) are left out — a note counts them,
+        ``.report.left_out`` holds them — unless ``all_principals``.
         """
         from trailscan.pipeline import InventoryRequest, investigate
 
@@ -436,6 +439,7 @@ class Session:
             clusters=_names(clusters),
             regions=_names(regions),
             live_iam=live_iam,
+            policy_files=_paths(policies),
         )
         report = investigate(self.store, window=window, inventory=request, session=session,
                              all_principals=all_principals)

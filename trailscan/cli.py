@@ -454,6 +454,16 @@ def inventory_options(function):
             metavar="NAME,…",
             help="EKS clusters to describe live: OIDC issuer, node group roles, Pod Identity associations.",
         ),
+        click.option(
+            "--policies",
+            "policy_files",
+            multiple=True,
+            metavar="[NAME=]FILE",
+            help="A policy layer beyond the roles' own, as an `aws` command prints it (get-bucket-policy, "
+            "get-key-policy, describe-vpc-endpoints, organizations describe-policy/list-parents/"
+            "list-policies-for-target …); NAME says whose, for output that does not (an ARN, account or OU id). "
+            "Repeatable. Live runs read the layers the failures name themselves.",
+        ),
         click.option("--offline", is_flag=True, help="Read nothing from AWS for the inventory (files only)."),
     ]
     for option in reversed(options):
@@ -500,7 +510,7 @@ def _emit_report(report, fmt: str, fail_on_findings: bool) -> None:
         click.get_current_context().exit(1)
 
 
-def _inventory_request(service_account_files, kube_context, iam_files, clusters, regions, offline):
+def _inventory_request(service_account_files, kube_context, iam_files, clusters, regions, offline, policy_files=()):
     from trailscan.pipeline import InventoryRequest
 
     return InventoryRequest(
@@ -510,6 +520,7 @@ def _inventory_request(service_account_files, kube_context, iam_files, clusters,
         clusters=tuple(clusters),
         regions=tuple(regions),
         live_iam=False if offline else None,
+        policy_files=tuple(policy_files),
     )
 
 
@@ -520,8 +531,8 @@ def _inventory_request(service_account_files, kube_context, iam_files, clusters,
 @all_principals_option
 @click.option("--fail-on-findings", is_flag=True, help="Exit 1 when there are findings.")
 @db_option
-def findings_command(fmt, since, until, service_account_files, kube_context, iam_files, clusters, offline,
-                     all_principals, fail_on_findings, db) -> None:
+def findings_command(fmt, since, until, service_account_files, kube_context, iam_files, clusters, policy_files,
+                     offline, all_principals, fail_on_findings, db) -> None:
     """Explain the refused calls already in the store: which workload, why, and the fix.
 
     Reads no CloudTrail (see `trailscan since` to ingest and explain in one go). The
@@ -533,7 +544,7 @@ def findings_command(fmt, since, until, service_account_files, kube_context, iam
     from trailscan.pipeline import investigate
 
     window = make_window(since, until)
-    request = _inventory_request(service_account_files, kube_context, iam_files, clusters, (), offline)
+    request = _inventory_request(service_account_files, kube_context, iam_files, clusters, (), offline, policy_files)
     with open_store(db, read_only=db != ":memory:") as store:
         report = investigate(store, window=window, inventory=request, all_principals=all_principals)
     _emit_report(report, fmt, fail_on_findings)
@@ -562,7 +573,7 @@ def source_options(function):
 
 def _investigate_window(db, window, source, paths, bucket, prefix, org_id, accounts, regions,
                         service_account_files, kube_context, iam_files, clusters, offline, all_principals,
-                        publish_to=None, publish_options=None):
+                        publish_to=None, publish_options=None, policy_files=()):
     """Ingest the window, explain it, and (with ``publish_to``) publish the report."""
     from trailscan.aws import default_session
     from trailscan.pipeline import investigate
@@ -571,7 +582,8 @@ def _investigate_window(db, window, source, paths, bucket, prefix, org_id, accou
         source=source, paths=tuple(paths), bucket=bucket, prefix=prefix, org_id=org_id,
         accounts=tuple(accounts), regions=tuple(regions),
     )
-    request = _inventory_request(service_account_files, kube_context, iam_files, clusters, regions, offline)
+    request = _inventory_request(service_account_files, kube_context, iam_files, clusters, regions, offline,
+                                 policy_files)
     # One session for reading and publishing when the report goes to S3; otherwise
     # investigate() makes one only if a source or the inventory needs AWS.
     session = default_session() if publish_to and publish_to.startswith("s3://") else None
@@ -597,7 +609,7 @@ def _investigate_window(db, window, source, paths, bucket, prefix, org_id, accou
 @click.option("--fail-on-findings", is_flag=True, help="Exit 1 when there are findings.")
 @db_option
 def since_command(duration, until, source, paths, bucket, prefix, org_id, accounts, regions,
-                  service_account_files, kube_context, iam_files, clusters, offline, all_principals, fmt,
+                  service_account_files, kube_context, iam_files, clusters, policy_files, offline, all_principals, fmt,
                   fail_on_findings, db) -> None:
     """Ingest the last DURATION (30m, 24h, 7d) of CloudTrail, then explain every refused call.
 
@@ -611,7 +623,7 @@ def since_command(duration, until, source, paths, bucket, prefix, org_id, accoun
     """
     report, _ = _investigate_window(db, make_window(duration, until), source, paths, bucket, prefix, org_id,
                                     accounts, regions, service_account_files, kube_context, iam_files, clusters,
-                                    offline, all_principals)
+                                    offline, all_principals, policy_files=policy_files)
     _emit_report(report, fmt, fail_on_findings)
 
 
@@ -628,8 +640,8 @@ def since_command(duration, until, source, paths, bucket, prefix, org_id, accoun
 @click.option("--fail-on-findings", is_flag=True, help="Exit 1 when there are findings.")
 @db_option
 def report_command(since, until, destination, report_kms_key, file_mode, source, paths, bucket, prefix, org_id, accounts,
-                   regions, service_account_files, kube_context, iam_files, clusters, offline, all_principals,
-                   fail_on_findings, db) -> None:
+                   regions, service_account_files, kube_context, iam_files, clusters, policy_files, offline,
+                   all_principals, fail_on_findings, db) -> None:
     """Ingest the window, explain it, and publish the report: the nightly job.
 
     Writes a dated folder holding report.html (one self-contained page), report.md,
@@ -647,7 +659,8 @@ def report_command(since, until, destination, report_kms_key, file_mode, source,
     report, location = _investigate_window(db, make_window(since, until), source, paths, bucket, prefix, org_id,
                                            accounts, regions, service_account_files, kube_context, iam_files,
                                            clusters, offline, all_principals, publish_to=destination,
-                                           publish_options={"file_mode": mode, "kms_key": report_kms_key})
+                                           publish_options={"file_mode": mode, "kms_key": report_kms_key},
+                                           policy_files=policy_files)
     say(f"trailscan: report written to {location.html} (latest copy in {location.latest})")
     _emit_report(report, "table", fail_on_findings)
 
@@ -702,14 +715,19 @@ def demo_command(out: str, fmt: str, db: str | None) -> None:
               help="KMS key of the report bucket's SSE-KMS (adds kms:GenerateDataKey). Repeatable.")
 @click.option("--cluster", "clusters", multiple=True, callback=_values, metavar="NAME,…",
               help="EKS clusters described live (names or ARNs).")
-@click.option("--offline", is_flag=True, help="IAM comes from an --iam file: leave out the live IAM reads.")
+@click.option("--policy-buckets", multiple=True, callback=_values, metavar="NAME,…",
+              help="Buckets whose bucket policies trailscan may read when a refused call names them.")
+@click.option("--offline", is_flag=True,
+              help="IAM and the policy layers come from files (--iam, --policies): leave out the live reads.")
 def iam_policy_command(source, bucket, prefix, org_id, accounts, kms_keys, report_to, report_kms_keys,
-                       clusters, offline) -> None:
+                       clusters, policy_buckets, offline) -> None:
     """Print the least-privilege IAM policy trailscan itself needs (JSON, on stdout).
 
     One statement per kind of call made for the chosen source (a trail's S3 bucket, or
     LookupEvents), the live inventory (IAM roles and policies, OIDC providers, the --cluster
-    EKS clusters) and the report destination; resources as narrow as each action allows.
+    EKS clusters, the policy layers refused calls name: resource, endpoint, SCP/RCP policies
+    and AWS's own evaluation of a refusal) and the report destination; resources as narrow
+    as each action allows.
     Attach it to the role trailscan runs as (for the nightly CronJob, the role of its
     service account). Notes on what to replace or add go to stderr.
     """
@@ -720,7 +738,7 @@ def iam_policy_command(source, bucket, prefix, org_id, accounts, kms_keys, repor
     policy = required_policy(PolicyRequest(
         source=source, bucket=bucket, prefix=prefix, org_id=org_id, accounts=tuple(accounts),
         kms_keys=tuple(kms_keys), report_to=report_to, report_kms_keys=tuple(report_kms_keys),
-        clusters=tuple(clusters), live_iam=not offline,
+        clusters=tuple(clusters), live_iam=not offline, policy_buckets=tuple(policy_buckets),
     ))
     click.echo(json.dumps(policy.document, indent=2))
     for note in policy.notes:

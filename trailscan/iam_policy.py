@@ -15,6 +15,14 @@ IAM inventory (live)        ``GetRole``, ``ListRolePolicies``, ``GetRolePolicy``
                             ``ListAttachedRolePolicies``, ``GetPolicy``, ``GetPolicyVersion``,
                             ``ListOpenIDConnectProviders``, ``GetOpenIDConnectProvider``, and
                             ``sts:GetCallerIdentity`` (the session's account)
+policy layers (live)        the resources the failures name: ``s3:GetBucketPolicy``,
+                            ``kms:GetKeyPolicy``, ``sqs:GetQueueUrl``/``GetQueueAttributes``,
+                            ``sns:GetTopicAttributes``, ``secretsmanager:GetResourcePolicy``,
+                            ``ecr:GetRepositoryPolicy``, ``lambda:GetPolicy``;
+                            ``ec2:DescribeVpcEndpoints``; ``organizations:DescribeOrganization``,
+                            ``ListRoots``, ``ListParents``, ``ListPoliciesForTarget``,
+                            ``DescribePolicy``; ``iam:GetRequestAuthorizationDetails`` (AWS's own
+                            evaluation of a refusal)
 EKS inventory (--cluster)   ``DescribeCluster``, ``ListNodegroups``, ``DescribeNodegroup``,
                             ``ListPodIdentityAssociations``, ``DescribePodIdentityAssociation``
 report to S3                ``PutObject`` → ``s3:PutObject`` under the report prefix
@@ -22,7 +30,8 @@ report to S3                ``PutObject`` → ``s3:PutObject`` under the report 
 
 Resources are as narrow as the action allows; ``"*"`` is used only for actions that
 support no resource-level permission (``cloudtrail:DescribeTrails``,
-``cloudtrail:LookupEvents``, ``iam:ListOpenIDConnectProviders``, ``sts:GetCallerIdentity``).
+``cloudtrail:LookupEvents``, ``iam:ListOpenIDConnectProviders``, ``sts:GetCallerIdentity``,
+``ec2:DescribeVpcEndpoints``, the Organizations reads, ``iam:GetRequestAuthorizationDetails``).
 """
 
 from __future__ import annotations
@@ -54,7 +63,8 @@ class PolicyRequest:
     ``report_to``: ``s3://BUCKET/PREFIX/`` (or a local folder: nothing to allow), and
     ``report_kms_keys`` the keys of that bucket's SSE-KMS.  ``clusters``: EKS cluster names
     or ARNs described live.  ``live_iam``: roles and OIDC providers read live (``False``
-    when an ``--iam`` file is given instead).
+    when an ``--iam`` file is given instead), and with them the policy layers the failures
+    name; ``policy_buckets``: the buckets whose policies may be read.
     """
 
     source: str = "s3"
@@ -68,6 +78,7 @@ class PolicyRequest:
     clusters: tuple[str, ...] = ()
     live_iam: bool = True
     partition: str = "aws"
+    policy_buckets: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -102,6 +113,9 @@ def required_policy(request: PolicyRequest) -> RequiredPolicy:
     statements += source.required_statements(request, notes)
     if request.live_iam:
         statements += _iam_inventory(arn)
+        statements += _policy_layers(arn, request.policy_buckets, notes)
+        notes.append("SCPs and RCPs are read only from the organization's management account or a delegated "
+                     "administrator: elsewhere the Organizations reads are refused, and named as not read")
     if source.asks_caller_identity or request.live_iam:
         statements.append(statement("SessionAccount", ["sts:GetCallerIdentity"], "*"))
     if request.clusters:
@@ -147,6 +161,38 @@ def _iam_inventory(arn: str) -> list[dict]:
         statement("ReadManagedPolicies", ["iam:GetPolicy", "iam:GetPolicyVersion"], f"{arn}:iam::*:policy/*"),
         statement("ListOidcProviders", ["iam:ListOpenIDConnectProviders"], "*"),
         statement("ReadOidcProviders", ["iam:GetOpenIDConnectProvider"], f"{arn}:iam::*:oidc-provider/*"),
+    ]
+
+
+def _policy_layers(arn: str, buckets: tuple[str, ...], notes: list[str]) -> list[dict]:
+    """The layers beyond the roles' own, read only for what the failures name (trailscan.layers), and
+    AWS's own evaluation of a refusal (trailscan.troubleshooter).  Bucket policies only of the
+    buckets named: no statement reaches every bucket."""
+    names = [split_s3(bucket, "", option="--policy-buckets")[0] for bucket in dict.fromkeys(buckets)]
+    if not names:
+        notes.append("bucket policies: add --policy-buckets NAME,… for the buckets your workloads use; without "
+                     "s3:GetBucketPolicy on a bucket, trailscan names its policy as not read")
+    return [
+        *([statement("ReadBucketPolicies", ["s3:GetBucketPolicy"], [f"{arn}:s3:::{name}" for name in names])]
+          if names else []),
+        statement("ReadKeyPolicies", ["kms:GetKeyPolicy"], f"{arn}:kms:*:*:key/*"),
+        statement("ReadQueuePolicies", ["sqs:GetQueueUrl", "sqs:GetQueueAttributes"], f"{arn}:sqs:*:*:*"),
+        statement("ReadTopicPolicies", ["sns:GetTopicAttributes"], f"{arn}:sns:*:*:*"),
+        statement("ReadSecretPolicies", ["secretsmanager:GetResourcePolicy"], f"{arn}:secretsmanager:*:*:secret:*"),
+        statement("ReadRepositoryPolicies", ["ecr:GetRepositoryPolicy"], f"{arn}:ecr:*:*:repository/*"),
+        statement("ReadFunctionPolicies", ["lambda:GetPolicy"], f"{arn}:lambda:*:*:function:*"),
+        # No resource-level permissions for these (Service Authorization Reference).
+        statement("ReadVpcEndpointPolicies", ["ec2:DescribeVpcEndpoints"], "*"),
+        statement("ReadOrganization", ["organizations:DescribeOrganization", "organizations:ListRoots"], "*"),
+        statement("ReadOrganizationPaths", ["organizations:ListParents", "organizations:ListPoliciesForTarget"], [
+            f"{arn}:organizations::*:account/o-*/*", f"{arn}:organizations::*:ou/o-*/ou-*",
+            f"{arn}:organizations::*:root/o-*/r-*"]),
+        statement("ReadOrganizationPolicies", ["organizations:DescribePolicy"], [
+            f"{arn}:organizations::*:policy/o-*/service_control_policy/p-*",
+            f"{arn}:organizations::*:policy/o-*/resource_control_policy/p-*",
+            f"{arn}:organizations::aws:policy/service_control_policy/p-*",
+            f"{arn}:organizations::aws:policy/resource_control_policy/p-*"]),
+        statement("ReadAccessTroubleshooter", ["iam:GetRequestAuthorizationDetails"], "*"),
     ]
 
 

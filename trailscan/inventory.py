@@ -38,7 +38,8 @@ from trailscan.arn import account_of, issuer_of, resource_name, role_key
 from trailscan.documents import parse_json
 from trailscan.errors import InputError
 from trailscan.kube import ServiceAccount, ServiceAccountSet
-from trailscan.policy import load_policy
+from trailscan.layers import PolicyLayers
+from trailscan.policy import NamedPolicy, load_policy
 
 __all__ = [
     "EKS",
@@ -211,7 +212,9 @@ class Inventory:
     * ``missing_roles``: role ARNs looked up one by one and answered ``NoSuchEntity``;
     * ``gaps``: part → reasons it is partial (a refused call, a truncated file);
     * ``notes``: parts a source could not look at by nature (e.g. OIDC providers are not
-      in ``get-account-authorization-details``), said once for the user.
+      in ``get-account-authorization-details``), said once for the user;
+    * ``layers``: the policy layers beyond the roles' own — resource, VPC endpoint, SCP and
+      RCP, session and managed policies (:class:`trailscan.layers.PolicyLayers`).
     """
 
     roles: dict[str, Role] = field(default_factory=dict)
@@ -226,6 +229,7 @@ class Inventory:
     gaps: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     unattributed_oidc_lists: int = 0
+    layers: PolicyLayers = field(default_factory=PolicyLayers)
     _by_name: dict[tuple[str, str], Role] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -392,6 +396,7 @@ def merge_inventories(parts: Iterable[Inventory]) -> Inventory:
         missing_roles={arn for arn in missing if arn not in roles},
         gaps=gaps,
         notes=_with_oidc_note(notes, roles, oidc_accounts, gaps),
+        layers=parts[0].layers.merge(*(p.layers for p in parts[1:])) if parts else PolicyLayers(),
     )
 
 
@@ -481,6 +486,7 @@ def authorization_details_inventory(document: Any, *, source: str) -> Inventory:
     complete: set[str] = set()
     iam_accounts: set[str] = set()
     oidc_accounts: set[str] = set()
+    managed: dict[str, tuple[str, dict[str, Any]]] = {}
     if has_roles:
         managed = _managed_policy_documents(_list_of(document, "Policies", source, required=False), source)
         for index, detail in enumerate(_list_of(document, "RoleDetailList", source)):
@@ -517,6 +523,9 @@ def authorization_details_inventory(document: Any, *, source: str) -> Inventory:
         gaps=gaps,
         notes=_with_oidc_note(notes, roles, oidc_accounts, gaps),
         unattributed_oidc_lists=unattributed,
+        # Managed policies by ARN: a session policy may name one (PolicyArns).
+        layers=PolicyLayers(managed={arn: NamedPolicy(arn, doc) for arn, (_, doc) in managed.items()})
+        if has_roles else PolicyLayers(),
     )
 
 

@@ -15,13 +15,16 @@ from typing import Any
 from trailscan.aws import default_session, has_credentials
 from trailscan.errors import UsageError
 from trailscan.explain.collect import collect_failures
+from trailscan.explain.request import wanted_layers
 from trailscan.explain.run import explain_failures
 from trailscan.findings import FindingsReport
 from trailscan.inventory import Inventory, load_eks_live, load_iam_file, load_iam_live, merge_inventories
 from trailscan.kube import fetch_service_account_set, load_service_account_set
+from trailscan.layers import LayerWants, PolicyLayers, load_layers_live, load_policy_file
 from trailscan.model import BatchResult, Coverage, ProgressFn, Window
 from trailscan.sources import IngestRequest, get_source
 from trailscan.store import Store
+from trailscan.troubleshooter import fetch_answers
 
 __all__ = ["IngestRequest", "InventoryRequest", "ingest_source", "investigate", "load_inventory"]
 
@@ -33,7 +36,10 @@ class InventoryRequest:
     ``live_iam``: read the roles the failures involve through boto3 — ``None`` (default)
     does so when no ``iam_files`` are given and AWS credentials are configured.
     ``clusters`` are described live (``describe_cluster``, node groups, Pod Identity
-    associations) in ``regions`` (default: the session's region).
+    associations) in ``regions`` (default: the session's region).  ``policy_files`` are
+    ``--policies [NAME=]FILE`` values: the policy layers beyond the roles' own, as the AWS
+    CLI prints them (:func:`trailscan.layers.load_policy_file`); when IAM is read live, the
+    layers the failures name are read live too (:func:`trailscan.layers.load_layers_live`).
     """
 
     service_account_files: tuple[str, ...] = ()  # each FILE or CLUSTER=FILE
@@ -42,10 +48,12 @@ class InventoryRequest:
     clusters: tuple[str, ...] = ()
     regions: tuple[str, ...] = ()
     live_iam: bool | None = None
+    policy_files: tuple[str, ...] = ()
 
 
 def load_inventory(
-    request: InventoryRequest, *, role_arns: Iterable[str] = (), session: Any = None
+    request: InventoryRequest, *, role_arns: Iterable[str] = (), session: Any = None,
+    layers: LayerWants | None = None,
 ) -> tuple[Inventory | None, list[str]]:
     """The inventory *request* asks for, and notices for the user (what was not read).
 
@@ -57,6 +65,8 @@ def load_inventory(
     notices: list[str] = []
     for path in request.iam_files:
         parts.append(load_iam_file(path))
+    for value in request.policy_files:
+        parts.append(Inventory(layers=load_policy_file(value)))
     # Each list speaks only for its own cluster: --service-accounts [CLUSTER=]FILE, and the
     # issuer the --kube-context's API server announces.
     sets = [load_service_account_set(value) for value in request.service_account_files]
@@ -84,6 +94,14 @@ def load_inventory(
         wanted |= {a.role_arn for c in clusters for a in c.pod_identity_associations}
     if live:
         parts.append(load_iam_live(session, role_arns=sorted(wanted)))
+        if layers is not None and not layers.empty:
+            # Only what the failures name: their resources, endpoints, accounts and session policies,
+            # and AWS's own evaluation of the refusals whose messages carry an authorization id.
+            parts.append(Inventory(layers=load_layers_live(session, layers, default_region=(request.regions or (None,))[0])))
+            if layers.authorizations:
+                answers, gaps = fetch_answers(session, layers.authorizations)
+                parts.append(Inventory(layers=PolicyLayers(
+                    answers=answers, gaps={f"authorization:{key}": why for key, why in gaps.items()})))
     if not parts:
         return None, notices
     return merge_inventories(parts), notices
@@ -115,7 +133,8 @@ def investigate(
         result, _ = ingest_source(store, ingest, window=window, session=session, progress=progress)
         problems = [str(problem) for problem in result.problems]
     failures = collect_failures(store, window)
-    loaded, notices = load_inventory(inventory, role_arns=failures.role_arns(), session=session)
+    loaded, notices = load_inventory(inventory, role_arns=failures.role_arns(), session=session,
+                                     layers=wanted_layers(failures.groups, failures.issued))
     report = explain_failures(failures, loaded, all_principals=all_principals)
     report.notes[:0] = notices
     report.problems.extend(problems)

@@ -2557,7 +2557,11 @@ class Denial:
     implicit denies alike; ``policy_arn`` is the denying policy when AWS names
     it (same-account/organization requests since 2025); ``encoded_message``
     is EC2's "Encoded authorization failure message" (decode it with
-    ``sts:DecodeAuthorizationMessage``).
+    ``sts:DecodeAuthorizationMessage``).  ``authorization_id`` is the IAM Access
+    Troubleshooter's id for this refusal ("… call the GetRequestAuthorizationDetails
+    API with the following authorization id: …"), and ``authorization_region`` the
+    region its console link names — the region whose ``iam-toolbox`` endpoint holds
+    AWS's own evaluation (see :mod:`trailscan.troubleshooter`).
     """
 
     message: str
@@ -2568,10 +2572,20 @@ class Denial:
     policy_type: str | None = None
     policy_arn: str | None = None
     encoded_message: str | None = None
+    authorization_id: str | None = None
+    authorization_region: str | None = None
 
     @property
     def explicit(self) -> bool:
         return self.reason == "explicit_deny"
+
+    @property
+    def text(self) -> str:
+        """The message without the Access Troubleshooter's tail ("Go to … for complete
+        details, or call … with the following authorization id: …"), which differs for
+        every refusal: what refusals alike share."""
+        found = _TROUBLESHOOTER_TAIL.search(self.message)
+        return self.message[: found.start()].rstrip() if found else self.message
 
 
 #: Phrases AWS uses for each policy type, longest first.
@@ -2607,6 +2621,19 @@ _IMPLICIT = re.compile(r"because no (?P<phrase>.+?) allows(?: the (?P<action>" +
 _EXPLICIT = re.compile(r"with an explicit deny(?:\s+in\s+(?:an?|the)\s+(?P<rest>.*))?", re.IGNORECASE | re.DOTALL)
 _POLICY_ARN = re.compile(r"(?:\s+policy)?\s*:\s*(?P<arn>arn:\S+)")
 _ENCODED = re.compile(r"Encoded authorization failure message:\s*(?P<encoded>\S+)", re.IGNORECASE)
+#: IAM Access Troubleshooter (IAM User Guide, "Troubleshoot access denied error messages with
+#: authorization ID"): "… Go to https://REGION.console.aws.amazon.com/iam/home?region=REGION#/
+#: authorization-details/ID for complete details, or call the GetRequestAuthorizationDetails API
+#: with the following authorization id: ID".  The API documents ids as ``[0-9a-z]+``; the guide's
+#: examples hold capitals, so both are read.
+_AUTHORIZATION_ID = re.compile(r"authorization id:?\s*(?P<id>[A-Za-z0-9]{1,256})\b", re.IGNORECASE)
+_AUTHORIZATION_LINK = re.compile(
+    r"[?&]region=(?P<region>[a-z]{2}(?:-[a-z]+)+-\d+)#/authorization-details/(?P<id>[A-Za-z0-9]{1,256})"
+)
+_TROUBLESHOOTER_TAIL = re.compile(
+    r"\s*(?:Go to https?://\S+authorization-details/|(?:or )?call the GetRequestAuthorizationDetails API)",
+    re.IGNORECASE,
+)
 
 
 def _policy_type(text: str) -> tuple[str | None, str]:
@@ -2629,8 +2656,9 @@ def parse_denial_message(message: str | None) -> Denial:
     SDK adds, S3's quoted resource, and the shapes KMS, DynamoDB, SQS and
     others send as ``AccessDeniedException``; STS's "Not authorized to perform
     sts:AssumeRoleWithWebIdentity"; and EC2's "You are not authorized to
-    perform this operation. Encoded authorization failure message: …".
-    Fields the message does not state are ``None``.
+    perform this operation. Encoded authorization failure message: …"; and the
+    IAM Access Troubleshooter's authorization id and console link that AccessDenied
+    messages now often end with.  Fields the message does not state are ``None``.
     """
     text = (message or "").strip()
     principal = action = resource = reason = policy_type = policy_arn = encoded = None
@@ -2661,4 +2689,14 @@ def parse_denial_message(message: str | None) -> Denial:
     found = _ENCODED.search(text)
     if found:
         encoded = found.group("encoded")
-    return Denial(text, principal, action, resource, reason, policy_type, policy_arn, encoded)
+    authorization_id = authorization_region = None
+    link = _AUTHORIZATION_LINK.search(text)
+    said = _AUTHORIZATION_ID.search(text)
+    if said or link:
+        authorization_id = (said or link).group("id")  # type: ignore[union-attr]
+        if link and link.group("id") == authorization_id:
+            authorization_region = link.group("region")
+    return Denial(
+        text, principal, action, resource, reason, policy_type, policy_arn, encoded, authorization_id,
+        authorization_region,
+    )

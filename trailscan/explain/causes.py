@@ -68,12 +68,13 @@ CAUSES: tuple[Cause, ...] = (
           "The call used the node's instance role: the pod never got its own credentials",
           "the call used the node's instance role: the pod never got its own credentials"),
     Cause("EXPLICIT_DENY", "denied_call", "An explicit deny refused the call",
-          "an explicit deny (identity policy, SCP, RCP, boundary, session or resource policy; which one in "
-          "the explanation)"),
+          "an explicit deny (identity policy, SCP, RCP, boundary or session policy; which one, and its statement, "
+          "in the explanation), or an SCP level or session policy that does not allow the action"),
     Cause("BOUNDARY_DENY", "denied_call", "The permissions boundary does not allow the action",
           "no permissions boundary allows the action"),
     Cause("RESOURCE_POLICY_DENY", "denied_call", "The resource's policy does not allow the caller",
-          "the resource's policy does not allow the caller"),
+          "the resource's policy (bucket, KMS key, queue, topic, secret, repository, function, trust) or the VPC "
+          "endpoint's does not allow the caller, or denies it; which one in the explanation"),
     Cause("MISSING_PERMISSION", "denied_call", "No identity policy of the role allows the action",
           "no identity policy of the role allows the action; fix names the statement to add"),
     Cause("UNEXPLAINED", "any", "The cause could not be established",

@@ -21,6 +21,7 @@ import orjson
 from trailscan.explain.coverage import measure_coverage
 from trailscan.findings import CoverageRow
 from trailscan.identity import parse_web_identity
+from trailscan.layers import SessionPolicies
 from trailscan.model import Window
 from trailscan.queries import QueryBook, load_queries
 from trailscan.store import Store
@@ -32,6 +33,7 @@ __all__ = [
     "FailureGroup",
     "Failures",
     "MintedSession",
+    "Uniform",
     "collect_failures",
     "json_value",
     "utc",
@@ -53,6 +55,13 @@ _AGGREGATES = """
     max(hits.event_time) AS last_seen,
     list(DISTINCT hits.aws_region) FILTER (WHERE hits.aws_region IS NOT NULL) AS regions,
     list(hits.event_id ORDER BY hits.event_time DESC) AS event_ids"""
+
+def _uniform(expression: str, name: str) -> str:
+    """A per-group extra that says whether the group's events agree on *expression*: the
+    value, how many events have one, and whether all of those are equal (see :class:`Uniform`)."""
+    return (f"struct_pack(value := min({expression}), events := count({expression}), "
+            f"same := min({expression}) IS NOT DISTINCT FROM max({expression})) AS {name}")
+
 
 #: Per kind: the detection query, the columns that make failures alike (grouped on), and
 #: per-group extras.
@@ -102,7 +111,14 @@ _GROUPINGS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
             "ctx.ec2_role_delivery",
             "ctx.invoked_by",
         ),
-        ("arg_max(CAST(ctx.resources AS VARCHAR), hits.event_time) AS resources",),
+        (
+            "arg_max(CAST(ctx.resources AS VARCHAR), hits.event_time) AS resources",
+            # What a policy evaluation's request context reads from the records: one value when
+            # every event of the group has the same (see Uniform), never a grouping key.
+            *(_uniform(f"ctx.{column}", column) for column in (
+                "source_ip", "vpc_endpoint_id", "request_text", "token_issued", "principal_id")),
+            _uniform("CAST(ctx.tls AS VARCHAR)", "tls"),
+        ),
     ),
 }
 
@@ -121,6 +137,34 @@ class FailureGroup:
 
     def get(self, name: str) -> Any:
         return self.fields.get(name)
+
+
+@dataclass(frozen=True)
+class Uniform:
+    """What a group's events say of one field: ``value`` when every event has that one,
+    :attr:`absent` when none has one, else neither (the events differ)."""
+
+    value: Any
+    events_with: int
+    total: int
+    same: bool
+
+    @classmethod
+    def of(cls, group: FailureGroup, name: str) -> Uniform:
+        found = group.get(name)
+        if isinstance(found, Mapping) and "same" in found:
+            return cls(found.get("value"), int(found.get("events") or 0), group.events, bool(found.get("same")))
+        # A grouping key: every event of the group has this value (or none has one).
+        return cls(found, group.events if found is not None else 0, group.events, True)
+
+    @property
+    def absent(self) -> bool:
+        return self.events_with == 0
+
+    @property
+    def known(self) -> Any:
+        """The one value every event has, else None."""
+        return self.value if self.same and self.events_with == self.total and self.total else None
 
 
 @dataclass(frozen=True)
@@ -172,6 +216,8 @@ class Failures:
     accepted: list[AcceptedWebIdentity] = field(default_factory=list)
     #: Events the store holds in the window, failed or not, from every source.
     window_events: int = 0
+    #: The STS calls that issued the refused calls' credentials (their session policies), by access key.
+    issued: dict[str, SessionPolicies] = field(default_factory=dict)
 
     @property
     def events(self) -> int:
@@ -260,8 +306,33 @@ def collect_failures(store: Store, window: Window | None = None, *, book: QueryB
                 caller_ec2_role_delivery=record["caller_ec2_role_delivery"],
             )
     measured = measure_coverage(store, window, book=book)
-    return Failures(measured.start, measured.end, groups, minted, measured.rows,
-                    accepted=_accepted(store, book, bounds), window_events=measured.events)
+    failures = Failures(measured.start, measured.end, groups, minted, measured.rows,
+                        accepted=_accepted(store, book, bounds), window_events=measured.events)
+    failures.issued = _issued(store, book, keys, window)
+    return failures
+
+def _issued(store: Store, book: QueryBook, keys: list[str], window: Window | None) -> dict[str, SessionPolicies]:
+    """The STS calls that issued the credentials of the refused calls (their session policies)."""
+    if not keys:
+        return {}
+    query = book["issued_sessions"]
+    since = window.start - MINT_LOOKBACK if window else None
+    names, rows = store.query(query.typed_sql(), query.bind(
+        {"since": since, "until": window.end if window else None, "access_keys": keys}))
+    found: dict[str, SessionPolicies] = {}
+    for row in rows:
+        record = dict(zip(names, row))
+        arns = json_value(record["policy_arns"])
+        found[record["access_key_id"]] = SessionPolicies(
+            access_key_id=record["access_key_id"],
+            event_id=record["event_id"],
+            event_name=record["event_name"],
+            policy=record["policy"],
+            policy_arns=tuple(str(item.get("arn") or item.get("Arn")) for item in arns or [] if isinstance(item, Mapping)
+                              and (item.get("arn") or item.get("Arn"))) if isinstance(arns, list) else (),
+            tags=json_value(record["tags"]),
+        )
+    return found
 
 
 def _accepted(store: Store, book: QueryBook, bounds: Mapping[str, Any]) -> list[AcceptedWebIdentity]:

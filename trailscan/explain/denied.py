@@ -1,18 +1,26 @@
 """Denied calls: why AWS refused an API call a workload made with credentials it had.
 
 First whose credentials they were (the node's instance role means the pod never got its
-own), then what AWS's message says, then — where the message is silent, as EC2's
-``Client.UnauthorizedOperation`` is — what the role's own policies and boundary say.
+own), then what AWS itself says — its Access Troubleshooter's evaluation, then its
+message — then, where AWS is silent (EC2's ``Client.UnauthorizedOperation``, S3's "Access
+Denied"), what every policy layer says: :func:`trailscan.policy.authorize` over the
+request CloudTrail shows and every layer the inventory holds (:mod:`.request`), the
+deciding layer named (:mod:`.layered`).  A layer that was not read is named, never taken
+as allowing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from trailscan.arn import role_arn_of_session, role_name
 from trailscan.errors import InputError
 from trailscan.explain import fixes
-from trailscan.explain.collect import FailureGroup, json_value
+from trailscan.explain.collect import FailureGroup, Uniform, json_value
+from trailscan.explain.layer_fixes import read_layers_fix
+from trailscan.explain.layered import aws_answer_verdict, layered_verdict, message_note
+from trailscan.explain.request import Judgement, judge, request_resource
 from trailscan.explain.rules import Rules, Verdict
 from trailscan.explain.text import (
     denial_phrase,
@@ -25,8 +33,7 @@ from trailscan.explain.text import (
 )
 from trailscan.explain.workload import Evidence, Origin
 from trailscan.findings import Workload
-from trailscan.inventory import Role
-from trailscan.policy import Denial, evaluate, iam_action_for, parse_denial_message
+from trailscan.policy import Denial, iam_action_for, parse_denial_message
 
 __all__ = ["RULES", "explain_denied_call"]
 
@@ -47,16 +54,37 @@ class DeniedCase:
     origin: Origin = field(default_factory=Origin)
     unchecked: list[str] = field(default_factory=list)
     found: list[str] = field(default_factory=list)
+    #: unread layers: (holder, the AWS CLI command that shows it, NAME for --policies)
+    to_read: list[tuple[str, str, str]] = field(default_factory=list)
+    _judgement: Judgement | str | None = None
 
     @property
     def resource(self) -> str | None:
-        """The resource refused: as AWS's message names it, else the record's only resource ARN."""
+        """The resource refused: as AWS's message names it, else the record's resource of the
+        action's type, else one the request parameters name (never "*")."""
         if self.denial.resource:
             return self.denial.resource
-        resources = json_value(self.group.get("resources"))
-        arns = [r.get("ARN") for r in resources if isinstance(r, dict)] if isinstance(resources, list) else []
-        arns = [arn for arn in arns if isinstance(arn, str) and arn.startswith("arn:")]
-        return arns[0] if len(arns) == 1 else None
+        found = self.request_resource
+        return found if found != "*" else None
+
+    @property
+    def request_resource(self) -> str | None:
+        """The request's resource as a policy evaluation takes it: an ARN, "*" for an action on
+        no resource, or None when not known."""
+        if self.denial.resource:
+            return self.denial.resource
+        text = Uniform.of(self.group, "request_text").known
+        parameters: Any = json_value(text) if text else None
+        return request_resource(self.action, json_value(self.group.get("resources")),
+                                parameters if isinstance(parameters, dict) else None, self.where["region"],
+                                self.group.get("account_id"))
+
+    def judged(self) -> Judgement | str:
+        """The layered evaluation of the request (computed once), or why there is none."""
+        if self._judgement is None:
+            self._judgement = judge(self.group, self.ev.inv, action=self.action, resource=self.request_resource,
+                                    role=self.ev.role(self.role_arn))
+        return self._judgement
 
     @property
     def where(self) -> dict[str, str | None]:
@@ -122,17 +150,29 @@ def node_role(c: DeniedCase) -> Verdict | None:
     )
 
 
-# -- what AWS's message says decides first -------------------------------------------------
+# -- what AWS says decides first: its own evaluation, then its message ---------------------------
+
+
+@RULES.rule("EXPLICIT_DENY", "BOUNDARY_DENY", "RESOURCE_POLICY_DENY", "MISSING_PERMISSION")
+def aws_evaluation(c: DeniedCase) -> Verdict | None:
+    """AWS's Access Troubleshooter answered for this refusal: its evaluation wins, and
+    trailscan's own is shown beside it (the finding says when they disagree)."""
+    return aws_answer_verdict(c)
+
+
+#: The policy types of AWS's message whose refusal is the resource's (or endpoint's) policy.
+_RESOURCE_TYPES = ("resource", "vpce")
 
 
 @RULES.rule("EXPLICIT_DENY")
 def explicit_deny_said(c: DeniedCase) -> Verdict | None:
-    if c.denial.reason != "explicit_deny":
+    if c.denial.reason != "explicit_deny" or c.denial.policy_type in _RESOURCE_TYPES:
         return None
     return c.verdict(
         "EXPLICIT_DENY",
         f"{c.caller} was refused {c.action}{' on ' + c.resource if c.resource else ''} by an explicit deny in "
-        f"{policy_kind(c.denial.policy_type)}{' ' + c.denial.policy_arn if c.denial.policy_arn else ''}.",
+        f"{policy_kind(c.denial.policy_type)}{' ' + c.denial.policy_arn if c.denial.policy_arn else ''}. "
+        + message_note(c, "explicit_deny", _LAYER_OF.get(c.denial.policy_type or "")),
         fixes.explicit_deny_fix(c.denial, c.action, c.role_arn, c.resource),
     )
 
@@ -144,19 +184,31 @@ def boundary_said(c: DeniedCase) -> Verdict | None:
     return c.verdict(
         "BOUNDARY_DENY",
         f"{c.caller} may not call {c.action}: the role's permissions boundary does not allow it, whatever its "
-        "policies grant.",
+        "policies grant. " + message_note(c, "implicit_deny", "boundary"),
         fixes.boundary_fix(c.ev.role(c.role_arn), c.role_arn, c.action, c.resource, **c.where),
     )
 
 
 @RULES.rule("RESOURCE_POLICY_DENY")
 def resource_policy_said(c: DeniedCase) -> Verdict | None:
-    if not (c.denial.reason in ("no_resource_policy", "no_vpce") or c.code == "VpceAccessDenied"):
+    explicit = c.denial.reason == "explicit_deny" and c.denial.policy_type in _RESOURCE_TYPES
+    if not (explicit or c.denial.reason in ("no_resource_policy", "no_vpce_policy") or c.code == "VpceAccessDenied"):
         return None
-    which = "VPC endpoint policy" if c.denial.reason == "no_vpce" or c.code == "VpceAccessDenied" else "resource policy"
+    endpoint = c.denial.policy_type == "vpce" or c.code == "VpceAccessDenied"
+    which = "VPC endpoint policy" if endpoint else "resource policy"
+    layer = "vpc_endpoint" if endpoint else "resource"
+    if explicit:
+        return c.verdict(
+            "RESOURCE_POLICY_DENY",
+            f"The {which} of {c.resource or 'the resource'} explicitly denies {c.caller} {c.action}"
+            f"{' (' + c.denial.policy_arn + ')' if c.denial.policy_arn else ''}. "
+            + message_note(c, "explicit_deny", layer),
+            fixes.explicit_deny_fix(c.denial, c.action, c.role_arn, c.resource),
+        )
     return c.verdict(
         "RESOURCE_POLICY_DENY",
-        f"The {which} of {c.resource or 'the resource'} does not allow {c.caller} {c.action}.",
+        f"The {which} of {c.resource or 'the resource'} does not allow {c.caller} {c.action}. "
+        + message_note(c, "implicit_deny", layer),
         fixes.resource_policy_fix(which, c.role_arn or c.identity_arn, c.action, c.resource),
     )
 
@@ -168,7 +220,8 @@ def organization_said(c: DeniedCase) -> Verdict | None:
     return c.verdict(
         "EXPLICIT_DENY",
         f"{c.caller} was refused {c.action} by {policy_kind(c.denial.policy_type)}: none of them allows the "
-        "action, so it is denied however the role's own policies read.",
+        "action, so it is denied however the role's own policies read. "
+        + message_note(c, "implicit_deny", _LAYER_OF.get(c.denial.policy_type or "")),
         fixes.explicit_deny_fix(c.denial, c.action, c.role_arn, c.resource),
     )
 
@@ -180,89 +233,37 @@ def missing_permission_said(c: DeniedCase) -> Verdict | None:
     return c.verdict(
         "MISSING_PERMISSION",
         f"No identity-based policy of {whose(c.role_arn, c.identity_arn, c.workload)} allows {c.action}"
-        f"{' on ' + c.resource if c.resource else ''}, so AWS refused the call.",
+        f"{' on ' + c.resource if c.resource else ''}, so AWS refused the call. "
+        + message_note(c, "implicit_deny", "identity"),
         fixes.missing_permission_fix(c.role_arn, c.identity_arn, c.action, c.resource, **c.where),
     )
 
 
-# -- the message is silent (EC2's Client.UnauthorizedOperation): the role's policies decide ------
+#: AWS's message's policy types, as :data:`trailscan.policy.LAYERS` names the layers.
+_LAYER_OF = {"identity": "identity", "scp": "scp", "rcp": "rcp", "boundary": "boundary", "session": "session",
+             "resource": "resource", "vpce": "vpc_endpoint"}
 
 
-@RULES.rule("EXPLICIT_DENY", "BOUNDARY_DENY", "MISSING_PERMISSION")
-def role_policies(c: DeniedCase) -> Verdict | None:
-    role = c.ev.role(c.role_arn)
-    if role is not None:
-        decided = _decide_from_policies(c, role)
-        if isinstance(decided, Verdict):
-            return decided
-        c.found.append(decided)
-    elif c.role_arn and c.ev.inv.role_status(c.role_arn) == "missing":
-        c.found.append(f"the role {c.role_arn} no longer exists in IAM")
-    elif c.role_arn:
-        c.unchecked.append(f"no IAM inventory for {c.role_arn}: its identity policies and permissions boundary")
-    else:
-        c.unchecked.append(f"the caller {c.identity_arn or 'unknown'} is not a role: its policies")
-    return None
+# -- every policy layer, as AWS's evaluation reads them ----------------------------------------
 
 
-def _decide_from_policies(c: DeniedCase, role: Role) -> Verdict | str:
-    """The cause the role's own policies establish, or a sentence saying why they establish none."""
-    action, resource, caller = c.action, c.resource, c.caller
-    identity = evaluate(role.policies, action, resource)
-    boundary = (
-        evaluate([(f"permissions boundary {role.boundary_arn or ''}".strip(), role.permissions_boundary)], action, resource)
-        if role.permissions_boundary is not None else None
-    )
-    where = f" on {resource}" if resource else ""
-    if identity.effect == "explicit_deny":
-        statements = "; ".join(ref.describe() for ref in identity.matched)
-        return c.verdict(
-            "EXPLICIT_DENY",
-            (f"{caller} was refused {action}{where}: {statements} of the role {role.name} explicitly denies it, "
-             "and an explicit deny always wins."),
-            fixes.fix(f"Narrow or remove the Deny in {statements}: it denies {action} to {role.arn}, and an explicit "
-                      "deny cannot be overridden by any Allow."),
-        )
-    if boundary is not None and boundary.effect == "explicit_deny":
-        return c.verdict(
-            "EXPLICIT_DENY",
-            (f"{caller} was refused {action}{where}: the permissions boundary {role.boundary_arn} of {role.name} "
-             "explicitly denies it."),
-            fixes.fix(f"Change the Deny in the permissions boundary {role.boundary_arn}, or attach another boundary."),
-        )
-    missing = identity.effect == "implicit_deny" and not identity.conditional and role.policies_complete
-    if boundary is not None and not boundary.allowed and not boundary.conditional:
-        also = " No identity policy of the role allows it either." if missing else ""
-        return c.verdict(
-            "BOUNDARY_DENY",
-            (f"{caller} may not call {action}{where}: the permissions boundary {role.boundary_arn} of {role.name} "
-             f"does not allow it, whatever the role's policies grant.{also}"),
-            fixes.extend(
-                fixes.boundary_fix(role, role.arn, action, resource, **c.where),
-                *((fixes.comment("and, in the role's own policies:"),
-                   *fixes.script_of(fixes.missing_permission_fix(role.arn, None, action, resource, **c.where)))
-                  if missing else ()),
-            ),
-        )
-    if missing:
-        unread = f" (its permissions boundary {role.boundary_arn} could not be read)" if role.boundary_arn and boundary is None else ""
-        return c.verdict(
-            "MISSING_PERMISSION",
-            (f"No identity-based policy of {whose(role.arn, None, None)} allows {action}{where}, so AWS "
-             f"refused the call (its message did not say why; the role's policies were evaluated{unread})."),
-            fixes.missing_permission_fix(role.arn, None, action, resource, **c.where),
-        )
-    if identity.effect == "implicit_deny" and identity.conditional:
-        refs = "; ".join(ref.describe() for ref, _ in identity.conditional)
-        return f"{refs} of {role.name} allow {action} only under conditions that could not be evaluated from CloudTrail"
-    if identity.effect == "implicit_deny":
-        return f"no policy read of {role.name} allows {action}, but some were not read: {', '.join(role.unresolved)}"
-    if boundary is not None and boundary.conditional and not boundary.allowed:
-        return f"the permissions boundary of {role.name} allows {action} only under conditions that could not be evaluated"
-    return (
-        f"the policies of {role.name} allow {action}{where}: the refusal comes from a policy outside the inventory "
-        "(SCP, RCP, resource or session policy)"
-    )
+@RULES.rule("EXPLICIT_DENY", "BOUNDARY_DENY", "RESOURCE_POLICY_DENY", "MISSING_PERMISSION")
+def policy_layers(c: DeniedCase) -> Verdict | None:
+    """The layered evaluation decides where AWS's message is silent (EC2's
+    ``Client.UnauthorizedOperation``, S3's "Access Denied"): the cause is the layer that
+    refuses — only when every layer that could change it was read and every context key
+    it depends on is known."""
+    judged = c.judged()
+    if isinstance(judged, str):
+        role_arn = c.role_arn
+        if role_arn and c.ev.inv.role_status(role_arn) == "missing":
+            c.found.append(f"the role {role_arn} no longer exists in IAM")
+        elif role_arn:
+            c.unchecked.append(f"no IAM inventory for {role_arn}: its identity policies and permissions boundary")
+        else:
+            c.unchecked.append(f"the caller {c.identity_arn or 'unknown'} is not a role: its policies")
+        return None
+    return layered_verdict(c, judged)
 
 
 def unexplained(c: DeniedCase) -> Verdict:
@@ -271,14 +272,19 @@ def unexplained(c: DeniedCase) -> Verdict:
         f"aws sts decode-authorization-message --encoded-message {sh(c.denial.encoded_message)} "
         "--query DecodedMessage --output text",
     ) if c.denial.encoded_message else ()
+    default = (f"Look for a service control, resource control or resource policy denying {c.action}, or a session "
+               "policy passed when the role was assumed.")
+    if c.to_read:
+        found = read_layers_fix(c.to_read, "Read the policy layers trailscan could not, and run it again: the cause "
+                                           "is in one of them, or in a context key CloudTrail does not show.")
+    else:
+        found = fixes.unexplained_fix(c.unchecked, default=default)
     return c.verdict(
         "UNEXPLAINED",
         f"{c.caller} was refused {c.action} ({c.code}) and AWS's message does not say why. "
         + (" ".join(sentence(text[0].upper() + text[1:]) for text in c.found) + " " if c.found else "")
         + unchecked_text(c.unchecked),
-        fixes.extend(fixes.unexplained_fix(c.unchecked, default="Look for a service control, resource control or "
-                                           f"resource policy denying {c.action}, or a session policy passed when "
-                                           "the role was assumed."), *decode),
+        fixes.extend(found, *decode),
     )
 
 

@@ -16,6 +16,7 @@ from trailscan.explain.rules import Verdict
 from trailscan.explain.workload import Evidence
 from trailscan.findings import Finding, FindingsReport
 from trailscan.inventory import Inventory
+from trailscan.layers import PolicyLayers
 from trailscan.model import Window
 from trailscan.store import Store
 
@@ -45,9 +46,10 @@ def explain_failures(
     session one started …) are left out unless *all_principals*: they go to the
     report's ``left_out``, and a note says how many refused calls by how many principals.
     """
-    evidence = Evidence(
-        inventory or Inventory(), minted=failures.minted, has_inventory=inventory is not None, accepted=failures.accepted
-    )
+    known = inventory or Inventory()
+    if failures.issued:  # the session policies CloudTrail shows are a policy layer of their own
+        known = known.merge(Inventory(layers=PolicyLayers(sessions=failures.issued)))
+    evidence = Evidence(known, minted=failures.minted, has_inventory=inventory is not None, accepted=failures.accepted)
     merged: dict[tuple, list[tuple[FailureGroup, Verdict]]] = {}
     for group in failures.groups:
         verdict = _DECIDE[group.kind](evidence, group)
