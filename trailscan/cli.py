@@ -668,5 +668,94 @@ def iam_policy_command(source, bucket, prefix, org_id, accounts, kms_keys, repor
         say(f"trailscan: note: {note}")
 
 
+# -- doctor ----------------------------------------------------------------------------------------
+
+
+def _doctor_output(report, fmt: str) -> None:
+    """Print a doctor report (stdout) and exit with its code: 0, 1 (a check failed), 3 (a
+    check could not run)."""
+    from trailscan.doctor.render import render_json, render_text
+
+    (render_json if fmt == "json" else render_text)(report, sys.stdout)
+    sys.stdout.flush()
+    click.get_current_context().exit(report.exit_code)
+
+
+def _dns_server(_ctx, _param, value: str | None):
+    if value is None:
+        return None
+    from trailscan.doctor.dns import parse_address
+
+    try:
+        return parse_address(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected IP or IP:PORT (the address of a nameserver)") from None
+
+
+def doctor_network_options(function):
+    """The options both doctors share: output, timeouts and the IAM inventory."""
+    options = [
+        click.option("--format", "fmt", type=click.Choice(("table", "json")), default="table", show_default=True,
+                     help="Output format; json prints the trailscan.doctor/v1 document on stdout alone."),
+        click.option("--timeout", type=click.FloatRange(0.1, 60), default=3.0, show_default=True, metavar="SECONDS",
+                     help="Timeout of each network step (DNS, TCP, TLS, an AWS call, a kubectl call counts 10×)."),
+        click.option("--iam", "iam_files", multiple=True, metavar="FILE",
+                     help="IAM: `aws iam get-account-authorization-details` output (add `list-open-id-connect-"
+                     "providers` output as another file), to judge the token against the role's trust policy. "
+                     "Without it the role and OIDC providers are read live when AWS credentials are set."),
+        click.option("--offline", is_flag=True, help="Read nothing from IAM live (the trust check needs --iam)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+@main.group("doctor", invoke_without_command=True)
+@doctor_network_options
+@click.option("--endpoint", "endpoints", multiple=True, callback=_values, metavar="URL,…",
+              help="Also check these endpoints (the URL an EndpointConnectionError names). Repeatable.")
+@click.option("--service", "services", multiple=True, callback=_values, metavar="NAME,…",
+              help="Also check the endpoints botocore resolves for these services (s3, ec2, …). Repeatable.")
+@click.option("--dns-server", callback=_dns_server, metavar="IP[:PORT]",
+              help="Resolve by asking this nameserver directly (as `nslookup NAME SERVER`), e.g. the kube-dns "
+              "service IP, instead of the C library and /etc/resolv.conf.")
+@click.option("--audience", metavar="AUD",
+              help="The IRSA token audience to expect (the service account's eks.amazonaws.com/audience; default "
+              "sts.amazonaws.com).")
+@click.option("--service-account", metavar="NS/NAME",
+              help="The pod's service account, when its own token is not mounted (default: read from "
+              "/var/run/secrets/kubernetes.io/serviceaccount).")
+@click.pass_context
+def doctor_group(ctx, fmt, timeout, iam_files, offline, endpoints, services, dns_server, audience,
+                 service_account) -> None:
+    """Why does this pod get no AWS credentials, or no connection? Checked now, from inside.
+
+    Run in the pod (kubectl exec, or any environment): the variables the pod identity
+    webhook injects; each projected token (readable, expired, audience, subject);
+    DNS, TCP and TLS to the STS endpoint the SDK calls and to --endpoint/--service, through
+    the proxy when HTTPS_PROXY applies; botocore's credential chain (which provider won
+    and why the others did not); sts:GetCallerIdentity (the node's instance role is
+    NODE_ROLE_FALLBACK); and, with an IAM inventory, the token against the role's trust
+    policy. `trailscan doctor pod NS/NAME` looks from a workstation instead.
+
+    Exits 0 when no check fails, 1 when one does, 2 for a usage or input error, 3 when
+    checks could not run.
+    """
+    if ctx.invoked_subcommand is not None:
+        given = [name for name in ("endpoints", "services", "dns_server", "audience", "service_account", "iam_files",
+                                   "offline") if ctx.params.get(name)]
+        if given or fmt != "table" or timeout != 3.0:
+            raise UsageError(f"options before `{ctx.invoked_subcommand}` belong to the in-pod doctor: put them after "
+                             f"`trailscan doctor {ctx.invoked_subcommand} …`")
+        return
+    from trailscan.doctor.local import LocalOptions, run_local
+
+    report = run_local(LocalOptions(
+        timeout=timeout, endpoints=tuple(endpoints), services=tuple(services), dns_server=dns_server,
+        audience=audience, service_account=service_account, iam_files=tuple(iam_files), offline=offline,
+    ))
+    _doctor_output(report, fmt)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

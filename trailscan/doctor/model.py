@@ -72,7 +72,7 @@ CHECKS: tuple[CheckSpec, ...] = (
     CheckSpec("credentials.imds", "the instance metadata service, the chain's last resort", ("IMDS_UNREACHABLE",)),
     CheckSpec("credentials.chain", "botocore's credential chain: which provider won, and why the others did not",
               ("NO_CREDENTIALS_INJECTED", "TOKEN_UNREADABLE", "TOKEN_EXPIRED", "DNS_RESOLUTION_FAILED",
-               "ENDPOINT_UNREACHABLE", "POD_IDENTITY_AGENT_MISSING", "IMDS_UNREACHABLE", "OIDC_PROVIDER_MISSING",
+               "ENDPOINT_UNREACHABLE", "POD_IDENTITY_AGENT_MISSING", "OIDC_PROVIDER_MISSING",
                "TRUST_AUDIENCE_MISMATCH", "UNEXPLAINED")),
     CheckSpec("identity.caller", "sts:GetCallerIdentity: who the workload really is",
               ("NODE_ROLE_FALLBACK", "UNEXPLAINED")),
