@@ -757,5 +757,64 @@ def doctor_group(ctx, fmt, timeout, iam_files, offline, endpoints, services, dns
     _doctor_output(report, fmt)
 
 
+@doctor_group.command("pod")
+@click.argument("target", metavar="NAMESPACE/NAME")
+@click.option("-n", "--namespace", metavar="NS", help="The namespace, when TARGET does not name it.")
+@click.option("--kube-context", "kube_context", metavar="NAME", help="kubectl context (default: the current one).")
+@doctor_network_options
+@click.option("--cluster", metavar="NAME|ARN",
+              help="The EKS cluster, described live: its OIDC issuer and Pod Identity associations.")
+@click.option("--region", metavar="REGION", help="The cluster's region (default: standard AWS configuration).")
+@click.option("--probe", is_flag=True,
+              help="Run the in-pod doctor in a short-lived pod with the same service account, namespace and node "
+              "(needs create/delete pods and pods/log in the namespace), then delete it.")
+@click.option("--image", envvar="TRAILSCAN_IMAGE", metavar="IMAGE",
+              help="The probe's image: trailscan on PATH (default: $TRAILSCAN_IMAGE).")
+@click.option("--probe-timeout", type=click.FloatRange(10, 900), default=120, show_default=True, metavar="SECONDS",
+              help="How long the probe may take, start to finish.")
+@click.option("--endpoint", "endpoints", multiple=True, callback=_values, metavar="URL,…",
+              help="Endpoints the probe checks too.")
+@click.option("--service", "services", multiple=True, callback=_values, metavar="NAME,…",
+              help="Services whose endpoints the probe checks too.")
+@click.option("--dry-run", is_flag=True, help="With --probe: print the probe pod's manifest, create nothing.")
+def doctor_pod_command(target, namespace, kube_context, fmt, timeout, iam_files, offline, cluster, region, probe,
+                       image, probe_timeout, endpoints, services, dry_run) -> None:
+    """Why does this pod get no AWS credentials? Checked from a workstation, through kubectl.
+
+    TARGET is NAMESPACE/NAME (a pod), NAMESPACE/deployment/NAME or deployment/NAME with -n
+    (the newest running pod). Reads, with your kubectl and read-only RBAC: the pod spec
+    (service account, the IRSA / Pod Identity variables and token volume the webhook
+    injects, runAsUser/fsGroup against the token file's mode, hostNetwork, dnsPolicy),
+    the service account's annotations and when they last changed (managedFields: a pod
+    older than its annotation must be restarted), the pod identity webhook, the
+    eks-pod-identity-agent pod on the pod's node, and CoreDNS; with --cluster the Pod
+    Identity association; with an IAM inventory the trust verdict. --probe runs the
+    in-pod doctor beside it.
+
+    Exits 0 when no check fails, 1 when one does, 2 for a usage or input error (no such
+    pod), 3 when checks could not run.
+    """
+    from trailscan.doctor.pod import PodOptions, probe_manifest_for, run_pod
+
+    if (probe or dry_run) and not image:
+        raise UsageError("--probe needs --image IMAGE (an image with trailscan on PATH), or TRAILSCAN_IMAGE")
+    if dry_run and not probe:
+        raise UsageError("--dry-run shows the probe's manifest: use it with --probe")
+    options = PodOptions(target=target, namespace=namespace, context=kube_context, timeout=timeout,
+                         iam_files=tuple(iam_files), offline=offline, cluster=cluster, region=region, probe=probe,
+                         image=image, probe_timeout=probe_timeout, endpoints=tuple(endpoints),
+                         services=tuple(services))
+    if dry_run:
+        import json
+
+        import yaml
+
+        manifest = probe_manifest_for(options)
+        click.echo(json.dumps(manifest, indent=2) if fmt == "json" else yaml.safe_dump(manifest, sort_keys=False),
+                   nl=fmt == "json")
+        return
+    _doctor_output(run_pod(options), fmt)
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

@@ -8,9 +8,9 @@ the cluster look instead:
   projected tokens (:mod:`.token`), the endpoints (:mod:`.endpoints`, :mod:`.dns`),
   botocore's credential chain and the caller (:mod:`.credentials`);
 - :mod:`.pod` — from a workstation, through the user's kubectl (:mod:`.cluster`): the
-  pod spec, its service account and when its annotation changed, the webhook, the Pod
-  Identity agent, CoreDNS, and optionally a probe pod that runs the in-pod doctor
-  (:mod:`.probe`);
+  pod spec and its service account, and when its annotation changed (:mod:`.podspec`), the
+  webhook, the Pod Identity agent and CoreDNS (:mod:`.addons`), and optionally a probe pod
+  that runs the in-pod doctor (:mod:`.probe`);
 - :mod:`.trust` — both: the token against the role's trust policy, with the findings' engine.
 
 Every check is a row of :data:`.model.CHECKS`, its causes rows of the cause table's doctor

@@ -34,22 +34,32 @@ def render_text(report: DoctorReport, out: TextIO) -> None:
         if check.cause:
             head += f"  {check.cause}"
         out.write(visible(head) + "\n")
-        for line in textwrap.wrap(visible(check.detail), _WIDTH - 6) or [""]:
-            out.write(f"      {line}\n")
+        out.writelines(f"      {line}\n" for line in _wrap(visible(check.detail), _WIDTH - 6) or [""])
         if check.fix and check.status in (FAIL, WARN):
             summary, _, script = check.fix.partition("\n\n")
-            out.write("      fix: " + "\n           ".join(textwrap.wrap(visible(summary), _WIDTH - 11)) + "\n")
+            out.write("      fix: " + "\n           ".join(_wrap(visible(summary), _WIDTH - 11)) + "\n")
             for line in script.splitlines():
                 out.write(f"        {visible(line)}\n")
         out.write("\n")
     out.write(visible(_verdict(report)) + "\n")
 
 
+def _wrap(text: str, width: int) -> list[str]:
+    """Lines of at most *width*, never breaking inside an ARN or a name at its hyphens."""
+    return textwrap.wrap(text, width, break_on_hyphens=False, break_long_words=False)
+
+
 def _headline(report: DoctorReport) -> str:
     target = report.target
     if target.get("kind") == "pod":
         where = f"pod {target.get('namespace')}/{target.get('name')}"
-        extras = [f"{key} {target[key]}" for key in ("context", "node", "service_account") if target.get(key)]
+        extras = [f"context {target['context']}"] if target.get("context") else []
+        if target.get("service_account"):
+            extras.append(f"service account {target.get('namespace')}/{target['service_account']}")
+        if target.get("node"):
+            extras.append(f"node {target['node']}")
+        if target.get("chosen"):
+            extras.append(str(target["chosen"]))
         return f"trailscan doctor: {where}" + (f" ({', '.join(extras)})" if extras else "")
     who = target.get("service_account") or "no service-account token"
     return f"trailscan doctor: this environment (host {target.get('hostname')}, {who})"
