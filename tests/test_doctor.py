@@ -543,3 +543,52 @@ def test_cli_json_alone_on_stdout_and_exit_codes(pod, tmp_path):
     assert usage.returncode == 2 and "expected IP or IP:PORT" in usage.stderr
     missing = run_doctor("--iam", str(tmp_path / "nope.json"), env=dict(os.environ), cwd=tmp_path)
     assert missing.returncode == 2 and missing.stderr.startswith("trailscan: error:") and "nope.json" in missing.stderr
+
+
+# -- trailscan iam-policy --doctor ------------------------------------------------------------------------
+
+
+def test_iam_policy_doctor_allows_every_call_the_doctor_makes_and_no_more(pod, monkeypatch):
+    """Every AWS call of a healthy run with the trust read live, recorded at botocore's client,
+    is allowed by `iam-policy --doctor`, and everything it allows was called.  The web identity
+    call is left out: no identity policy decides it, the role's trust policy does."""
+    import fnmatch
+
+    from botocore.client import BaseClient
+    from click.testing import CliRunner
+
+    from trailscan.cli import main
+
+    calls: list[tuple[str, str, dict]] = []
+    original = BaseClient._make_api_call
+
+    def record(self, operation, params):
+        calls.append((self.meta.service_model.endpoint_prefix, operation, dict(params)))
+        return original(self, operation, params)
+
+    monkeypatch.setattr(BaseClient, "_make_api_call", record)
+    pod.irsa()
+    assert pod.doctor().exit_code == 0
+    printed = CliRunner().invoke(main, ["iam-policy", "--doctor"])
+    assert printed.exit_code == 0
+    document = json.loads(printed.stdout)
+    made = {(f"{service}:{operation}", _resource(operation, params)) for service, operation, params in calls
+            if operation != "AssumeRoleWithWebIdentity"}
+    allowed = [(statement["Action"], statement["Resource"]) for statement in document["Statement"]]
+    for action, resource in made:
+        assert any(action in actions and any(fnmatch.fnmatchcase(resource, r) for r in
+                                             (resources if isinstance(resources, list) else [resources]))
+                   for actions, resources in allowed), (action, resource)
+    assert {action for action, _ in made} == {a for actions, _ in allowed for a in actions}
+    offline = json.loads(CliRunner().invoke(main, ["iam-policy", "--doctor", "--offline"]).stdout)
+    assert [s["Action"] for s in offline["Statement"]] == [["sts:GetCallerIdentity"]]
+    with_cluster = json.loads(CliRunner().invoke(main, ["iam-policy", "--doctor", "--cluster", "prod"]).stdout)
+    assert "eks:ListPodIdentityAssociations" in {a for s in with_cluster["Statement"] for a in s["Action"]}
+
+
+def _resource(operation: str, params: dict) -> str:
+    if operation == "GetRole":
+        return f"arn:aws:iam::{ACCOUNT}:role/{params['RoleName']}"
+    if operation == "GetOpenIDConnectProvider":
+        return params["OpenIDConnectProviderArn"]
+    return "*"

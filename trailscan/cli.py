@@ -644,8 +644,10 @@ def demo_command(out: str, fmt: str, db: str | None) -> None:
 @click.option("--cluster", "clusters", multiple=True, callback=_values, metavar="NAME,…",
               help="EKS clusters described live (names or ARNs).")
 @click.option("--offline", is_flag=True, help="IAM comes from an --iam file: leave out the live IAM reads.")
+@click.option("--doctor", is_flag=True,
+              help="Print what `trailscan doctor` and `doctor pod` need instead (with --cluster and --offline only).")
 def iam_policy_command(source, bucket, prefix, org_id, accounts, kms_keys, report_to, report_kms_keys,
-                       clusters, offline) -> None:
+                       clusters, offline, doctor) -> None:
     """Print the least-privilege IAM policy trailscan itself needs (JSON, on stdout).
 
     One statement per kind of call made for the chosen source (a trail's S3 bucket, or
@@ -656,13 +658,24 @@ def iam_policy_command(source, bucket, prefix, org_id, accounts, kms_keys, repor
     """
     import json
 
-    from trailscan.iam_policy import PolicyRequest, required_policy
+    from trailscan.iam_policy import PolicyRequest, doctor_policy, required_policy
 
+    if doctor:
+        if bucket or prefix or org_id or accounts or kms_keys or report_to or report_kms_keys:
+            raise UsageError("--doctor takes only --cluster and --offline: the doctor reads no CloudTrail")
+        _print_policy(doctor_policy(tuple(clusters), live_iam=not offline))
+        return
     policy = required_policy(PolicyRequest(
         source=source, bucket=bucket, prefix=prefix, org_id=org_id, accounts=tuple(accounts),
         kms_keys=tuple(kms_keys), report_to=report_to, report_kms_keys=tuple(report_kms_keys),
         clusters=tuple(clusters), live_iam=not offline,
     ))
+    _print_policy(policy)
+
+
+def _print_policy(policy) -> None:
+    import json
+
     click.echo(json.dumps(policy.document, indent=2))
     for note in policy.notes:
         say(f"trailscan: note: {note}")
