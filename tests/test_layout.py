@@ -232,7 +232,7 @@ def test_the_judging_stage_never_reaches_a_source():
         assert not {n for n in seen if n.startswith("trailscan.sources")}, f"{start} reaches a source"
 
 
-@pytest.mark.parametrize("room", ["explain", "report"])
+@pytest.mark.parametrize("room", ["explain", "report", "doctor"])
 def test_no_module_of_a_stage_package_is_too_long(room):
     for path in (PACKAGE / room).glob("*.py"):
         assert len(path.read_text().splitlines()) <= 600, f"{path.name} is over 600 lines"
@@ -262,5 +262,5 @@ def test_the_cli_offers_exactly_the_registered_sources():
 def test_the_readme_layout_names_every_room():
     text = README.read_text()
     section = text[text.index("## Working on trailscan"):]
-    for room in ("explain/", "report/", "sources/", "pipeline.py", "store.py", "queries/", "causes.py"):
+    for room in ("explain/", "report/", "sources/", "doctor/", "pipeline.py", "store.py", "queries/", "causes.py"):
         assert room in section, f"the README's layout does not name {room}"
