@@ -419,6 +419,14 @@ def test_the_proxy_is_honoured_and_shown(pod, tmp_path):
     assert "proxy" not in report.get("endpoint.sts").detail  # NO_PROXY exempts it
 
 
+def test_a_service_endpoint_is_the_one_botocore_resolves(pod, aws):
+    pod.irsa()
+    pod.monkeypatch.setenv("AWS_ENDPOINT_URL_EC2", f"http://127.0.0.1:{closed_port()}")
+    report = pod.doctor(services=("s3", "ec2"), offline=True)
+    assert report.get("endpoint.s3").status == "ok" and aws.endpoint_url in report.get("endpoint.s3").detail
+    assert (report.get("endpoint.ec2").status, report.get("endpoint.ec2").cause) == ("fail", "ENDPOINT_UNREACHABLE")
+
+
 def test_a_global_sts_endpoint_is_checked_without_regional_setting(pod, monkeypatch):
     import botocore.session
 
@@ -447,12 +455,19 @@ def test_sts_refusal_is_reported_as_sts_said_it(pod):
     assert sts.actions == ["AssumeRoleWithWebIdentity"]
 
 
-def test_sts_incorrect_audience(pod):
+@pytest.mark.parametrize("code, message, cause", [
+    ("InvalidIdentityToken", "Incorrect token audience", "TRUST_AUDIENCE_MISMATCH"),
+    ("InvalidIdentityToken", f"No OpenIDConnect provider found in your account for {ISSUER}", "OIDC_PROVIDER_MISSING"),
+    ("ExpiredTokenException", "Token expired: current date/time 1700000000 must be before the expiration date/time",
+     "TOKEN_EXPIRED"),
+])
+def test_sts_says_why_in_so_many_words(pod, code, message, cause):
     pod.irsa()
-    with StsRefusal("InvalidIdentityToken", "Incorrect token audience") as sts:
+    with StsRefusal(code, message) as sts:
         pod.monkeypatch.setenv("AWS_ENDPOINT_URL_STS", sts.url)
         report = pod.doctor(offline=True)
-    assert by_id(report)["credentials.chain"] == ("fail", "TRUST_AUDIENCE_MISMATCH")
+    assert by_id(report)["credentials.chain"] == ("fail", cause)
+    assert message.split(":")[0] in report.get("credentials.chain").detail
 
 
 def iam_file(tmp_path: Path, *, roles: list[tuple[str, dict]], providers: list[dict] | None) -> Path:

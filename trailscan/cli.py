@@ -654,10 +654,9 @@ def iam_policy_command(source, bucket, prefix, org_id, accounts, kms_keys, repor
     LookupEvents), the live inventory (IAM roles and policies, OIDC providers, the --cluster
     EKS clusters) and the report destination; resources as narrow as each action allows.
     Attach it to the role trailscan runs as (for the nightly CronJob, the role of its
-    service account). Notes on what to replace or add go to stderr.
+    service account). Notes on what to replace or add go to stderr. --doctor prints what
+    `trailscan doctor` needs instead.
     """
-    import json
-
     from trailscan.iam_policy import PolicyRequest, doctor_policy, required_policy
 
     if doctor:

@@ -144,6 +144,8 @@ def check_agent(pod: PodView, uses_pod_identity: bool, daemonsets: list[Mapping[
     if unread:
         return Check("node.pod_identity_agent", SKIPPED, None, f"The agent could not be looked for: {unread}.",
                      incomplete=True)
+    if not pod.node:
+        return Check("node.pod_identity_agent", SKIPPED, None, "The pod is not scheduled on a node yet.")
     compute = (node_labels or {}).get("eks.amazonaws.com/compute-type")
     install = fix("Install the EKS Pod Identity agent add-on (or repair it), then look at its pod on the node.",
                   "aws eks create-addon --cluster-name CLUSTER --addon-name eks-pod-identity-agent",

@@ -124,9 +124,14 @@ def check_endpoint(
             addresses = _resolve(proxy_host, timeout, resolver, evidence)
             sock = _connect(addresses, proxy_port, timeout, evidence)
             try:
+                if proxy_url.scheme == "https":  # TLS to the proxy itself, then CONNECT inside it
+                    sock = _handshake(sock, proxy_host, timeout, ca_bundle, evidence, keep=True)
                 if scheme == "https":
                     _tunnel(sock, host, port, proxy_url, timeout, evidence)
-                    _handshake(sock, host, timeout, ca_bundle, evidence)
+                    if proxy_url.scheme == "https":
+                        evidence.append("TLS to the endpoint inside the HTTPS proxy's tunnel is not checked")
+                    else:
+                        _handshake(sock, host, timeout, ca_bundle, evidence)
             finally:
                 sock.close()
         else:
@@ -245,7 +250,8 @@ def _tunnel(sock: socket.socket, host: str, port: int, proxy: Any, timeout: floa
     evidence.append(f"CONNECT {target}: {status_line}")
 
 
-def _handshake(sock: socket.socket, host: str, timeout: float, ca_bundle: str | None, evidence: list[str]) -> None:
+def _handshake(sock: socket.socket, host: str, timeout: float, ca_bundle: str | None, evidence: list[str],
+               keep: bool = False) -> Any:
     try:
         context = ssl.create_default_context(cafile=ca_bundle or _default_bundle())
     except (OSError, ssl.SSLError) as error:
@@ -258,12 +264,15 @@ def _handshake(sock: socket.socket, host: str, timeout: float, ca_bundle: str | 
         raise _StepError("TLS", f"the certificate of {host} is not trusted ({error.verify_message})") from None
     except (ssl.SSLError, TimeoutError, OSError) as error:
         raise _StepError("TLS", f"handshake with {host} failed ({error})") from None
-    with wrapped:
-        cert = wrapped.getpeercert() or {}
-        subject = dict(item[0] for item in cert.get("subject", ()) if item)
-        expires = cert.get("notAfter", "")
-        evidence.append(f"TLS: {wrapped.version()} with {host}, certificate {subject.get('commonName', '?')} "
-                        f"valid until {expires} ({(time.monotonic() - started) * 1000:.0f} ms)")
+    cert = wrapped.getpeercert() or {}
+    subject = dict(item[0] for item in cert.get("subject", ()) if item)
+    expires = cert.get("notAfter", "")
+    evidence.append(f"TLS: {wrapped.version()} with {host}, certificate {subject.get('commonName', '?')} "
+                    f"valid until {expires} ({(time.monotonic() - started) * 1000:.0f} ms)")
+    if keep:
+        return wrapped
+    wrapped.close()
+    return None
 
 
 def _default_bundle() -> str:

@@ -87,6 +87,8 @@ def run_local(options: LocalOptions = LocalOptions()) -> DoctorReport:
     """Run every in-pod check on this process's environment (``os.environ``: botocore reads
     nothing else)."""
     environ = os.environ
+    if options.service_account and expected_subject(options.service_account) is None:
+        raise UsageError(f"--service-account {options.service_account!r}: expected NAMESPACE/NAME")
     now = options.now or datetime.now(UTC)
     session, region, client_config = _botocore_session(environ, options.timeout)
     own_subject, own_issuer, own_source = own_identity(options.kube_sa_dir)

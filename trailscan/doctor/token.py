@@ -168,9 +168,8 @@ def check_token_file(check_id: str, variable: str, read: TokenRead) -> Check:
                   "skip-containers annotation, a hand-written variable, or a mount removed from the spec).")
         remedy = fix(
             "Let the webhook inject the variable and the volume together: remove hand-written AWS_WEB_IDENTITY_"
-            "TOKEN_FILE / AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE values and restart the pod, then check its "
-            "volumes.",
-            "kubectl get pod \"$HOSTNAME\" -o jsonpath='{.spec.volumes}'",
+            "TOKEN_FILE / AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE values and restart the pod. From a workstation, "
+            "`trailscan doctor pod NS/POD` shows which containers carry the token volume.",
         )
     else:
         detail = f"{where} {read.error}{facts}."
@@ -198,13 +197,16 @@ def check_claims(check_id: str, claims: TokenClaims, expect: Expectation, now: d
                      f"The token expired at {_iso(claims.expires)}, {ago} ago ({summary}). The kubelet refreshes a "
                      "projected token before it expires; one that is not refreshed is a copy, or is mounted with "
                      "subPath (which never receives updates).",
-                     fix("Mount the projected token volume as a whole directory (no subPath) and let the SDK read "
-                         "the file the variable names, then restart the pod.",
-                         "kubectl get pod \"$HOSTNAME\" -o jsonpath='{.spec.containers[*].volumeMounts}'"))
+                     fix("Mount the projected token volume as a whole directory (no subPath), let the SDK read "
+                         "the file the variable names (never a copy), and check the node's clock; then restart the "
+                         "pod."))
     if expect.audience not in claims.audiences:
+        custom = "" if expect.audience != IRSA_AUDIENCE or "pods.eks" in expect.audience_source else (
+            " If the service account's eks.amazonaws.com/audience annotation asks for this audience on purpose "
+            "(it must then be a client id of the IAM OIDC provider), run the doctor with --audience.")
         return Check(check_id, FAIL, "TOKEN_AUDIENCE_MISMATCH",
                      f"The token's audience is {', '.join(claims.audiences) or 'empty'}, but {expect.audience_source} "
-                     f"needs {expect.audience} ({summary}).",
+                     f"needs {expect.audience} ({summary}).{custom}",
                      fix(f"Give the token the audience {expect.audience}: the projected volume's audience comes from "
                          "the service account's eks.amazonaws.com/audience annotation when the pod is created "
                          "(IRSA), and is always pods.eks.amazonaws.com for Pod Identity. Correct it, then restart "
