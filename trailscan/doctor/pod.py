@@ -146,8 +146,9 @@ def run_pod(options: PodOptions) -> DoctorReport:
     report = DoctorReport({"kind": "pod", "context": options.context, "namespace": pod.namespace, "name": pod.name,
                            "node": pod.node, "service_account": pod.service_account, "chosen": chosen or None})
 
-    sa, sa_error = _read(kube, f"/api/v1/namespaces/{pod.namespace}/serviceaccounts/{pod.service_account}")
-    eks = _eks(options)
+    read = _read_around(kube, pod, options)
+    sa, sa_error = read["sa"]
+    eks = read["eks"]
     association = eks.association(pod) if eks else None
     wiring = podspec.wiring_of(pod)
     annotations = ((sa or {}).get("metadata") or {}).get("annotations") or {}
@@ -159,8 +160,8 @@ def run_pod(options: PodOptions) -> DoctorReport:
         unread=sa_error.message if sa_error is not None and sa_error.reason != "not_found" else None,
         association=association, associations_read=bool(eks and eks.read)))
     report.add(podspec.check_restart(pod, sa, association))
-    configurations, hooks_error = _read(kube, "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations")
-    namespace_object, _ = _read(kube, f"/api/v1/namespaces/{pod.namespace}")
+    configurations, hooks_error = read["webhooks"]
+    namespace_object, _ = read["namespace"]
     namespace_labels = ((namespace_object or {}).get("metadata") or {}).get("labels") if namespace_object else None
     report.add(addons.check_webhook(
         pod, None if configurations is None else list(configurations.get("items") or []),
@@ -170,9 +171,8 @@ def run_pod(options: PodOptions) -> DoctorReport:
     report.add(podspec.check_network(pod))
     report.add(addons.check_association(pod, association, bool(eks and eks.read), eks.unread if eks else None,
                                         bool(wiring.pod_identity), options.cluster))
-    report.add(_agent(kube, pod, uses_pod_identity))
-    coredns, coredns_error = _read(kube, query("/api/v1/namespaces/kube-system/pods",
-                                               labelSelector=addons.COREDNS_SELECTOR))
+    report.add(_agent(kube, pod, uses_pod_identity, read["daemonsets"], read["node"]))
+    coredns, coredns_error = read["coredns"]
     report.add(addons.check_coredns(None if coredns is None else list(coredns.get("items") or []),
                                     coredns_error.message if coredns_error else None))
     if options.probe:
@@ -180,17 +180,43 @@ def run_pod(options: PodOptions) -> DoctorReport:
 
         for check in probe_checks(kube, pod, sa, options):
             report.add(check)
-    report.add(_trust(options, kube, pod, sa, wiring, eks))
+    report.add(_trust(options, pod, sa, wiring, eks, read["issuer"]))
     return report
 
 
-def _agent(kube: Kube, pod: PodView, uses_pod_identity: bool) -> Check:
+def _read_around(kube: Kube, pod: PodView, options: PodOptions) -> dict[str, Any]:
+    """Everything the checks read besides the pod, at once: each kubectl call may run an
+    exec credential plugin (``aws eks get-token``) that takes a second, so they overlap."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = {
+        "sa": f"/api/v1/namespaces/{pod.namespace}/serviceaccounts/{pod.service_account}",
+        "webhooks": "/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations",
+        "namespace": f"/api/v1/namespaces/{pod.namespace}",
+        "coredns": query("/api/v1/namespaces/kube-system/pods", labelSelector=addons.COREDNS_SELECTOR),
+        "daemonsets": "/apis/apps/v1/namespaces/kube-system/daemonsets",
+    }
+    if pod.node:
+        paths["node"] = f"/api/v1/nodes/{pod.node}"
+    with ThreadPoolExecutor(max_workers=len(paths) + 2, thread_name_prefix="doctor-read") as pool:
+        futures = {key: pool.submit(_read, kube, path) for key, path in paths.items()}
+        eks = pool.submit(_eks, options)
+        issuer = pool.submit(kube.issuer)
+        found: dict[str, Any] = {key: future.result() for key, future in futures.items()}
+        found.setdefault("node", (None, None))
+        found["eks"] = eks.result()
+        found["issuer"] = issuer.result()
+    return found
+
+
+def _agent(kube: Kube, pod: PodView, uses_pod_identity: bool, daemonsets_read: tuple[Any, Any],
+           node_read: tuple[Any, Any]) -> Check:
     if not uses_pod_identity:
         return addons.check_agent(pod, False, None, None, None, None)
-    daemonsets, error = _read(kube, "/apis/apps/v1/namespaces/kube-system/daemonsets")
+    daemonsets, error = daemonsets_read
     if daemonsets is None:
         return addons.check_agent(pod, True, None, None, None, error.message if error else "unknown")
-    node, _ = _read(kube, f"/api/v1/nodes/{pod.node}") if pod.node else (None, None)
+    node, _ = node_read
     node_labels = ((node or {}).get("metadata") or {}).get("labels") if node else None
     agents = [d for d in daemonsets.get("items") or [] if addons.is_agent_daemonset(d)]
     agent_pods: list[Mapping[str, Any]] = []
@@ -230,15 +256,14 @@ def _eks(options: PodOptions) -> _Eks | None:
     return _Eks(cluster, POD_IDENTITY not in cluster.gaps, cluster.gaps.get(POD_IDENTITY))
 
 
-def _trust(options: PodOptions, kube: Kube, pod: PodView, sa: Mapping[str, Any] | None, wiring: Any,
-           eks: _Eks | None) -> Check:
+def _trust(options: PodOptions, pod: PodView, sa: Mapping[str, Any] | None, wiring: Any, eks: _Eks | None,
+           announced: str | None) -> Check:
     annotations = ((sa or {}).get("metadata") or {}).get("annotations") or {}
     role = next(iter(sorted(wiring.roles)), None) or str(annotations.get(ROLE_ARN_ANNOTATION, "")).strip() or None
     if not role or (wiring.pod_identity and not wiring.irsa):
         return Check("trust.role", SKIPPED, None, "The pod asks for no IRSA role (EKS Pod Identity roles trust "
                      "pods.eks.amazonaws.com, not the token).")
-    issuer = eks.cluster.oidc_issuer if eks and eks.cluster else None
-    issuer = issuer or kube.issuer()
+    issuer = (eks.cluster.oidc_issuer if eks and eks.cluster else None) or announced
     if not issuer:
         return Check("trust.role", SKIPPED, None, "The cluster's OIDC issuer is unknown: its API server does not serve "
                      "/.well-known/openid-configuration to this user; pass --cluster NAME.")
