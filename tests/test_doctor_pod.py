@@ -495,3 +495,47 @@ def test_the_probe_manifest_copies_no_credentials():
     manifest = probe_manifest(PodView.of(target), annotated_sa(), PodOptions(target="x", image="i"))
     names = {item["name"] for item in manifest["spec"]["containers"][0]["env"]}
     assert names == {"AWS_STS_REGIONAL_ENDPOINTS", "AWS_DEFAULT_REGION", "AWS_REGION"}
+
+
+# -- --cluster: the EKS cluster, described live ---------------------------------------------------------
+
+
+def test_the_cluster_described_live_gives_the_issuer(tmp_path, moto):
+    """moto's EKS describes the cluster (its OIDC issuer, which the API server here does not
+    announce) but has no Pod Identity API: the association check says so and the run is
+    incomplete, never silently complete."""
+    moto.reset()
+    session = moto.session("eu-west-1")
+    role = session.client("iam").create_role(RoleName="eks-cluster", AssumeRolePolicyDocument="{}")["Role"]["Arn"]
+    cluster = session.client("eks").create_cluster(name="prod", roleArn=role, resourcesVpcConfig={"subnetIds": []})
+    issuer = cluster["cluster"]["identity"]["oidc"]["issuer"]
+    host = issuer.removeprefix("https://")
+    provider = f"arn:aws:iam::{ACCOUNT}:oidc-provider/{host}"
+    path = iam_file(tmp_path, {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Federated": provider}, "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {"StringEquals": {f"{host}:sub": "system:serviceaccount:payments:api",
+                                       f"{host}:aud": "sts.amazonaws.com"}}}]})
+    document = json.loads(path.read_text())
+    document["OpenIDConnectProviderList"] = [{"Arn": provider}]
+    path.write_text(json.dumps(document))
+    checks, done, _ = run(tmp_path, healthy(issuer=None), "--cluster", "prod", "--iam", str(path),
+                          env=moto.environ("eu-west-1"))
+    assert status(checks, "trust.role") == ("ok", None), checks["trust.role"]["detail"]
+    assert issuer in checks["trust.role"]["detail"]
+    association = checks["eks.pod_identity_association"]
+    assert association["status"] == "skipped" and "not available at this endpoint" in association["detail"]
+    assert done.returncode == 3
+
+
+def test_the_association_check_reads_what_eks_says():
+    from trailscan.doctor.addons import check_association
+    from trailscan.doctor.cluster import PodView
+    from trailscan.inventory import PodIdentityAssociation
+
+    found = PodIdentityAssociation("payments", "api", ROLE, "a-0123456789abcdef0")
+    identity_pod = PodView.of(app_pod(injected="pod_identity"))
+    ok = check_association(identity_pod, found, True, None, True, "prod")
+    assert ok.status == "ok" and ROLE in ok.detail and "a-0123456789abcdef0" in ok.detail
+    gone = check_association(identity_pod, None, True, None, True, "prod")
+    assert gone.status == "warn" and "aws eks create-pod-identity-association" in gone.fix
+    assert check_association(identity_pod, None, False, None, True, None).status == "skipped"

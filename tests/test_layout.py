@@ -111,6 +111,15 @@ def test_each_check_lists_its_causes_in_the_table_order(spec_id):
     assert list(spec.causes) == sorted(spec.causes, key=order.index)
 
 
+def test_every_doctor_cause_is_produced_by_a_test_that_builds_its_situation():
+    """Issue 19's acceptance: each cause of the doctor's table is asserted by a scenario of
+    tests/test_doctor.py (in the pod) or tests/test_doctor_pod.py (through kubectl)."""
+    scenarios = "".join((ROOT / "tests" / name).read_text() for name in ("test_doctor.py", "test_doctor_pod.py"))
+    for code in codes(DOCTOR):
+        assert re.search(rf"""(==|,) ?\(?"(fail|warn)", "{code}"\)|"{code}"\),?$|, "{code}"\]""", scenarios, re.M), (
+            f"no test produces {code}")
+
+
 def test_a_check_cannot_return_a_cause_it_does_not_declare():
     Check = DoctorCheck
     assert Check("cluster.coredns", "fail", "COREDNS_UNAVAILABLE").cause == "COREDNS_UNAVAILABLE"
