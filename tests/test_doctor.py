@@ -607,3 +607,10 @@ def _resource(operation: str, params: dict) -> str:
     if operation == "GetOpenIDConnectProvider":
         return params["OpenIDConnectProviderArn"]
     return "*"
+
+
+def test_hostile_token_claims_reach_the_terminal_as_escapes(pod, tmp_path):
+    pod.irsa(mint(subject="system:serviceaccount:payments:\x1b]0;owned\x07api", issued_ago=7200, lifetime=3600))
+    done = run_doctor("--offline", env=dict(os.environ), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "\x1b" not in done.stdout and "\\x1b]0;owned\\x07" in done.stdout

@@ -539,3 +539,23 @@ def test_the_association_check_reads_what_eks_says():
     gone = check_association(identity_pod, None, True, None, True, "prod")
     assert gone.status == "warn" and "aws eks create-pod-identity-association" in gone.fix
     assert check_association(identity_pod, None, False, None, True, None).status == "skipped"
+
+
+# -- what the cluster says is data, never terminal control ------------------------------------------------
+
+RAW_CONTROL = __import__("re").compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def test_hostile_annotations_and_labels_reach_the_terminal_as_escapes(tmp_path):
+    hostile_role = f"{OLD_ROLE}\x1b]0;owned\x07$(touch pwned)\u202e"
+    made = app_pod(role=hostile_role, labels={"team": "pay\x1b[2Jments"})
+    parts = healthy(pods=[made, *coredns()], service_accounts=[annotated_sa(at="2025-06-03T12:00:00Z")])
+    with KubeAPI(directory=tmp_path, **parts) as api:
+        text = doctor_pod(api, f"payments/{POD}")
+        data = doctor_pod(api, f"payments/{POD}", "--format", "json")
+    assert text.returncode == 1
+    assert not RAW_CONTROL.search(text.stdout), repr(RAW_CONTROL.search(text.stdout))
+    assert "\\x1b]0;owned\\x07" in text.stdout
+    assert not RAW_CONTROL.search(data.stdout.replace("\n", ""))
+    checks = {c["id"]: c for c in json.loads(data.stdout)["checks"]}
+    assert hostile_role in checks["pod.restart"]["detail"]  # JSON keeps the data, escaped
