@@ -155,7 +155,7 @@ def check_trust(question: TrustQuestion, inventory: Inventory | None, unread: st
                      fixes.fix("Add the audience to the OIDC provider's client ids.",
                                "aws iam add-client-id-to-open-id-connect-provider --open-id-connect-provider-arn "
                                f"{fixes.sh(provider.arn)} --client-id {fixes.sh(question.audience)}"))
-    detail = f"{verdict.detail} ({what})"
+    detail = f"The trust policy of {role.name} admits {what}: {verdict.detail.rstrip('.')}"
     notes = list(verdict.warnings)
     if unknown:
         notes.append("not checked: " + "; ".join(unknown))
