@@ -417,6 +417,16 @@ def test_the_proxy_is_honoured_and_shown(pod, tmp_path):
     assert f"through the proxy {proxy.url}" in check.detail
     assert proxy.targets == [f"localhost:{tls.port}"]
     assert "proxy" not in report.get("endpoint.sts").detail  # NO_PROXY exempts it
+    assert f"HTTPS_PROXY={proxy.url}" in report.get("env.variables").detail
+
+
+def test_a_proxy_password_is_never_shown(pod):
+    pod.irsa()
+    pod.monkeypatch.setenv("HTTPS_PROXY", f"http://ops:s3cret@127.0.0.1:{closed_port()}")
+    pod.monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    report = pod.doctor(endpoints=("https://localhost:1",), offline=True)
+    text = json.dumps([c.as_json() for c in report.checks])
+    assert "s3cret" not in text and "ops:***@" in text
 
 
 def test_a_service_endpoint_is_the_one_botocore_resolves(pod, aws):

@@ -56,6 +56,17 @@ VARIABLES = ("AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_CONTAINER_CREDE
 _SECRET = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_CONTAINER_AUTHORIZATION_TOKEN")
 _FULL_URI, _TOKEN_FILE = "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE"
 _ROLE, _WEB_TOKEN = "AWS_ROLE_ARN", "AWS_WEB_IDENTITY_TOKEN_FILE"
+_PROXIES = ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy")
+
+
+def _without_password(value: str) -> str:
+    """A proxy URL's password is a secret: ``http://user:***@host:port``."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(value) if "://" in value else None
+    if parts is None or not parts.password:
+        return value
+    return value.replace(f":{parts.password}@", ":***@", 1)
 
 
 @dataclass(frozen=True)
@@ -145,9 +156,10 @@ def check_variables(environ: Mapping[str, str]) -> Check:
     """``env.variables``: which credential method the webhook wired into this environment."""
     shown = [f"{name}={environ[name]}" for name in VARIABLES if name in environ]
     shown += [f"{name}=(set)" for name in _SECRET if environ.get(name)]
-    for name in ("AWS_PROFILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_EC2_METADATA_DISABLED"):
+    for name in ("AWS_PROFILE", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_EC2_METADATA_DISABLED",
+                 "AWS_CA_BUNDLE", *_PROXIES):
         if name in environ:
-            shown.append(f"{name}={environ[name]}")
+            shown.append(f"{name}={_without_password(environ[name])}")
     listing = "; ".join(shown) or "none of the AWS variables is set"
     irsa = bool(environ.get(_ROLE)) and bool(environ.get(_WEB_TOKEN))
     pod_identity = bool(environ.get(_FULL_URI)) and bool(environ.get(_TOKEN_FILE))
