@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from trailscan.doctor.model import CHECKS as DOCTOR_CHECKS
+from trailscan.doctor.model import Check as DoctorCheck
+from trailscan.doctor.model import spec_for
 from trailscan.explain import denied, irsa, pod_identity
-from trailscan.explain.causes import CAUSES, KINDS, codes
+from trailscan.explain.causes import CAUSES, DOCTOR, DOCTOR_CAUSES, KINDS, codes, doctor_cause, kinds_of
 from trailscan.explain.rules import Rules, Verdict
 from trailscan.findings import Finding, Workload
 from trailscan.sources import REGISTRY, get_source
@@ -91,6 +94,82 @@ def test_the_readme_table_of_causes_is_the_table():
     assert [code for _, cells in found for code in cells] == [row.code for row in CAUSES]
 
 
+# -- the doctor's section of the table ---------------------------------------------------------
+
+
+def test_every_doctor_cause_is_declared_by_a_check_and_every_declared_cause_is_in_the_table():
+    """The doctor's checks (trailscan.doctor.model.CHECKS) are its decision module: what they may
+    establish is exactly the doctor's section of the table (and UNEXPLAINED)."""
+    declared = {code for spec in DOCTOR_CHECKS for code in spec.causes}
+    assert declared == set(codes(DOCTOR)), (declared ^ set(codes(DOCTOR)))
+
+
+@pytest.mark.parametrize("spec_id", [spec.id for spec in DOCTOR_CHECKS])
+def test_each_check_lists_its_causes_in_the_table_order(spec_id):
+    spec = spec_for(spec_id.replace("*", "x"))
+    order = codes(DOCTOR)
+    assert list(spec.causes) == sorted(spec.causes, key=order.index)
+
+
+def test_every_doctor_cause_is_produced_by_a_test_that_builds_its_situation():
+    """Issue 19's acceptance: each cause of the doctor's table is asserted by a scenario of
+    tests/test_doctor.py (in the pod) or tests/test_doctor_pod.py (through kubectl)."""
+    scenarios = "".join((ROOT / "tests" / name).read_text() for name in ("test_doctor.py", "test_doctor_pod.py"))
+    for code in codes(DOCTOR):
+        assert re.search(rf"""(==|,) ?\(?"(fail|warn)", "{code}"\)|"{code}"\),?$|, "{code}"\]""", scenarios, re.M), (
+            f"no test produces {code}")
+
+
+def test_a_check_cannot_return_a_cause_it_does_not_declare():
+    Check = DoctorCheck
+    assert Check("cluster.coredns", "fail", "COREDNS_UNAVAILABLE").cause == "COREDNS_UNAVAILABLE"
+    with pytest.raises(ValueError, match="does not declare"):
+        Check("cluster.coredns", "fail", "TOKEN_EXPIRED")
+    with pytest.raises(KeyError):
+        Check("cluster.coredns", "fail", "NOT_A_CAUSE")
+    with pytest.raises(ValueError, match="without a cause"):
+        Check("cluster.coredns", "fail")
+    with pytest.raises(KeyError):
+        Check("no.such.check", "ok")
+    assert Check("probe.token.web_identity.claims", "fail", "TOKEN_EXPIRED").id.startswith("probe.")
+
+
+def test_a_code_may_belong_to_several_kinds():
+    assert kinds_of("TOKEN_EXPIRED") == ("irsa", DOCTOR)
+    assert kinds_of("NODE_ROLE_FALLBACK") == ("denied_call", DOCTOR)
+    assert kinds_of("WEBHOOK_MISSING") == (DOCTOR,)
+    assert kinds_of("MISSING_PERMISSION") == ("denied_call",)
+    assert doctor_cause("TOKEN_EXPIRED").kind == DOCTOR
+    assert doctor_cause("UNEXPLAINED").kind == "any"
+    with pytest.raises(KeyError):
+        doctor_cause("MISSING_PERMISSION")
+    assert all(row.kind == DOCTOR for row in DOCTOR_CAUSES)
+    assert len({row.code for row in DOCTOR_CAUSES}) == len(DOCTOR_CAUSES)
+
+
+def test_a_finding_cannot_carry_a_doctor_only_cause():
+    from datetime import UTC, datetime
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    with pytest.raises(ValueError, match="unknown cause"):
+        Finding("irsa", "WEBHOOK_MISSING", Workload(), None, None, "", "", "x:Y", None, None, 1, now, now, (), (), "", "")
+
+
+def _readme_doctor_causes() -> list[tuple[str, str]]:
+    """The README's table of the doctor's causes: (code, kinds column), in order."""
+    text = README.read_text()
+    rows = re.findall(r"^\| `([A-Z_]+)` \| (doctor(?:, [a-z_]+)*) \| .+ \|$", text, flags=re.M)
+    assert rows, "the README has no table of the doctor's causes"
+    return rows
+
+
+def test_the_readme_table_of_doctor_causes_is_the_table():
+    """In the table's order, each with every kind it belongs to (doctor first)."""
+    expected = [(row.code, ", ".join([DOCTOR, *(k for k in kinds_of(row.code) if k != DOCTOR)]))
+                for row in DOCTOR_CAUSES]
+    assert _readme_doctor_causes() == expected
+
+
 # -- the rooms ----------------------------------------------------------------------------------
 
 
@@ -162,7 +241,7 @@ def test_the_judging_stage_never_reaches_a_source():
         assert not {n for n in seen if n.startswith("trailscan.sources")}, f"{start} reaches a source"
 
 
-@pytest.mark.parametrize("room", ["explain", "report"])
+@pytest.mark.parametrize("room", ["explain", "report", "doctor"])
 def test_no_module_of_a_stage_package_is_too_long(room):
     for path in (PACKAGE / room).glob("*.py"):
         assert len(path.read_text().splitlines()) <= 600, f"{path.name} is over 600 lines"
@@ -192,7 +271,7 @@ def test_the_cli_offers_exactly_the_registered_sources():
 def test_the_readme_layout_names_every_room():
     text = README.read_text()
     section = text[text.index("## Working on trailscan"):]
-    for room in ("explain/", "report/", "sources/", "pipeline.py", "store.py", "queries/", "causes.py"):
+    for room in ("explain/", "report/", "sources/", "doctor/", "pipeline.py", "store.py", "queries/", "causes.py"):
         assert room in section, f"the README's layout does not name {room}"
 
 

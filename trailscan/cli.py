@@ -719,8 +719,10 @@ def demo_command(out: str, fmt: str, db: str | None) -> None:
               help="Buckets whose bucket policies trailscan may read when a refused call names them.")
 @click.option("--offline", is_flag=True,
               help="IAM and the policy layers come from files (--iam, --policies): leave out the live reads.")
+@click.option("--doctor", is_flag=True,
+              help="Print what `trailscan doctor` and `doctor pod` need instead (with --cluster and --offline only).")
 def iam_policy_command(source, bucket, prefix, org_id, accounts, kms_keys, report_to, report_kms_keys,
-                       clusters, policy_buckets, offline) -> None:
+                       clusters, policy_buckets, offline, doctor) -> None:
     """Print the least-privilege IAM policy trailscan itself needs (JSON, on stdout).
 
     One statement per kind of call made for the chosen source (a trail's S3 bucket, or
@@ -729,20 +731,178 @@ def iam_policy_command(source, bucket, prefix, org_id, accounts, kms_keys, repor
     and AWS's own evaluation of a refusal) and the report destination; resources as narrow
     as each action allows.
     Attach it to the role trailscan runs as (for the nightly CronJob, the role of its
-    service account). Notes on what to replace or add go to stderr.
+    service account). Notes on what to replace or add go to stderr. --doctor prints what
+    `trailscan doctor` needs instead.
     """
-    import json
+    from trailscan.iam_policy import PolicyRequest, doctor_policy, required_policy
 
-    from trailscan.iam_policy import PolicyRequest, required_policy
-
+    if doctor:
+        if bucket or prefix or org_id or accounts or kms_keys or report_to or report_kms_keys or policy_buckets:
+            raise UsageError("--doctor takes only --cluster and --offline: the doctor reads no CloudTrail")
+        _print_policy(doctor_policy(tuple(clusters), live_iam=not offline))
+        return
     policy = required_policy(PolicyRequest(
         source=source, bucket=bucket, prefix=prefix, org_id=org_id, accounts=tuple(accounts),
         kms_keys=tuple(kms_keys), report_to=report_to, report_kms_keys=tuple(report_kms_keys),
         clusters=tuple(clusters), live_iam=not offline, policy_buckets=tuple(policy_buckets),
     ))
+    _print_policy(policy)
+
+
+def _print_policy(policy) -> None:
+    import json
+
     click.echo(json.dumps(policy.document, indent=2))
     for note in policy.notes:
         say(f"trailscan: note: {note}")
+
+
+# -- doctor ----------------------------------------------------------------------------------------
+
+
+def _doctor_output(report, fmt: str) -> None:
+    """Print a doctor report (stdout) and exit with its code: 0, 1 (a check failed), 3 (a
+    check could not run)."""
+    from trailscan.doctor.render import render_json, render_text
+
+    (render_json if fmt == "json" else render_text)(report, sys.stdout)
+    sys.stdout.flush()
+    click.get_current_context().exit(report.exit_code)
+
+
+def _dns_server(_ctx, _param, value: str | None):
+    if value is None:
+        return None
+    from trailscan.doctor.dns import parse_address
+
+    try:
+        return parse_address(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r}: expected IP or IP:PORT (the address of a nameserver)") from None
+
+
+def doctor_network_options(function):
+    """The options both doctors share: output, timeouts and the IAM inventory."""
+    options = [
+        click.option("--format", "fmt", type=click.Choice(("table", "json")), default="table", show_default=True,
+                     help="Output format; json prints the trailscan.doctor/v1 document on stdout alone."),
+        click.option("--timeout", type=click.FloatRange(0.1, 60), default=3.0, show_default=True, metavar="SECONDS",
+                     help="Timeout of each network step (DNS, TCP, TLS, an AWS call, a kubectl call counts 10×)."),
+        click.option("--iam", "iam_files", multiple=True, metavar="FILE",
+                     help="IAM: `aws iam get-account-authorization-details` output (add `list-open-id-connect-"
+                     "providers` output as another file), to judge the token against the role's trust policy. "
+                     "Without it the role and OIDC providers are read live when AWS credentials are set."),
+        click.option("--offline", is_flag=True, help="Read nothing from IAM live (the trust check needs --iam)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+@main.group("doctor", invoke_without_command=True)
+@doctor_network_options
+@click.option("--endpoint", "endpoints", multiple=True, callback=_values, metavar="URL,…",
+              help="Also check these endpoints (the URL an EndpointConnectionError names). Repeatable.")
+@click.option("--service", "services", multiple=True, callback=_values, metavar="NAME,…",
+              help="Also check the endpoints botocore resolves for these services (s3, ec2, …). Repeatable.")
+@click.option("--dns-server", callback=_dns_server, metavar="IP[:PORT]",
+              help="Resolve by asking this nameserver directly (as `nslookup NAME SERVER`), e.g. the kube-dns "
+              "service IP, instead of the C library and /etc/resolv.conf.")
+@click.option("--audience", metavar="AUD",
+              help="The IRSA token audience to expect (the service account's eks.amazonaws.com/audience; default "
+              "sts.amazonaws.com).")
+@click.option("--service-account", metavar="NS/NAME",
+              help="The pod's service account, when its own token is not mounted (default: read from "
+              "/var/run/secrets/kubernetes.io/serviceaccount).")
+@click.pass_context
+def doctor_group(ctx, fmt, timeout, iam_files, offline, endpoints, services, dns_server, audience,
+                 service_account) -> None:
+    """Why does this pod get no AWS credentials, or no connection? Checked now, from inside.
+
+    Run in the pod (kubectl exec, or any environment): the variables the pod identity
+    webhook injects; each projected token (readable, expired, audience, subject);
+    DNS, TCP and TLS to the STS endpoint the SDK calls and to --endpoint/--service, through
+    the proxy when HTTPS_PROXY applies; botocore's credential chain (which provider won
+    and why the others did not); sts:GetCallerIdentity (the node's instance role is
+    NODE_ROLE_FALLBACK); and, with an IAM inventory, the token against the role's trust
+    policy. `trailscan doctor pod NS/NAME` looks from a workstation instead.
+
+    Exits 0 when no check fails, 1 when one does, 2 for a usage or input error, 3 when
+    checks could not run.
+    """
+    if ctx.invoked_subcommand is not None:
+        given = [name for name in ("endpoints", "services", "dns_server", "audience", "service_account", "iam_files",
+                                   "offline") if ctx.params.get(name)]
+        if given or fmt != "table" or timeout != 3.0:
+            raise UsageError(f"options before `{ctx.invoked_subcommand}` belong to the in-pod doctor: put them after "
+                             f"`trailscan doctor {ctx.invoked_subcommand} …`")
+        return
+    from trailscan.doctor.local import LocalOptions, run_local
+
+    report = run_local(LocalOptions(
+        timeout=timeout, endpoints=tuple(endpoints), services=tuple(services), dns_server=dns_server,
+        audience=audience, service_account=service_account, iam_files=tuple(iam_files), offline=offline,
+    ))
+    _doctor_output(report, fmt)
+
+
+@doctor_group.command("pod")
+@click.argument("target", metavar="NAMESPACE/NAME")
+@click.option("-n", "--namespace", metavar="NS", help="The namespace, when TARGET does not name it.")
+@click.option("--kube-context", "kube_context", metavar="NAME", help="kubectl context (default: the current one).")
+@doctor_network_options
+@click.option("--cluster", metavar="NAME|ARN",
+              help="The EKS cluster, described live: its OIDC issuer and Pod Identity associations.")
+@click.option("--region", metavar="REGION", help="The cluster's region (default: standard AWS configuration).")
+@click.option("--probe", is_flag=True,
+              help="Run the in-pod doctor in a short-lived pod with the same service account, namespace and node "
+              "(needs create/delete pods and pods/log in the namespace), then delete it.")
+@click.option("--image", envvar="TRAILSCAN_IMAGE", metavar="IMAGE",
+              help="The probe's image: trailscan on PATH (default: $TRAILSCAN_IMAGE).")
+@click.option("--probe-timeout", type=click.FloatRange(10, 900), default=120, show_default=True, metavar="SECONDS",
+              help="How long the probe may take, start to finish.")
+@click.option("--endpoint", "endpoints", multiple=True, callback=_values, metavar="URL,…",
+              help="Endpoints the probe checks too.")
+@click.option("--service", "services", multiple=True, callback=_values, metavar="NAME,…",
+              help="Services whose endpoints the probe checks too.")
+@click.option("--dry-run", is_flag=True, help="With --probe: print the probe pod's manifest, create nothing.")
+def doctor_pod_command(target, namespace, kube_context, fmt, timeout, iam_files, offline, cluster, region, probe,
+                       image, probe_timeout, endpoints, services, dry_run) -> None:
+    """Why does this pod get no AWS credentials? Checked from a workstation, through kubectl.
+
+    TARGET is NAMESPACE/NAME (a pod), NAMESPACE/deployment/NAME or deployment/NAME with -n
+    (the newest running pod). Reads, with your kubectl and read-only RBAC: the pod spec
+    (service account, the IRSA / Pod Identity variables and token volume the webhook
+    injects, runAsUser/fsGroup against the token file's mode, hostNetwork, dnsPolicy),
+    the service account's annotations and when they last changed (managedFields: a pod
+    older than its annotation must be restarted), the pod identity webhook, the
+    eks-pod-identity-agent pod on the pod's node, and CoreDNS; with --cluster the Pod
+    Identity association; with an IAM inventory the trust verdict. --probe runs the
+    in-pod doctor beside it.
+
+    Exits 0 when no check fails, 1 when one does, 2 for a usage or input error (no such
+    pod), 3 when checks could not run.
+    """
+    from trailscan.doctor.pod import PodOptions, probe_manifest_for, run_pod
+
+    if (probe or dry_run) and not image:
+        raise UsageError("--probe needs --image IMAGE (an image with trailscan on PATH), or TRAILSCAN_IMAGE")
+    if dry_run and not probe:
+        raise UsageError("--dry-run shows the probe's manifest: use it with --probe")
+    options = PodOptions(target=target, namespace=namespace, context=kube_context, timeout=timeout,
+                         iam_files=tuple(iam_files), offline=offline, cluster=cluster, region=region, probe=probe,
+                         image=image, probe_timeout=probe_timeout, endpoints=tuple(endpoints),
+                         services=tuple(services))
+    if dry_run:
+        import json
+
+        import yaml
+
+        manifest = probe_manifest_for(options)
+        click.echo(json.dumps(manifest, indent=2) if fmt == "json" else yaml.safe_dump(manifest, sort_keys=False),
+                   nl=fmt == "json")
+        return
+    _doctor_output(run_pod(options), fmt)
 
 
 if __name__ == "__main__":  # pragma: no cover

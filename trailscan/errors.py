@@ -2,7 +2,8 @@
 
 Every error carries a message naming the culprit (file, bucket, option) and an
 optional hint saying what to do.  ``exit_code`` follows SPEC §8: 2 for usage
-or input errors, 3 for incomplete coverage.
+or input errors, 3 for incomplete coverage (and, SPEC §10, for doctor checks that
+could not run).
 """
 
 from __future__ import annotations
@@ -48,5 +49,12 @@ class SourceError(TrailscanError):
 
 class IncompleteCoverage(TrailscanError):
     """Some of the window could not be read: results are partial."""
+
+    exit_code = 3
+
+
+class ChecksBlocked(TrailscanError):
+    """``trailscan doctor`` could not run its checks at all (kubectl cannot reach the
+    cluster, or may not read the pod): nothing was diagnosed."""
 
     exit_code = 3

@@ -26,6 +26,9 @@ policy layers (live)        the resources the failures name: ``s3:GetBucketPolic
 EKS inventory (--cluster)   ``DescribeCluster``, ``ListNodegroups``, ``DescribeNodegroup``,
                             ``ListPodIdentityAssociations``, ``DescribePodIdentityAssociation``
 report to S3                ``PutObject`` → ``s3:PutObject`` under the report prefix
+``trailscan doctor``        (:func:`doctor_policy`) ``GetRole`` (the trust policy only),
+                            ``ListOpenIDConnectProviders``, ``GetOpenIDConnectProvider``,
+                            ``sts:GetCallerIdentity``; with ``--cluster`` the EKS reads above
 ==========================  =====================================================================
 
 Resources are as narrow as the action allows; ``"*"`` is used only for actions that
@@ -125,6 +128,34 @@ def required_policy(request: PolicyRequest) -> RequiredPolicy:
                      "Pod Identity associations) with --cluster NAME")
     if request.report_to:
         statements += _report(request.report_to, request.report_kms_keys, arn, notes)
+    return RequiredPolicy({"Version": "2012-10-17", "Statement": statements}, tuple(notes))
+
+
+def doctor_policy(clusters: tuple[str, ...] = (), *, live_iam: bool = True, partition: str = "aws") -> RequiredPolicy:
+    """What ``trailscan doctor`` and ``trailscan doctor pod`` call AWS for, and nothing else.
+
+    The in-pod doctor's own calls need no permission: ``AssumeRoleWithWebIdentity`` is
+    decided by the role's trust policy, and ``sts:GetCallerIdentity`` is allowed to every
+    principal.  What needs one is reading the trust verdict's inputs live (``iam:GetRole``
+    for the trust policy, the OIDC providers) and, for ``doctor pod --cluster``, the EKS
+    cluster (OIDC issuer, node groups, Pod Identity associations).
+    """
+    arn = f"arn:{partition}"
+    statements = [statement("WhoAmI", ["sts:GetCallerIdentity"], "*")]
+    notes = ["sts:AssumeRoleWithWebIdentity and sts:GetCallerIdentity need no permission of the pod's role; attach "
+             "this to the role the doctor runs as only to read the trust verdict live (or pass --iam FILE)",
+             "trailscan doctor pod also needs read-only Kubernetes RBAC (README: the doctor's permissions)"]
+    if live_iam:
+        statements += [
+            statement("ReadTrustPolicies", ["iam:GetRole"], f"{arn}:iam::*:role/*"),
+            statement("ListOidcProviders", ["iam:ListOpenIDConnectProviders"], "*"),
+            statement("ReadOidcProviders", ["iam:GetOpenIDConnectProvider"], f"{arn}:iam::*:oidc-provider/*"),
+        ]
+    if clusters:
+        statements += _eks_inventory(clusters, arn)
+    else:
+        notes.append("doctor pod --cluster NAME reads the cluster's issuer and Pod Identity associations: add "
+                     "--cluster NAME")
     return RequiredPolicy({"Version": "2012-10-17", "Statement": statements}, tuple(notes))
 
 
@@ -253,5 +284,5 @@ def split_s3(value: str | None, prefix: str, *, option: str) -> tuple[str | None
     return text, prefix
 
 
-__all__ = ["BUCKET_PLACEHOLDER", "PolicyRequest", "RequiredPolicy", "check_account", "kms_statement", "required_policy",
-           "split_s3", "statement"]
+__all__ = ["BUCKET_PLACEHOLDER", "PolicyRequest", "RequiredPolicy", "check_account", "doctor_policy", "kms_statement",
+           "required_policy", "split_s3", "statement"]
