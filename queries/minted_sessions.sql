@@ -35,7 +35,7 @@ WHERE error_code IS NULL
   )
   AND response_elements -> 'credentials' ->> 'accessKeyId' IS NOT NULL
   AND ($access_keys IS NULL
-       OR list_contains($access_keys, response_elements -> 'credentials' ->> 'accessKeyId'))
+       OR list_contains($access_keys, (response_elements -> 'credentials' ->> 'accessKeyId')))
   AND ($since IS NULL OR event_time >= $since)
   AND ($until IS NULL OR event_time < $until)
 ORDER BY event_time
