@@ -19,21 +19,21 @@ import duckdb
 import pytest
 import sqlglot
 
-from tests.support.athena_duckdb import DuckDBRunner, load_trail, to_duckdb
+from tests.support.athena_duckdb import (
+    ACCOUNTS,
+    ORG,
+    REGIONS,
+    WINDOW,
+    DuckDBRunner,
+    load_trail,
+    sample_records,
+    to_duckdb,
+)
 from trailscan.athena.engine import run_plan
 from trailscan.athena.sql import Scope, detections, pushdown_sql, render_query
 from trailscan.athena.table import AthenaTable, TableSpec, TrailLayout, parse_type
 from trailscan.errors import QueryError
-from trailscan.generate import (
-    RoleSession,
-    api_call,
-    delivery_files,
-    healthy_traffic,
-    pod_identity_assume_role,
-    sample_failures,
-    web_identity_call,
-    write_delivery_tree,
-)
+from trailscan.generate import delivery_files, write_delivery_tree
 from trailscan.model import Window
 from trailscan.pipeline import InventoryRequest, investigate
 from trailscan.queries import load_queries
@@ -41,47 +41,10 @@ from trailscan.sources.files import ingest_files
 from trailscan.sources.s3 import DELIVERY_LAG, delivery_days
 from trailscan.store import Store
 
-END = datetime(2026, 11, 28, 6, 0, tzinfo=timezone.utc)
-WINDOW = Window(END - timedelta(hours=24), END)
-ACCOUNTS = ("111122223333", "444455556666")
-REGIONS = ("eu-west-1", "us-east-1")
-ORG = "o-a1b2c3d4e5"
-PROVIDER = "arn:aws:iam::111122223333:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/5C1A7E0E5A1B2C3D4E5F60718293A4B5"
-
-
-def _records() -> tuple[list[dict], str]:
-    """A day of two accounts and two regions, with failures of every kind, events outside
-    the window on both sides, and a pod's web-identity session minted before the window
-    whose access key is then refused (the second round's business)."""
-    rng = random.Random(11)
-    records = list(healthy_traffic(rng, count=600, start=WINDOW.start - timedelta(hours=14), end=END + timedelta(minutes=40),
-                                   accounts=ACCOUNTS, regions=REGIONS))
-    records += sample_failures(rng, start=WINDOW.start, end=END, account=ACCOUNTS[0], region=REGIONS[0])
-    records += sample_failures(rng, start=WINDOW.start - timedelta(hours=3), end=WINDOW.start, account=ACCOUNTS[1],
-                               region=REGIONS[1])  # before the window: never a finding
-    records.append(pod_identity_assume_role(
-        rng, when=END - timedelta(hours=2), region=REGIONS[0], account=ACCOUNTS[0],
-        role_arn=f"arn:aws:iam::{ACCOUNTS[0]}:role/ledger", cluster="shop-prod", namespace="ledger",
-        service_account="writer", pod="writer-7d9f", error_code="AccessDenied"))
-    session = RoleSession(ACCOUNTS[0], "payments-api", "botocore-session-1764300000", "ASIAPAYMENTSAPI0001")
-    minted = END - timedelta(hours=30)  # before the window, inside the 12-hour lookback of its start
-    records.append(web_identity_call(
-        rng, when=minted, region=REGIONS[0], account=ACCOUNTS[0], provider_arn=PROVIDER,
-        subject="system:serviceaccount:payments:api", role_arn=session.role_arn, session=session))
-    for minutes in (30, 90):
-        when = END - timedelta(minutes=minutes)
-        records.append(api_call(
-            rng, when=when, region=REGIONS[0], account=ACCOUNTS[0], identity=session.user_identity(minted),
-            event_source="s3.amazonaws.com", event_name="GetObject", error_code="AccessDenied",
-            error_message=f"User: {session.arn} is not authorized to perform: s3:GetObject on resource: "
-                          "arn:aws:s3:::ledger/x because no identity-based policy allows the s3:GetObject action"))
-    return records, session.access_key_id
-
-
 @pytest.fixture(scope="module")
 def trail(tmp_path_factory):
     """The delivery files, the local store holding them, and the Athena-shaped DuckDB table."""
-    records, key = _records()
+    records, key = sample_records()
     files = list(delivery_files(records, random.Random(3), org_id=ORG))
     folder = tmp_path_factory.mktemp("trail")
     write_delivery_tree(folder, files)

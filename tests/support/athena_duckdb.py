@@ -5,17 +5,19 @@ table's columns (``eventtime`` a string, ``useridentity`` a struct, ``requestpar
 JSON text …) and its partition columns, filled from the same generated delivery files the
 local engine reads, and each Athena rendering is parsed by sqlglot's Trino dialect and
 written back as DuckDB to run over it.  :class:`DuckDBRunner` runs the engine's queries
-that way.
+that way.  :func:`sample_records` is the trail both engines are compared on.
 """
 
 from __future__ import annotations
 
 import gzip
 import json
+import random
 import re
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import duckdb
@@ -23,6 +25,52 @@ import sqlglot
 
 from trailscan.athena.client import SUCCEEDED, Job, Outcome
 from trailscan.athena.table import ArrayOf, Column, MapOf, Scalar, Struct, TableSpec
+from trailscan.generate import (
+    RoleSession,
+    api_call,
+    healthy_traffic,
+    pod_identity_assume_role,
+    sample_failures,
+    web_identity_call,
+)
+from trailscan.model import Window
+
+END = datetime(2026, 11, 28, 6, 0, tzinfo=timezone.utc)
+WINDOW = Window(END - timedelta(hours=24), END)
+ACCOUNTS = ("111122223333", "444455556666")
+REGIONS = ("eu-west-1", "us-east-1")
+ORG = "o-a1b2c3d4e5"
+PROVIDER = "arn:aws:iam::111122223333:oidc-provider/oidc.eks.eu-west-1.amazonaws.com/id/5C1A7E0E5A1B2C3D4E5F60718293A4B5"
+
+
+def sample_records() -> tuple[list[dict], str]:
+    """A day of two accounts and two regions, with failures of every kind, events outside
+    the window on both sides, and a pod's web-identity session minted before the window
+    whose access key is then refused (the second round's business)."""
+    rng = random.Random(11)
+    records = list(healthy_traffic(rng, count=600, start=WINDOW.start - timedelta(hours=14), end=END + timedelta(minutes=40),
+                                   accounts=ACCOUNTS, regions=REGIONS))
+    records += sample_failures(rng, start=WINDOW.start, end=END, account=ACCOUNTS[0], region=REGIONS[0])
+    records += sample_failures(rng, start=WINDOW.start - timedelta(hours=3), end=WINDOW.start, account=ACCOUNTS[1],
+                               region=REGIONS[1])  # before the window: never a finding
+    records.append(pod_identity_assume_role(
+        rng, when=END - timedelta(hours=2), region=REGIONS[0], account=ACCOUNTS[0],
+        role_arn=f"arn:aws:iam::{ACCOUNTS[0]}:role/ledger", cluster="shop-prod", namespace="ledger",
+        service_account="writer", pod="writer-7d9f", error_code="AccessDenied"))
+    session = RoleSession(ACCOUNTS[0], "payments-api", "botocore-session-1764300000", "ASIAPAYMENTSAPI0001")
+    minted = END - timedelta(hours=30)  # before the window, inside the 12-hour lookback of its start
+    records.append(web_identity_call(
+        rng, when=minted, region=REGIONS[0], account=ACCOUNTS[0], provider_arn=PROVIDER,
+        subject="system:serviceaccount:payments:api", role_arn=session.role_arn, session=session))
+    for minutes in (30, 90):
+        when = END - timedelta(minutes=minutes)
+        records.append(api_call(
+            rng, when=when, region=REGIONS[0], account=ACCOUNTS[0], identity=session.user_identity(minted),
+            event_source="s3.amazonaws.com", event_name="GetObject", error_code="AccessDenied",
+            error_message=f"User: {session.arn} is not authorized to perform: s3:GetObject on resource: "
+                          "arn:aws:s3:::ledger/x because no identity-based policy allows the s3:GetObject action"))
+    return records, session.access_key_id
+
 
 _KEY = re.compile(r"AWSLogs/(?:o-[a-z0-9]+/)?(?P<account>\d{12})/CloudTrail/(?P<region>[a-z0-9-]+)/(?P<day>\d{4}/\d{2}/\d{2})/")
 
@@ -119,6 +167,8 @@ class DuckDBRunner:
         self.con = con
         self.fail = list(fail)
         self.sql: list[str] = []
+        #: ``(columns, rows)`` of each query that succeeded, in the order they ran.
+        self.results: list[tuple[list[str], list[list[str | None]]]] = []
 
     def run(self, jobs: Sequence[Job], progress=None) -> Iterator[Outcome]:
         for number, job in enumerate(jobs):
@@ -130,5 +180,6 @@ class DuckDBRunner:
             cursor = self.con.execute(to_duckdb(job.sql))
             columns = [d[0] for d in cursor.description]
             rows = [[as_text(v) for v in row] for row in cursor.fetchall()]
+            self.results.append((columns, rows))
             yield Outcome(job, SUCCEEDED, columns=columns, rows=rows, scanned_bytes=1234567,
                           seconds=time.monotonic() - started, query_id=f"q{number}")

@@ -14,7 +14,10 @@ reports then work on it as on any ingest.
 - :mod:`.engine` — the plan (which accounts and regions each query covers), the store,
   the coverage;
 - :mod:`.setup` — ``trailscan athena setup``: discover the layout, create the table;
-- :mod:`.policy` — the permissions ``iam-policy --engine athena`` prints.
+- :mod:`.names` — account, region and table names, checked before they reach SQL.
+
+The permissions the engine needs are printed by ``trailscan iam-policy --engine athena``
+(:func:`trailscan.iam_policy.athena_statements`).
 """
 
 from __future__ import annotations

@@ -70,7 +70,7 @@ class _Running:
     query_id: str
     started: float
     next_poll: float
-    delay: float = FIRST_POLL
+    delay: float
 
 
 class AthenaRunner:
@@ -84,6 +84,8 @@ class AthenaRunner:
         output: str | None = None,
         database: str | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
+        polls: tuple[float, float] = (FIRST_POLL, LAST_POLL),
+        page_rows: int = PAGE_ROWS,
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -98,6 +100,8 @@ class AthenaRunner:
         self.output = output
         self.database = database
         self.concurrency = concurrency
+        self.first_poll, self.last_poll = polls
+        self.page_rows = page_rows
         self.sleep = sleep
         self.clock = clock
 
@@ -107,11 +111,13 @@ class AthenaRunner:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
-            group = self.client.get_work_group(WorkGroup=self.workgroup)["WorkGroup"]
+            group = self.client.get_work_group(WorkGroup=self.workgroup).get("WorkGroup")
         except ClientError as exc:
             raise SourceError(f"Athena workgroup {self.workgroup}: {_aws_error(exc)}", "pass --workgroup") from None
         except BotoCoreError as exc:
             raise SourceError(f"cannot reach Athena: {exc}") from None
+        if not group:
+            raise SourceError(f"Athena workgroup {self.workgroup} not found", "pass --workgroup")
         if group.get("State", "ENABLED") != "ENABLED":
             raise SourceError(f"Athena workgroup {self.workgroup} is disabled")
         configuration = group.get("Configuration") or {}
@@ -134,7 +140,7 @@ class AthenaRunner:
         token = None
         first = True
         while True:
-            arguments: dict[str, Any] = {"QueryExecutionId": query_id, "MaxResults": PAGE_ROWS}
+            arguments: dict[str, Any] = {"QueryExecutionId": query_id, "MaxResults": self.page_rows}
             if token:
                 arguments["NextToken"] = token
             page = self.client.get_query_results(**arguments)
@@ -157,7 +163,7 @@ class AthenaRunner:
 
         pending = deque(jobs)
         running: dict[str, _Running] = {}
-        hold_until, hold = 0.0, FIRST_POLL
+        hold_until, hold = 0.0, self.first_poll
         done, total = 0, len(pending)
         try:
             while pending or running:
@@ -169,7 +175,7 @@ class AthenaRunner:
                     except ClientError as exc:
                         if _error_code(exc) in ("TooManyRequestsException", "ThrottlingException"):
                             # Over the quota of active queries: wait for one to end, or a while.
-                            hold_until, hold = now + hold, min(hold * 2, LAST_POLL)
+                            hold_until, hold = now + hold, min(hold * 2, self.last_poll)
                             break
                         pending.popleft()
                         done += 1
@@ -181,8 +187,8 @@ class AthenaRunner:
                         yield Outcome(job, FAILED, f"could not start: {exc}")
                         continue
                     pending.popleft()
-                    hold = FIRST_POLL
-                    running[query_id] = _Running(job, query_id, now, now + FIRST_POLL)
+                    hold = self.first_poll
+                    running[query_id] = _Running(job, query_id, now, now + self.first_poll, self.first_poll)
                 if progress:
                     progress("Athena queries", done, total)
                 if not running:
@@ -205,7 +211,7 @@ class AthenaRunner:
                     status = execution.get("Status", {})
                     state = status.get("State", "")
                     if state in ("QUEUED", "RUNNING"):
-                        entry.delay = min(entry.delay * 2, LAST_POLL)
+                        entry.delay = min(entry.delay * 2, self.last_poll)
                         entry.next_poll = self.clock() + entry.delay
                         continue
                     del running[query_id]

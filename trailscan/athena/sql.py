@@ -361,3 +361,27 @@ def pushdown_sql(table: AthenaTable, scope: Scope, selections: Sequence[tuple["Q
         f"SELECT\n    {body}\nFROM marked\nGROUP BY {ordinals}"
     )
     return Pushdown(sql, tuple(leaf for leaf, _ in leaves))
+
+
+def render_for_console(query: "Query", table_name: str, given: Mapping[str, str]) -> str:
+    """``trailscan queries show NAME --dialect athena``: *query* for the table
+    ``trailscan athena setup`` creates, ready to paste in Athena's console.  The window is
+    ``--param since=…`` and ``until=…`` (default: the last 24 hours); the partitions follow
+    from it, with the delivery-lag margin."""
+    from trailscan.athena.table import parse_table_name
+    from trailscan.model import utc_now
+    from trailscan.sources.s3 import DELIVERY_LAG, delivery_days
+    from trailscan.window import make_window
+
+    database, name = parse_table_name(table_name)
+    window = make_window(given.get("since") or "24h", given.get("until") or utc_now())
+    assert window is not None
+    values = {**given, "since": window.start, "until": window.end}
+    values = {k: v for k, v in values.items() if k in {p.name for p in query.params}}
+    table = AthenaTable.standard(database, name)
+    sql = render_query(query, table, Scope(tuple(delivery_days(window, DELIVERY_LAG)), window), values)
+    stamp = "%Y-%m-%dT%H:%M:%SZ"
+    head = (f"-- {query.name}: {query.title}\n"
+            f"-- for Athena over {database}.{name} (as `trailscan athena setup` creates it), "
+            f"window {window.start:{stamp}} to {window.end:{stamp}}\n")
+    return head + sql + "\n"

@@ -29,6 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 
+from trailscan.athena.names import check_account, check_region, parse_table_name
 from trailscan.errors import UsageError
 
 __all__ = [
@@ -242,34 +243,11 @@ def spelled(columns: Sequence[Column], reference: Sequence[Column] = STANDARD_CO
 
 # -- the trail's layout ---------------------------------------------------------------------------
 
-_ACCOUNT = re.compile(r"^\d{12}$")
-_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d+$")
-_NAME = re.compile(r"^[a-z0-9_]{1,255}$")
 #: The partition columns of the table ``trailscan athena setup`` creates.
 ACCOUNT_COLUMN, REGION_COLUMN, DAY_COLUMN = "account", "region", "delivery_day"
 DAY_FORMAT = "yyyy/MM/dd"
 #: Where the day projection starts: CloudTrail began in November 2013.
 FIRST_DAY = "2013/11/01"
-
-
-def check_account(value: str, option: str = "--accounts") -> str:
-    if not _ACCOUNT.match(value):
-        raise UsageError(f"{option} {value!r}: not an AWS account id (12 digits)")
-    return value
-
-
-def check_region(value: str, option: str = "--regions") -> str:
-    if not _REGION.match(value):
-        raise UsageError(f"{option} {value!r}: not an AWS region name")
-    return value
-
-
-def parse_table_name(value: str, option: str = "--athena-table") -> tuple[str, str]:
-    """``DB.TABLE`` → ``(db, table)``, both as Glue names (lower case, digits, ``_``)."""
-    database, dot, table = value.strip().lower().partition(".")
-    if not dot or not _NAME.match(database) or not _NAME.match(table):
-        raise UsageError(f"{option} {value!r}: expected DATABASE.TABLE (letters, digits and _)")
-    return database, table
 
 
 @dataclass(frozen=True)
