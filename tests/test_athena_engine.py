@@ -266,6 +266,25 @@ def test_since_with_the_athena_engine_end_to_end(aws, moto, expected, tmp_path):
     assert origins and all(o.startswith("athena://cloudtrail.cloudtrail_logs/") for o in origins)
 
 
+def test_ingest_s3_with_the_athena_engine(aws, moto, expected, tmp_path):
+    runner_duckdb, _ = expected
+    athena_moto.queue_results(moto, runner_duckdb.results, REGION)
+    moto.shim.failing["\"account\" IN ('111122223333')\n    AND \"region\" IN ('us-east-1')"] = "HIVE_BAD_DATA: x"
+    done = run_cli("ingest", "s3", "--since", WINDOW.start.isoformat(), "--until", END.isoformat(), "--engine",
+                   "athena", "--athena-table", TABLE, "--workgroup", WORKGROUP, "--db", str(tmp_path / "s.duckdb"),
+                   env=moto.cli_env)
+    # One account and region failed: named, the rest stored, exit 3 (incomplete coverage).
+    assert done.returncode == 3, done.stderr
+    assert "111122223333 us-east-1: failed: Athena query" in done.stderr and "HIVE_BAD_DATA" in done.stderr
+    assert "Athena read" in done.stderr and "new events stored" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_athena_options_without_the_engine_are_refused():
+    done = run_cli("since", "24h", "--bucket", BUCKET, "--athena-table", TABLE)
+    assert done.returncode == 2 and "--athena-table and --output go with --engine athena" in done.stderr
+
+
 def test_iam_policy_for_the_athena_engine():
     done = run_cli("iam-policy", "--engine", "athena", "--bucket", BUCKET, "--org-id", ORG, "--athena-table", TABLE,
                    "--workgroup", WORKGROUP, "--output", f"s3://{RESULTS}/trailscan/", "--offline")

@@ -272,3 +272,17 @@ def test_a_table_without_projection_is_refused_with_the_way_out():
 def test_hive_types_round_trip():
     text = "struct<type:string,attributes:map<string,string>,list:array<struct<arn:string>>,n:decimal(10,2)>"
     assert parse_type(text).hive() == text.replace("decimal(10,2)", "decimal")
+
+
+def test_queries_show_prints_the_athena_rendering():
+    from tests.conftest import run_cli
+
+    done = run_cli("queries", "show", "failed_web_identity", "--dialect", "athena", "--param",
+                   "since=2026-11-27T00:00:00Z", "--param", "until=2026-11-28T00:00:00Z", "--athena-table", "ct.logs")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("-- failed_web_identity:")
+    assert len(sqlglot.parse(done.stdout, read="trino")) == 1
+    assert "FROM \"ct\".\"logs\"" in done.stdout and "'2026/11/28'" in done.stdout
+    local_only = run_cli("queries", "show", "window_coverage", "--dialect", "athena")
+    assert local_only.returncode == 2 and "only the local store holds" in local_only.stderr
+    assert "Traceback" not in local_only.stderr
