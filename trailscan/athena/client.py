@@ -28,7 +28,8 @@ from trailscan.model import ProgressFn
 __all__ = ["AthenaRunner", "Job", "Outcome", "Runner", "SUCCEEDED"]
 
 SUCCEEDED, FAILED, CANCELLED = "SUCCEEDED", "FAILED", "CANCELLED"
-#: Active queries at once: the default quota of active DML queries in most regions.
+#: Active queries at once, under Athena's quota of active DML queries (queued ones count; it
+#: varies by Region and AWS's own example is 25); a start beyond it is refused and retried.
 DEFAULT_CONCURRENCY = 20
 FIRST_POLL, LAST_POLL = 0.25, 5.0
 #: Rows a GetQueryResults page holds at most.
