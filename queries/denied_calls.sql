@@ -32,7 +32,7 @@ WHERE error_code IN (
   AND NOT (event_source = 'eks-auth.amazonaws.com' AND event_name = 'AssumeRoleForPodIdentity')
   AND NOT (event_source = 'sts.amazonaws.com' AND event_name IN ('AssumeRole', 'TagSession')
            AND 'pods.eks.amazonaws.com' IN (coalesce(identity_arn, ''),
-                                            coalesce(raw -> 'userIdentity' ->> 'invokedBy', '')))
+                                            coalesce((raw -> 'userIdentity' ->> 'invokedBy'), '')))
   AND ($since IS NULL OR event_time >= $since)
   AND ($until IS NULL OR event_time < $until)
 ORDER BY event_time DESC

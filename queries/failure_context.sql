@@ -21,7 +21,7 @@ SELECT
     resources,
     source_ip,
     raw ->> 'vpcEndpointId' AS vpc_endpoint_id,
-    json_type(raw -> 'tlsDetails') = 'OBJECT' AS tls,
+    json_type((raw -> 'tlsDetails')) = 'OBJECT' AS tls,
     CAST(request_parameters AS VARCHAR) AS request_text,
     raw -> 'userIdentity' -> 'sessionContext' -> 'attributes' ->> 'creationDate' AS token_issued
 FROM events

@@ -26,7 +26,7 @@ WHERE error_code IS NULL
   AND (starts_with(event_name, 'AssumeRole') OR event_name = 'GetFederationToken' OR event_name = 'GetSessionToken')
   AND response_elements -> 'credentials' ->> 'accessKeyId' IS NOT NULL
   AND ($access_keys IS NULL
-       OR list_contains($access_keys, response_elements -> 'credentials' ->> 'accessKeyId'))
+       OR list_contains($access_keys, (response_elements -> 'credentials' ->> 'accessKeyId')))
   AND ($since IS NULL OR event_time >= $since)
   AND ($until IS NULL OR event_time < $until)
 ORDER BY event_time

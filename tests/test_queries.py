@@ -58,9 +58,10 @@ def test_the_real_failures_come_back(real_store):
     assert codes == {"AccessDenied", "Client.UnauthorizedOperation"}
 
 
-def test_minted_sessions_walks_role_chains_in_one_query(store):
-    """Given access keys, the sessions they were minted from come back too, hop by hop, and a
-    cycle (a key that leads back to itself) ends."""
+def test_minted_sessions_walks_role_chains_hop_by_hop(store):
+    """Given access keys, the sessions they were minted from come back too, hop by hop (the
+    query asked again for the caller keys it returned), and a cycle (a key that leads back to
+    itself) ends."""
     import random
     from datetime import UTC, datetime, timedelta
 
@@ -94,21 +95,25 @@ def test_minted_sessions_walks_role_chains_in_one_query(store):
     store.ingest_documents([json.dumps({"Records": records})], origin="test")
     query = load_queries()["minted_sessions"]
 
-    def minted(*keys: str) -> dict[str, dict]:
-        names, rows = store.query(query.typed_sql(), query.bind({"access_keys": list(keys)}))
-        return {row["access_key_id"]: row for row in (dict(zip(names, r)) for r in rows)}
+    from trailscan.explain.collect import minted_sessions
+
+    def minted(*keys: str):
+        return minted_sessions(store, list(keys))
 
     chain = minted(last.access_key_id)
-    assert list(chain) == [pod.access_key_id, hop.access_key_id, last.access_key_id]  # oldest first
-    assert chain[last.access_key_id]["caller_access_key_id"] == hop.access_key_id
-    assert chain[last.access_key_id]["caller_type"] == "AssumedRole"
-    assert chain[pod.access_key_id]["event_name"] == "AssumeRoleWithWebIdentity"
-    assert chain[pod.access_key_id]["subject"] == "system:serviceaccount:payments:api"
+    assert set(chain) == {pod.access_key_id, hop.access_key_id, last.access_key_id}
+    assert chain[last.access_key_id].caller_access_key_id == hop.access_key_id
+    assert chain[last.access_key_id].caller_type == "AssumedRole"
+    assert chain[pod.access_key_id].event_name == "AssumeRoleWithWebIdentity"
+    assert chain[pod.access_key_id].subject == "system:serviceaccount:payments:api"
     assert set(minted(loop_a.access_key_id)) == {loop_a.access_key_id, loop_b.access_key_id}
     admin = minted("ASIAADMIN00000000007")["ASIAADMIN00000000007"]
-    assert (admin["caller_type"], admin["caller_arn"]) == ("IAMUser", f"arn:aws:iam::{account}:user/alice")
+    assert (admin.caller_type, admin.caller_arn) == ("IAMUser", f"arn:aws:iam::{account}:user/alice")
     assert minted("ASIANOTMINTEDHERE008") == {}
-    assert len(minted()) == 0 and len(store.query(query.typed_sql(), query.bind({}))[1]) == 6
+    # The query alone: one hop for the keys asked, every mint without keys.
+    names, rows = store.query(query.typed_sql(), query.bind({"access_keys": [last.access_key_id]}))
+    assert [dict(zip(names, r))["access_key_id"] for r in rows] == [last.access_key_id]
+    assert len(store.query(query.typed_sql(), query.bind({}))[1]) == 6
     # Session tokens never reach the store, whatever the response held.
     assert "IQoJb3JpZ2luX2VjEXAMPLE" not in str(store.query("SELECT raw FROM events")[1])
 

@@ -132,6 +132,37 @@ def _values(_ctx: click.Context, _param: click.Parameter, values: tuple[str, ...
     return tuple(item.strip() for value in values for item in value.split(",") if item.strip())
 
 
+def engine_options(function):
+    """``--engine`` and Athena's options (``--athena-table``, ``--workgroup``, ``--output``)."""
+    options = [
+        click.option("--engine", type=click.Choice(("local", "athena")), default="local", show_default=True,
+                     help="Who reads the trail: this machine, or Athena where the trail lies (only what the "
+                     "explainer needs comes back)."),
+        click.option("--athena-table", metavar="DB.TABLE",
+                     help="The CloudTrail table Athena reads (--engine athena; see `trailscan athena setup`)."),
+        click.option("--workgroup", default="primary", show_default=True, metavar="NAME",
+                     help="Athena workgroup (--engine athena)."),
+        click.option("--output", metavar="s3://BUCKET/PREFIX/",
+                     help="Where Athena writes query results (default: the workgroup's)."),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _athena_request(engine: str, athena_table: str | None, workgroup: str, output: str | None):
+    """The Athena options as the library takes them (None for the local engine)."""
+    if engine != "athena":
+        if athena_table or output:
+            raise UsageError("--athena-table and --output go with --engine athena")
+        return None
+    from trailscan.athena import AthenaRequest
+
+    if not athena_table:
+        raise UsageError("--engine athena needs --athena-table DB.TABLE", "create one with `trailscan athena setup`")
+    return AthenaRequest(table=athena_table, workgroup=workgroup, output=output)
+
+
 @contextmanager
 def progress_reporter() -> Iterator[ProgressFn | None]:
     """A progress bar on stderr when it is a terminal; nothing when piped."""
@@ -234,6 +265,7 @@ def ingest_files_command(paths: tuple[str, ...], db: str | None) -> None:
 )
 @window_options(required=True)
 @click.option("--workers", type=click.IntRange(1, 256), default=8, show_default=True, help="Parallel downloads.")
+@engine_options
 @db_option
 def ingest_s3_command(
     bucket: str | None,
@@ -244,6 +276,10 @@ def ingest_s3_command(
     since: str,
     until: str | None,
     workers: int,
+    engine: str,
+    athena_table: str | None,
+    workgroup: str,
+    output: str | None,
     db: str | None,
 ) -> None:
     """Ingest a window of a trail's log files from its S3 bucket.
@@ -254,15 +290,18 @@ def ingest_s3_command(
     Standard AWS configuration applies (AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL).
     Objects are downloaded with the AWS Common Runtime, or with boto3 behind a proxy or
     with TRAILSCAN_S3_DOWNLOADER=boto3.
+    With --engine athena, Athena reads the window where it lies (--athena-table) and only
+    the records the detections select come back.
     Exits 2 when some objects could not be read (named on stderr; the rest is stored),
-    3 when an account or region could not be listed.
+    3 when an account or region could not be listed (or an Athena query failed).
     """
     from trailscan.errors import IncompleteCoverage
     from trailscan.model import COMPLETE, FAILED
     from trailscan.pipeline import ingest_source
 
+    athena = _athena_request(engine, athena_table, workgroup, output)
     request = IngestRequest("s3", bucket=bucket, prefix=prefix, org_id=org_id, accounts=accounts, regions=regions,
-                            workers=workers)
+                            workers=workers, engine=engine, athena=athena)
     window = make_window(since, until)
     with open_store(db) as store, progress_reporter() as progress:
         result, coverages = ingest_source(store, request, window=window, progress=progress)
@@ -273,11 +312,10 @@ def ingest_s3_command(
         if coverage.status != COMPLETE:
             where = " ".join(filter(None, (coverage.account, coverage.region)))
             say(f"trailscan: {where}: {coverage.status}: {coverage.detail}")
-    click.echo(
-        f"read {result.records} records from {result.files} objects in {len(coverages)} account/regions: "
-        f"{result.new_events} new events stored ({total} in the store)",
-        err=True,
-    )
+    read = (f"Athena read {sum(c.events for c in coverages)} events in {len(coverages)} account/regions and returned "
+            f"{result.records} records" if athena else
+            f"read {result.records} records from {result.files} objects in {len(coverages)} account/regions")
+    click.echo(f"{read}: {result.new_events} new events stored ({total} in the store)", err=True)
     failed = [c for c in coverages if c.status == FAILED]
     if failed:
         raise IncompleteCoverage(f"{len(failed)} account/regions could not be read (named above)")
@@ -359,11 +397,23 @@ def queries_list() -> None:
 
 @queries.command("show")
 @click.argument("name")
-def queries_show(name: str) -> None:
-    """Print a query's documentation, parameters and SQL."""
+@click.option("--dialect", type=click.Choice(("duckdb", "athena")), default="duckdb", show_default=True,
+              help="duckdb: the query as written, for the local store; athena: rendered for Athena over the "
+              "CloudTrail table, with its window and partitions.")
+@click.option("--param", "-p", "params", multiple=True, metavar="NAME=VALUE",
+              help="With --dialect athena: a parameter to inline (default window: the last 24 hours).")
+@click.option("--athena-table", default="cloudtrail.cloudtrail_logs", show_default=True, metavar="DB.TABLE",
+              help="With --dialect athena: the table, as `trailscan athena setup` creates it.")
+def queries_show(name: str, dialect: str, params: tuple[str, ...], athena_table: str) -> None:
+    """Print a query's documentation, parameters and SQL (or its Athena rendering)."""
     from trailscan.queries import load_queries
 
     query = load_queries()[name]
+    if dialect == "athena":
+        from trailscan.athena.sql import render_for_console
+
+        click.echo(render_for_console(query, athena_table, _parse_params(params)))
+        return
     click.echo(f"{query.name}: {query.title}\n\n{query.description}\n")
     if query.params:
         click.echo("Parameters:")
@@ -573,14 +623,15 @@ def source_options(function):
 
 def _investigate_window(db, window, source, paths, bucket, prefix, org_id, accounts, regions,
                         service_account_files, kube_context, iam_files, clusters, offline, all_principals,
-                        publish_to=None, publish_options=None, policy_files=()):
-    """Ingest the window, explain it, and (with ``publish_to``) publish the report."""
+                        publish_to=None, publish_options=None, policy_files=(), athena=None):
+    """Ingest the window (through Athena with ``athena``), explain it, and (with
+    ``publish_to``) publish the report."""
     from trailscan.aws import default_session
     from trailscan.pipeline import investigate
 
     ingest = IngestRequest(
         source=source, paths=tuple(paths), bucket=bucket, prefix=prefix, org_id=org_id,
-        accounts=tuple(accounts), regions=tuple(regions),
+        accounts=tuple(accounts), regions=tuple(regions), engine="athena" if athena else "local", athena=athena,
     )
     request = _inventory_request(service_account_files, kube_context, iam_files, clusters, regions, offline,
                                  policy_files)
@@ -603,13 +654,15 @@ def _investigate_window(db, window, source, paths, bucket, prefix, org_id, accou
 @click.argument("duration", type=MOMENT)
 @click.option("--until", type=MOMENT, metavar="WHEN", help="Window end (default: now).")
 @source_options
+@engine_options
 @inventory_options
 @all_principals_option
 @format_option(("table", "json", "markdown"))
 @click.option("--fail-on-findings", is_flag=True, help="Exit 1 when there are findings.")
 @db_option
-def since_command(duration, until, source, paths, bucket, prefix, org_id, accounts, regions,
-                  service_account_files, kube_context, iam_files, clusters, policy_files, offline, all_principals, fmt,
+def since_command(duration, until, source, paths, bucket, prefix, org_id, accounts, regions, engine, athena_table,
+                  workgroup, output, service_account_files, kube_context, iam_files, clusters, policy_files, offline,
+                  all_principals, fmt,
                   fail_on_findings, db) -> None:
     """Ingest the last DURATION (30m, 24h, 7d) of CloudTrail, then explain every refused call.
 
@@ -619,11 +672,13 @@ def since_command(duration, until, source, paths, bucket, prefix, org_id, accoun
     prints the failing workloads grouped by cluster and namespace with the cause and the
     fix, then what was read. `--format json` prints the trailscan.findings/v1 document on
     stdout alone. Exits 1 with --fail-on-findings when there are findings, 2 when an input
-    could not be read, 3 when the coverage is incomplete.
+    could not be read, 3 when the coverage is incomplete. With --engine athena, Athena reads
+    the window where it lies (--athena-table) and the explanation is made here as usual.
     """
+    athena = _athena_request(engine, athena_table, workgroup, output)
     report, _ = _investigate_window(db, make_window(duration, until), source, paths, bucket, prefix, org_id,
                                     accounts, regions, service_account_files, kube_context, iam_files, clusters,
-                                    offline, all_principals, policy_files=policy_files)
+                                    offline, all_principals, policy_files=policy_files, athena=athena)
     _emit_report(report, fmt, fail_on_findings)
 
 
@@ -635,13 +690,14 @@ def since_command(duration, until, source, paths, bucket, prefix, org_id, accoun
 @click.option("--file-mode", default="600", show_default=True, metavar="OCTAL",
               help="Mode of the report files in a local folder (folders get search where files get read).")
 @source_options
+@engine_options
 @inventory_options
 @all_principals_option
 @click.option("--fail-on-findings", is_flag=True, help="Exit 1 when there are findings.")
 @db_option
 def report_command(since, until, destination, report_kms_key, file_mode, source, paths, bucket, prefix, org_id, accounts,
-                   regions, service_account_files, kube_context, iam_files, clusters, policy_files, offline,
-                   all_principals, fail_on_findings, db) -> None:
+                   regions, engine, athena_table, workgroup, output, service_account_files, kube_context, iam_files,
+                   clusters, policy_files, offline, all_principals, fail_on_findings, db) -> None:
     """Ingest the window, explain it, and publish the report: the nightly job.
 
     Writes a dated folder holding report.html (one self-contained page), report.md,
@@ -656,11 +712,12 @@ def report_command(since, until, destination, report_kms_key, file_mode, source,
         mode = -1
     if not 0 <= mode <= 0o777 or not mode & 0o600 == 0o600:
         raise UsageError(f"--file-mode {file_mode!r}: expected an octal mode the owner can read and write, e.g. 600 or 644")
+    athena = _athena_request(engine, athena_table, workgroup, output)
     report, location = _investigate_window(db, make_window(since, until), source, paths, bucket, prefix, org_id,
                                            accounts, regions, service_account_files, kube_context, iam_files,
                                            clusters, offline, all_principals, publish_to=destination,
                                            publish_options={"file_mode": mode, "kms_key": report_kms_key},
-                                           policy_files=policy_files)
+                                           policy_files=policy_files, athena=athena)
     say(f"trailscan: report written to {location.html} (latest copy in {location.latest})")
     _emit_report(report, "table", fail_on_findings)
 
@@ -721,8 +778,9 @@ def demo_command(out: str, fmt: str, db: str | None) -> None:
               help="IAM and the policy layers come from files (--iam, --policies): leave out the live reads.")
 @click.option("--doctor", is_flag=True,
               help="Print what `trailscan doctor` and `doctor pod` need instead (with --cluster and --offline only).")
+@engine_options
 def iam_policy_command(source, bucket, prefix, org_id, accounts, kms_keys, report_to, report_kms_keys,
-                       clusters, policy_buckets, offline, doctor) -> None:
+                       clusters, policy_buckets, offline, doctor, engine, athena_table, workgroup, output) -> None:
     """Print the least-privilege IAM policy trailscan itself needs (JSON, on stdout).
 
     One statement per kind of call made for the chosen source (a trail's S3 bucket, or
@@ -732,7 +790,8 @@ def iam_policy_command(source, bucket, prefix, org_id, accounts, kms_keys, repor
     as each action allows.
     Attach it to the role trailscan runs as (for the nightly CronJob, the role of its
     service account). Notes on what to replace or add go to stderr. --doctor prints what
-    `trailscan doctor` needs instead.
+    `trailscan doctor` needs instead. With --engine athena: Athena's, Glue's and S3's (the
+    trail and the query results) permissions instead of reading the bucket.
     """
     from trailscan.iam_policy import PolicyRequest, doctor_policy, required_policy
 
@@ -744,7 +803,8 @@ def iam_policy_command(source, bucket, prefix, org_id, accounts, kms_keys, repor
     policy = required_policy(PolicyRequest(
         source=source, bucket=bucket, prefix=prefix, org_id=org_id, accounts=tuple(accounts),
         kms_keys=tuple(kms_keys), report_to=report_to, report_kms_keys=tuple(report_kms_keys),
-        clusters=tuple(clusters), live_iam=not offline, policy_buckets=tuple(policy_buckets),
+        clusters=tuple(clusters), live_iam=not offline, policy_buckets=tuple(policy_buckets), engine=engine,
+        athena_table=athena_table, workgroup=workgroup, output=output,
     ))
     _print_policy(policy)
 
@@ -903,6 +963,50 @@ def doctor_pod_command(target, namespace, kube_context, fmt, timeout, iam_files,
                    nl=fmt == "json")
         return
     _doctor_output(run_pod(options), fmt)
+
+
+# -- athena -----------------------------------------------------------------------------------------------
+
+
+@main.group()
+def athena() -> None:
+    """Athena over the trail's bucket, for trails one machine cannot read in time."""
+
+
+@athena.command("setup")
+@click.option("--bucket", required=True, metavar="BUCKET", help="The trail's bucket, or s3://BUCKET/PREFIX.")
+@click.option("--prefix", default="", metavar="PREFIX", help="The trail's S3 key prefix, if any.")
+@click.option("--org-id", metavar="o-…", help="Organization trail id (default: discovered).")
+@click.option("--accounts", multiple=True, callback=_values, metavar="ID,…",
+              help="Accounts the table holds (default: every account folder).")
+@click.option("--regions", multiple=True, callback=_values, metavar="REGION,…",
+              help="Regions the table holds (default: every region folder found).")
+@click.option("--database", required=True, metavar="NAME", help="Glue database (created if missing).")
+@click.option("--table", default="cloudtrail_logs", show_default=True, metavar="NAME", help="Table name.")
+@click.option("--dry-run", is_flag=True, help="Print the table's DDL instead of creating it.")
+def athena_setup_command(bucket, prefix, org_id, accounts, regions, database, table, dry_run) -> None:
+    """Create the CloudTrail table Athena reads, partitioned by the trail's folders.
+
+    Lists the trail's layout as `ingest s3` does (organization or account folders, then
+    each account's regions) and creates DATABASE.TABLE in the Glue catalog with partition
+    projection over [PREFIX/]AWSLogs/[o-ORG/]ACCOUNT/CloudTrail/REGION/YYYY/MM/DD, so no
+    crawler and no MSCK REPAIR are ever needed. Run it again when accounts or regions are
+    added. --dry-run prints the Athena DDL instead (on stdout).
+    """
+    from trailscan.athena import SetupRequest, setup_table
+    from trailscan.aws import default_session
+
+    result = setup_table(default_session(), SetupRequest(
+        bucket=bucket, prefix=prefix, org_id=org_id, accounts=tuple(accounts), regions=tuple(regions),
+        database=database, table=table, dry_run=dry_run,
+    ))
+    for note in result.notes:
+        say(f"trailscan: {note}")
+    if dry_run:
+        click.echo(result.ddl, nl=False)
+        return
+    say(f"trailscan: {result.spec.database}.{result.spec.name} {result.action}; query it with "
+        f"--engine athena --athena-table {result.spec.database}.{result.spec.name}")
 
 
 if __name__ == "__main__":  # pragma: no cover

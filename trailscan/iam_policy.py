@@ -29,6 +29,9 @@ report to S3                ``PutObject`` → ``s3:PutObject`` under the report 
 ``trailscan doctor``        (:func:`doctor_policy`) ``GetRole`` (the trust policy only),
                             ``ListOpenIDConnectProviders``, ``GetOpenIDConnectProvider``,
                             ``sts:GetCallerIdentity``; with ``--cluster`` the EKS reads above
+--engine athena             Athena's query actions on the workgroup, Glue's reads of the table,
+                            the trail's bucket and the query results location (see
+                            :func:`athena_statements`)
 ==========================  =====================================================================
 
 Resources are as narrow as the action allows; ``"*"`` is used only for actions that
@@ -82,6 +85,15 @@ class PolicyRequest:
     live_iam: bool = True
     partition: str = "aws"
     policy_buckets: tuple[str, ...] = ()
+    #: ``athena``: Athena reads the trail (``--engine athena``); then ``athena_table``
+    #: (``DB.TABLE``), ``workgroup``, ``output`` (``s3://…``, default: the workgroup's), and
+    #: optionally the ``region`` and ``account`` of the workgroup and catalog.
+    engine: str = "local"
+    athena_table: str | None = None
+    workgroup: str = "primary"
+    output: str | None = None
+    region: str | None = None
+    account: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,7 +125,12 @@ def required_policy(request: PolicyRequest) -> RequiredPolicy:
     notes: list[str] = []
     arn = f"arn:{request.partition}"
     source = get_source(request.source)
-    statements += source.required_statements(request, notes)
+    if request.engine == "athena":
+        if request.source != "s3":
+            raise UsageError("--engine athena reads a trail's bucket: --source s3")
+        statements += athena_statements(request, notes)
+    else:
+        statements += source.required_statements(request, notes)
     if request.live_iam:
         statements += _iam_inventory(arn)
         statements += _policy_layers(arn, request.policy_buckets, notes)
@@ -157,6 +174,81 @@ def doctor_policy(clusters: tuple[str, ...] = (), *, live_iam: bool = True, part
         notes.append("doctor pod --cluster NAME reads the cluster's issuer and Pod Identity associations: add "
                      "--cluster NAME")
     return RequiredPolicy({"Version": "2012-10-17", "Statement": statements}, tuple(notes))
+
+
+#: Stand-in for the bucket of the Athena workgroup's result location when --output is not given.
+RESULTS_PLACEHOLDER = "ATHENA_RESULTS_BUCKET"
+
+
+def athena_statements(request: PolicyRequest, notes: list[str]) -> list[dict]:
+    """What ``--engine athena`` needs.  Athena runs a query with the caller's own
+    credentials, so besides Athena's actions the caller needs:
+
+    - Athena: ``GetWorkGroup``, ``StartQueryExecution``, ``GetQueryExecution``,
+      ``GetQueryResults``, ``StopQueryExecution`` on the workgroup;
+    - the Glue catalog: ``GetTable`` (trailscan reads the table's columns and projection;
+      Athena reads it too), ``GetDatabase``, ``GetPartitions``, on the catalog, the database
+      and the table;
+    - the trail's bucket: ``s3:GetBucketLocation``, and ``s3:ListBucket``/``s3:GetObject``
+      on exactly the prefixes the S3 source reads (Athena lists the partitions' folders and
+      reads their files);
+    - the results location: ``s3:GetBucketLocation``, ``s3:ListBucket``, ``s3:PutObject``,
+      ``s3:GetObject``, ``s3:AbortMultipartUpload``, ``s3:ListMultipartUploadParts``
+      (Athena writes the results there; trailscan reads them through GetQueryResults).
+
+    ``trailscan athena setup`` is run once by someone allowed to create tables; what it
+    needs more is said in *notes*, not granted to the role that runs nightly.
+    """
+    from trailscan.athena.names import parse_table_name
+
+    arn = f"arn:{request.partition}"
+    region, account = request.region or "*", request.account or "*"
+    if not request.bucket:
+        raise UsageError("--engine athena: pass --bucket, the trail's bucket the table reads",
+                         "Athena reads it with the credentials trailscan runs with")
+    if not request.athena_table:
+        raise UsageError("--engine athena: pass --athena-table DB.TABLE")
+    if not re.match(r"^[A-Za-z0-9._-]{1,128}$", request.workgroup):
+        raise UsageError(f"--workgroup {request.workgroup!r}: not an Athena workgroup name")
+    database, table = parse_table_name(request.athena_table)
+    statements = [
+        statement(
+            "RunAthenaQueries",
+            ["athena:GetWorkGroup", "athena:StartQueryExecution", "athena:GetQueryExecution",
+             "athena:GetQueryResults", "athena:StopQueryExecution"],
+            f"{arn}:athena:{region}:{account}:workgroup/{request.workgroup}",
+        ),
+        statement(
+            "ReadTheCloudTrailTable",
+            ["glue:GetTable", "glue:GetDatabase", "glue:GetPartitions"],
+            [f"{arn}:glue:{region}:{account}:catalog", f"{arn}:glue:{region}:{account}:database/{database}",
+             f"{arn}:glue:{region}:{account}:table/{database}/{table}"],
+        ),
+    ]
+    bucket, _ = split_s3(request.bucket, request.prefix, option="--bucket")
+    statements.append(statement("LocateTrailBucket", ["s3:GetBucketLocation"], f"{arn}:s3:::{bucket}"))
+    # The trail's log files, exactly the prefixes the S3 source reads.
+    trail = get_source("s3").required_statements(request, notes)
+    statements += [s for s in trail if s["Sid"] in ("ListTrailLogFolders", "ReadTrailLogFiles", "DecryptTrailLogFiles")]
+    if request.output:
+        results_bucket, results_prefix = split_s3(request.output, "", option="--output")
+    else:
+        results_bucket, results_prefix = RESULTS_PLACEHOLDER, ""
+        notes.append(f"no --output given: replace {RESULTS_PLACEHOLDER} with the bucket of the workgroup's query "
+                     "result location")
+    key = f"{results_prefix.strip('/')}/*" if results_prefix.strip("/") else "*"
+    listing = {"StringLikeIfExists": {"s3:prefix": [key]}} if results_prefix.strip("/") else None
+    statements += [
+        statement("LocateResultsBucket", ["s3:GetBucketLocation", "s3:ListBucket"], f"{arn}:s3:::{results_bucket}",
+                  listing),
+        statement("WriteAndReadQueryResults",
+                  ["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"],
+                  f"{arn}:s3:::{results_bucket}/{key}"),
+    ]
+    notes.append("`trailscan athena setup` (run once, by an administrator) also needs glue:CreateDatabase, "
+                 "glue:CreateTable and glue:UpdateTable on that database and table, and s3:ListBucket on the "
+                 "trail's bucket")
+    return statements
 
 
 def statement(sid: str, actions: list[str], resource: str | list[str], condition: dict | None = None) -> dict:
@@ -284,5 +376,5 @@ def split_s3(value: str | None, prefix: str, *, option: str) -> tuple[str | None
     return text, prefix
 
 
-__all__ = ["BUCKET_PLACEHOLDER", "PolicyRequest", "RequiredPolicy", "check_account", "doctor_policy", "kms_statement",
-           "required_policy", "split_s3", "statement"]
+__all__ = ["BUCKET_PLACEHOLDER", "PolicyRequest", "RequiredPolicy", "athena_statements", "check_account",
+           "doctor_policy", "kms_statement", "required_policy", "split_s3", "statement"]

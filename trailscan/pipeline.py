@@ -150,9 +150,29 @@ def ingest_source(
     progress: ProgressFn | None = None,
 ) -> tuple[BatchResult, list[Coverage]]:
     """Read what *request* names into *store* through its source; a remote source gets
-    *session* (default: standard AWS configuration)."""
+    *session* (default: standard AWS configuration).  With ``engine="athena"``, Athena
+    reads the trail and only what the explainer needs is stored (:mod:`trailscan.athena`)."""
+    if request.engine == "athena":
+        return _ingest_by_athena(store, request, window=window, session=session, progress=progress)
+    if request.engine != "local":
+        raise UsageError(f"--engine {request.engine!r}: expected local or athena")
     source = get_source(request.chosen_source)
     if source.remote and session is None:
         session = default_session()
     return source.ingest(store, request, window=window, session=session, progress=progress)
 
+
+
+def _ingest_by_athena(
+    store: Store, request: IngestRequest, *, window: Window | None, session: Any, progress: ProgressFn | None
+) -> tuple[BatchResult, list[Coverage]]:
+    from trailscan.athena import AthenaRequest, ingest_athena
+
+    if request.source not in (None, "s3") or request.paths:
+        raise UsageError("--engine athena reads a trail's bucket through Athena: it takes no --source "
+                         f"{request.source or 'files'} or --path")
+    athena = request.athena
+    if not isinstance(athena, AthenaRequest) or not athena.table:
+        raise UsageError("--engine athena needs --athena-table DB.TABLE", "create one with `trailscan athena setup`")
+    athena = replace(athena, accounts=request.accounts or athena.accounts, regions=request.regions or athena.regions)
+    return ingest_athena(store, athena, window=window, session=session or default_session(), progress=progress)

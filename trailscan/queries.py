@@ -18,11 +18,16 @@ always bound by DuckDB, never formatted into the SQL text.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from trailscan.errors import QueryError, UsageError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from sqlglot import exp
 
 _HEADER = re.compile(r"^--\s*(name|title|description|param):\s*(.*)$")
 _PARAM = re.compile(r"^(?P<name>[a-z_][a-z0-9_]*)\s+(?P<type>[A-Z][A-Z0-9_\[\]]*)(?:\s*=\s*(?P<default>\S+))?\s*(?P<doc>.*)$")
@@ -89,6 +94,144 @@ class Query:
             return f"CAST(${name} AS {types[name]})" if name in types else match.group(0)
 
         return _substitute_outside_strings(self.sql, cast)
+
+    # -- another engine's dialect -------------------------------------------------------
+
+    def tree(self, values: Mapping[str, object]) -> "exp.Query":
+        """The query as a sqlglot tree, with every parameter inlined as a literal of its
+        declared type, for another engine to run: what :mod:`trailscan.athena.sql` renders
+        in Athena's dialect.
+
+        *values* are bound as :meth:`bind` binds them (missing ones take their defaults).
+        A parameter left NULL removes the condition it guards (``$since IS NULL OR …``
+        becomes TRUE), and ``GROUP BY ALL``, which Trino reads differently, becomes the
+        ordinals of the grouped columns.  Values reach the SQL only as typed literals
+        sqlglot writes (quotes doubled): timestamps are parsed as such, lists are lists of
+        strings.  :class:`QueryError` names the file and line of what the transpiler
+        cannot read.
+        """
+        import sqlglot
+        from sqlglot import exp
+        from sqlglot.errors import SqlglotError
+
+        bound = self.bind({k: v for k, v in values.items()})  # type: ignore[arg-type]
+        types = {p.name: p.type for p in self.params}
+        try:
+            tree = sqlglot.parse_one(self.sql, read="duckdb")
+        except SqlglotError as error:
+            raise QueryError(f"{self.path}:{self.line}: the transpiler cannot read this query: {error}") from None
+        if not isinstance(tree, exp.Query):
+            raise QueryError(f"{self.path}:{self.line}: not a query")
+        for lam in tree.find_all(exp.Lambda):
+            names = {str(e.name) for e in lam.expressions}
+            raise QueryError(
+                f"{self.path}:{self.line}: `{' '.join(sorted(names))} -> …` inside a function call reads as a "
+                "lambda to the transpiler",
+                "write (column -> 'key') in parentheses, or json_extract_string(column, '$.key')",
+            )
+
+        def literal(node: exp.Expression) -> exp.Expression:
+            if isinstance(node, exp.Cast) and isinstance(node.this, exp.Placeholder):
+                node = node.this  # the declared type decides below
+            if not isinstance(node, exp.Placeholder) or node.name not in types:
+                return node
+            made = _literal(bound[node.name], types[node.name], self, node.name)
+            made.meta["trailscan_param"] = True
+            return made
+
+        tree = tree.transform(literal)
+        # Children first, so that a condition sees its operands already folded.
+        for node in reversed(list(tree.dfs())):
+            folded = _fold_known_conditions(node)
+            if folded is None:
+                node.pop()
+            elif folded is not node:
+                node.replace(folded)
+        for select in tree.find_all(exp.Select):
+            group = select.args.get("group")
+            if group is not None and group.args.get("all"):
+                ordinals = [
+                    exp.Literal.number(position)
+                    for position, item in enumerate(select.expressions, start=1)
+                    if not item.find(exp.AggFunc)
+                ]
+                select.set("group", exp.Group(expressions=ordinals))
+        return tree  # type: ignore[return-value]
+
+    @property
+    def reads(self) -> frozenset[str]:
+        """The tables and views the query reads (``events``, ``coverage`` …), CTEs excluded."""
+        import sqlglot
+        from sqlglot import exp
+
+        tree = sqlglot.parse_one(self.sql, read="duckdb")
+        ctes = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
+        return frozenset(t.name for t in tree.find_all(exp.Table) if t.name and t.name not in ctes)
+
+
+def _literal(value: object, kind: str, query: Query, name: str) -> "exp.Expression":
+    """*value* as a sqlglot literal of the declared type *kind*."""
+    from sqlglot import exp
+
+    if value is None:
+        return exp.Null()
+    base = kind.upper()
+    if base.endswith("[]"):
+        items = value if isinstance(value, (list, tuple, set, frozenset)) else [value]
+        return exp.Array(expressions=[_literal(item, base[:-2], query, name) for item in items])
+    if base.startswith("TIMESTAMP"):
+        from trailscan.window import parse_moment
+
+        moment = parse_moment(value if isinstance(value, (str, datetime)) else str(value))
+        text = moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        # FROM_ISO8601_TIMESTAMP in Trino, a TIMESTAMPTZ cast in DuckDB.
+        return exp.FromISO8601Timestamp(this=exp.Literal.string(text))
+    if base in ("BOOLEAN", "BOOL"):
+        return exp.Boolean(this=str(value).lower() in ("true", "1", "t", "yes"))
+    if base in ("INTEGER", "INT", "BIGINT", "SMALLINT", "DOUBLE", "REAL", "FLOAT", "DECIMAL"):
+        try:
+            number = float(value) if base in ("DOUBLE", "REAL", "FLOAT", "DECIMAL") else int(value)  # type: ignore[arg-type]
+        except (TypeError, ValueError):
+            raise QueryError(f"query {query.name}: --param {name}={value!r} is not a number") from None
+        return exp.Literal.number(number)
+    return exp.Literal.string(str(value))
+
+
+def _fold_known_conditions(node: "exp.Expression") -> "exp.Expression | None":
+    """Fold what an inlined parameter decides: ``NULL IS NULL`` is TRUE, ``'x' IS NULL``
+    FALSE, and TRUE/FALSE through parentheses, NOT, AND and OR (a WHERE of TRUE goes)."""
+    from sqlglot import exp
+
+    def known(item: exp.Expression | None) -> bool | None:
+        if isinstance(item, exp.Boolean):
+            return bool(item.this)
+        return None
+
+    if isinstance(node, exp.Is) and isinstance(node.expression, exp.Null) and node.this.meta.get("trailscan_param"):
+        return exp.Boolean(this=isinstance(node.this, exp.Null))
+    if isinstance(node, exp.Paren) and known(node.this) is not None:
+        return node.this
+    if isinstance(node, exp.Not) and known(node.this) is not None:
+        return exp.Boolean(this=not known(node.this))
+    if isinstance(node, exp.Or):
+        sides = (known(node.this), known(node.expression))
+        if True in sides:
+            return exp.Boolean(this=True)
+        if sides[0] is False:
+            return node.expression
+        if sides[1] is False:
+            return node.this
+    if isinstance(node, exp.And):
+        sides = (known(node.this), known(node.expression))
+        if False in sides:
+            return exp.Boolean(this=False)
+        if sides[0] is True:
+            return node.expression
+        if sides[1] is True:
+            return node.this
+    if isinstance(node, exp.Where) and known(node.this) is True:
+        return None
+    return node
 
 
 def _moment(value: object) -> object:

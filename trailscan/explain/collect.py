@@ -4,9 +4,9 @@
 (``failed_web_identity``, ``failed_pod_identity``, ``denied_calls``) joined with
 ``failure_context`` and grouped in SQL, plus the ``minted_sessions`` that link an access
 key back to the pod it was issued to — so Python only sees one row per group of alike
-failures, whatever the size of the store.  ``minted_sessions`` also walks role chains
-(a session minted by ``sts:AssumeRole`` with another session's key) back to where they
-start, in the same query.
+failures, whatever the size of the store.  ``minted_sessions``, asked again for the
+caller keys it returns, walks role chains (a session minted by ``sts:AssumeRole`` with
+another session's key) back to where they start, one filtered scan a hop.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ __all__ = [
     "Uniform",
     "collect_failures",
     "json_value",
+    "minted_sessions",
     "utc",
 ]
 
@@ -281,30 +282,7 @@ def collect_failures(store: Store, window: Window | None = None, *, book: QueryB
     keys = sorted({g.get("access_key_id") for g in groups if g.kind == "denied_call" and g.get("access_key_id")})
     minted: dict[str, MintedSession] = {}
     if keys:
-        query = book["minted_sessions"]
-        since = window.start - MINT_LOOKBACK - (CHAIN_LIMIT - 1) * _CHAIN_HOP if window else None
-        names, rows = store.query(
-            query.typed_sql(), query.bind({"since": since, "until": bounds["until"], "access_keys": keys})
-        )
-        for row in rows:
-            record = dict(zip(names, row))
-            minted[record["access_key_id"]] = MintedSession(
-                access_key_id=record["access_key_id"],
-                event_name=record["event_name"],
-                role_arn=record["role_arn"],
-                session_arn=record["session_arn"],
-                subject=record["subject"],
-                principal_id=record["principal_id"],
-                identity_provider=record["identity_provider"],
-                session_tags=json_value(record["session_tags"]),
-                minted_at=utc(record["event_time"]),
-                caller_type=record["caller_type"],
-                caller_arn=record["caller_arn"],
-                caller_issuer_arn=record["caller_issuer_arn"],
-                caller_access_key_id=record["caller_access_key_id"],
-                caller_invoked_by=record["caller_invoked_by"],
-                caller_ec2_role_delivery=record["caller_ec2_role_delivery"],
-            )
+        minted = minted_sessions(store, keys, window, bounds["until"], book=book)
     measured = measure_coverage(store, window, book=book)
     failures = Failures(measured.start, measured.end, groups, minted, measured.rows,
                         accepted=_accepted(store, book, bounds), window_events=measured.events)
@@ -333,6 +311,53 @@ def _issued(store: Store, book: QueryBook, keys: list[str], window: Window | Non
             tags=json_value(record["tags"]),
         )
     return found
+
+
+def minted_sessions(
+    store: Store,
+    keys: list[str],
+    window: Window | None = None,
+    until: datetime | None = None,
+    *,
+    book: QueryBook | None = None,
+) -> dict[str, MintedSession]:
+    """The sessions of *keys*, and of the keys those sessions were minted with (role
+    chains), one hop a query: at most :data:`CHAIN_LIMIT` hops, each key asked once, so a
+    cycle ends.  One filtered scan a hop; most failures need one."""
+    query = (book or load_queries())["minted_sessions"]
+    since = window.start - MINT_LOOKBACK - (CHAIN_LIMIT - 1) * _CHAIN_HOP if window else None
+    minted: dict[str, MintedSession] = {}
+    asked: set[str] = set()
+    wanted = sorted(set(keys))
+    for _ in range(CHAIN_LIMIT):
+        if not wanted:
+            break
+        asked.update(wanted)
+        names, rows = store.query(query.typed_sql(), query.bind({"since": since, "until": until, "access_keys": wanted}))
+        for row in rows:
+            record = dict(zip(names, row))
+            minted[record["access_key_id"]] = MintedSession(
+                access_key_id=record["access_key_id"],
+                event_name=record["event_name"],
+                role_arn=record["role_arn"],
+                session_arn=record["session_arn"],
+                subject=record["subject"],
+                principal_id=record["principal_id"],
+                identity_provider=record["identity_provider"],
+                session_tags=json_value(record["session_tags"]),
+                minted_at=utc(record["event_time"]),
+                caller_type=record["caller_type"],
+                caller_arn=record["caller_arn"],
+                caller_issuer_arn=record["caller_issuer_arn"],
+                caller_access_key_id=record["caller_access_key_id"],
+                caller_invoked_by=record["caller_invoked_by"],
+                caller_ec2_role_delivery=record["caller_ec2_role_delivery"],
+            )
+        wanted = sorted({
+            m.caller_access_key_id for m in minted.values()
+            if m.event_name == "AssumeRole" and m.caller_access_key_id and m.caller_access_key_id not in asked
+        })
+    return minted
 
 
 def _accepted(store: Store, book: QueryBook, bounds: Mapping[str, Any]) -> list[AcceptedWebIdentity]:

@@ -50,6 +50,11 @@ class IngestRequest:
     regions: tuple[str, ...] = ()
     quick: bool = False
     workers: int = 8
+    #: ``athena``: Athena reads the trail's window where it lies (``athena``, a
+    #: :class:`trailscan.athena.AthenaRequest`, says how) and only what the explainer needs
+    #: comes back; ``local`` (default): the source reads it into the store.
+    engine: str = "local"
+    athena: Any = None
 
     @property
     def chosen_source(self) -> str:
