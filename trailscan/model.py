@@ -11,6 +11,25 @@ from datetime import datetime, timezone
 ProgressFn = Callable[[str, int, "int | None"], None]
 
 
+def positive_setting(name: str, default: int, unit: str) -> int:
+    """The whole number ``$NAME`` holds, else *default*; one line naming the variable when it
+    is not a positive number of *unit*."""
+    import os
+
+    from trailscan.errors import UsageError
+
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise UsageError(f"{name}={text!r} is not a positive number of {unit}")
+    return value
+
+
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
 

@@ -31,9 +31,9 @@ from typing import IO, Any
 import duckdb
 import orjson
 
-from trailscan.errors import InputError, NewerStoreError, QueryError, StoreError, UsageError
+from trailscan.errors import InputError, NewerStoreError, QueryError, StoreError
 from trailscan.fs import DIR_MODE, FILE_MODE, make_dir
-from trailscan.model import BatchResult, Coverage, FileProblem, Window
+from trailscan.model import BatchResult, Coverage, FileProblem, Window, positive_setting
 
 DEFAULT_DB_ENV = "TRAILSCAN_DB"
 
@@ -487,16 +487,7 @@ FETCH_ROWS = 10_000
 
 def query_max_rows() -> int:
     """``$TRAILSCAN_SQL_MAX_ROWS`` if set, else :data:`QUERY_MAX_ROWS`."""
-    text = os.environ.get(QUERY_MAX_ROWS_ENV, "").strip()
-    if not text:
-        return QUERY_MAX_ROWS
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise UsageError(f"{QUERY_MAX_ROWS_ENV}={text!r} is not a positive number of rows")
-    return value
+    return positive_setting(QUERY_MAX_ROWS_ENV, QUERY_MAX_ROWS, "rows")
 
 
 @dataclass(frozen=True)
@@ -1472,16 +1463,7 @@ _GZIP_MAGIC = b"\x1f\x8b"
 
 def max_input_bytes() -> int:
     """``$TRAILSCAN_MAX_INPUT_BYTES`` if set, else :data:`MAX_INPUT_BYTES`."""
-    text = os.environ.get(MAX_INPUT_BYTES_ENV, "").strip()
-    if not text:
-        return MAX_INPUT_BYTES
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise UsageError(f"{MAX_INPUT_BYTES_ENV}={text!r} is not a positive number of bytes")
-    return value
+    return positive_setting(MAX_INPUT_BYTES_ENV, MAX_INPUT_BYTES, "bytes")
 
 
 class _Unreadable(Exception):

@@ -19,6 +19,7 @@ from trailscan.model import (
     Coverage,
     FileProblem,
     ProgressFn,
+    positive_setting,
     record_notes,
 )
 from trailscan.store import Store, iter_batches, not_regular
@@ -149,16 +150,7 @@ def _track_unreadable(store: Store, paths: list[Path], result: BatchResult) -> N
 
 def batch_bytes_setting() -> int:
     """``$TRAILSCAN_BATCH_BYTES`` if set, else :data:`BATCH_BYTES`."""
-    text = os.environ.get(BATCH_BYTES_ENV, "").strip()
-    if not text:
-        return BATCH_BYTES
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise UsageError(f"{BATCH_BYTES_ENV}={text!r} is not a positive number of bytes")
-    return value
+    return positive_setting(BATCH_BYTES_ENV, BATCH_BYTES, "bytes")
 
 
 def _detail(result: BatchResult) -> str:
