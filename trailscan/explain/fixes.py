@@ -89,19 +89,18 @@ def annotate_fix(sa_ref: ServiceAccountRef | None, role_arn: str | None, summary
 
 def token_expired_fix(sa_ref: ServiceAccountRef | None) -> str:
     return fix(
-        "Make the workload re-read its projected token instead of caching it: use an SDK version that reloads "
-        "AWS_WEB_IDENTITY_TOKEN_FILE on every refresh, check the node's clock, and never copy the token out of "
-        "the pod; then restart the pods.",
-        comment("after upgrading the SDK (or fixing the clock with chrony):"),
+        "Make the workload re-read its projected token instead of caching it, then restart its pods.",
+        comment("use an SDK version that reloads AWS_WEB_IDENTITY_TOKEN_FILE on every refresh, check the node's "
+                "clock (chrony), and never copy the token out of the pod; then:"),
         restart(sa_ref),
     )
 
 
 def idp_unreachable_fix(issuer: str | None) -> str:
     return fix(
-        "Retry: STS reaches the EKS OIDC issuer over the internet, and this error is usually transient. If it "
-        "persists, check that the issuer's discovery document answers from the internet, and see the AWS Health "
-        "Dashboard for STS and EKS in the region.",
+        "Retry: STS reaches the EKS OIDC issuer over the internet, and this error is usually transient.",
+        comment("if it persists, check that the issuer's discovery document answers from the internet, and see "
+                "the AWS Health Dashboard for STS and EKS in the region:"),
         "curl -fsS " + sh("https://" + (issuer or "ISSUER") + "/.well-known/openid-configuration"),
     )
 
