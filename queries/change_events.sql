@@ -1,0 +1,88 @@
+-- name: change_events
+-- title: Successful changes to what decides a workload's access (IAM, EKS, Organizations, S3, KMS)
+-- description: One row per successful call that changed a role (its trust policy, inline
+--   and attached policies, boundary), an OIDC provider, a Pod Identity association or an
+--   EKS cluster, a managed policy's version, an SCP, a bucket or a key policy. `target`
+--   names what changed (role name, provider ARN, cluster, policy ARN or id, bucket, key);
+--   `document` is the policy the call set, decoded (CloudTrail holds it URL-encoded or as
+--   a JSON string, or as an object for S3), NULL when the call sets none. IAM and
+--   Organizations record in us-east-1. Refused calls changed nothing and are left out.
+-- param: since TIMESTAMPTZ = NULL  Start of the window, inclusive (default: the beginning)
+-- param: until TIMESTAMPTZ = NULL  End of the window, exclusive (default: now)
+-- param: role VARCHAR = NULL  Only changes whose role is this one, by name (default: all)
+WITH changes AS (
+    SELECT
+        event_id,
+        event_time,
+        aws_region,
+        account_id,
+        event_source,
+        event_name,
+        coalesce(identity_arn, session_issuer_arn, identity_type) AS actor,
+        request_parameters AS rp,
+        response_elements AS re
+    FROM events
+    WHERE error_code IS NULL
+      -- The source first, then the name: DuckDB filters these columns before it reads any JSON.
+      AND event_source IN ('iam.amazonaws.com', 'eks.amazonaws.com', 'organizations.amazonaws.com',
+                           's3.amazonaws.com', 'kms.amazonaws.com')
+      AND event_name IN (
+          'CreateRole', 'DeleteRole', 'UpdateAssumeRolePolicy', 'PutRolePolicy', 'DeleteRolePolicy',
+          'AttachRolePolicy', 'DetachRolePolicy', 'PutRolePermissionsBoundary',
+          'DeleteRolePermissionsBoundary', 'CreatePolicyVersion', 'SetDefaultPolicyVersion',
+          'CreateOpenIDConnectProvider', 'DeleteOpenIDConnectProvider',
+          'UpdateOpenIDConnectProviderThumbprint', 'AddClientIDToOpenIDConnectProvider',
+          'RemoveClientIDFromOpenIDConnectProvider',
+          'CreatePodIdentityAssociation', 'UpdatePodIdentityAssociation', 'DeletePodIdentityAssociation',
+          'CreateCluster', 'DeleteCluster',
+          'UpdatePolicy', 'AttachPolicy', 'DetachPolicy',
+          'PutBucketPolicy', 'DeleteBucketPolicy', 'PutKeyPolicy')
+      AND ($since IS NULL OR event_time >= $since)
+      AND ($until IS NULL OR event_time < $until)
+),
+fields AS (
+    SELECT
+        *,
+        (rp ->> 'roleName') AS role_name,
+        coalesce((rp ->> 'policyArn'), (rp ->> 'permissionsBoundary'), (rp ->> 'policyId')) AS policy_arn,
+        (rp ->> 'policyName') AS policy_name,
+        coalesce((rp ->> 'openIDConnectProviderArn'), (re ->> 'openIDConnectProviderArn')) AS provider_arn,
+        (rp ->> 'url') AS provider_url,
+        coalesce((rp ->> 'clusterName'), CASE WHEN event_source = 'eks.amazonaws.com' THEN (rp ->> 'name') END)
+            AS cluster,
+        coalesce((rp ->> 'roleArn'), (re -> 'association' ->> 'roleArn')) AS association_role_arn,
+        (rp ->> 'bucketName') AS bucket,
+        (rp ->> 'keyId') AS key_id,
+        (rp ->> 'targetId') AS org_target,
+        coalesce((rp ->> 'assumeRolePolicyDocument'), (rp ->> 'policyDocument'), (rp ->> 'content'),
+                 (rp ->> 'policy'), CAST((rp -> 'bucketPolicy') AS VARCHAR)) AS raw_document
+    FROM changes
+)
+SELECT
+    event_id,
+    event_time,
+    aws_region,
+    account_id,
+    event_source,
+    event_name,
+    actor,
+    coalesce(role_name, provider_arn, provider_url, policy_arn, bucket, key_id, cluster) AS target,
+    role_name,
+    policy_arn,
+    policy_name,
+    provider_arn,
+    provider_url,
+    cluster,
+    association_role_arn,
+    bucket,
+    key_id,
+    org_target,
+    (rp ->> 'versionId') AS version_id,
+    -- A JSON string starts with '{'; IAM writes the document URL-encoded ('%7B…').
+    CASE WHEN raw_document IS NULL THEN NULL
+         WHEN starts_with(ltrim(raw_document), '{') THEN raw_document
+         ELSE url_decode(replace(raw_document, '+', ' ')) END AS document
+FROM fields
+WHERE $role IS NULL OR role_name = $role
+   OR (association_role_arn IS NOT NULL AND split_part(association_role_arn, '/', -1) = $role)
+ORDER BY event_time, event_id
