@@ -47,7 +47,8 @@ fields AS (
         coalesce((rp ->> 'policyArn'), (rp ->> 'permissionsBoundary'), (rp ->> 'policyId')) AS policy_arn,
         (rp ->> 'policyName') AS policy_name,
         coalesce((rp ->> 'openIDConnectProviderArn'), (re ->> 'openIDConnectProviderArn')) AS provider_arn,
-        (rp ->> 'url') AS provider_url,
+        -- A cluster's issuer is in the cluster EKS returns (CreateCluster, DeleteCluster).
+        coalesce((rp ->> 'url'), (re -> 'cluster' -> 'identity' -> 'oidc' ->> 'issuer')) AS provider_url,
         coalesce((rp ->> 'clusterName'), CASE WHEN event_source = 'eks.amazonaws.com' THEN (rp ->> 'name') END)
             AS cluster,
         coalesce((rp ->> 'roleArn'), (re -> 'association' ->> 'roleArn')) AS association_role_arn,
@@ -66,7 +67,7 @@ SELECT
     event_source,
     event_name,
     actor,
-    coalesce(role_name, provider_arn, provider_url, policy_arn, bucket, key_id, cluster) AS target,
+    coalesce(role_name, provider_arn, policy_arn, bucket, key_id, cluster, provider_url) AS target,
     role_name,
     policy_arn,
     policy_name,
