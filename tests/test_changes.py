@@ -202,7 +202,7 @@ def test_changes_command_lists_the_change_events(tmp_path):
             change(rng, datetime.now(UTC) - timedelta(hours=1), "PutRolePolicy",
                    {"roleName": "other", "policyName": "p", "policyDocument": "{}"}),
         ]})], origin="test")
-    result = CliRunner().invoke(main, ["changes", "--store", str(path), "--since", "24h", "--role", ROLE,
+    result = CliRunner().invoke(main, ["changes", "--db", str(path), "--since", "24h", "--role", ROLE,
                                        "--format", "json"])
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
