@@ -20,12 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
 
-from trailscan.explain.collect import utc
 from trailscan.findings import Change
 from trailscan.inventory import Inventory, Role
 from trailscan.model import Window
@@ -113,6 +112,10 @@ class ChangeEvent:
             return load_policy(orjson.loads(self.document), name=f"{self.name} {self.change.event_id}")
         except Exception:  # noqa: BLE001 - an unreadable document is an unknown version
             return None
+
+
+def utc(moment: datetime) -> datetime:
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
 def _issuer(value: str | None) -> str | None:

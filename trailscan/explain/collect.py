@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from trailscan.explain.changes import collect_changes
 from trailscan.explain.coverage import measure_coverage
 from trailscan.findings import CoverageRow
 from trailscan.identity import parse_web_identity
@@ -289,8 +290,6 @@ def collect_failures(store: Store, window: Window | None = None, *, book: QueryB
     failures = Failures(measured.start, measured.end, groups, minted, measured.rows,
                         accepted=_accepted(store, book, bounds), window_events=measured.events)
     failures.issued = _issued(store, book, keys, window)
-    from trailscan.explain.changes import collect_changes  # it reads this module's helpers
-
     failures.changes = collect_changes(store, window, book=book) if groups else []
     return failures
 
