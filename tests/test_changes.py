@@ -207,3 +207,26 @@ def test_changes_command_lists_the_change_events(tmp_path):
     assert result.exit_code == 0, result.output
     rows = json.loads(result.output)
     assert [(r["event_name"], r["target"], r["actor"]) for r in rows] == [("UpdateAssumeRolePolicy", ROLE, ALICE)]
+
+
+def test_the_table_markdown_and_html_show_status_and_the_decisive_change(store):
+    import io
+
+    from trailscan.report.html import render_html
+    from trailscan.report.terminal import render_findings
+
+    rng = random.Random(2)
+    broke, fixed = NOW - timedelta(hours=3), NOW - timedelta(minutes=50)
+    store.ingest_documents([json.dumps({"Records": [
+        change(rng, broke, "UpdateAssumeRolePolicy", {"roleName": ROLE, "policyDocument": json.dumps(BROKEN)}),
+        *failing(rng, broke + timedelta(minutes=5), fixed - timedelta(minutes=5)),
+        change(rng, fixed, "UpdateAssumeRolePolicy", {"roleName": ROLE, "policyDocument": url_encoded(trust())}),
+    ]})], origin="test")
+    report = explain_store(store, inventory(trust()), window=WINDOW)
+    decisive = f"stopped after UpdateAssumeRolePolicy on {ROLE}"
+    table, markdown = io.StringIO(), io.StringIO()
+    render_findings(report, "table", table, generated_at=NOW)
+    render_findings(report, "markdown", markdown, generated_at=NOW)
+    assert "stopped" in table.getvalue() and "UpdateAssumeRolePolicy" in table.getvalue()
+    assert f"**Status:** stopped, {decisive} by {ALICE} at 2026-11-28T14:10:00Z" in markdown.getvalue().replace("\\", "")
+    assert f"stopped, {decisive} by {ALICE}" in render_html(findings_document(report, NOW))
