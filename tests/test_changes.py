@@ -230,3 +230,26 @@ def test_the_table_markdown_and_html_show_status_and_the_decisive_change(store):
     assert "stopped" in table.getvalue() and "UpdateAssumeRolePolicy" in table.getvalue()
     assert f"**Status:** stopped, {decisive} by {ALICE} at 2026-11-28T14:10:00Z" in markdown.getvalue().replace("\\", "")
     assert f"stopped, {decisive} by {ALICE}" in render_html(findings_document(report, NOW))
+
+
+def test_an_scp_attached_to_the_accounts_ou_is_the_change_the_denial_began_after(tmp_path):
+    """The region guardrail of tests/test_denied_layers.py, attached from the management
+    account 20 minutes before the first refusal (Organizations records in us-east-1)."""
+    from tests.test_denied_layers import EC2_SILENT, NOW as LAYERS_NOW, Trail, denied, doc
+    from tests.test_layers import MGMT, OU, organization_files
+
+    trail = Trail()
+    trail.role("app", doc({"Effect": "Allow", "Action": "ec2:*", "Resource": "*"}))
+    attached = LAYERS_NOW - timedelta(minutes=26)
+    trail.records.append(api_call(
+        trail.rng, when=attached, region="us-east-1", account=MGMT,
+        identity=iam_user_identity(MGMT, "alice", "AKIAALICE00000000002"), event_source="organizations.amazonaws.com",
+        event_name="AttachPolicy", read_only=False, request_parameters={"policyId": "p-guard", "targetId": OU}))
+    trail.refused(trail.pod_session("app"), "ec2.amazonaws.com", "DescribeVolumes", EC2_SILENT,
+                  code="Client.UnauthorizedOperation", region="us-east-1")
+    finding = denied(trail.explain(*organization_files(tmp_path)))
+    assert finding.cause == "EXPLICIT_DENY"
+    assert finding.status == "ongoing"
+    assert [(c.event_name, c.target) for c in finding.changes] == [("AttachPolicy", "p-guard")]
+    assert f"began 20 min after AttachPolicy on p-guard by arn:aws:iam::{MGMT}:user/alice" in finding.explanation
+    assert finding.policy_as_of is None  # the SCP attached then is the one read today
