@@ -253,3 +253,37 @@ def test_an_scp_attached_to_the_accounts_ou_is_the_change_the_denial_began_after
     assert [(c.event_name, c.target) for c in finding.changes] == [("AttachPolicy", "p-guard")]
     assert f"began 20 min after AttachPolicy on p-guard by arn:aws:iam::{MGMT}:user/alice" in finding.explanation
     assert finding.policy_as_of is None  # the SCP attached then is the one read today
+
+
+def test_a_denial_fixed_by_attaching_a_managed_policy_is_judged_without_it(store, tmp_path):
+    """Today the role has ec2-read attached, which allows the refused call; it was attached
+    after the refusals, so they are judged without it: their real cause, stopped."""
+    from tests.test_denied_layers import EC2_SILENT, NOW as LAYERS_NOW, PROD, WINDOW as LAYERS_WINDOW, Trail, doc
+    from trailscan.explain import collect_failures, explain_failures
+    from tests.test_layers import organization_files
+    from trailscan.kube import ServiceAccount
+    from trailscan.layers import load_policy_file
+
+    trail = Trail()
+    arn = trail.role("app")
+    trail.refused(trail.pod_session("app"), "ec2.amazonaws.com", "DescribeVolumes", EC2_SILENT,
+                  code="Client.UnauthorizedOperation")
+    policy_arn = f"arn:aws:iam::{PROD}:policy/ec2-read"
+    trail.records.append(api_call(
+        trail.rng, when=LAYERS_NOW - timedelta(minutes=2), region="us-east-1", account=PROD,
+        identity=iam_user_identity(PROD, "alice", "AKIAALICE00000000003"), event_source="iam.amazonaws.com",
+        event_name="AttachRolePolicy", read_only=False, request_parameters={"roleName": "app", "policyArn": policy_arn}))
+    today = Role(arn, "app", PROD, trail.roles[0]["AssumeRolePolicyDocument"],
+                 policies=[("ec2-read", doc({"Effect": "Allow", "Action": "ec2:DescribeVolumes", "Resource": "*"}))],
+                 attached_policy_arns=[policy_arn])
+    inv = Inventory(roles={arn: today}, complete={IAM}, iam_accounts={PROD}).with_service_accounts(
+        [ServiceAccount("prod", "payments", "api")]).merge(
+        *(Inventory(layers=load_policy_file(value)) for value in organization_files(tmp_path)))
+    store.ingest_documents([json.dumps({"Records": trail.records})], origin="test")
+    [finding] = [f for f in explain_failures(collect_failures(store, LAYERS_WINDOW), inv).findings
+                 if f.kind == "denied_call"]
+    assert finding.cause == "MISSING_PERMISSION", finding.explanation
+    assert finding.status == "stopped"
+    assert finding.policy_as_of == finding.first_seen
+    assert f"before AttachRolePolicy of {policy_arn}" in finding.explanation
+    assert finding.fix_summary.startswith("Already fixed: a managed policy was attached at 05:58 UTC")

@@ -50,6 +50,7 @@ LOOKBACK = timedelta(hours=24)
 _TRUST = ("CreateRole", "UpdateAssumeRolePolicy")
 _INLINE = ("PutRolePolicy", "DeleteRolePolicy")
 _LIFECYCLE = ("CreateRole", "DeleteRole")
+_ATTACH = ("AttachRolePolicy", "DetachRolePolicy")
 
 #: How a change reads in a sentence ("stopped after the trust policy was updated at 14:29").
 _WORDS = {
@@ -242,7 +243,7 @@ def role_as_of(role: Role | None, role_arn: str, changes: Iterable[ChangeEvent],
     mine = [c for c in changes if c.role_name == name and c.change.event_source == "iam.amazonaws.com"]
     before = [c for c in mine if c.time <= moment]
     after = [c for c in mine if c.time > moment]
-    if not any(c.name in (*_TRUST, *_INLINE, *_LIFECYCLE) for c in after):
+    if not any(c.name in (*_TRUST, *_INLINE, *_LIFECYCLE, *_ATTACH) for c in after):
         return AsOf(role, None)
     lifecycle = [c for c in before if c.name in _LIFECYCLE]
     if lifecycle and lifecycle[-1].name == "DeleteRole":
@@ -272,10 +273,32 @@ def role_as_of(role: Role | None, role_arn: str, changes: Iterable[ChangeEvent],
             policies, _ = others, used.append(created)  # the role was created without it
         else:
             unknown.append(f"the inline policy {policy_name} of {name} as it was at the failure")
+    attached = list(role.attached_policy_arns)
+    inferred = False
+    for arn in dict.fromkeys(c.policy_arn for c in after if c.name in _ATTACH and c.policy_arn):
+        prior = [c for c in before if c.name in _ATTACH and c.policy_arn == arn]
+        later = next(c for c in after if c.name in _ATTACH and c.policy_arn == arn)
+        # Attached then: the last attach or detach before says; else a detach since says it was.
+        was = prior[-1].name == "AttachRolePolicy" if prior else later.name == "DetachRolePolicy"
+        if was == (arn in attached):
+            continue
+        if not was:  # attached since: judged without it
+            short = arn.rsplit("/", 1)[-1]
+            policies = [(n, d) for n, d in policies if n != short]
+            attached.remove(arn)
+            if prior:
+                used.append(prior[-1])
+            else:
+                used.append(later)
+                inferred = True
+        else:
+            unknown.append(f"the managed policy {arn}, attached to {name} at the failure and detached since")
     if not used:
         return AsOf(role, None, unknown=tuple(unknown))
-    judged = replace(role, trust_policy=trust, policies=policies)
-    return AsOf(judged, max(c.time for c in used), unknown=tuple(unknown), used=tuple(used))
+    judged = replace(role, trust_policy=trust, policies=policies, attached_policy_arns=attached)
+    # A configuration known only from a later change ("attached since") is the one at the failure.
+    times = [c.time for c in used if c.time <= moment] + ([moment] if inferred else [])
+    return AsOf(judged, max(times), unknown=tuple(unknown), used=tuple(used))
 
 
 def inventory_as_of(inventory: Inventory, role_arn: str, found: AsOf) -> Inventory:

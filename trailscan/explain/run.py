@@ -194,8 +194,11 @@ def _what_changed(members: list[tuple[FailureGroup, Verdict]], verdict: Verdict,
         if j.missing:
             words.append(f"Judged as of the failure: the role did not exist then ({sentence(j.used[-1])}).")
         elif j.as_of is not None:
-            used = ", ".join(f"{c.name} {c.change.event_id} ({sentence(c)})" for c in j.used)
-            words.append(f"Judged against the configuration in force at the failure, as set by {used}.")
+            used = ", ".join(f"{c.name} {c.change.event_id} ({sentence(c)})" for c in j.used if c.time <= j.as_of)
+            since = ", ".join(f"{c.name} of {c.policy_arn or c.change.target} ({sentence(c)})"
+                              for c in j.used if c.time > j.as_of)
+            words.append("Judged against the configuration in force at the failure"
+                         + (f", as set by {used}" if used else "") + (f", before {since}" if since else "") + ".")
         for unknown in j.unknown:
             words.append(f"Unknown: {unknown} is not in the store; judged against today's.")
     fix_words = ""
