@@ -10,7 +10,39 @@
 -- param: since TIMESTAMPTZ = NULL  Start of the window, inclusive (default: the beginning)
 -- param: until TIMESTAMPTZ = NULL  End of the window, exclusive (default: now)
 -- param: role VARCHAR = NULL  Only changes whose role is this one, by name (default: all)
-WITH changes AS (
+-- One equality pair a branch: DuckDB then filters event_source and event_name in the scan,
+-- before it reads any record's JSON (an IN list or an OR became a join or a filter above
+-- the JSON: 0.9 s instead of 0.05 s over a million events).
+WITH named AS (
+    SELECT * FROM events WHERE event_source = 'iam.amazonaws.com' AND event_name = 'CreateRole'
+    UNION ALL SELECT * FROM events WHERE event_source = 'iam.amazonaws.com' AND event_name = 'DeleteRole'
+    UNION ALL SELECT * FROM events WHERE event_source = 'iam.amazonaws.com' AND event_name = 'UpdateAssumeRolePolicy'
+    UNION ALL SELECT * FROM events WHERE event_source = 'iam.amazonaws.com' AND event_name = 'PutRolePolicy'
+    UNION ALL SELECT * FROM events WHERE event_source = 'iam.amazonaws.com' AND event_name = 'DeleteRolePolicy'
+    UNION ALL SELECT * FROM events WHERE event_source = 'iam.amazonaws.com' AND event_name = 'AttachRolePolicy'
+    UNION ALL SELECT * FROM events WHERE event_source = 'iam.amazonaws.com' AND event_name = 'DetachRolePolicy'
+    UNION ALL SELECT * FROM events WHERE event_source = 'iam.amazonaws.com' AND event_name = 'PutRolePermissionsBoundary'
+    UNION ALL SELECT * FROM events WHERE event_source = 'iam.amazonaws.com' AND event_name = 'DeleteRolePermissionsBoundary'
+    UNION ALL SELECT * FROM events WHERE event_source = 'iam.amazonaws.com' AND event_name = 'CreatePolicyVersion'
+    UNION ALL SELECT * FROM events WHERE event_source = 'iam.amazonaws.com' AND event_name = 'SetDefaultPolicyVersion'
+    UNION ALL SELECT * FROM events WHERE event_source = 'iam.amazonaws.com' AND event_name = 'CreateOpenIDConnectProvider'
+    UNION ALL SELECT * FROM events WHERE event_source = 'iam.amazonaws.com' AND event_name = 'DeleteOpenIDConnectProvider'
+    UNION ALL SELECT * FROM events WHERE event_source = 'iam.amazonaws.com' AND event_name = 'UpdateOpenIDConnectProviderThumbprint'
+    UNION ALL SELECT * FROM events WHERE event_source = 'iam.amazonaws.com' AND event_name = 'AddClientIDToOpenIDConnectProvider'
+    UNION ALL SELECT * FROM events WHERE event_source = 'iam.amazonaws.com' AND event_name = 'RemoveClientIDFromOpenIDConnectProvider'
+    UNION ALL SELECT * FROM events WHERE event_source = 'eks.amazonaws.com' AND event_name = 'CreatePodIdentityAssociation'
+    UNION ALL SELECT * FROM events WHERE event_source = 'eks.amazonaws.com' AND event_name = 'UpdatePodIdentityAssociation'
+    UNION ALL SELECT * FROM events WHERE event_source = 'eks.amazonaws.com' AND event_name = 'DeletePodIdentityAssociation'
+    UNION ALL SELECT * FROM events WHERE event_source = 'eks.amazonaws.com' AND event_name = 'CreateCluster'
+    UNION ALL SELECT * FROM events WHERE event_source = 'eks.amazonaws.com' AND event_name = 'DeleteCluster'
+    UNION ALL SELECT * FROM events WHERE event_source = 'organizations.amazonaws.com' AND event_name = 'UpdatePolicy'
+    UNION ALL SELECT * FROM events WHERE event_source = 'organizations.amazonaws.com' AND event_name = 'AttachPolicy'
+    UNION ALL SELECT * FROM events WHERE event_source = 'organizations.amazonaws.com' AND event_name = 'DetachPolicy'
+    UNION ALL SELECT * FROM events WHERE event_source = 's3.amazonaws.com' AND event_name = 'PutBucketPolicy'
+    UNION ALL SELECT * FROM events WHERE event_source = 's3.amazonaws.com' AND event_name = 'DeleteBucketPolicy'
+    UNION ALL SELECT * FROM events WHERE event_source = 'kms.amazonaws.com' AND event_name = 'PutKeyPolicy'
+),
+changes AS (
     SELECT
         event_id,
         event_time,
@@ -21,22 +53,8 @@ WITH changes AS (
         coalesce(identity_arn, session_issuer_arn, identity_type) AS actor,
         request_parameters AS rp,
         response_elements AS re
-    FROM events
+    FROM named
     WHERE error_code IS NULL
-      -- The source first, then the name: DuckDB filters these columns before it reads any JSON.
-      AND event_source IN ('iam.amazonaws.com', 'eks.amazonaws.com', 'organizations.amazonaws.com',
-                           's3.amazonaws.com', 'kms.amazonaws.com')
-      AND event_name IN (
-          'CreateRole', 'DeleteRole', 'UpdateAssumeRolePolicy', 'PutRolePolicy', 'DeleteRolePolicy',
-          'AttachRolePolicy', 'DetachRolePolicy', 'PutRolePermissionsBoundary',
-          'DeleteRolePermissionsBoundary', 'CreatePolicyVersion', 'SetDefaultPolicyVersion',
-          'CreateOpenIDConnectProvider', 'DeleteOpenIDConnectProvider',
-          'UpdateOpenIDConnectProviderThumbprint', 'AddClientIDToOpenIDConnectProvider',
-          'RemoveClientIDFromOpenIDConnectProvider',
-          'CreatePodIdentityAssociation', 'UpdatePodIdentityAssociation', 'DeletePodIdentityAssociation',
-          'CreateCluster', 'DeleteCluster',
-          'UpdatePolicy', 'AttachPolicy', 'DetachPolicy',
-          'PutBucketPolicy', 'DeleteBucketPolicy', 'PutKeyPolicy')
       AND ($since IS NULL OR event_time >= $since)
       AND ($until IS NULL OR event_time < $until)
 ),
