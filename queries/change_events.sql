@@ -103,5 +103,5 @@ SELECT
          ELSE url_decode(replace(raw_document, '+', ' ')) END AS document
 FROM fields
 WHERE $role IS NULL OR role_name = $role
-   OR (association_role_arn IS NOT NULL AND split_part(association_role_arn, '/', -1) = $role)
+   OR (association_role_arn IS NOT NULL AND regexp_extract(association_role_arn, '[^/]+$') = $role)
 ORDER BY event_time, event_id
