@@ -96,7 +96,10 @@ SELECT
     bucket,
     key_id,
     org_target,
-    (rp ->> 'versionId') AS version_id,
+    -- A managed policy's version: the one made default (SetDefaultPolicyVersion), or the one
+    -- created (CreatePolicyVersion, with whether it became the default).
+    coalesce((rp ->> 'versionId'), (re -> 'policyVersion' ->> 'versionId')) AS version_id,
+    (rp ->> 'setAsDefault') AS set_as_default,
     -- A JSON string starts with '{'; IAM writes the document URL-encoded ('%7B…').
     CASE WHEN raw_document IS NULL THEN NULL
          WHEN starts_with(ltrim(raw_document), '{') THEN raw_document

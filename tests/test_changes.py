@@ -287,3 +287,45 @@ def test_a_denial_fixed_by_attaching_a_managed_policy_is_judged_without_it(store
     assert finding.policy_as_of == finding.first_seen
     assert f"before AttachRolePolicy of {policy_arn}" in finding.explanation
     assert finding.fix_summary.startswith("Already fixed: a managed policy was attached at 05:58 UTC")
+
+
+def test_a_managed_policy_version_rolled_back_since_is_judged_with_the_version_in_force(store, tmp_path):
+    """v2 of ec2-read (recorded by CreatePolicyVersion, made default) dropped ec2:DescribeVolumes;
+    SetDefaultPolicyVersion back to v1 fixed it. Today's inventory holds v1: the refusals are
+    judged with v2, the version in force then."""
+    from tests.test_denied_layers import EC2_SILENT, NOW as LAYERS_NOW, PROD, WINDOW as LAYERS_WINDOW, Trail, doc
+    from tests.test_layers import organization_files
+    from trailscan.explain import collect_failures, explain_failures
+    from trailscan.kube import ServiceAccount
+    from trailscan.layers import load_policy_file
+
+    trail = Trail()
+    arn = trail.role("app")
+    policy_arn = f"arn:aws:iam::{PROD}:policy/ec2-read"
+    alice = iam_user_identity(PROD, "alice", "AKIAALICE00000000004")
+    v2 = doc({"Effect": "Allow", "Action": "ec2:DescribeSnapshots", "Resource": "*"})
+    trail.records.append(api_call(
+        trail.rng, when=LAYERS_NOW - timedelta(hours=3), region="us-east-1", account=PROD, identity=alice,
+        event_source="iam.amazonaws.com", event_name="CreatePolicyVersion", read_only=False,
+        request_parameters={"policyArn": policy_arn, "policyDocument": url_encoded(v2), "setAsDefault": True},
+        response_elements={"policyVersion": {"versionId": "v2", "isDefaultVersion": True}}))
+    trail.refused(trail.pod_session("app"), "ec2.amazonaws.com", "DescribeVolumes", EC2_SILENT,
+                  code="Client.UnauthorizedOperation")
+    trail.records.append(api_call(
+        trail.rng, when=LAYERS_NOW - timedelta(minutes=2), region="us-east-1", account=PROD, identity=alice,
+        event_source="iam.amazonaws.com", event_name="SetDefaultPolicyVersion", read_only=False,
+        request_parameters={"policyArn": policy_arn, "versionId": "v1"}))
+    today = Role(arn, "app", PROD, trail.roles[0]["AssumeRolePolicyDocument"],
+                 policies=[("ec2-read", doc({"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}))],
+                 attached_policy_arns=[policy_arn])
+    inv = Inventory(roles={arn: today}, complete={IAM}, iam_accounts={PROD}).with_service_accounts(
+        [ServiceAccount("prod", "payments", "api")]).merge(
+        *(Inventory(layers=load_policy_file(value)) for value in organization_files(tmp_path)))
+    store.ingest_documents([json.dumps({"Records": trail.records})], origin="test")
+    [finding] = [f for f in explain_failures(collect_failures(store, LAYERS_WINDOW), inv).findings
+                 if f.kind == "denied_call"]
+    assert finding.cause == "MISSING_PERMISSION", finding.explanation
+    assert finding.status == "stopped"
+    assert finding.policy_as_of == LAYERS_NOW - timedelta(hours=3)
+    assert [c.event_name for c in finding.changes] == ["CreatePolicyVersion", "SetDefaultPolicyVersion"]
+    assert "as set by CreatePolicyVersion" in finding.explanation

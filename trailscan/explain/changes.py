@@ -96,6 +96,8 @@ class ChangeEvent:
     bucket: str | None
     key_id: str | None
     document: str | None
+    version_id: str | None = None
+    set_as_default: bool = False
 
     @property
     def time(self) -> datetime:
@@ -153,6 +155,8 @@ def collect_changes(
             bucket=r["bucket"],
             key_id=r["key_id"],
             document=r["document"],
+            version_id=r["version_id"],
+            set_as_default=str(r["set_as_default"]).lower() == "true",
         ))
     return found
 
@@ -243,7 +247,9 @@ def role_as_of(role: Role | None, role_arn: str, changes: Iterable[ChangeEvent],
     mine = [c for c in changes if c.role_name == name and c.change.event_source == "iam.amazonaws.com"]
     before = [c for c in mine if c.time <= moment]
     after = [c for c in mine if c.time > moment]
-    if not any(c.name in (*_TRUST, *_INLINE, *_LIFECYCLE, *_ATTACH) for c in after):
+    changes = list(changes)
+    versions = _version_changes(role, changes, moment)
+    if not versions and not any(c.name in (*_TRUST, *_INLINE, *_LIFECYCLE, *_ATTACH) for c in after):
         return AsOf(role, None)
     lifecycle = [c for c in before if c.name in _LIFECYCLE]
     if lifecycle and lifecycle[-1].name == "DeleteRole":
@@ -293,12 +299,52 @@ def role_as_of(role: Role | None, role_arn: str, changes: Iterable[ChangeEvent],
                 inferred = True
         else:
             unknown.append(f"the managed policy {arn}, attached to {name} at the failure and detached since")
+    for arn, later in versions.items():
+        document, set_by, why = _default_version_at(arn, changes, moment)
+        if document is None:
+            unknown.append(why or f"the default version of {arn} at the failure, before {sentence(later)}")
+            continue
+        short = arn.rsplit("/", 1)[-1]
+        policies = [(n, document if n == short else d) for n, d in policies]
+        used.append(set_by)
     if not used:
         return AsOf(role, None, unknown=tuple(unknown))
     judged = replace(role, trust_policy=trust, policies=policies, attached_policy_arns=attached)
     # A configuration known only from a later change ("attached since") is the one at the failure.
     times = [c.time for c in used if c.time <= moment] + ([moment] if inferred else [])
     return AsOf(judged, max(times), unknown=tuple(unknown), used=tuple(used))
+
+
+_VERSIONS = ("CreatePolicyVersion", "SetDefaultPolicyVersion")
+
+
+def _version_changes(role: Role | None, changes: list[ChangeEvent], moment: datetime) -> dict[str, ChangeEvent]:
+    """The attached managed policies whose default version changed after *moment*: ARN → that change."""
+    if role is None:
+        return {}
+    found: dict[str, ChangeEvent] = {}
+    for c in changes:
+        if (c.time > moment and c.name in _VERSIONS and c.policy_arn in role.attached_policy_arns
+                and (c.name == "SetDefaultPolicyVersion" or c.set_as_default)):
+            found.setdefault(c.policy_arn, c)
+    return found
+
+
+def _default_version_at(arn: str, changes: list[ChangeEvent], moment: datetime
+                        ) -> tuple[dict[str, Any] | None, ChangeEvent | None, str | None]:
+    """The document of *arn*'s default version at *moment*: the last version made default
+    before it, whose document a recorded ``CreatePolicyVersion`` holds."""
+    mine = [c for c in changes if c.policy_arn == arn and c.name in _VERSIONS]
+    made = [c for c in mine if c.time <= moment and (c.name == "SetDefaultPolicyVersion" or c.set_as_default)]
+    if not made:
+        return None, None, None
+    last = made[-1]
+    source = last if last.name == "CreatePolicyVersion" else next(
+        (c for c in reversed(mine) if c.name == "CreatePolicyVersion" and c.version_id == last.version_id), None)
+    document = source.policy() if source else None
+    if document is None:
+        return None, None, f"the version {last.version_id or '?'} of {arn} (default at the failure) is not in the store"
+    return document, last, None
 
 
 def inventory_as_of(inventory: Inventory, role_arn: str, found: AsOf) -> Inventory:
