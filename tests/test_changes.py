@@ -329,3 +329,40 @@ def test_a_managed_policy_version_rolled_back_since_is_judged_with_the_version_i
     assert finding.policy_as_of == LAYERS_NOW - timedelta(hours=3)
     assert [c.event_name for c in finding.changes] == ["CreatePolicyVersion", "SetDefaultPolicyVersion"]
     assert "as set by CreatePolicyVersion" in finding.explanation
+
+
+def test_a_bucket_policy_deleted_since_is_judged_as_it_was(store, tmp_path):
+    """The bucket policy that refused the pod (put three hours before, as S3 records it: an
+    object) was deleted since; today the bucket has none. The refusals keep their cause."""
+    from tests.test_denied_layers import NOW as LAYERS_NOW, PROD, VPCE_ONLY, WINDOW as LAYERS_WINDOW, abac_trail
+    from tests.test_layers import organization_files
+    from trailscan.explain import collect_failures, explain_failures
+    from trailscan.inventory import authorization_details_inventory
+    from trailscan.kube import ServiceAccount
+    from trailscan.layers import load_policy_file
+
+    trail = abac_trail("payments")
+    alice = iam_user_identity(PROD, "alice", "AKIAALICE00000000005")
+    for when, name, params in (
+        (LAYERS_NOW - timedelta(hours=3), "PutBucketPolicy", {"bucketName": "team-data", "bucketPolicy": VPCE_ONLY}),
+        (LAYERS_NOW - timedelta(minutes=2), "DeleteBucketPolicy", {"bucketName": "team-data"}),
+    ):
+        trail.records.append(api_call(trail.rng, when=when, region="eu-west-1", account=PROD, identity=alice,
+                                      event_source="s3.amazonaws.com", event_name=name, read_only=False,
+                                      request_parameters=params))
+    path = tmp_path / "no-policy.txt"
+    path.write_text("An error occurred (NoSuchBucketPolicy) when calling the GetBucketPolicy operation: "
+                    "The bucket policy does not exist\n")
+    layers = [f"arn:aws:s3:::team-data={path}", *organization_files(tmp_path)]
+    inv = authorization_details_inventory({"RoleDetailList": trail.roles, "Policies": []}, source="iam.json")
+    inv = inv.with_service_accounts([ServiceAccount("prod", "payments", "api")]).merge(
+        *(Inventory(layers=load_policy_file(value)) for value in layers))
+    store.ingest_documents([json.dumps({"Records": trail.records})], origin="test")
+    [finding] = [f for f in explain_failures(collect_failures(store, LAYERS_WINDOW), inv).findings
+                 if f.kind == "denied_call"]
+    assert finding.cause == "RESOURCE_POLICY_DENY", finding.explanation
+    assert "(Sid 'OnlyThroughTheEndpoint')" in finding.explanation
+    assert finding.status == "stopped"
+    assert finding.policy_as_of == LAYERS_NOW - timedelta(hours=3)
+    assert [c.event_name for c in finding.changes] == ["PutBucketPolicy", "DeleteBucketPolicy"]
+    assert finding.fix_summary.startswith("Already fixed: the bucket policy was deleted")

@@ -18,6 +18,7 @@ earlier version the store does not hold, is unknown: said so, and judged as toda
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -27,6 +28,7 @@ import orjson
 
 from trailscan.findings import Change
 from trailscan.inventory import Inventory, Role
+from trailscan.layers import PolicyLayers, ResourcePolicy
 from trailscan.model import Window
 from trailscan.policy import load_policy
 from trailscan.queries import QueryBook, load_queries
@@ -40,6 +42,7 @@ __all__ = [
     "collect_changes",
     "describe",
     "inventory_as_of",
+    "resources_as_of",
     "role_as_of",
     "status_of",
 ]
@@ -357,3 +360,47 @@ def inventory_as_of(inventory: Inventory, role_arn: str, found: AsOf) -> Invento
     elif found.missing:
         missing.add(role_arn)
     return replace(inventory, roles=roles, missing_roles=missing)
+
+
+_RESOURCE = ("PutBucketPolicy", "DeleteBucketPolicy", "PutKeyPolicy")
+
+
+def _resource_arn(change: ChangeEvent, resources: str) -> tuple[str, str] | None:
+    """(holder ARN, kind) of the bucket or key *change* set the policy of, when the refused
+    call's resources (*resources*, their JSON text) name it."""
+    if change.bucket and f"arn:aws:s3:::{change.bucket}" in resources:
+        return f"arn:aws:s3:::{change.bucket}", "s3"
+    if change.key_id:
+        if change.key_id.startswith("arn:"):
+            return (change.key_id, "kms") if change.key_id in resources else None
+        found = re.search(r'arn:aws[\w-]*:kms:[^"\s]*:key/' + re.escape(change.key_id), resources)
+        if found:
+            return found.group(0), "kms"
+    return None
+
+
+def resources_as_of(layers: PolicyLayers, resources: str | None, changes: Iterable[ChangeEvent], moment: datetime
+                    ) -> tuple[PolicyLayers | None, tuple[ChangeEvent, ...], tuple[str, ...]]:
+    """The bucket and key policies of a refused call's resources as they were at *moment*:
+    (the layers with them, the changes they rest on, what is unknown).  None: as today."""
+    text = resources or ""
+    mine = [(c, held) for c in changes if c.name in _RESOURCE and (held := _resource_arn(c, text))]
+    later: dict[tuple[str, str], ChangeEvent] = {}
+    for c, held in mine:
+        if c.time > moment:
+            later.setdefault(held, c)
+    replaced = dict(layers.resources)
+    used: list[ChangeEvent] = []
+    unknown: list[str] = []
+    for (arn, kind), after in later.items():
+        before = [c for c, held in mine if held == (arn, kind) and c.time <= moment]
+        label = "bucket policy" if kind == "s3" else "key policy"
+        if before and before[-1].name == "DeleteBucketPolicy":
+            replaced[arn] = ResourcePolicy(arn, kind, None, f"deleted by {before[-1].name} {before[-1].change.event_id}")
+            used.append(before[-1])
+        elif before and (document := before[-1].policy()) is not None:
+            replaced[arn] = ResourcePolicy(arn, kind, document, f"set by {before[-1].name} {before[-1].change.event_id}")
+            used.append(before[-1])
+        else:
+            unknown.append(f"the {label} of {arn} before {sentence(after)}")
+    return (replace(layers, resources=replaced) if used else None), tuple(used), tuple(unknown)

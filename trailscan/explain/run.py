@@ -8,6 +8,7 @@ its verdict from the decision module of its kind, then merges groups into findin
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 from datetime import datetime
 
 from trailscan.arn import principal_name
@@ -17,6 +18,7 @@ from trailscan.explain.changes import (
     changes_for,
     describe,
     inventory_as_of,
+    resources_as_of,
     role_as_of,
     sentence,
     status_of,
@@ -153,18 +155,30 @@ def _group_role(group: FailureGroup) -> str | None:
 
 
 def _judge(evidence: Evidence, group: FailureGroup, changes: list[ChangeEvent]) -> tuple[Verdict, AsOf | None]:
-    """The group's verdict, judged against its role as it was at its first failure when a
-    recorded change has changed the role since (else against today's inventory)."""
-    role_arn = _group_role(group) if changes else None
-    if role_arn:
-        found = role_as_of(evidence.inv.role(role_arn), role_arn, changes, group.first_seen)
-        if found.as_of is not None:
-            then = copy.copy(evidence)
-            then.inv = inventory_as_of(evidence.inv, role_arn, found)
-            return _DECIDE[group.kind](then, group), found
-        if found.unknown:
-            return _DECIDE[group.kind](evidence, group), found
-    return _DECIDE[group.kind](evidence, group), None
+    """The group's verdict, judged against its role (and, for a denied call, the bucket or key
+    policy it was refused on) as they were at its first failure when a recorded change has
+    changed them since; else against today's inventory."""
+    if not changes:
+        return _DECIDE[group.kind](evidence, group), None
+    role_arn = _group_role(group)
+    found = role_as_of(evidence.inv.role(role_arn), role_arn, changes, group.first_seen) if role_arn else AsOf(None, None)
+    inventory = evidence.inv
+    if role_arn and found.as_of is not None:
+        inventory = inventory_as_of(inventory, role_arn, found)
+    resources = group.get("resources")
+    if group.kind == "denied_call" and isinstance(resources, str):
+        layers, used, unknown = resources_as_of(inventory.layers, resources, changes, group.first_seen)
+        if layers is not None:
+            inventory = replace(inventory, layers=layers)
+        if used or unknown:
+            times = [t for t in (found.as_of, *(c.time for c in used)) if t is not None]
+            found = AsOf(found.role, max(times) if times else None, found.missing, (*found.unknown, *unknown),
+                         (*found.used, *used))
+    if inventory is evidence.inv:
+        return _DECIDE[group.kind](evidence, group), found if found.unknown else None
+    then = copy.copy(evidence)
+    then.inv = inventory
+    return _DECIDE[group.kind](then, group), found
 
 
 def _what_changed(members: list[tuple[FailureGroup, Verdict]], verdict: Verdict, context: _Context,
