@@ -130,6 +130,16 @@ def test_today_alone_cannot_tell_the_fixed_cause(store):
     finding, document = explain(store, records, inventory(trust()))
     assert finding.cause != "TRUST_SUBJECT_MISMATCH"
     assert document["status"] == "ongoing" and document["changes"] == [] and document["policy_as_of"] is None
+    # Read from eu-west-1 alone, the changes could not be read at all: a note says so.
+    from trailscan.explain import collect_failures, explain_failures
+    from trailscan.findings import CoverageRow
+
+    failures = collect_failures(store, WINDOW)
+    failures.coverage = [CoverageRow("files", ACCOUNT, REGION, "complete", len(records))]
+    notes = explain_failures(failures, inventory(trust())).notes
+    assert any(note.startswith("changes: no event of us-east-1 was read") for note in notes)
+    failures.coverage.append(CoverageRow("files", ACCOUNT, "us-east-1", "empty", 0))
+    assert not any(note.startswith("changes:") for note in explain_failures(failures, inventory(trust())).notes)
 
 
 def test_a_deleted_and_recreated_role_did_not_exist_at_the_failure(store):

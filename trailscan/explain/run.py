@@ -37,6 +37,9 @@ from trailscan.store import Store
 
 __all__ = ["SAMPLES", "explain_failures", "explain_store"]
 
+#: Where IAM, global STS and Organizations record their events.
+GLOBAL_REGION = "us-east-1"
+
 #: How many event ids a finding carries as samples.
 SAMPLES = 5
 
@@ -86,6 +89,11 @@ def explain_failures(
     if inventory:
         for part, reasons in sorted(inventory.gaps.items()):
             notes.extend(f"inventory ({part}) incomplete: {reason}" for reason in reasons)
+    if findings and not failures.changes and failures.coverage and not any(
+            row.region == GLOBAL_REGION for row in failures.coverage):
+        notes.append(f"changes: no event of {GLOBAL_REGION} was read, where IAM, global STS and Organizations record "
+                     "theirs: the changes to roles, providers and SCPs could not be read, and each finding is judged "
+                     f"against today's configuration; read {GLOBAL_REGION} too")
     if left_out_note:
         notes.append(left_out_note)
     return FindingsReport(
