@@ -245,7 +245,8 @@ def test_the_table_markdown_and_html_show_status_and_the_decisive_change(store):
 def test_an_scp_attached_to_the_accounts_ou_is_the_change_the_denial_began_after(tmp_path):
     """The region guardrail of tests/test_denied_layers.py, attached from the management
     account 20 minutes before the first refusal (Organizations records in us-east-1)."""
-    from tests.test_denied_layers import EC2_SILENT, NOW as LAYERS_NOW, Trail, denied, doc
+    from tests.test_denied_layers import EC2_SILENT, Trail, denied, doc
+    from tests.test_denied_layers import NOW as LAYERS_NOW
     from tests.test_layers import MGMT, OU, organization_files
 
     trail = Trail()
@@ -268,9 +269,11 @@ def test_an_scp_attached_to_the_accounts_ou_is_the_change_the_denial_began_after
 def test_a_denial_fixed_by_attaching_a_managed_policy_is_judged_without_it(store, tmp_path):
     """Today the role has ec2-read attached, which allows the refused call; it was attached
     after the refusals, so they are judged without it: their real cause, stopped."""
-    from tests.test_denied_layers import EC2_SILENT, NOW as LAYERS_NOW, PROD, WINDOW as LAYERS_WINDOW, Trail, doc
-    from trailscan.explain import collect_failures, explain_failures
+    from tests.test_denied_layers import EC2_SILENT, PROD, Trail, doc
+    from tests.test_denied_layers import NOW as LAYERS_NOW
+    from tests.test_denied_layers import WINDOW as LAYERS_WINDOW
     from tests.test_layers import organization_files
+    from trailscan.explain import collect_failures, explain_failures
     from trailscan.kube import ServiceAccount
     from trailscan.layers import load_policy_file
 
@@ -303,7 +306,9 @@ def test_a_managed_policy_version_rolled_back_since_is_judged_with_the_version_i
     """v2 of ec2-read (recorded by CreatePolicyVersion, made default) dropped ec2:DescribeVolumes;
     SetDefaultPolicyVersion back to v1 fixed it. Today's inventory holds v1: the refusals are
     judged with v2, the version in force then."""
-    from tests.test_denied_layers import EC2_SILENT, NOW as LAYERS_NOW, PROD, WINDOW as LAYERS_WINDOW, Trail, doc
+    from tests.test_denied_layers import EC2_SILENT, PROD, Trail, doc
+    from tests.test_denied_layers import NOW as LAYERS_NOW
+    from tests.test_denied_layers import WINDOW as LAYERS_WINDOW
     from tests.test_layers import organization_files
     from trailscan.explain import collect_failures, explain_failures
     from trailscan.kube import ServiceAccount
@@ -344,7 +349,9 @@ def test_a_managed_policy_version_rolled_back_since_is_judged_with_the_version_i
 def test_a_bucket_policy_deleted_since_is_judged_as_it_was(store, tmp_path):
     """The bucket policy that refused the pod (put three hours before, as S3 records it: an
     object) was deleted since; today the bucket has none. The refusals keep their cause."""
-    from tests.test_denied_layers import NOW as LAYERS_NOW, PROD, VPCE_ONLY, WINDOW as LAYERS_WINDOW, abac_trail
+    from tests.test_denied_layers import NOW as LAYERS_NOW
+    from tests.test_denied_layers import PROD, VPCE_ONLY, abac_trail
+    from tests.test_denied_layers import WINDOW as LAYERS_WINDOW
     from tests.test_layers import organization_files
     from trailscan.explain import collect_failures, explain_failures
     from trailscan.inventory import authorization_details_inventory
