@@ -21,6 +21,11 @@ node-role fallbacks and failed Pod Identity requests, over 30 workloads; beside 
 (roles with trust and permission policies, annotated service accounts) is built in
 memory so that every cause is computed, not skipped.
 
+Beside them, the change events of issue 20 (each role created the day before the window,
+its trust policy updated, its inline policy put and a managed policy attached in it, and
+an SCP attached), so that every finding is judged as of its failures and their changes
+read with one filtered scan (``collect_changes``, timed on its own: ≤ 0.5 s on the large store).
+
 Then times ``explain_store(store, inventory, window=24h)`` (collect in SQL, explain per
 group) on each store, best of ``--repeat``, and prints the times, the ratios
 large/small (flat when cost does not grow with events) and 2×failures/large (about 2 at
@@ -41,6 +46,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from trailscan.explain import explain_store
+from trailscan.explain.changes import collect_changes
 from trailscan.generate import (
     RoleSession,
     access_key_id,
@@ -67,11 +73,53 @@ WORKLOADS = 30
 TARGET_SECONDS = 3.0
 TARGET_EVENTS_RATIO = 2.0
 TARGET_FAILURES_RATIO = 2.5
+TARGET_CHANGES_SECONDS = 0.5
 UNUSED_SESSIONS = 2_000
 
 
 def policy(*statements: dict) -> dict:
     return {"Version": "2012-10-17", "Statement": list(statements)}
+
+
+def trust_document(n: int) -> dict:
+    return policy({
+        "Effect": "Allow",
+        "Principal": {"Federated": PROVIDER},
+        "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {"StringEquals": {f"{ISSUER}:sub": f"system:serviceaccount:team-{n}:app-old",
+                                       f"{ISSUER}:aud": "sts.amazonaws.com"}},
+    })
+
+
+S3_POLICY = policy({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"})
+
+
+def changes(rng: random.Random) -> list[dict]:
+    """Each role created the day before the window, its trust policy updated (URL-encoded, as
+    IAM records it), its inline policy put, a managed policy attached in the window; an SCP
+    attached.  The documents are today's, so the findings are the same as without them."""
+    from urllib.parse import quote
+
+    alice = iam_user_identity(ACCOUNT, "alice", "AKIAALICE00000000001")
+    records = []
+
+    def change(when: datetime, name: str, params: dict, source: str = "iam.amazonaws.com") -> None:
+        records.append(api_call(rng, when=when, region="us-east-1", identity=alice, account=ACCOUNT,
+                                event_source=source, event_name=name, read_only=False, request_parameters=params))
+
+    for n in range(WORKLOADS):
+        role = f"app-{n}"
+        change(WINDOW.start - timedelta(hours=6), "CreateRole",
+               {"roleName": role, "assumeRolePolicyDocument": quote(json.dumps(trust_document(n)))})
+        change(WINDOW.start + timedelta(hours=12, minutes=n), "UpdateAssumeRolePolicy",
+               {"roleName": role, "policyDocument": quote(json.dumps(trust_document(n)))})
+        change(WINDOW.start + timedelta(hours=13, minutes=n), "PutRolePolicy",
+               {"roleName": role, "policyName": "s3", "policyDocument": json.dumps(S3_POLICY)})
+        change(WINDOW.start + timedelta(hours=14, minutes=n), "AttachRolePolicy",
+               {"roleName": role, "policyArn": "arn:aws:iam::aws:policy/ReadOnlyAccess"})
+    change(WINDOW.start + timedelta(hours=1), "AttachPolicy", {"policyId": "p-guard", "targetId": "ou-ab12-cdef3456"},
+           "organizations.amazonaws.com")
+    return records
 
 
 def inventory():
@@ -85,18 +133,8 @@ def inventory():
             {
                 "Arn": f"arn:aws:iam::{ACCOUNT}:role/{name}",
                 "RoleName": name,
-                "AssumeRolePolicyDocument": policy(
-                    {
-                        "Effect": "Allow",
-                        "Principal": {"Federated": PROVIDER},
-                        "Action": "sts:AssumeRoleWithWebIdentity",
-                        "Condition": {"StringEquals": {f"{ISSUER}:sub": f"system:serviceaccount:team-{n}:app-old",
-                                                       f"{ISSUER}:aud": "sts.amazonaws.com"}},
-                    }
-                ),
-                "RolePolicyList": [
-                    {"PolicyName": "s3", "PolicyDocument": policy({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"})}
-                ],
+                "AssumeRolePolicyDocument": trust_document(n),
+                "RolePolicyList": [{"PolicyName": "s3", "PolicyDocument": S3_POLICY}],
                 "AttachedManagedPolicies": [],
             }
         )
@@ -175,6 +213,7 @@ def failures(rng: random.Random, count: int) -> list[dict]:
                 rng, when=moment, region=REGION, account=ACCOUNT, node=node, cluster="prod", created=moment,
                 error_code="AccessDenied",
             ))
+    records.extend(changes(rng))
     return records
 
 
@@ -211,8 +250,9 @@ def build_store(path: Path, healthy: int, failed: int, seed: int) -> None:
         store.con.execute("CHECKPOINT")
 
 
-def measure(path: Path, inventory_, repeat: int) -> tuple[float, int, int, int]:
+def measure(path: Path, inventory_, repeat: int) -> tuple[float, int, int, int, float]:
     best = float("inf")
+    best_changes = float("inf")
     with Store.open(path, read_only=True) as store:
         events = store.count_events()
         failed = store.query(
@@ -223,11 +263,18 @@ def measure(path: Path, inventory_, repeat: int) -> tuple[float, int, int, int]:
             started = time.perf_counter()
             report = explain_store(store, inventory_, window=WINDOW)
             best = min(best, time.perf_counter() - started)
+            started = time.perf_counter()
+            read = collect_changes(store, WINDOW)
+            best_changes = min(best_changes, time.perf_counter() - started)
+    if len(read) != 4 * WORKLOADS + 1:
+        raise SystemExit(f"FAIL: {len(read)} change events read, {4 * WORKLOADS + 1} written")
+    if not any(f.changes for f in report.findings):
+        raise SystemExit("FAIL: no finding names the changes to its role")
     explained = sum(f.count for f in report.findings)
     chained = [f for f in report.findings if f.role_arn and f.role_arn.endswith("-partner")]
     if not chained or any(f.workload.resolution != "exact" or "role chain" not in f.explanation for f in chained):
         raise SystemExit("FAIL: calls made through a role chain were not traced to their pods")
-    return best, events, failed, explained
+    return best, events, failed, explained, best_changes
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,11 +308,12 @@ def main(argv: list[str] | None = None) -> int:
 
     inv = inventory()
     results = {}
-    print(f"{'store':<20} {'events':>10} {'failed':>7} {'findings s':>11}")
+    changes_seconds = {}
+    print(f"{'store':<20} {'events':>10} {'failed':>7} {'findings s':>11} {'changes s':>10}")
     for name, _healthy, _failed in cases:
-        seconds, events, failed, explained = measure(paths[name], inv, args.repeat)
+        seconds, events, failed, explained, changes_seconds[name] = measure(paths[name], inv, args.repeat)
         results[name] = seconds
-        print(f"{name:<20} {events:>10,} {failed:>7} {seconds:>11.3f}")
+        print(f"{name:<20} {events:>10,} {failed:>7} {seconds:>11.3f} {changes_seconds[name]:>10.3f}")
         if explained != failed:
             print(f"FAIL: {name}: {explained} events in findings, {failed} failed events", file=sys.stderr)
             return 1
@@ -277,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
         (f"large store ≤ {TARGET_SECONDS} s", results["large"] <= TARGET_SECONDS),
         (f"large/small ≤ {TARGET_EVENTS_RATIO}", by_events <= TARGET_EVENTS_RATIO),
         (f"2x failures/large ≤ {TARGET_FAILURES_RATIO}", by_failures <= TARGET_FAILURES_RATIO),
+        (f"change events of the large store ≤ {TARGET_CHANGES_SECONDS} s", changes_seconds["large"] <= TARGET_CHANGES_SECONDS),
     ]
     for label, ok in checks:
         print(f"{'PASS' if ok else 'FAIL'}: {label}")

@@ -22,6 +22,9 @@ ARGO_ISSUER = f"https://oidc.eks.us-west-2.amazonaws.com/id/{ARGO_ISSUER_ID}"
 FINDING_KEYS = {
     "kind", "cause", "workload", "principal_arn", "role_arn", "event_source", "event_name", "error_code",
     "error_message", "count", "first_seen", "last_seen", "regions", "sample_event_ids", "explanation", "fix",
+    # SPEC §10 (issue 20): whether it still fails, the changes to its configuration, and
+    # when the configuration it was judged against was set.
+    "status", "changes", "policy_as_of",
 }
 OFFLINE = {"AWS_EC2_METADATA_DISABLED": "true", "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
            "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}

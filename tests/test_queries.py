@@ -25,6 +25,7 @@ EXPECTED_ROWS = {
     "minted_sessions": 49,
     "web_identity_sessions": 0,  # the corpus's one web identity was refused (tests/test_evidence.py has accepted ones)
     "window_coverage": 1,  # the one ingest of the corpus
+    "change_events": 55,  # the corpus's successful IAM, EKS, S3 and KMS changes (role and bucket policies …)
 }
 
 

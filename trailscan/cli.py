@@ -450,6 +450,32 @@ def queries_run(name: str, params: tuple[str, ...], db: str | None, fmt: str) ->
     render_rows(columns, rows, fmt, sys.stdout, title=query.title)
 
 
+@main.command("changes")
+@window_options(required=False)
+@click.option("--role", metavar="NAME", help="Only the changes to this role (by name), its policies and association.")
+@db_option
+@format_option()
+def changes_command(since, until, role, db, fmt) -> None:
+    """List the successful change events on their own: roles, trust and role policies, OIDC
+    providers, Pod Identity associations, clusters, SCPs, bucket and key policies.
+
+    Oldest first; who changed what, when (the query `change_events`). The policy documents
+    the calls set are in `trailscan queries run change_events`.
+    """
+    from trailscan.queries import load_queries
+
+    query = load_queries()["change_events"]
+    window = make_window(since, until)
+    values = query.bind({"since": window.start if window else None, "until": window.end if window else None,
+                         "role": role})
+    with open_store(db, read_only=db != ":memory:") as store:
+        columns, rows = store.query(query.typed_sql(), values)
+    shown = ("event_time", "event_name", "event_source", "actor", "target", "event_id")
+    index = [columns.index(name) for name in shown]
+    render_rows(list(shown), [tuple(row[i] for i in index) for row in rows], fmt, sys.stdout,
+                title="Change events")
+
+
 @main.command("sql")
 @click.argument("statement")
 @click.option("--write", is_flag=True,

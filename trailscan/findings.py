@@ -20,7 +20,9 @@ __all__ = [
     "READ_STATUSES",
     "RESOLUTIONS",
     "SCHEMA",
+    "STATUSES",
     "Candidate",
+    "Change",
     "CoverageRow",
     "Finding",
     "FindingsReport",
@@ -36,6 +38,9 @@ READ_STATUSES = ("complete", "empty")
 #: How a finding's workload was identified (SPEC §7, §10): ``not_eks`` is a caller shown to
 #: be no EKS workload (an IAM user, a session one started …), left out unless asked for.
 RESOLUTIONS = ("exact", "by_role", "node", "unknown", "not_eks")
+#: Whether a finding still fails (SPEC §10): ``stopped`` when a change to its configuration
+#: came after its last failure and no failure followed it.
+STATUSES = ("ongoing", "stopped")
 
 
 def iso(moment: datetime | None) -> str | None:
@@ -100,6 +105,29 @@ class Workload:
 
 
 @dataclass(frozen=True)
+class Change:
+    """A successful call that changed what decides a finding's access (SPEC §10): who
+    changed what, when.  The document it set is kept for judging, never shown here."""
+
+    event_time: datetime
+    event_name: str
+    event_source: str
+    actor: str | None
+    target: str | None
+    event_id: str
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "event_time": iso(self.event_time),
+            "event_name": self.event_name,
+            "event_source": self.event_source,
+            "actor": self.actor,
+            "target": self.target,
+            "event_id": self.event_id,
+        }
+
+
+@dataclass(frozen=True)
 class Finding:
     """Failed events grouped by (kind, cause, workload, role, action), with why and what to do.
 
@@ -127,8 +155,19 @@ class Finding:
     fix: str
     account: str | None = None
     event_ids: tuple[str, ...] = ()
+    #: ``ongoing`` or ``stopped`` (a later change, and no failure after it).
+    status: str = "ongoing"
+    #: The changes to its role, provider, association, policies, SCPs …, oldest first.
+    changes: tuple[Change, ...] = ()
+    #: When the configuration it was judged against was set (None: today's inventory).
+    policy_as_of: datetime | None = None
+    #: The change its failures began after, and the one they stopped after (if any).
+    began_after: Change | None = None
+    stopped_after: Change | None = None
 
     def __post_init__(self) -> None:
+        if self.status not in STATUSES:
+            raise ValueError(f"unknown finding status {self.status!r}")
         if self.kind not in KINDS:
             raise ValueError(f"unknown finding kind {self.kind!r}")
         try:
@@ -161,7 +200,19 @@ class Finding:
             "sample_event_ids": list(self.sample_event_ids),
             "explanation": self.explanation,
             "fix": self.fix,
+            "status": self.status,
+            "changes": [change.as_json() for change in self.changes],
+            "policy_as_of": iso(self.policy_as_of),
         }
+
+    @property
+    def decisive_change(self) -> str:
+        """The change that fixed it, else the one it began after, in a few words ("" for none)."""
+        change = self.stopped_after or self.began_after
+        if change is None:
+            return ""
+        verb = "stopped after" if change is self.stopped_after else "began after"
+        return f"{verb} {change.event_name} on {change.target or '?'} at {iso(change.event_time)}"
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from trailscan.explain.changes import collect_changes
 from trailscan.explain.coverage import measure_coverage
 from trailscan.findings import CoverageRow
 from trailscan.identity import parse_web_identity
@@ -219,6 +220,8 @@ class Failures:
     window_events: int = 0
     #: The STS calls that issued the refused calls' credentials (their session policies), by access key.
     issued: dict[str, SessionPolicies] = field(default_factory=dict)
+    #: The successful change events of the window and the day before it (trailscan.explain.changes).
+    changes: list[Any] = field(default_factory=list)
 
     @property
     def events(self) -> int:
@@ -287,6 +290,7 @@ def collect_failures(store: Store, window: Window | None = None, *, book: QueryB
     failures = Failures(measured.start, measured.end, groups, minted, measured.rows,
                         accepted=_accepted(store, book, bounds), window_events=measured.events)
     failures.issued = _issued(store, book, keys, window)
+    failures.changes = collect_changes(store, window, book=book) if groups else []
     return failures
 
 def _issued(store: Store, book: QueryBook, keys: list[str], window: Window | None) -> dict[str, SessionPolicies]:

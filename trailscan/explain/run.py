@@ -7,7 +7,22 @@ its verdict from the decision module of its kind, then merges groups into findin
 
 from __future__ import annotations
 
+import copy
+from dataclasses import replace
+from datetime import datetime
+
 from trailscan.arn import principal_name
+from trailscan.explain.changes import (
+    AsOf,
+    ChangeEvent,
+    changes_for,
+    describe,
+    inventory_as_of,
+    resources_as_of,
+    role_as_of,
+    sentence,
+    status_of,
+)
 from trailscan.explain.collect import FailureGroup, Failures, collect_failures
 from trailscan.explain.denied import explain_denied_call
 from trailscan.explain.irsa import explain_irsa
@@ -21,6 +36,9 @@ from trailscan.model import Window
 from trailscan.store import Store
 
 __all__ = ["SAMPLES", "explain_failures", "explain_store"]
+
+#: Where IAM, global STS and Organizations record their events.
+GLOBAL_REGION = "us-east-1"
 
 #: How many event ids a finding carries as samples.
 SAMPLES = 5
@@ -51,22 +69,31 @@ def explain_failures(
         known = known.merge(Inventory(layers=PolicyLayers(sessions=failures.issued)))
     evidence = Evidence(known, minted=failures.minted, has_inventory=inventory is not None, accepted=failures.accepted)
     merged: dict[tuple, list[tuple[FailureGroup, Verdict]]] = {}
+    judged: dict[int, AsOf] = {}
     for group in failures.groups:
-        verdict = _DECIDE[group.kind](evidence, group)
+        verdict, as_of = _judge(evidence, group, failures.changes)
+        if as_of is not None:
+            judged[id(group)] = as_of
         key = (group.kind, verdict.cause, verdict.workload, verdict.role_arn, verdict.action, _caller(verdict))
         merged.setdefault(key, []).append((group, verdict))
+    context = _Context(known, failures.changes, judged)
     left_out: list[Finding] = []
     left_out_note = None
     outside = [] if all_principals else [key for key in merged if key[2].resolution == "not_eks"]
     if outside:
-        left_out = [_finding(merged[key]) for key in outside]
+        left_out = [_finding(merged[key], context) for key in outside]
         left_out_note = _left_out_note([member for key in outside for member in merged.pop(key)], left_out)
-    findings = sorted((_finding(members) for members in merged.values()), key=_order)
+    findings = sorted((_finding(members, context) for members in merged.values()), key=_order)
     left_out.sort(key=_order)
     notes = (list(inventory.notes) if inventory else []) + evidence.notes
     if inventory:
         for part, reasons in sorted(inventory.gaps.items()):
             notes.extend(f"inventory ({part}) incomplete: {reason}" for reason in reasons)
+    if findings and not failures.changes and failures.coverage and not any(
+            row.region == GLOBAL_REGION for row in failures.coverage):
+        notes.append(f"changes: no event of {GLOBAL_REGION} was read, where IAM, global STS and Organizations record "
+                     "theirs: the changes to roles, providers and SCPs could not be read, and each finding is judged "
+                     f"against today's configuration; read {GLOBAL_REGION} too")
     if left_out_note:
         notes.append(left_out_note)
     return FindingsReport(
@@ -120,10 +147,105 @@ def _caller(verdict: Verdict) -> str | None:
     return principal
 
 
-def _finding(members: list[tuple[FailureGroup, Verdict]]) -> Finding:
+class _Context:
+    """What findings are completed with: the inventory, the change events, the as-of judgements."""
+
+    def __init__(self, inventory: Inventory, changes: list[ChangeEvent], judged: dict[int, AsOf]) -> None:
+        self.inventory, self.changes, self.judged = inventory, changes, judged
+
+
+def _group_role(group: FailureGroup) -> str | None:
+    for name in ("role_arn", "session_issuer_arn", "caller_role_arn"):
+        value = group.get(name)
+        if isinstance(value, str) and ":role/" in value:
+            return value
+    return None
+
+
+def _judge(evidence: Evidence, group: FailureGroup, changes: list[ChangeEvent]) -> tuple[Verdict, AsOf | None]:
+    """The group's verdict, judged against its role (and, for a denied call, the bucket or key
+    policy it was refused on) as they were at its first failure when a recorded change has
+    changed them since; else against today's inventory."""
+    if not changes:
+        return _DECIDE[group.kind](evidence, group), None
+    role_arn = _group_role(group)
+    found = role_as_of(evidence.inv.role(role_arn), role_arn, changes, group.first_seen) if role_arn else AsOf(None, None)
+    inventory = evidence.inv
+    if role_arn and found.as_of is not None:
+        inventory = inventory_as_of(inventory, role_arn, found)
+    resources = group.get("resources")
+    if group.kind == "denied_call" and isinstance(resources, str):
+        layers, used, unknown = resources_as_of(inventory.layers, resources, changes, group.first_seen)
+        if layers is not None:
+            inventory = replace(inventory, layers=layers)
+        if used or unknown:
+            times = [t for t in (found.as_of, *(c.time for c in used)) if t is not None]
+            found = AsOf(found.role, max(times) if times else None, found.missing, (*found.unknown, *unknown),
+                         (*found.used, *used))
+    if inventory is evidence.inv:
+        return _DECIDE[group.kind](evidence, group), found if found.unknown else None
+    then = copy.copy(evidence)
+    then.inv = inventory
+    return _DECIDE[group.kind](then, group), found
+
+
+def _what_changed(members: list[tuple[FailureGroup, Verdict]], verdict: Verdict, context: _Context,
+                  first_seen: datetime, last_seen: datetime) -> dict:
+    """status, changes, policy_as_of, and the words the explanation and fix gain."""
+    if not context.changes:
+        return {}
+    group = members[-1][0]
+    role_arn = verdict.role_arn or _group_role(group)
+    resources = group.get("resources")
+    picked = changes_for(
+        context.changes,
+        kind=group.kind,
+        role_arn=role_arn,
+        provider=group.get("identity_provider"),
+        cluster=verdict.workload.cluster or group.get("cluster"),
+        role=context.inventory.role(role_arn) if role_arn else None,
+        resources=resources if isinstance(resources, str) else None,
+    )
+    status, began, stopped = status_of(picked, first_seen, last_seen)
+    judged = [context.judged[id(g)] for g, _ in members if id(g) in context.judged]
+    as_of = min((j.as_of for j in judged if j.as_of is not None), default=None)
+    words: list[str] = []
+    if began is not None:
+        words.append(f"The failures began {describe(began, moment=first_seen)}.")
+    for j in judged:
+        if j.missing:
+            words.append(f"Judged as of the failure: the role did not exist then ({sentence(j.used[-1])}).")
+        elif j.as_of is not None:
+            used = ", ".join(f"{c.name} {c.change.event_id} ({sentence(c)})" for c in j.used if c.time <= j.as_of)
+            since = ", ".join(f"{c.name} of {c.policy_arn or c.change.target} ({sentence(c)})"
+                              for c in j.used if c.time > j.as_of)
+            words.append("Judged against the configuration in force at the failure"
+                         + (f", as set by {used}" if used else "") + (f", before {since}" if since else "") + ".")
+        for unknown in j.unknown:
+            words.append(f"Unknown: {unknown} is not in the store; judged against today's.")
+    fix_words = ""
+    if stopped is not None:
+        words.append(f"It stopped after {sentence(stopped)} ({describe(stopped)}): no failure followed.")
+        fix_words = (f"Already fixed: {sentence(stopped)} ({stopped.name} by {stopped.change.actor or 'an unknown caller'}),"
+                     " and no failure followed; nothing to do unless it comes back.")
+    return {
+        "status": status,
+        "changes": tuple(c.change for c in picked),
+        "policy_as_of": as_of,
+        "began_after": began.change if began else None,
+        "stopped_after": stopped.change if stopped else None,
+        "words": " ".join(dict.fromkeys(words)),
+        "fix_words": fix_words,
+    }
+
+
+def _finding(members: list[tuple[FailureGroup, Verdict]], context: _Context | None = None) -> Finding:
     members.sort(key=lambda item: item[0].last_seen, reverse=True)
     latest_group, verdict = members[0]
     event_ids = [event_id for group, _ in members for event_id in group.event_ids]
+    first_seen = min(group.first_seen for group, _ in members)
+    extra = _what_changed(members, verdict, context, first_seen, latest_group.last_seen) if context else {}
+    words, fix_words = extra.pop("words", ""), extra.pop("fix_words", "")
     return Finding(
         kind=latest_group.kind,
         cause=verdict.cause,
@@ -136,14 +258,15 @@ def _finding(members: list[tuple[FailureGroup, Verdict]]) -> Finding:
         error_code=latest_group.get("error_code"),
         error_message=latest_group.get("error_message"),
         count=sum(group.events for group, _ in members),
-        first_seen=min(group.first_seen for group, _ in members),
+        first_seen=first_seen,
         last_seen=latest_group.last_seen,
         regions=tuple(sorted({r for group, _ in members for r in group.regions})),
         sample_event_ids=tuple(event_ids[:SAMPLES]),
         event_ids=tuple(event_ids),
-        explanation=verdict.explanation,
-        fix=verdict.fix,
+        explanation=f"{verdict.explanation} {words}" if words else verdict.explanation,
+        fix=f"{fix_words}\n{verdict.fix}" if fix_words else verdict.fix,
         account=latest_group.get("account_id"),
+        **extra,
     )
 
 

@@ -107,7 +107,9 @@ def _render_table(report: FindingsReport, out: IO[str]) -> None:
                     _workload_cell(finding),
                     *((_principal_cell(finding),) if principals else ()),
                     _what_failed(finding),
-                    finding.cause,
+                    # What changed, when something did: "stopped after UpdateAssumeRolePolicy …" (issue 20).
+                    f"{finding.cause}\n{finding.status}, {finding.decisive_change}" if finding.decisive_change
+                    else finding.cause,
                     str(finding.count),
                     iso(finding.last_seen) or "",
                     finding.fix_summary,

@@ -243,7 +243,26 @@ def _finding_view(index: int, finding: Mapping) -> dict:
         "sample_event_ids": [str(e) for e in finding.get("sample_event_ids") or []],
         "explanation": finding.get("explanation") or "",
         "fix": split_fix(finding.get("fix")),
+        "status": str(finding.get("status") or "ongoing"),
+        "decisive_change": decisive_change(finding),
     }
+
+
+def decisive_change(finding: Mapping) -> str:
+    """From a findings/v1 finding: ``stopped after UpdateAssumeRolePolicy on payments-api by
+    arn:… at …`` (the first change after its last failure), else ``began after …`` (the last
+    change at or before its first failure), else ""."""
+    changes = [c for c in finding.get("changes") or [] if isinstance(c, Mapping) and c.get("event_time")]
+    first, last = str(finding.get("first_seen") or ""), str(finding.get("last_seen") or "")
+    if finding.get("status") == "stopped":
+        picked, verb = next((c for c in changes if str(c["event_time"]) > last), None), "stopped after"
+    else:
+        before = [c for c in changes if str(c["event_time"]) <= first]
+        picked, verb = (before[-1] if before else None), "began after"
+    if picked is None:
+        return ""
+    return (f"{verb} {picked.get('event_name')} on {picked.get('target') or '?'} by {picked.get('actor') or '?'} "
+            f"at {picked.get('event_time')}")
 
 
 def _candidate(candidate: Any) -> str:

@@ -1,0 +1,385 @@
+"""What changed (issue 20): change events in the store, attached to findings, and each
+failure judged against the configuration in force when it happened.
+
+Each scenario writes the CloudTrail records AWS writes (``trailscan.generate``'s builders,
+IAM changes recorded in us-east-1 by an IAM user), holds today's inventory as the IAM
+inventory would read it, and explains the real DuckDB store.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import urllib.parse
+from datetime import UTC, datetime, timedelta
+
+from click.testing import CliRunner
+
+from trailscan.cli import main
+from trailscan.explain.changes import collect_changes
+from trailscan.explain.run import explain_store
+from trailscan.findings import findings_document
+from trailscan.generate import api_call, iam_user_identity, web_identity_call
+from trailscan.inventory import IAM, OIDC, Inventory, OidcProvider, Role
+from trailscan.model import Window
+from trailscan.queries import load_queries
+
+ACCOUNT, REGION = "111122223333", "eu-west-1"
+ISSUER = f"oidc.eks.{REGION}.amazonaws.com/id/5C1A7E0E5A1B2C3D4E5F60718293A4B5"
+PROVIDER = f"arn:aws:iam::{ACCOUNT}:oidc-provider/{ISSUER}"
+ROLE = "payments-api"
+ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/{ROLE}"
+SUBJECT = "system:serviceaccount:payments:api"
+ALICE = f"arn:aws:iam::{ACCOUNT}:user/alice"
+NOW = datetime(2026, 11, 28, 15, 0, tzinfo=UTC)
+WINDOW = Window(NOW - timedelta(hours=24), NOW)
+
+
+def trust(subject: str = SUBJECT) -> dict:
+    return {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Federated": PROVIDER}, "Action": "sts:AssumeRoleWithWebIdentity",
+        "Condition": {"StringEquals": {f"{ISSUER}:sub": subject, f"{ISSUER}:aud": "sts.amazonaws.com"}}}]}
+
+
+BROKEN = trust("system:serviceaccount:payments:api-old")
+
+
+def url_encoded(document: dict) -> str:
+    """How IAM's CloudTrail records hold a policy document."""
+    return urllib.parse.quote(json.dumps(document), safe="")
+
+
+def change(rng, when, name, params, *, source="iam.amazonaws.com", region="us-east-1", response=None) -> dict:
+    return api_call(rng, when=when, region=region, identity=iam_user_identity(ACCOUNT, "alice", "AKIAALICE00000000001"),
+                    account=ACCOUNT, event_source=source, event_name=name, read_only=False,
+                    request_parameters=params, response_elements=response)
+
+
+def refused(rng, when) -> dict:
+    return web_identity_call(rng, when=when, region=REGION, account=ACCOUNT, provider_arn=PROVIDER, subject=SUBJECT,
+                             role_arn=ROLE_ARN, error_code="AccessDenied",
+                             error_message="Not authorized to perform sts:AssumeRoleWithWebIdentity")
+
+
+def failing(rng, start: datetime, end: datetime, every=timedelta(minutes=10)) -> list[dict]:
+    out, when = [], start
+    while when <= end:
+        out.append(refused(rng, when))
+        when += every
+    return out
+
+
+def inventory(trust_policy: dict | None, *, provider: bool = True) -> Inventory:
+    roles = {ROLE_ARN: Role(ROLE_ARN, ROLE, ACCOUNT, trust_policy)} if trust_policy is not None else {}
+    providers = {PROVIDER: OidcProvider(PROVIDER, ISSUER, ["sts.amazonaws.com"])} if provider else {}
+    return Inventory(roles=roles, oidc_providers=providers, complete={IAM, OIDC},
+                     iam_accounts={ACCOUNT}, oidc_accounts={ACCOUNT})
+
+
+def explain(store, records, inv):
+    store.ingest_documents([json.dumps({"Records": records})], origin="test")
+    report = explain_store(store, inv, window=WINDOW)
+    assert len(report.findings) == 1, [(f.cause, f.status) for f in report.findings]
+    return report.findings[0], findings_document(report, NOW)["findings"][0]
+
+
+def test_a_trust_policy_broken_by_a_change_is_ongoing_and_names_the_change_and_its_actor(store):
+    rng = random.Random(1)
+    broke = NOW - timedelta(hours=2)
+    records = [
+        change(rng, NOW - timedelta(hours=30), "CreateRole",
+               {"roleName": ROLE, "assumeRolePolicyDocument": url_encoded(trust())}),
+        change(rng, broke, "UpdateAssumeRolePolicy", {"roleName": ROLE, "policyDocument": url_encoded(BROKEN)}),
+        *failing(rng, broke + timedelta(minutes=2), NOW - timedelta(minutes=5)),
+    ]
+    finding, document = explain(store, records, inventory(BROKEN))
+    assert finding.cause == "TRUST_SUBJECT_MISMATCH"
+    assert document["status"] == "ongoing"
+    assert [c["event_name"] for c in document["changes"]] == ["CreateRole", "UpdateAssumeRolePolicy"]
+    assert document["changes"][-1]["actor"] == ALICE and document["changes"][-1]["target"] == ROLE
+    assert set(document["changes"][0]) == {"event_time", "event_name", "event_source", "actor", "target", "event_id"}
+    assert f"began 2 min after UpdateAssumeRolePolicy on {ROLE} by {ALICE}" in finding.explanation
+    assert document["policy_as_of"] is None  # nothing changed since: today's trust policy was in force
+    assert finding.decisive_change.startswith("began after UpdateAssumeRolePolicy")
+
+
+def test_a_failure_fixed_since_keeps_its_real_cause_judged_as_of_the_failure(store):
+    rng = random.Random(2)
+    broke, fixed = NOW - timedelta(hours=3), NOW - timedelta(minutes=50)
+    records = [
+        # As a JSON string this time: CloudTrail holds both spellings.
+        change(rng, broke, "UpdateAssumeRolePolicy", {"roleName": ROLE, "policyDocument": json.dumps(BROKEN)}),
+        *failing(rng, broke + timedelta(minutes=5), fixed - timedelta(minutes=5)),
+        change(rng, fixed, "UpdateAssumeRolePolicy", {"roleName": ROLE, "policyDocument": url_encoded(trust())}),
+    ]
+    finding, document = explain(store, records, inventory(trust()))  # today's snapshot is correct
+    assert finding.cause == "TRUST_SUBJECT_MISMATCH"
+    assert document["status"] == "stopped"
+    assert document["policy_as_of"] == "2026-11-28T12:00:00Z"
+    assert "stopped after the trust policy was updated at 14:10 UTC" in finding.explanation
+    assert finding.stopped_after is not None and finding.stopped_after.event_time == fixed
+    assert finding.fix_summary.startswith("Already fixed: the trust policy was updated at 14:10 UTC")
+    assert "Judged against the configuration in force at the failure" in finding.explanation
+
+
+def test_today_alone_cannot_tell_the_fixed_cause(store):
+    """The same failures without their change events: today's trust admits the token, so the
+    cause is not the trust policy — what judging as of the failure corrects."""
+    rng = random.Random(2)
+    records = failing(rng, NOW - timedelta(hours=3), NOW - timedelta(hours=1))
+    finding, document = explain(store, records, inventory(trust()))
+    assert finding.cause != "TRUST_SUBJECT_MISMATCH"
+    assert document["status"] == "ongoing" and document["changes"] == [] and document["policy_as_of"] is None
+    # Read from eu-west-1 alone, the changes could not be read at all: a note says so.
+    from trailscan.explain import collect_failures, explain_failures
+    from trailscan.findings import CoverageRow
+
+    failures = collect_failures(store, WINDOW)
+    failures.coverage = [CoverageRow("files", ACCOUNT, REGION, "complete", len(records))]
+    notes = explain_failures(failures, inventory(trust())).notes
+    assert any(note.startswith("changes: no event of us-east-1 was read") for note in notes)
+    failures.coverage.append(CoverageRow("files", ACCOUNT, "us-east-1", "empty", 0))
+    assert not any(note.startswith("changes:") for note in explain_failures(failures, inventory(trust())).notes)
+
+
+def test_a_deleted_and_recreated_role_did_not_exist_at_the_failure(store):
+    rng = random.Random(3)
+    deleted, created = NOW - timedelta(hours=3), NOW - timedelta(minutes=30)
+    records = [
+        change(rng, NOW - timedelta(hours=40), "CreateRole",
+               {"roleName": ROLE, "assumeRolePolicyDocument": url_encoded(trust())}),
+        change(rng, deleted, "DeleteRole", {"roleName": ROLE}),
+        *failing(rng, deleted + timedelta(minutes=1), created - timedelta(minutes=10)),
+        change(rng, created, "CreateRole", {"roleName": ROLE, "assumeRolePolicyDocument": url_encoded(trust())}),
+    ]
+    finding, document = explain(store, records, inventory(trust()))
+    assert finding.cause == "ROLE_NOT_FOUND"
+    assert document["status"] == "stopped"
+    assert document["policy_as_of"] == "2026-11-28T12:00:00Z"
+    assert [c["event_name"] for c in document["changes"]] == ["CreateRole", "DeleteRole", "CreateRole"]
+    assert "the role did not exist then" in finding.explanation
+
+
+def test_an_oidc_provider_deleted_with_its_cluster(store):
+    rng = random.Random(4)
+    gone = NOW - timedelta(hours=2)
+    records = [
+        change(rng, gone, "DeleteCluster", {"name": "prod"}, source="eks.amazonaws.com", region=REGION,
+               response={"cluster": {"name": "prod", "identity": {"oidc": {"issuer": f"https://{ISSUER}"}}}}),
+        change(rng, gone + timedelta(minutes=1), "DeleteOpenIDConnectProvider", {"openIDConnectProviderArn": PROVIDER}),
+        *failing(rng, gone + timedelta(minutes=3), NOW - timedelta(minutes=5)),
+    ]
+    finding, document = explain(store, records, inventory(trust(), provider=False))
+    assert finding.cause == "OIDC_PROVIDER_MISSING"
+    assert document["status"] == "ongoing"
+    assert [c["event_name"] for c in document["changes"]] == ["DeleteCluster", "DeleteOpenIDConnectProvider"]
+    assert "began 2 min after DeleteOpenIDConnectProvider" in finding.explanation
+    assert document["policy_as_of"] is None  # the provider was as missing then as today
+
+
+def test_change_events_decode_documents_and_reveal_no_secret(store):
+    rng = random.Random(6)
+    records = [
+        change(rng, NOW - timedelta(hours=1), "PutRolePolicy",
+               {"roleName": ROLE, "policyName": "s3", "policyDocument": url_encoded({"Statement": []})}),
+        change(rng, NOW - timedelta(hours=1), "PutBucketPolicy",
+               {"bucketName": "ledger", "bucketPolicy": {"Statement": []}}, source="s3.amazonaws.com"),
+        # A refused change changed nothing.
+        {**change(rng, NOW - timedelta(hours=1), "DeleteRole", {"roleName": ROLE}), "errorCode": "AccessDenied"},
+        # Whatever a response held, credentials never reach the store.
+        change(rng, NOW - timedelta(minutes=30), "CreateRole", {"roleName": "x", "assumeRolePolicyDocument": "{}"},
+               response={"credentials": {"sessionToken": "IQoJb3JpZ2luX2VjSECRET", "secretAccessKey": "wJalrSECRET"}}),
+    ]
+    store.ingest_documents([json.dumps({"Records": records})], origin="test")
+    found = collect_changes(store, WINDOW)
+    assert [(c.name, c.change.target) for c in found] == [
+        ("PutRolePolicy", ROLE), ("PutBucketPolicy", "ledger"), ("CreateRole", "x")]
+    assert found[0].policy() == {"Statement": []} and found[1].policy() == {"Statement": []}
+    query = load_queries()["change_events"]
+    text = str(store.query(query.typed_sql(), query.bind({}))[1]) + str(store.query("SELECT raw FROM events")[1])
+    assert "SECRET" not in text
+
+
+def test_changes_command_lists_the_change_events(tmp_path):
+    from trailscan.store import Store
+
+    rng = random.Random(7)
+    path = tmp_path / "t.duckdb"
+    with Store.open(path) as store:
+        store.ingest_documents([json.dumps({"Records": [
+            change(rng, datetime.now(UTC) - timedelta(hours=1), "UpdateAssumeRolePolicy",
+                   {"roleName": ROLE, "policyDocument": url_encoded(trust())}),
+            change(rng, datetime.now(UTC) - timedelta(hours=1), "PutRolePolicy",
+                   {"roleName": "other", "policyName": "p", "policyDocument": "{}"}),
+        ]})], origin="test")
+    result = CliRunner().invoke(main, ["changes", "--db", str(path), "--since", "24h", "--role", ROLE,
+                                       "--format", "json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.output)
+    assert [(r["event_name"], r["target"], r["actor"]) for r in rows] == [("UpdateAssumeRolePolicy", ROLE, ALICE)]
+
+
+def test_the_table_markdown_and_html_show_status_and_the_decisive_change(store):
+    import io
+
+    from trailscan.report.html import render_html
+    from trailscan.report.terminal import render_findings
+
+    rng = random.Random(2)
+    broke, fixed = NOW - timedelta(hours=3), NOW - timedelta(minutes=50)
+    store.ingest_documents([json.dumps({"Records": [
+        change(rng, broke, "UpdateAssumeRolePolicy", {"roleName": ROLE, "policyDocument": json.dumps(BROKEN)}),
+        *failing(rng, broke + timedelta(minutes=5), fixed - timedelta(minutes=5)),
+        change(rng, fixed, "UpdateAssumeRolePolicy", {"roleName": ROLE, "policyDocument": url_encoded(trust())}),
+    ]})], origin="test")
+    report = explain_store(store, inventory(trust()), window=WINDOW)
+    decisive = f"stopped after UpdateAssumeRolePolicy on {ROLE}"
+    table, markdown = io.StringIO(), io.StringIO()
+    render_findings(report, "table", table, generated_at=NOW)
+    render_findings(report, "markdown", markdown, generated_at=NOW)
+    assert "stopped" in table.getvalue() and "UpdateAssumeRolePolicy" in table.getvalue()
+    assert f"**Status:** stopped, {decisive} by {ALICE} at 2026-11-28T14:10:00Z" in markdown.getvalue().replace("\\", "")
+    assert f"stopped, {decisive} by {ALICE}" in render_html(findings_document(report, NOW))
+
+
+def test_an_scp_attached_to_the_accounts_ou_is_the_change_the_denial_began_after(tmp_path):
+    """The region guardrail of tests/test_denied_layers.py, attached from the management
+    account 20 minutes before the first refusal (Organizations records in us-east-1)."""
+    from tests.test_denied_layers import EC2_SILENT, Trail, denied, doc
+    from tests.test_denied_layers import NOW as LAYERS_NOW
+    from tests.test_layers import MGMT, OU, organization_files
+
+    trail = Trail()
+    trail.role("app", doc({"Effect": "Allow", "Action": "ec2:*", "Resource": "*"}))
+    attached = LAYERS_NOW - timedelta(minutes=26)
+    trail.records.append(api_call(
+        trail.rng, when=attached, region="us-east-1", account=MGMT,
+        identity=iam_user_identity(MGMT, "alice", "AKIAALICE00000000002"), event_source="organizations.amazonaws.com",
+        event_name="AttachPolicy", read_only=False, request_parameters={"policyId": "p-guard", "targetId": OU}))
+    trail.refused(trail.pod_session("app"), "ec2.amazonaws.com", "DescribeVolumes", EC2_SILENT,
+                  code="Client.UnauthorizedOperation", region="us-east-1")
+    finding = denied(trail.explain(*organization_files(tmp_path)))
+    assert finding.cause == "EXPLICIT_DENY"
+    assert finding.status == "ongoing"
+    assert [(c.event_name, c.target) for c in finding.changes] == [("AttachPolicy", "p-guard")]
+    assert f"began 20 min after AttachPolicy on p-guard by arn:aws:iam::{MGMT}:user/alice" in finding.explanation
+    assert finding.policy_as_of is None  # the SCP attached then is the one read today
+
+
+def test_a_denial_fixed_by_attaching_a_managed_policy_is_judged_without_it(store, tmp_path):
+    """Today the role has ec2-read attached, which allows the refused call; it was attached
+    after the refusals, so they are judged without it: their real cause, stopped."""
+    from tests.test_denied_layers import EC2_SILENT, PROD, Trail, doc
+    from tests.test_denied_layers import NOW as LAYERS_NOW
+    from tests.test_denied_layers import WINDOW as LAYERS_WINDOW
+    from tests.test_layers import organization_files
+    from trailscan.explain import collect_failures, explain_failures
+    from trailscan.kube import ServiceAccount
+    from trailscan.layers import load_policy_file
+
+    trail = Trail()
+    arn = trail.role("app")
+    trail.refused(trail.pod_session("app"), "ec2.amazonaws.com", "DescribeVolumes", EC2_SILENT,
+                  code="Client.UnauthorizedOperation")
+    policy_arn = f"arn:aws:iam::{PROD}:policy/ec2-read"
+    trail.records.append(api_call(
+        trail.rng, when=LAYERS_NOW - timedelta(minutes=2), region="us-east-1", account=PROD,
+        identity=iam_user_identity(PROD, "alice", "AKIAALICE00000000003"), event_source="iam.amazonaws.com",
+        event_name="AttachRolePolicy", read_only=False, request_parameters={"roleName": "app", "policyArn": policy_arn}))
+    today = Role(arn, "app", PROD, trail.roles[0]["AssumeRolePolicyDocument"],
+                 policies=[("ec2-read", doc({"Effect": "Allow", "Action": "ec2:DescribeVolumes", "Resource": "*"}))],
+                 attached_policy_arns=[policy_arn])
+    inv = Inventory(roles={arn: today}, complete={IAM}, iam_accounts={PROD}).with_service_accounts(
+        [ServiceAccount("prod", "payments", "api")]).merge(
+        *(Inventory(layers=load_policy_file(value)) for value in organization_files(tmp_path)))
+    store.ingest_documents([json.dumps({"Records": trail.records})], origin="test")
+    [finding] = [f for f in explain_failures(collect_failures(store, LAYERS_WINDOW), inv).findings
+                 if f.kind == "denied_call"]
+    assert finding.cause == "MISSING_PERMISSION", finding.explanation
+    assert finding.status == "stopped"
+    assert finding.policy_as_of == finding.first_seen
+    assert f"before AttachRolePolicy of {policy_arn}" in finding.explanation
+    assert finding.fix_summary.startswith("Already fixed: a managed policy was attached at 05:58 UTC")
+
+
+def test_a_managed_policy_version_rolled_back_since_is_judged_with_the_version_in_force(store, tmp_path):
+    """v2 of ec2-read (recorded by CreatePolicyVersion, made default) dropped ec2:DescribeVolumes;
+    SetDefaultPolicyVersion back to v1 fixed it. Today's inventory holds v1: the refusals are
+    judged with v2, the version in force then."""
+    from tests.test_denied_layers import EC2_SILENT, PROD, Trail, doc
+    from tests.test_denied_layers import NOW as LAYERS_NOW
+    from tests.test_denied_layers import WINDOW as LAYERS_WINDOW
+    from tests.test_layers import organization_files
+    from trailscan.explain import collect_failures, explain_failures
+    from trailscan.kube import ServiceAccount
+    from trailscan.layers import load_policy_file
+
+    trail = Trail()
+    arn = trail.role("app")
+    policy_arn = f"arn:aws:iam::{PROD}:policy/ec2-read"
+    alice = iam_user_identity(PROD, "alice", "AKIAALICE00000000004")
+    v2 = doc({"Effect": "Allow", "Action": "ec2:DescribeSnapshots", "Resource": "*"})
+    trail.records.append(api_call(
+        trail.rng, when=LAYERS_NOW - timedelta(hours=3), region="us-east-1", account=PROD, identity=alice,
+        event_source="iam.amazonaws.com", event_name="CreatePolicyVersion", read_only=False,
+        request_parameters={"policyArn": policy_arn, "policyDocument": url_encoded(v2), "setAsDefault": True},
+        response_elements={"policyVersion": {"versionId": "v2", "isDefaultVersion": True}}))
+    trail.refused(trail.pod_session("app"), "ec2.amazonaws.com", "DescribeVolumes", EC2_SILENT,
+                  code="Client.UnauthorizedOperation")
+    trail.records.append(api_call(
+        trail.rng, when=LAYERS_NOW - timedelta(minutes=2), region="us-east-1", account=PROD, identity=alice,
+        event_source="iam.amazonaws.com", event_name="SetDefaultPolicyVersion", read_only=False,
+        request_parameters={"policyArn": policy_arn, "versionId": "v1"}))
+    today = Role(arn, "app", PROD, trail.roles[0]["AssumeRolePolicyDocument"],
+                 policies=[("ec2-read", doc({"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}))],
+                 attached_policy_arns=[policy_arn])
+    inv = Inventory(roles={arn: today}, complete={IAM}, iam_accounts={PROD}).with_service_accounts(
+        [ServiceAccount("prod", "payments", "api")]).merge(
+        *(Inventory(layers=load_policy_file(value)) for value in organization_files(tmp_path)))
+    store.ingest_documents([json.dumps({"Records": trail.records})], origin="test")
+    [finding] = [f for f in explain_failures(collect_failures(store, LAYERS_WINDOW), inv).findings
+                 if f.kind == "denied_call"]
+    assert finding.cause == "MISSING_PERMISSION", finding.explanation
+    assert finding.status == "stopped"
+    assert finding.policy_as_of == LAYERS_NOW - timedelta(hours=3)
+    assert [c.event_name for c in finding.changes] == ["CreatePolicyVersion", "SetDefaultPolicyVersion"]
+    assert "as set by CreatePolicyVersion" in finding.explanation
+
+
+def test_a_bucket_policy_deleted_since_is_judged_as_it_was(store, tmp_path):
+    """The bucket policy that refused the pod (put three hours before, as S3 records it: an
+    object) was deleted since; today the bucket has none. The refusals keep their cause."""
+    from tests.test_denied_layers import NOW as LAYERS_NOW
+    from tests.test_denied_layers import PROD, VPCE_ONLY, abac_trail
+    from tests.test_denied_layers import WINDOW as LAYERS_WINDOW
+    from tests.test_layers import organization_files
+    from trailscan.explain import collect_failures, explain_failures
+    from trailscan.inventory import authorization_details_inventory
+    from trailscan.kube import ServiceAccount
+    from trailscan.layers import load_policy_file
+
+    trail = abac_trail("payments")
+    alice = iam_user_identity(PROD, "alice", "AKIAALICE00000000005")
+    for when, name, params in (
+        (LAYERS_NOW - timedelta(hours=3), "PutBucketPolicy", {"bucketName": "team-data", "bucketPolicy": VPCE_ONLY}),
+        (LAYERS_NOW - timedelta(minutes=2), "DeleteBucketPolicy", {"bucketName": "team-data"}),
+    ):
+        trail.records.append(api_call(trail.rng, when=when, region="eu-west-1", account=PROD, identity=alice,
+                                      event_source="s3.amazonaws.com", event_name=name, read_only=False,
+                                      request_parameters=params))
+    path = tmp_path / "no-policy.txt"
+    path.write_text("An error occurred (NoSuchBucketPolicy) when calling the GetBucketPolicy operation: "
+                    "The bucket policy does not exist\n")
+    layers = [f"arn:aws:s3:::team-data={path}", *organization_files(tmp_path)]
+    inv = authorization_details_inventory({"RoleDetailList": trail.roles, "Policies": []}, source="iam.json")
+    inv = inv.with_service_accounts([ServiceAccount("prod", "payments", "api")]).merge(
+        *(Inventory(layers=load_policy_file(value)) for value in layers))
+    store.ingest_documents([json.dumps({"Records": trail.records})], origin="test")
+    [finding] = [f for f in explain_failures(collect_failures(store, LAYERS_WINDOW), inv).findings
+                 if f.kind == "denied_call"]
+    assert finding.cause == "RESOURCE_POLICY_DENY", finding.explanation
+    assert "(Sid 'OnlyThroughTheEndpoint')" in finding.explanation
+    assert finding.status == "stopped"
+    assert finding.policy_as_of == LAYERS_NOW - timedelta(hours=3)
+    assert [c.event_name for c in finding.changes] == ["PutBucketPolicy", "DeleteBucketPolicy"]
+    assert finding.fix_summary.startswith("Already fixed: the bucket policy was deleted")
