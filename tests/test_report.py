@@ -539,15 +539,14 @@ def _terminal_table(*workloads) -> str:
     return out.getvalue()
 
 
-def test_the_terminal_table_names_the_principal_where_the_workload_does_not():
+def test_the_terminal_table_names_who_was_refused_for_every_finding():
     pod = ({"namespace": "payments", "service_account": "api", "resolution": "exact"},
            f"arn:aws:sts::{ACCOUNT}:assumed-role/payments-api/botocore-session-1")
     user = ({"resolution": "not_eks"}, "arn:aws:iam::457448411975:user/christophe")
     only_pods = _terminal_table(pod)
-    assert "Principal" not in only_pods and "payments/api" in only_pods
+    assert "payments/api" in only_pods and "by role payments-api" in only_pods
     mixed = _terminal_table(pod, user)
-    assert "Principal" in mixed and "user christophe" in mixed and "not an EKS workload" in mixed
-    assert "role payments-api" not in mixed  # an exact service account says who it is
+    assert "by user christophe" in mixed and "not an EKS workload" in mixed and "by role payments-api" in mixed
 
 
 def test_renders_what_the_explainer_writes_for_the_real_corpus(real_store):
