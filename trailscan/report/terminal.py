@@ -14,7 +14,7 @@ import os
 import textwrap
 from collections import Counter
 from collections.abc import Iterable
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from typing import IO, Any
 
@@ -27,6 +27,7 @@ from trailscan.arn import principal_name
 from trailscan.explain.causes import family
 from trailscan.findings import Finding, FindingsReport, findings_document, iso
 from trailscan.report.markdown import findings_markdown
+from trailscan.report.recency import STILL_FAILING, ago, judged_at, still_failing
 from trailscan.report.safe import csv_cell, json_text, visible
 
 __all__ = ["ROW_FORMATS", "STILL_FAILING", "SafeTable", "neutralize_cell", "no_events_line", "ordered", "plain",
@@ -59,11 +60,6 @@ def render_findings(report: FindingsReport, fmt: str, out: IO[str], *, generated
         _render_table(report, out, now=generated_at, width=width, colour=colour)
 
 
-#: A finding is still failing when its last refused call is this close to the window's
-#: end (or to now, for a window that ends in the future): CloudTrail delivers within
-#: about 5 minutes, and a workload that retries fails again within minutes.
-STILL_FAILING = timedelta(minutes=15)
-
 #: Rich styles of the cause families (:data:`trailscan.explain.causes.FAMILIES`).
 FAMILY_STYLES = {
     "trust": "bold magenta",
@@ -76,33 +72,14 @@ FAMILY_STYLES = {
 
 
 def reference_time(report: FindingsReport, now: datetime) -> datetime:
-    """The moment "still failing" is judged at: the window's end, or now if earlier."""
-    end = report.window_end
-    if end is not None and end.tzinfo is None:
-        end = end.replace(tzinfo=timezone.utc)
-    return min(end, now) if end is not None else now
-
-
-def still_failing(finding: Finding, at: datetime) -> bool:
-    """Whether *finding* was last seen within :data:`STILL_FAILING` of *at*."""
-    last = finding.last_seen if finding.last_seen.tzinfo else finding.last_seen.replace(tzinfo=timezone.utc)
-    return at - last <= STILL_FAILING
+    """The moment "still failing" is judged at (:func:`~trailscan.report.recency.judged_at`)."""
+    return judged_at(report.window_end, now)
 
 
 def ordered(findings: Iterable[Finding], at: datetime) -> list[Finding]:
     """Worst and most recent first: still failing before stopped, then the latest last
     seen, then the most refused calls."""
-    return sorted(findings, key=lambda f: (not still_failing(f, at), -f.last_seen.timestamp(), -f.count))
-
-
-def _ago(finding: Finding, at: datetime) -> str:
-    last = finding.last_seen if finding.last_seen.tzinfo else finding.last_seen.replace(tzinfo=timezone.utc)
-    minutes = max(0, int((at - last).total_seconds() // 60))
-    if minutes < 120:
-        return f"{minutes} min ago"
-    if minutes < 48 * 60:
-        return f"{minutes // 60} h ago"
-    return f"{minutes // 1440} d ago"
+    return sorted(findings, key=lambda f: (not still_failing(f.last_seen, at), -f.last_seen.timestamp(), -f.count))
 
 
 def _what_failed(finding: Finding) -> str:
@@ -173,7 +150,7 @@ def _header(report: FindingsReport, at: datetime, width: int) -> list[str]:
     lines = _wrap(f"Failing workloads, {window}", width, 0)
     lines += _wrap(f"Read {report.window_events:,} events in the window from {sources} "
                    f"source/account/region{'s' if sources != 1 else ''}: {read} (coverage below)", width, 0)
-    failing = sum(still_failing(f, at) for f in report.findings)
+    failing = sum(still_failing(f.last_seen, at) for f in report.findings)
     n = len(report.findings)
     lines += _wrap(f"{n} finding{'s' if n != 1 else ''} over {report.failed_events:,} failed events, "
                    f"{failing} still failing (last seen within {int(STILL_FAILING.total_seconds() // 60)} min of "
@@ -183,9 +160,9 @@ def _header(report: FindingsReport, at: datetime, width: int) -> list[str]:
 
 def _block(finding: Finding, at: datetime, width: int) -> list[tuple[str, str | None]]:
     """One finding: (line, style of its cause code or None) pairs."""
-    status = "FAILING" if still_failing(finding, at) else "stopped"
+    status = "FAILING" if still_failing(finding.last_seen, at) else "stopped"
     cluster = finding.workload.cluster or "(cluster unknown)"
-    tail = f"{finding.count}× · last {_ago(finding, at)}"
+    tail = f"{finding.count}× · last {ago(finding.last_seen, at)}"
     head = f"{status} {finding.cause}  {visible(cluster)} / {visible(_workload_cell(finding))}"
     lines = [head + "  " + tail] if len(head) + 2 + len(tail) <= width else [head, " " * _INDENT + tail]
     lines += _field("refused", [_what_failed(finding), f"· by {_principal_cell(finding)}"], width)
