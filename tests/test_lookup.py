@@ -618,3 +618,27 @@ def test_cli_rejects_a_bad_window_and_a_missing_profile(tmp_path):
     done = runner.invoke(main, ["ingest", "lookup", "--since", "1h"], env=env)
     assert done.exit_code == 2 and "The config profile (nowhere) could not be found" in done.stderr
     assert done.exception is None or isinstance(done.exception, SystemExit)
+
+
+def test_pacing_adapts_to_a_strict_one_second_sliding_window(aws, record_property):
+    """Issue 22.4: against 2 requests/s enforced as a strict sliding window, at most 5% of
+    the calls are throttled (evenly spaced requests had a quarter) and the run takes
+    within 5% of the floor (pages ÷ 2 per second, regions in parallel)."""
+    end = now() - timedelta(hours=1)
+    window = Window(end - timedelta(hours=24), end)
+    regions = ["us-east-1", "eu-west-1"]
+    pages = 40
+    with LookupServer(sliding_window=True) as server:
+        for n, region in enumerate(regions):
+            server.add_events(region, traffic(pages * 50 - 10, window.start, window.end, region, seed=n))
+        with Store.open(":memory:") as store:
+            started = time.monotonic()
+            _, coverages = ingest_lookup(store, aws(server), window=window, regions=regions, account=ACCOUNT)
+            elapsed = time.monotonic() - started
+            assert store.count_events() == len(regions) * (pages * 50 - 10)
+    assert all(c.status == COMPLETE for c in coverages)
+    floor = pages / 2.0
+    record_property("throttled_share", round(server.throttled / server.calls, 4))
+    record_property("seconds_over_floor", round(elapsed / floor, 4))
+    assert server.throttled <= 0.05 * server.calls, (server.throttled, server.calls)
+    assert elapsed <= floor * 1.05 + 0.5, (elapsed, floor)  # the first pair goes out at once: floor − 0.5 s

@@ -32,6 +32,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -123,6 +124,52 @@ class TokenBucket:
             self._updated = now
             self._tokens -= 1.0
             return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
+
+
+class AdaptivePacer:
+    """At most ``rate`` requests in any ``window`` seconds (plus a margin), the margin
+    growing when the API throttles and shrinking back as calls succeed.
+
+    AWS documents LookupEvents' limit as 2 requests per second; a server that enforces it
+    as a strict one-second sliding window refuses a third request that arrives a hair
+    under a second after the first, which evenly spaced requests do whenever the network
+    jitters.  So each request waits until ``window + margin`` after the request ``rate``
+    places before it; a throttle doubles the margin (up to :attr:`MAX_MARGIN`), each
+    success takes a little off it (down to :attr:`MIN_MARGIN`).  ``clock`` is injectable.
+    """
+
+    MIN_MARGIN = 0.02
+    MAX_MARGIN = 0.5
+
+    def __init__(self, rate: float, window: float = 1.0, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if rate < 1 or window <= 0:
+            raise ValueError("rate must be at least 1 request per window")
+        self.slots = int(rate * window)
+        self.window = window
+        self.margin = self.MIN_MARGIN
+        self.throttles = 0
+        self._clock = clock
+        self._sent: deque[float] = deque(maxlen=self.slots)
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Book the next request's time; return the seconds to wait before sending it."""
+        with self._lock:
+            now = self._clock()
+            at = now
+            if len(self._sent) == self.slots:
+                at = max(now, self._sent[0] + self.window + self.margin)
+            self._sent.append(at)
+            return at - now
+
+    def throttled(self) -> None:
+        with self._lock:
+            self.throttles += 1
+            self.margin = min(self.MAX_MARGIN, self.margin * 2)
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self.margin = max(self.MIN_MARGIN, self.margin * 0.97)
 
 
 # -- regions and account -----------------------------------------------------------------------
@@ -273,18 +320,28 @@ class _Clients:
         with self._lock:
             if region not in self._clients:
                 client = self._session.client("cloudtrail", region_name=region, config=CLIENT_CONFIG)
-                # Burst 1 where AWS allows 2: requests never arrive closer together than AWS
-                # refills, whatever the network's jitter, so pacing alone avoids throttling.
-                bucket = TokenBucket(self._rate)
+                # Requests paced to a sliding window that adapts to throttling (AdaptivePacer).
+                pacer = AdaptivePacer(self._rate)
                 stop = self._stop
 
                 def pace(**_: Any) -> None:
-                    # Every HTTP attempt, botocore's retries included, takes a token.
-                    delay = bucket.reserve()
+                    # Every HTTP attempt, botocore's retries included, takes a slot.
+                    delay = pacer.reserve()
                     if stop.wait(delay) if delay > 0 else stop.is_set():
                         raise _Stopped()
 
+                def observe(response: Any = None, **_: Any) -> None:
+                    # Every attempt's answer, before botocore decides to retry it.
+                    if response is None:
+                        return
+                    code = (response[1] or {}).get("Error", {}).get("Code", "")
+                    if code in THROTTLING_CODES:
+                        pacer.throttled()
+                    elif response[0] is not None and response[0].status_code < 400:
+                        pacer.succeeded()
+
                 client.meta.events.register("before-send.cloudtrail.LookupEvents", pace)
+                client.meta.events.register("needs-retry.cloudtrail.LookupEvents", observe)
                 self._clients[region] = client
             return self._clients[region]
 
