@@ -112,9 +112,21 @@ def test_colour_per_family_only_when_asked():
     assert len(styles) == 3, styles
 
 
-def test_no_color_and_pipes_get_no_colour(monkeypatch):
-    from tests.conftest import run_cli  # noqa: F401  (the CLI path is covered by test_findings_cli)
-    monkeypatch.setenv("NO_COLOR", "1")
-    out = io.StringIO()
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize("no_color", [None, "1"])
+def test_a_colour_terminal_gets_colour_unless_no_color(monkeypatch, no_color):
+    monkeypatch.setenv("TERM", "xterm-256color")
+    if no_color:
+        monkeypatch.setenv("NO_COLOR", no_color)
+    else:
+        monkeypatch.delenv("NO_COLOR", raising=False)
+    out = _Terminal()
     render_findings(twelve_findings(), "table", out, generated_at=NOW, width=100)
-    assert "\x1b[" not in out.getvalue()
+    assert ("\x1b[" in out.getvalue()) is (no_color is None)
+    piped = io.StringIO()
+    render_findings(twelve_findings(), "table", piped, generated_at=NOW, width=100)
+    assert "\x1b[" not in piped.getvalue()

@@ -134,7 +134,7 @@ def _console(out: IO[str], width: int | None, colour: bool | None) -> Console:
     options: dict[str, Any] = {"file": out, "width": width, "markup": False, "highlight": False}
     if colour:
         options.update(force_terminal=True, color_system="standard")
-    elif colour is False:
+    elif colour is False or os.environ.get("NO_COLOR"):  # https://no-color.org: any value
         options.update(color_system=None)
     return Console(**options)
 
