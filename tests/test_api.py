@@ -546,3 +546,16 @@ def test_a_closed_session_says_so(tmp_path):
     ts.close()
     with pytest.raises(UsageError, match="closed"):
         ts.events()
+
+
+def test_where_duckdb_cannot_allow_it_the_message_names_ts_close(tmp_path, trail):
+    """A notebook call still writing when the CLI's wait runs out: the CLI's one line says
+    the notebook holds the store only during a call, and names ts.close()."""
+    from tests.conftest import run_cli
+
+    db = tmp_path / "store.duckdb"
+    ts = trailscan.open(db)
+    with ts.opened(write=True):
+        ran = run_cli("findings", "--db", str(db), env={**OFFLINE, "TRAILSCAN_LOCK_WAIT": "0.5"})
+    assert ran.returncode != 0 and "in use by another process" in ran.stderr and "ts.close()" in ran.stderr
+    ts.close()

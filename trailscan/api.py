@@ -21,9 +21,12 @@ rules.  Nothing prints; summaries are what Jupyter displays (``_repr_html_``), b
 cheap aggregates only (counts, min/max, groupings on small columns — never the JSON) so
 that a store of millions of events shows at once.
 
-The session reads through its own DuckDB cursor, kept in UTC: DuckDB 2 refuses new
-work on a connection while an ``execute()`` result is unfinished, so the relations
-handed out never share a connection with the pipeline's own statements.
+A session on disk holds no connection between calls: DuckDB lets one process write a
+file or many read it, so each call opens the store (read-only to read, read-write to
+ingest) and closes it, and the CLI can read and write beside a notebook that keeps
+``ts`` open.  Reads go through a cursor of their own, kept in UTC (DuckDB 2 refuses new
+work on a connection while an ``execute()`` result is unfinished); :meth:`Session.sql`
+hands out its result read into memory, so no relation holds the file.
 """
 
 from __future__ import annotations
