@@ -8,6 +8,8 @@ import json
 import random
 import subprocess
 import sys
+import threading
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -212,7 +214,8 @@ def test_sql_returns_a_relation_with_bound_parameters(ts):
 def test_sql_works_after_the_pipeline_used_the_store(ts, trail):
     # DuckDB 2 refuses new work on a connection holding an unfinished execute() result;
     # the store's own code leaves such results (fetchone), the session reads on its own cursor.
-    ts.store.con.execute("SELECT count(*) FROM events").fetchone()
+    with ts.opened() as store:
+        store.con.execute("SELECT count(*) FROM events").fetchone()
     assert ts.sql("SELECT count(*) AS n FROM events").df().n[0] == 311
     ts.ingest_files(trail)
     assert len(ts.events(limit=3)) == 3
@@ -476,3 +479,83 @@ def test_ingest_lookup_pages_lookupevents_through_the_given_session(moto_endpoin
             assert [c.region for c in done.coverage] == [REGION]
             assert "pages" in repr(done)
             assert len(ts.findings(live_iam=False)) == 3
+
+
+# -- side by side with the CLI (issue 22.3) -----------------------------------------------------
+
+OFFLINE = {"AWS_EC2_METADATA_DISABLED": "true", "AWS_ACCESS_KEY_ID": "", "AWS_SECRET_ACCESS_KEY": "",
+           "AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+
+
+def test_the_cli_reads_and_writes_while_a_notebook_session_is_open(tmp_path, trail, record_property):
+    """`ts = trailscan.open(path)` left open, as in Jupyter: a second process reads and
+    ingests, and the session sees what it wrote."""
+    from tests.conftest import run_cli
+
+    db = tmp_path / "store.duckdb"
+    ts = trailscan.open(db)  # never closed until the end, as a notebook leaves it
+    ts.ingest_files(trail)
+    assert len(ts.events()) == 311
+    read = run_cli("findings", "--db", str(db), "--format", "json", env=OFFLINE)
+    assert read.returncode == 0, read.stderr
+    assert json.loads(read.stdout)["findings"]
+    more = tmp_path / "more"
+    write_trail(more, scenario(datetime(2026, 11, 20, 6, tzinfo=UTC), healthy=20, seed=11), seed=11)
+    wrote = run_cli("ingest", "files", str(more), "--db", str(db), env=OFFLINE)
+    assert wrote.returncode == 0, wrote.stderr
+    assert len(ts.events()) > 311 and ts.sql("SELECT count(*) AS n FROM events").df().n[0] > 311
+    # Opening is cheap: one open and close of the file; each call pays one more.
+    started = time.perf_counter()
+    trailscan.open(db).close()
+    opened = time.perf_counter() - started
+    started = time.perf_counter()
+    ts.events(limit=1)
+    call = time.perf_counter() - started
+    record_property("open_seconds", round(opened, 4))
+    record_property("events_call_seconds", round(call, 4))
+    assert opened < 1.0 and call < 1.0, (opened, call)
+    ts.close()
+
+
+def test_a_cli_writer_waits_for_a_notebook_write_not_for_the_notebook_to_close(tmp_path, trail):
+    from tests.conftest import run_cli
+
+    db = tmp_path / "store.duckdb"
+    ts = trailscan.open(db)
+    released = threading.Event()
+
+    def notebook_write() -> None:
+        with ts.opened(write=True):  # a write in progress, as ingest_files holds it
+            time.sleep(2.0)
+        released.set()
+
+    thread = threading.Thread(target=notebook_write)
+    thread.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    ran = run_cli("ingest", "files", str(trail), "--db", str(db), env=OFFLINE)
+    thread.join()
+    assert ran.returncode == 0, ran.stderr
+    assert released.is_set() and time.monotonic() - started >= 1.0  # it waited for the write
+    assert len(ts.events()) == 311
+    ts.close()
+
+
+def test_a_closed_session_says_so(tmp_path):
+    ts = trailscan.open(tmp_path / "store.duckdb")
+    ts.close()
+    with pytest.raises(UsageError, match="closed"):
+        ts.events()
+
+
+def test_where_duckdb_cannot_allow_it_the_message_names_ts_close(tmp_path, trail):
+    """A notebook call still writing when the CLI's wait runs out: the CLI's one line says
+    the notebook holds the store only during a call, and names ts.close()."""
+    from tests.conftest import run_cli
+
+    db = tmp_path / "store.duckdb"
+    ts = trailscan.open(db)
+    with ts.opened(write=True):
+        ran = run_cli("findings", "--db", str(db), env={**OFFLINE, "TRAILSCAN_LOCK_WAIT": "0.5"})
+    assert ran.returncode != 0 and "in use by another process" in ran.stderr and "ts.close()" in ran.stderr
+    ts.close()

@@ -186,3 +186,28 @@ def test_loopback_session_ignores_the_environment(tmp_path, monkeypatch):
     credentials = session.get_credentials()
     assert (credentials.access_key, credentials.secret_key, credentials.token) == ("demo", "demo", None)
     assert session.region_name == "eu-west-1"
+
+
+def test_demo_keeps_its_inventory_beside_its_store_and_prints_the_replay(demo_run):
+    """Issue 22.5: service accounts and the IAM snapshot beside the store, and the printed
+    `trailscan findings` command explains the same window again, with moto gone."""
+    ran, home = demo_run["ran"], demo_run["home"]
+    folder = home / "trailscan-demo"
+    assert {"demo.duckdb", "serviceaccounts.json", "iam.json"} <= {p.name for p in folder.iterdir()}
+    line = next(line for line in ran.stderr.splitlines() if "replay it without moto:" in line)
+    command = line.split("replay it without moto: ", 1)[1].split()
+    assert command[:2] == ["trailscan", "findings"]
+    replay = subprocess.run([*trailscan_command(), *command[1:], "--format", "json"], capture_output=True,
+                            text=True, cwd=home, timeout=300, check=False,
+                            env={**os.environ, **HOSTILE_AWS, "AWS_CONFIG_FILE": str(home / "aws-config")})
+    assert replay.returncode == 0, replay.stderr
+    original = {f["cause"] for f in json.loads(ran.stdout)["findings"]}
+    replayed = {f["cause"] for f in json.loads(replay.stdout)["findings"]}
+    # The replay reads no organization: a boundary refusal cannot rule the SCPs out, and says
+    # UNEXPLAINED (fail closed) instead of BOUNDARY_DENY; every other cause is found again.
+    assert original - {"BOUNDARY_DENY"} <= replayed <= original | {"UNEXPLAINED"}, (original, replayed)
+
+
+def test_the_demo_folder_is_ignored_by_git():
+    ignored = (Path(__file__).parent.parent / ".gitignore").read_text().splitlines()
+    assert "/trailscan-demo/" in ignored

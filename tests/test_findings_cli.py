@@ -161,12 +161,12 @@ def test_table_and_markdown(real_store):
     assert f"### Cluster {ARGO_ISSUER_ID} (" in markdown.stdout and "#### argo/" in markdown.stdout
     assert "## Coverage: what was read" in markdown.stdout
     assert "**Fix:**" in markdown.stdout and "```" in markdown.stdout
-    # Left out by default; listed with --all-principals, where the principal column names the IAM users.
+    # Left out by default; listed with --all-principals, where each block names the IAM user refused.
     assert "christophe" not in table.stdout and "left out 111 refused calls" in table.stderr
     everything = run_cli("findings", "--db", str(real_store), "--all-principals", env=OFFLINE)
     assert everything.returncode == 0, everything.stderr
-    assert "Principal" in everything.stdout and "user christophe" in everything.stdout
-    assert "role christophe" not in everything.stdout and "not an EKS workload" in everything.stdout
+    assert "by user christophe" in everything.stdout
+    assert "by role christophe" not in everything.stdout and "not an EKS workload" in everything.stdout
 
 
 def test_window_options_filter(real_store):

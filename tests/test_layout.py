@@ -284,3 +284,11 @@ def test_the_readme_lists_every_query_as_the_cli_does():
     text = README.read_text()
     block = text[text.index("$ trailscan queries list\n") + len("$ trailscan queries list\n"):]
     assert block.startswith(listed), "the README's `trailscan queries list` is not what the command prints"
+
+
+def test_every_cause_of_findings_has_a_family_with_a_documentation_page():
+    from trailscan.explain.causes import FAMILIES, FAMILY_OF
+
+    assert set(FAMILY_OF) == {row.code for row in CAUSES}
+    assert set(FAMILY_OF.values()) == set(FAMILIES)
+    assert all(url.startswith("https://docs.aws.amazon.com/") for _, url in FAMILIES.values())

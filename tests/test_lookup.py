@@ -459,7 +459,9 @@ def test_an_interrupted_run_resumes_where_it_stopped(aws):
             status, detail = store.query("SELECT status, detail FROM coverage")[1][0]
             assert status == PARTIAL and "interrupted" in detail
             # Progress: pages done and an estimated total (30 pages) from the time covered.
-            assert seen[0][0] == "lookup eu-west-1" and all(22 <= total <= 40 for _, _, total in seen[3:])
+            assert seen[0][0] == "lookup eu-west-1: connecting"  # before the first answer
+            pages = [entry for entry in seen if ": " not in entry[0]]
+            assert pages[0][0] == "lookup eu-west-1" and all(22 <= total <= 40 for _, _, total in pages[3:])
 
             server.reset_counters()
             _, [coverage] = ingest_lookup(
@@ -618,3 +620,87 @@ def test_cli_rejects_a_bad_window_and_a_missing_profile(tmp_path):
     done = runner.invoke(main, ["ingest", "lookup", "--since", "1h"], env=env)
     assert done.exit_code == 2 and "The config profile (nowhere) could not be found" in done.stderr
     assert done.exception is None or isinstance(done.exception, SystemExit)
+
+
+def test_pacing_adapts_to_a_strict_one_second_sliding_window(aws, record_property):
+    """Issue 22.4: against 2 requests/s enforced as a strict sliding window, at most 5% of
+    the calls are throttled (evenly spaced requests had a quarter) and the run takes
+    within 5% of the floor (pages ÷ 2 per second, regions in parallel)."""
+    end = now() - timedelta(hours=1)
+    window = Window(end - timedelta(hours=24), end)
+    regions = ["us-east-1", "eu-west-1"]
+    pages = 40
+    with LookupServer(sliding_window=True) as server:
+        for n, region in enumerate(regions):
+            server.add_events(region, traffic(pages * 50 - 10, window.start, window.end, region, seed=n))
+        with Store.open(":memory:") as store:
+            started = time.monotonic()
+            _, coverages = ingest_lookup(store, aws(server), window=window, regions=regions, account=ACCOUNT)
+            elapsed = time.monotonic() - started
+            assert store.count_events() == len(regions) * (pages * 50 - 10)
+    assert all(c.status == COMPLETE for c in coverages)
+    floor = pages / 2.0
+    record_property("throttled_share", round(server.throttled / server.calls, 4))
+    record_property("seconds_over_floor", round(elapsed / floor, 4))
+    assert server.throttled <= 0.05 * server.calls, (server.throttled, server.calls)
+    assert elapsed <= floor * 1.05 + 0.5, (elapsed, floor)  # the first pair goes out at once: floor − 0.5 s
+
+
+@pytest.fixture
+def dropping_endpoint():
+    """A loopback endpoint that drops packets: a listening socket that never accepts, its
+    accept queue filled, so the kernel drops every further SYN and a connect hangs."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    for _ in range(4):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+        fillers.append(filler)
+    time.sleep(0.2)
+    probe = socket.socket()
+    probe.settimeout(1.0)
+    try:
+        probe.connect(("127.0.0.1", port))
+        pytest.skip("this kernel does not drop SYNs on a full accept queue")
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    yield f"http://127.0.0.1:{port}"
+    for sock in (*fillers, listener):
+        sock.close()
+
+
+def test_a_network_that_drops_packets_is_given_up_within_30_s_with_progress(
+        dropping_endpoint, monkeypatch, tmp_path, record_property):
+    """Issue 22.4: LookupEvents against a packet-dropping endpoint says connecting, then
+    retrying, on the progress line, and gives up within ~30 s with a failed coverage that
+    names the timeout (before: ~170 s of a blank progress line)."""
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "absent-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "absent-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", dropping_endpoint)
+    session = boto3.Session(aws_access_key_id="testing", aws_secret_access_key="testing", region_name="eu-west-1")
+    end = now() - timedelta(hours=1)
+    lines: list[str] = []
+    started = time.monotonic()
+    with Store.open(":memory:") as store:
+        try:
+            _, coverages = ingest_lookup(store, session, window=Window(end - timedelta(hours=1), end),
+                                         regions=["eu-west-1"], progress=lambda text, *_: lines.append(text))
+            detail = " ".join(c.detail for c in coverages)
+            assert all(c.status == FAILED for c in coverages), coverages
+        except SourceError as error:
+            detail = str(error)
+    elapsed = time.monotonic() - started
+    record_property("seconds_to_give_up", round(elapsed, 1))
+    assert elapsed <= 30.0, elapsed
+    assert "timeout" in detail.lower() or "timed out" in detail.lower(), detail
+    assert any(line.endswith(": connecting") for line in lines), lines
+    assert any(": retrying: no answer (ConnectTimeoutError)" in line for line in lines), lines

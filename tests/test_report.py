@@ -51,6 +51,7 @@ from trailscan.report import (
     write_report,
 )
 from trailscan.report.chart import MAX_SERIES
+from trailscan.report.view import FAMILY_COLOURS
 from trailscan.report.chart import chart as chart_of
 from trailscan.report.publish import KIND_SERIES
 from trailscan.report.publish import _parse_destination as parse_destination
@@ -341,7 +342,9 @@ def test_html_is_self_contained():
     assert "<script" not in html.lower()
     tags = re.findall(r"<[a-zA-Z][^>]*>", html)  # data is escaped: every tag is the template's
     assert not [t for t in tags if re.search(r"\s(src|srcset|action|formaction)=", t)]
-    assert not [t for t in tags if re.search(r"\shref=\"(?!#)", t)], "only in-page links"
+    # In-page links, and links out only to AWS's documentation and IAM console (issue 22.2).
+    outside = [t for t in tags if re.search(r"\shref=\"(?!#|https://docs\.aws\.amazon\.com/|https://console\.aws\.amazon\.com/iam/)", t)]
+    assert not outside, outside
     assert not [t for t in tags if re.search(r"\son[a-z]+=", t)]
     assert "@import" not in html and "url(" not in html
     assert "Content-Security-Policy" in html and "default-src 'none'" in html
@@ -539,15 +542,14 @@ def _terminal_table(*workloads) -> str:
     return out.getvalue()
 
 
-def test_the_terminal_table_names_the_principal_where_the_workload_does_not():
+def test_the_terminal_table_names_who_was_refused_for_every_finding():
     pod = ({"namespace": "payments", "service_account": "api", "resolution": "exact"},
            f"arn:aws:sts::{ACCOUNT}:assumed-role/payments-api/botocore-session-1")
     user = ({"resolution": "not_eks"}, "arn:aws:iam::457448411975:user/christophe")
     only_pods = _terminal_table(pod)
-    assert "Principal" not in only_pods and "payments/api" in only_pods
+    assert "payments/api" in only_pods and "by role payments-api" in only_pods
     mixed = _terminal_table(pod, user)
-    assert "Principal" in mixed and "user christophe" in mixed and "not an EKS workload" in mixed
-    assert "role payments-api" not in mixed  # an exact service account says who it is
+    assert "by user christophe" in mixed and "not an EKS workload" in mixed and "by role payments-api" in mixed
 
 
 def test_renders_what_the_explainer_writes_for_the_real_corpus(real_store):
@@ -950,7 +952,8 @@ def test_report_renders_in_chromium(tmp_path):
     binary = _chromium()
     doc = findings_document()
     page = tmp_path / "report.html"
-    page.write_text(render_html(doc, frozen_timeline()), encoding="utf-8")
+    gap = "the IAM inventory is partial: 2 roles could not be read (AccessDenied)"
+    page.write_text(render_html(doc, frozen_timeline(), notes=[gap]), encoding="utf-8")
     url = page.as_uri()
 
     dumped = _run_chromium(binary, tmp_path / "profile-dom", "--dump-dom", url)
@@ -966,6 +969,14 @@ def test_report_renders_in_chromium(tmp_path):
     for name in ("payments/api", "orders/writer", "search/indexer", "prod: node instance role", "Cluster"):
         assert name in dom
     assert dom.count("<rect") > 10, "the chart's bars are in the DOM"
+    # Issue 22.2: commands in a monospace block, a still-failing marker, the inventory's gaps,
+    # a documentation link per cause, an IAM console link per role, badges by family.
+    assert re.search(r'<pre class="command"><code>kubectl -n search annotate serviceaccount indexer', dom)
+    assert dom.count('class="badge failing"') >= 1 and 'class="badge stopped"' in dom
+    assert gap in dom
+    assert 'href="https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_access-denied.html"' in dom
+    assert 'href="https://console.aws.amazon.com/iam/home#/roles/details/payments-api"' in dom
+    assert 'badge cause family-trust' in dom and 'badge cause family-permissions' in dom
 
     shot = tmp_path / "report.png"
     taken = _run_chromium(
@@ -986,5 +997,24 @@ def test_report_renders_in_chromium(tmp_path):
     assert near_accent > 2000, (
         f"cause badges in the accent colour {ACCENT} are visible ({near_accent} pixels)"
     )
+    for colour, what in ((FAMILY_COLOURS["trust"], "IRSA trust badges"), ("#fdecea", "still-failing markers")):
+        rgb = np.array([int(colour[i : i + 2], 16) for i in (1, 3, 5)])
+        assert np.all(np.abs(pixels.astype(int) - rgb) <= 3, axis=2).sum() > 300, f"{what} ({colour}) are visible"
     series = np.array([0x25, 0x63, 0xEB])  # the chart's first series colour
     assert np.all(np.abs(pixels.astype(int) - series) <= 3, axis=2).sum() > 500, "the chart's bars are drawn"
+
+
+def test_report_marks_still_failing_links_docs_and_console_and_publishes_the_gaps(tmp_path):
+    """Issue 22.2 in report.md and findings.json (the page: test_report_renders_in_chromium)."""
+    gap = "the IAM inventory is partial: 2 roles could not be read (AccessDenied)"
+    markdown = render_markdown(findings_document(), frozen_timeline(), notes=[gap])
+    assert "**STILL FAILING** (last seen 11 min ago)" in markdown and "Stopped (last seen 60 min ago)" in markdown
+    assert "[AWS documentation](https://docs.aws.amazon.com/" in markdown
+    assert "([IAM console](https://console.aws.amazon.com/iam/home#/roles/details/payments-api))" in markdown
+    assert gap in markdown
+    fixes = dict(split_fix("kubectl -n search annotate serviceaccount indexer eks.amazonaws.com/role-arn=X"))
+    assert fixes == {"code": "kubectl -n search annotate serviceaccount indexer eks.amazonaws.com/role-arn=X"}
+    location = write_report(findings_document(), pa.table({"event_id": ["e"]}), destination=str(tmp_path), now=NOW,
+                            notes=[gap])
+    published = json.loads((Path(location.html).parent / "findings.json").read_text())
+    assert published["notes"] == [gap]

@@ -21,9 +21,12 @@ rules.  Nothing prints; summaries are what Jupyter displays (``_repr_html_``), b
 cheap aggregates only (counts, min/max, groupings on small columns — never the JSON) so
 that a store of millions of events shows at once.
 
-The session reads through its own DuckDB cursor, kept in UTC: DuckDB 2 refuses new
-work on a connection while an ``execute()`` result is unfinished, so the relations
-handed out never share a connection with the pipeline's own statements.
+A session on disk holds no connection between calls: DuckDB lets one process write a
+file or many read it, so each call opens the store (read-only to read, read-write to
+ingest) and closes it, and the CLI can read and write beside a notebook that keeps
+``ts`` open.  Reads go through a cursor of their own, kept in UTC (DuckDB 2 refuses new
+work on a connection while an ``execute()`` result is unfinished); :meth:`Session.sql`
+hands out its result read into memory, so no relation holds the file.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from __future__ import annotations
 import html
 import os
 import re
+from contextlib import contextmanager
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from collections.abc import Set as AbstractSet
@@ -45,7 +49,7 @@ from trailscan.errors import QueryError, UsageError
 from trailscan.findings import READ_STATUSES, CoverageRow, Finding, FindingsReport, findings_document
 from trailscan.model import BatchResult, Coverage, ProgressFn, Window, utc_now
 from trailscan.sources import IngestRequest
-from trailscan.store import Store
+from trailscan.store import Store, default_db_path
 from trailscan.window import Moment, make_window
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -162,11 +166,18 @@ def open(db: PathLike | None = None, *, read_only: bool = False) -> Session:
 
     ``db`` is a path (created when missing, unless ``read_only``), ``":memory:"`` for a
     throw-away store, or None for the store the CLI uses (``$TRAILSCAN_DB``, else
-    ``~/.local/share/trailscan/trailscan.duckdb``).  A store on disk is locked while the
-    session is open: close it (or use ``with trailscan.open() as ts:``) to let the CLI
-    write to it.  ``read_only`` sessions share the file with other readers.
+    ``~/.local/share/trailscan/trailscan.duckdb``).  A session on disk holds no
+    connection between calls: each call opens the store (read-only to read, read-write
+    to ingest), runs and closes it, so ``trailscan findings`` or ``ingest`` works while a
+    notebook keeps the session; a call waits (``$TRAILSCAN_LOCK_WAIT``, 10 s) for a CLI
+    writer to finish, and a CLI writer for the call.  ``read_only`` sessions never write.
     """
-    return Session(Store.open(db, read_only=read_only))
+    target = str(default_db_path() if db is None else os.fspath(db))
+    if target == ":memory:":
+        return Session(target, read_only=read_only, memory=Store.open(target))
+    # Created and migrated once, here; then closed at once.
+    Store.open(target, read_only=read_only).close()
+    return Session(target, read_only=read_only)
 
 
 def _required_window(since: Moment | None, until: Moment | None) -> Window:
@@ -202,11 +213,13 @@ class Session:
     explanations and reports.  Made by :func:`trailscan.open`; close it when done (or use
     it as a context manager) so the CLI can write to the store again."""
 
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        # A cursor of its own (see the module docstring), in UTC so DataFrames are too.
-        self._con = store.cursor()
-        self._con.execute("SET TimeZone = 'UTC'")
+    def __init__(self, path: str, *, read_only: bool = False, memory: Store | None = None) -> None:
+        self._path = path
+        self._read_only = read_only
+        # Only a ":memory:" store is held: it lives in this process alone.
+        self._memory = memory
+        self._closed = False
+        self._results: duckdb.DuckDBPyConnection | None = None
         self._last: Explanation | None = None
 
     # -- lifetime ---------------------------------------------------------------------------
@@ -214,14 +227,38 @@ class Session:
     @property
     def path(self) -> str:
         """The store's path, or ``":memory:"``."""
-        return self.store.path
+        return self._path
+
+    @contextmanager
+    def opened(self, *, write: bool = False) -> Iterator[Store]:
+        """The store, open for one call: read-only unless ``write``, closed afterwards
+        (a ``":memory:"`` store stays open), so other processes can use it between calls."""
+        if self._closed:
+            raise UsageError("this session is closed", "open another with trailscan.open()")
+        if self._memory is not None:
+            yield self._memory
+            return
+        if write and self._read_only:
+            raise UsageError("this session is read-only", "open it with trailscan.open(path) to ingest")
+        store = Store.open(self._path, read_only=not write)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    def _cursor(self, store: Store) -> duckdb.DuckDBPyConnection:
+        # A cursor of its own (see the module docstring), in UTC so DataFrames are too.
+        con = store.cursor()
+        con.execute("SET TimeZone = 'UTC'")
+        return con
 
     def close(self) -> None:
-        """Close the store (relations made by :meth:`sql` stop working)."""
-        try:
-            self._con.close()
-        finally:
-            self.store.close()
+        """End the session (relations made by :meth:`sql` stop working)."""
+        self._closed = True
+        if self._results is not None:
+            self._results.close()
+        if self._memory is not None:
+            self._memory.close()
 
     def __enter__(self) -> Self:
         return self
@@ -242,20 +279,39 @@ class Session:
         something (``CREATE TEMP TABLE …``) runs at once.
         """
         try:
-            return self._con.sql(query, params=params or None)
+            with self.opened() as store:
+                con = self._cursor(store)
+                try:
+                    table = con.sql(query, params=params or None).to_arrow_table()
+                finally:
+                    con.close()
         except duckdb.Error as exc:
             raise QueryError(str(exc).strip()) from None
+        if self._results is None:
+            self._results = duckdb.connect(":memory:")
+            self._results.execute("SET TimeZone = 'UTC'")
+        return self._results.from_arrow(table)
 
     def _frame(self, query: str, params: Mapping[str, Any] | None = None) -> pd.DataFrame:
         try:
-            return self._con.sql(query, params=dict(params) if params else None).df()
+            with self.opened() as store:
+                con = self._cursor(store)
+                try:
+                    return con.sql(query, params=dict(params) if params else None).df()
+                finally:
+                    con.close()
         except duckdb.Error as exc:
             raise QueryError(str(exc).strip()) from None
 
     def _rows(self, query: str, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         # fetchall() finishes the result; fetchone() would leave it open (DuckDB 2).
         try:
-            return self._con.execute(query, dict(params) if params else {}).fetchall()
+            with self.opened() as store:
+                con = self._cursor(store)
+                try:
+                    return con.execute(query, dict(params) if params else {}).fetchall()
+                finally:
+                    con.close()
         except duckdb.Error as exc:
             raise QueryError(str(exc).strip()) from None
 
@@ -322,7 +378,8 @@ class Session:
                 "ORDER BY recorded_at DESC",
                 bounds,
             )
-        rows = window_coverage(self.store, window)
+        with self.opened() as store:
+            rows = window_coverage(store, window)
         return pd.DataFrame([row.as_json() for row in rows], columns=list(_COVERAGE_COLUMNS))
 
     # -- ingesting ------------------------------------------------------------------------------
@@ -377,10 +434,11 @@ class Session:
     def _ingest(self, request: IngestRequest, window: Window | None, session: Any, progress: ProgressFn | None) -> Ingested:
         from trailscan.pipeline import ingest_source
 
-        result, coverages = ingest_source(self.store, request, window=window, session=session, progress=progress)
-        return self._ingested(request.chosen_source, result, coverages)
+        with self.opened(write=True) as store:
+            result, coverages = ingest_source(store, request, window=window, session=session, progress=progress)
+            return self._ingested(request.chosen_source, result, coverages, store.count_events())
 
-    def _ingested(self, source: str, result: BatchResult, coverages: Sequence[Coverage]) -> Ingested:
+    def _ingested(self, source: str, result: BatchResult, coverages: Sequence[Coverage], total: int) -> Ingested:
         self._last = None
         return Ingested(
             source=source,
@@ -391,7 +449,7 @@ class Session:
             skipped=result.skipped,
             problems=tuple(str(problem) for problem in result.problems),
             coverage=tuple(coverages),
-            total_events=self.store.count_events(),
+            total_events=total,
         )
 
     # -- explaining -----------------------------------------------------------------------------
@@ -441,8 +499,9 @@ class Session:
             live_iam=live_iam,
             policy_files=_paths(policies),
         )
-        report = investigate(self.store, window=window, inventory=request, session=session,
-                             all_principals=all_principals)
+        with self.opened() as store:
+            report = investigate(store, window=window, inventory=request, session=session,
+                                 all_principals=all_principals)
         self._last = Explanation(self, report, window=window, generated_at=utc_now())
         return self._last
 
@@ -502,10 +561,11 @@ class Session:
                 findings = self._last
             else:
                 findings = self.explain(since, until, live_iam=False, all_principals=all_principals)
-        return publish_findings(
-            self.store, findings.report, window=findings.window, destination=os.fspath(to), session=session, now=now,
-            kms_key=kms_key, file_mode=file_mode,
-        )
+        with self.opened() as store:
+            return publish_findings(
+                store, findings.report, window=findings.window, destination=os.fspath(to), session=session, now=now,
+                kms_key=kms_key, file_mode=file_mode,
+            )
 
     # -- summaries ------------------------------------------------------------------------------
 
@@ -528,7 +588,8 @@ class Session:
                     regions.append((region, count))
         if failed:
             errors = [(code, name or "", count) for code, name, count in self._rows(_ERRORS_SQL, {"top": _SHOWN})]
-        coverage = window_coverage(self.store, None)
+        with self.opened() as store:
+            coverage = window_coverage(store, None)
         return StoreSummary(
             path=self.path,
             events=int(total),

@@ -755,7 +755,8 @@ def report_command(since, until, destination, report_kms_key, file_mode, source,
 @click.option("--out", default="trailscan-demo", show_default=True, metavar="DIR",
               help="Folder the HTML report is written to (a dated folder and latest/).")
 @format_option(("table", "json", "markdown"))
-@click.option("--db", metavar="PATH", help="Keep the demo's DuckDB store at PATH (default: a temporary one).")
+@click.option("--db", metavar="PATH", help="The demo's DuckDB store (default: DIR/demo.duckdb); its service "
+              "accounts and IAM snapshot are written beside it.")
 def demo_command(out: str, fmt: str, db: str | None) -> None:
     """Run trailscan end to end on a simulated AWS account: no account, no network.
 
@@ -782,6 +783,7 @@ def demo_command(out: str, fmt: str, db: str | None) -> None:
     finally:
         click.echo(f"trailscan demo: report written to {run.location.html} (copy in {run.location.latest}); "
                    f"{run.seconds:.0f} s", err=True)
+        click.echo(f"trailscan demo: replay it without moto: {run.replay}", err=True)
 
 
 @main.command("iam-policy")

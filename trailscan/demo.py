@@ -29,6 +29,7 @@ import logging
 import os
 import random
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -96,6 +97,7 @@ class DemoRun:
     report: FindingsReport
     location: ReportLocation
     command: str  # the `trailscan since` command line the demo ran the equivalent of
+    replay: str  # the `trailscan findings` command that replays the demo from the files it kept
     events: int  # records seeded in the trail
     log_files: int
     digest_files: int
@@ -114,7 +116,10 @@ def run_demo(
     """Seed a simulated AWS account with a broken EKS cluster, run ``trailscan since 24h``
     on it and publish the HTML report to ``out`` (a local folder).
 
-    ``db``: the DuckDB store to keep (default: a temporary one, removed afterwards).
+    ``db``: the DuckDB store (default: ``OUT/demo.duckdb``).  Beside the store the demo
+    keeps what its inventory read — ``serviceaccounts.json`` and ``iam.json`` (IAM's
+    authorization details with the OIDC providers) — so ``DemoRun.replay``, a
+    ``trailscan findings`` command, explains the same window again without moto.
     Raises :class:`UsageError` when moto (the ``demo`` extra) is not installed.
     """
     started = time.monotonic()
@@ -133,12 +138,23 @@ def run_demo(
         # What `trailscan since 24h --bucket … --service-accounts shop-prod=… --cluster …` builds from its options.
         ingest = IngestRequest(bucket=TRAIL_BUCKET)
         inventory = InventoryRequest(service_account_files=(f"{CLUSTER}={world.service_accounts}",), clusters=(CLUSTER,))
-        with Store.open(db or str(folder / "demo.duckdb")) as store:
+        store_path = Path(db) if db else Path(out) / "demo.duckdb"
+        store_path.parent.mkdir(parents=True, exist_ok=True)
+        kept = store_path.parent
+        with Store.open(str(store_path)) as store:
             window = make_window(SINCE, now=now)
             report = investigate(
                 store, window=window, inventory=inventory, ingest=ingest, session=session, progress=progress,
             )
             location = publish_findings(store, report, window=window, destination=out, now=now)
+        shutil.copyfile(world.service_accounts, kept / "serviceaccounts.json")
+        (kept / "iam.json").write_text(json.dumps(iam_snapshot(session), indent=1, default=str))
+        # Without EKS to describe, the service-account file is tagged with the cluster's issuer.
+        issuer = session.client("eks").describe_cluster(name=CLUSTER)["cluster"]["identity"]["oidc"]["issuer"]
+        issuer = issuer.removeprefix("https://")
+    replay = (f"trailscan findings --db {store_path} --since {window.start.strftime('%Y-%m-%dT%H:%M:%SZ')} "
+              f"--until {window.end.strftime('%Y-%m-%dT%H:%M:%SZ')} --service-accounts "
+              f"{issuer}={kept / 'serviceaccounts.json'} --iam {kept / 'iam.json'} --offline")
     return DemoRun(
         report=report,
         location=location,
@@ -147,9 +163,34 @@ def run_demo(
         events=world.events,
         log_files=world.log_files,
         digest_files=world.digest_files,
+        replay=replay,
         workloads=tuple(world.stories),
         seconds=time.monotonic() - started,
     )
+
+
+def iam_snapshot(session: boto3.Session) -> dict[str, Any]:
+    """``aws iam get-account-authorization-details`` with ``OpenIDConnectProviderList``
+    added (each provider's ``get-open-id-connect-provider`` fields): the ``--iam`` file
+    :func:`trailscan.inventory.load_iam_file` reads."""
+    iam = session.client("iam")
+    document: dict[str, Any] = {"RoleDetailList": [], "Policies": [], "UserDetailList": [], "GroupDetailList": []}
+    for page in iam.get_paginator("get_account_authorization_details").paginate():
+        for key in document:
+            document[key] += page.get(key, [])
+    for role in document["RoleDetailList"]:  # moto leaves the boundary out of this answer
+        if "PermissionsBoundary" not in role:
+            boundary = iam.get_role(RoleName=role["RoleName"])["Role"].get("PermissionsBoundary")
+            if boundary:
+                role["PermissionsBoundary"] = boundary
+    providers = []
+    for entry in iam.list_open_id_connect_providers()["OpenIDConnectProviderList"]:
+        detail = iam.get_open_id_connect_provider(OpenIDConnectProviderArn=entry["Arn"])
+        providers.append({"Arn": entry["Arn"], "Url": detail.get("Url", ""),
+                          "ClientIDList": detail.get("ClientIDList", []),
+                          "ThumbprintList": detail.get("ThumbprintList", [])})
+    document["OpenIDConnectProviderList"] = providers
+    return document
 
 
 def _first_line(error: Exception) -> str:

@@ -598,7 +598,8 @@ class Store:
                 if "lock" in text.lower():
                     raise StoreError(
                         f"the store {target} is in use by another process",
-                        "wait for it to finish, or pass another --db",
+                        "wait for it to finish (a notebook's trailscan session holds it only while a call runs; "
+                        "ts.close() ends the session), or pass another --db",
                     ) from None
                 raise StoreError(f"cannot open the store {target}: {_first_line(text)}") from None
             except duckdb.Error as exc:

@@ -69,7 +69,7 @@ import secrets
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -251,12 +251,32 @@ def _matches(event: _StoredEvent, key: str, value: str) -> bool:
     return entry.get(key) == value
 
 
+@dataclass
+class _SlidingWindow:
+    """At most ``rate`` requests accepted in any ``window`` seconds (a strict limiter)."""
+
+    rate: float
+    window: float = 1.0
+    accepted: deque = field(default_factory=deque)
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        while self.accepted and now - self.accepted[0] >= self.window:
+            self.accepted.popleft()
+        if len(self.accepted) >= int(self.rate * self.window):
+            return False
+        self.accepted.append(now)
+        return True
+
+
 class LookupServer:
     """CloudTrail ``LookupEvents`` on 127.0.0.1, an ephemeral port, in a background thread.
 
     ``accounts`` maps access key ids to accounts; keys not in it belong to ``default_account``
     (``None``: refused).  ``rate`` is requests per second per (account, region) and ``burst`` the
-    bucket's capacity (AWS: 2 and 2).  ``clock`` returns "now" (timezone-aware) for the 90-day
+    bucket's capacity (AWS: 2 and 2); ``sliding_window`` enforces ``rate`` instead as a strict
+    one-second sliding window (a request a hair under a second after the one ``rate`` places
+    before it is throttled).  ``clock`` returns "now" (timezone-aware) for the 90-day
     floor; it may be replaced on a running server.
 
     Counters (reset with :meth:`reset_counters`): ``calls`` (every request, throttled ones too),
@@ -272,6 +292,7 @@ class LookupServer:
         rate: float = 2.0,
         burst: float = 2.0,
         clock: Callable[[], datetime] | None = None,
+        sliding_window: bool = False,
     ) -> None:
         if rate <= 0 or burst < 1:
             raise ValueError("rate must be positive and burst at least 1")
@@ -279,6 +300,7 @@ class LookupServer:
         self.default_account = default_account
         self.rate = rate
         self.burst = burst
+        self.sliding_window = sliding_window
         self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(timezone.utc))
         self.calls = 0
         self.calls_by_region: Counter[str] = Counter()
@@ -435,7 +457,8 @@ class LookupServer:
         if (headers.get("Content-Type") or "").split(";")[0].strip() != CONTENT_TYPE:
             raise ApiError("UnknownOperationException", "")
         bucket = self._buckets.setdefault(
-            (account, region), _TokenBucket(rate=self.rate, capacity=self.burst)
+            (account, region),
+            _SlidingWindow(self.rate) if self.sliding_window else _TokenBucket(rate=self.rate, capacity=self.burst),
         )
         if not bucket.take():
             raise ApiError("ThrottlingException", "Rate exceeded")

@@ -27,7 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["CAUSES", "DOCTOR", "DOCTOR_CAUSES", "KINDS", "Cause", "cause", "codes", "doctor_cause", "kinds_of"]
+__all__ = ["CAUSES", "DOCTOR", "DOCTOR_CAUSES", "FAMILIES", "FAMILY_OF", "KINDS", "Cause", "cause", "codes", "doctor_cause",
+           "family", "kinds_of"]
 
 #: The kinds of finding, and ``any`` for a cause every kind may end in.
 KINDS = ("irsa", "pod_identity", "denied_call")
@@ -187,3 +188,52 @@ def codes(kind: str | None = None) -> tuple[str, ...]:
         return tuple(_BY_CODE)
     rows = DOCTOR_CAUSES if kind == DOCTOR else CAUSES
     return tuple(entry.code for entry in rows if entry.kind == kind) + _ANY
+
+
+#: The families a cause of findings belongs to, for people scanning a list: the terminal
+#: colours a cause by its family, the report's badges too.  Each family: its name for
+#: people, and the AWS documentation page that explains its causes.
+FAMILIES: dict[str, tuple[str, str]] = {
+    "trust": ("IRSA trust and OIDC",
+              "https://docs.aws.amazon.com/eks/latest/userguide/associate-service-account-role.html"),
+    "service_account": ("service account and token",
+                        "https://docs.aws.amazon.com/eks/latest/userguide/configure-sts-endpoint.html"),
+    "permissions": ("permissions and denies",
+                    "https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_access-denied.html"),
+    "pod_identity": ("EKS Pod Identity",
+                     "https://docs.aws.amazon.com/eks/latest/userguide/pod-id-role.html"),
+    "node": ("node role fallback",
+             "https://docs.aws.amazon.com/eks/latest/userguide/iam-roles-for-service-accounts-minimum-sdk.html"),
+    "unexplained": ("unexplained",
+                    "https://docs.aws.amazon.com/IAM/latest/UserGuide/troubleshoot_access-denied.html"),
+}
+
+#: Each cause of findings' family (a test checks every row of :data:`CAUSES` has one).
+FAMILY_OF: dict[str, str] = {
+    "INVALID_ROLE_ARN": "service_account",
+    "TOKEN_EXPIRED": "service_account",
+    "IDP_UNREACHABLE": "trust",
+    "OIDC_PROVIDER_MISSING": "trust",
+    "OIDC_THUMBPRINT_MISMATCH": "trust",
+    "SA_NOT_FOUND": "service_account",
+    "SA_NOT_ANNOTATED": "service_account",
+    "ROLE_MISMATCH": "service_account",
+    "ROLE_NOT_FOUND": "trust",
+    "TRUST_PROVIDER_MISMATCH": "trust",
+    "TRUST_ACTION_MISSING": "trust",
+    "TRUST_SUBJECT_MISMATCH": "trust",
+    "TRUST_AUDIENCE_MISMATCH": "trust",
+    "POD_IDENTITY_TRUST": "pod_identity",
+    "POD_IDENTITY_AGENT_DENIED": "pod_identity",
+    "NODE_ROLE_FALLBACK": "node",
+    "EXPLICIT_DENY": "permissions",
+    "BOUNDARY_DENY": "permissions",
+    "RESOURCE_POLICY_DENY": "permissions",
+    "MISSING_PERMISSION": "permissions",
+    "UNEXPLAINED": "unexplained",
+}
+
+
+def family(code: str) -> str:
+    """The family of a cause of findings (``unexplained`` for a code without one)."""
+    return FAMILY_OF.get(code, "unexplained")

@@ -204,7 +204,7 @@ def write_report(
 ) -> ReportLocation:
     """Write the four artifacts to ``DESTINATION/<now as 2026-11-28T060000Z>/``, then —
     only once that folder is complete — make ``DESTINATION/latest/`` this run's copy;
-    ``notes`` are shown on the page and in ``report.md``.
+    ``notes`` are shown on the page, in ``report.md`` and as ``notes`` in ``findings.json``.
 
     ``destination`` is a local folder (created as needed; nothing is written outside it;
     files ``file_mode``, ``0600`` unless asked otherwise, through :mod:`trailscan.fs`, so a
@@ -222,7 +222,10 @@ def write_report(
     with tempfile.TemporaryDirectory(prefix="trailscan-report-") as staging:
         folder = Path(staging)
         _write_parquet(events_table, folder / "events.parquet")
-        (folder / "findings.json").write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
+        # The SPEC §7 document, with the notes (the inventory's gaps, what was left out) a
+        # reader of the file alone would otherwise never see.
+        published = {**document, "notes": [str(note) for note in notes]} if notes else document
+        (folder / "findings.json").write_bytes(orjson.dumps(published, option=orjson.OPT_INDENT_2) + b"\n")
         (folder / "report.md").write_text(render_markdown(document, timeline, notes=notes), encoding="utf-8")
         (folder / "report.html").write_text(render_html(document, timeline, notes=notes), encoding="utf-8")
         if isinstance(target, _S3Target):

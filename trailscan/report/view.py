@@ -12,17 +12,19 @@ import json
 import re
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from trailscan.errors import InputError
-from trailscan.explain.causes import CAUSES
+from trailscan.explain.causes import CAUSES, FAMILIES, family
 from trailscan.findings import READ_STATUSES
 from trailscan.model import Window
 from trailscan.report.chart import TimelinePoint, chart
+from trailscan.report.recency import STILL_FAILING, ago, judged_at, still_failing
 from trailscan.report.document import (
     SCHEMA,
     _duration,
@@ -41,6 +43,22 @@ TEMPLATES = Path(__file__).parent / "templates"
 
 #: The colour of cause badges (and nothing else), so a screenshot can be checked for it.
 ACCENT = "#b42318"
+
+#: The badge colour of each cause family (:data:`~trailscan.explain.causes.FAMILIES`);
+#: permissions and denies keep :data:`ACCENT`.
+FAMILY_COLOURS = {
+    "trust": "#6941c6",
+    "service_account": "#b54708",
+    "permissions": ACCENT,
+    "pod_identity": "#0e7490",
+    "node": "#175cd3",
+    "unexplained": "#475467",
+}
+#: A role's page in the IAM console (commercial partition; others have their own domains).
+IAM_CONSOLE_ROLE = "https://console.aws.amazon.com/iam/home#/roles/details/{name}"
+_ROLE_ARN = re.compile(r"^arn:aws:iam::\d{12}:role/(?:[\w+=,.@-]+/)*([\w+=,.@-]{1,64})$")
+#: Shell commands a fix may give on a line of its prose; shown as code, to copy.
+_COMMAND = re.compile(r"^\s*(?:kubectl|aws|eksctl|helm|trailscan)\s+\S")
 
 #: One short line per cause, for people; an unknown cause shows its code alone.
 CAUSE_TITLES = {row.code: row.title for row in CAUSES}
@@ -83,7 +101,24 @@ def split_fix(text: str | None) -> list[tuple[str, str]]:
         parts.append(_code_part(match.group(2)))
         position = match.end()
     parts.extend(_outside_fences(text, position, len(text), blank))
-    return [(kind, body) for kind, body in parts if body.strip()]
+    return [(kind, body) for kind, body in _commands_as_code(parts) if body.strip()]
+
+
+def _commands_as_code(parts: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """Prose lines that are shell commands (``kubectl …``, ``aws …``) as code parts, so
+    they are shown in a monospace block and copied whole."""
+    split: list[tuple[str, str]] = []
+    for kind, body in parts:
+        if kind != "text" or not any(_COMMAND.match(line) for line in body.splitlines()):
+            split.append((kind, body))
+            continue
+        for line in body.splitlines():
+            kind_of_line = "code" if _COMMAND.match(line) else "text"
+            if split and split[-1][0] == kind_of_line and kind_of_line == "text":
+                split[-1] = ("text", split[-1][1] + "\n" + line)
+            else:
+                split.append((kind_of_line, line.strip() if kind_of_line == "code" else line))
+    return split
 
 
 def _first_blank_line(text: str) -> int:
@@ -171,7 +206,8 @@ def view(document: Mapping, timeline: Iterable[TimelinePoint] | None, *, notes: 
             ]
         )
     generated = _parse_time(document.get("generated_at"))
-    findings = [_finding_view(index, f) for index, f in enumerate(document["findings"])]
+    at = judged_at(window.end if window else None, generated or datetime.now(UTC))
+    findings = [_finding_view(index, f, at) for index, f in enumerate(document["findings"])]
     coverage = _coverage_view(document["coverage"])
     incomplete = [row for row in coverage if row["status"] not in READ_STATUSES]
     # Each event is counted in the row of the source that stored it: no row counting one
@@ -182,6 +218,7 @@ def view(document: Mapping, timeline: Iterable[TimelinePoint] | None, *, notes: 
         "version": __version__,
         "schema": SCHEMA,
         "accent": ACCENT,
+        "family_colours": sorted(FAMILY_COLOURS.items()),
         "window": {
             "start": _when(window.start),
             "end": _when(window.end),
@@ -197,6 +234,9 @@ def view(document: Mapping, timeline: Iterable[TimelinePoint] | None, *, notes: 
         "coverage": coverage,
         "incomplete": incomplete,
         "notes": [str(note) for note in notes],
+        "still_failing": sum(1 for f in findings if f["still_failing"]),
+        "still_failing_minutes": int(STILL_FAILING.total_seconds() // 60),
+        "judged_at": _when(at),
         "events_read": events_read,
         "no_events": no_events,
         "complete": bool(coverage) and not incomplete and events_read > 0,
@@ -209,7 +249,7 @@ def _span(moments: list[datetime | None]) -> Window | None:
     return Window(min(known), max(known) + timedelta(seconds=1)) if known else None
 
 
-def _finding_view(index: int, finding: Mapping) -> dict:
+def _finding_view(index: int, finding: Mapping, at: datetime) -> dict:
     workload = finding.get("workload") or {}
     resolution = workload.get("resolution") or "unknown"
     cause = str(finding.get("cause") or "UNEXPLAINED")
@@ -229,6 +269,13 @@ def _finding_view(index: int, finding: Mapping) -> dict:
         "kind_label": KIND_LABELS.get(kind, kind),
         "cause": cause,
         "cause_title": CAUSE_TITLES.get(cause, ""),
+        "family": family(cause),
+        "family_label": FAMILIES[family(cause)][0],
+        "family_colour": FAMILY_COLOURS[family(cause)],
+        "docs_url": FAMILIES[family(cause)][1],
+        "still_failing": bool(last and still_failing(last, at)),
+        "last_seen_ago": ago(last, at) if last else "",
+        "role_console_url": _role_console_url(finding.get("role_arn")),
         "event_source": finding.get("event_source"),
         "event_name": finding.get("event_name"),
         "error_code": finding.get("error_code"),
@@ -265,6 +312,12 @@ def decisive_change(finding: Mapping) -> str:
             f"at {picked.get('event_time')}")
 
 
+def _role_console_url(arn: Any) -> str | None:
+    """The role's IAM console page, for a well-formed role ARN of the commercial partition."""
+    match = _ROLE_ARN.match(arn) if isinstance(arn, str) else None
+    return IAM_CONSOLE_ROLE.format(name=quote(match.group(1), safe="")) if match else None
+
+
 def _candidate(candidate: Any) -> str:
     """A candidate service account: ``{"cluster", "namespace", "service_account"}`` (what
     the explainer writes) or already a string."""
@@ -294,6 +347,8 @@ def _summary(findings: list[dict]) -> dict:
             {
                 "cause": cause,
                 "title": CAUSE_TITLES.get(cause, ""),
+                "family": family(cause),
+                "docs_url": FAMILIES[family(cause)][1],
                 "kind": kind,
                 "findings": n,
                 "events": events,

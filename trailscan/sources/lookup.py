@@ -32,6 +32,7 @@ import os
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -60,10 +61,14 @@ HISTORY_LAG = timedelta(minutes=15)
 PAGE_SIZE = 50  # the API's maximum
 RATE = 2.0  # requests/s per account and region: LookupEvents' fixed limit
 PAGES_PER_BATCH = 4  # pages stored per transaction (and per checkpoint)
+#: A network that drops packets costs each attempt its timeout: 3 attempts of 4 s to connect
+#: (20 s to read: a page comes back in a second or two) and botocore's back-off between them
+#: give up within ~15 s, beside ~7 s for STS (measured: see tests/test_lookup.py).  Throttling is retried by :func:`_pages` itself.
+MAX_ATTEMPTS = 3
 CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 10},
-    connect_timeout=10,
-    read_timeout=60,
+    retries={"mode": "standard", "max_attempts": MAX_ATTEMPTS},
+    connect_timeout=4,
+    read_timeout=20,
 )
 THROTTLING_CODES = frozenset(
     {
@@ -125,6 +130,53 @@ class TokenBucket:
             return 0.0 if self._tokens >= 0 else -self._tokens / self.rate
 
 
+class AdaptivePacer:
+    """At most ``burst`` requests in any ``burst / rate`` seconds (plus a margin), the margin
+    growing when the API throttles and shrinking back as calls succeed.
+
+    AWS documents LookupEvents' limit as 2 requests per second; a server that enforces it
+    as a strict one-second sliding window refuses a third request that arrives a hair
+    under a second after the first, which evenly spaced requests do whenever the network
+    jitters.  So each request waits until ``window + margin`` after the request ``rate``
+    places before it; a throttle doubles the margin (up to :attr:`MAX_MARGIN`), each
+    success takes a little off it (down to :attr:`MIN_MARGIN`).  ``clock`` is injectable.
+    """
+
+    MIN_MARGIN = 0.02
+    MAX_MARGIN = 0.5
+
+    def __init__(self, rate: float, burst: int = 2, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        # `burst` requests per `burst / rate` seconds: AWS's 2/s is 2 in any second.
+        self.slots = burst
+        self.window = burst / rate
+        self.margin = self.MIN_MARGIN
+        self.throttles = 0
+        self._clock = clock
+        self._sent: deque[float] = deque(maxlen=self.slots)
+        self._lock = threading.Lock()
+
+    def reserve(self) -> float:
+        """Book the next request's time; return the seconds to wait before sending it."""
+        with self._lock:
+            now = self._clock()
+            at = now
+            if len(self._sent) == self.slots:
+                at = max(now, self._sent[0] + self.window + self.margin)
+            self._sent.append(at)
+            return at - now
+
+    def throttled(self) -> None:
+        with self._lock:
+            self.throttles += 1
+            self.margin = min(self.MAX_MARGIN, self.margin * 2)
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self.margin = max(self.MIN_MARGIN, self.margin * 0.97)
+
+
 # -- regions and account -----------------------------------------------------------------------
 
 
@@ -149,7 +201,7 @@ def _unique(items: Sequence[str]) -> list[str]:
 def _caller_account(session: boto3.Session) -> str:
     """The account of the session's credentials, or "" when STS cannot say (the lookups then
     report their own errors, region by region)."""
-    config = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=5, read_timeout=10)
+    config = Config(retries={"mode": "standard", "max_attempts": 2}, connect_timeout=3, read_timeout=10)
     try:
         sts = session.client("sts", region_name=session.region_name or GLOBAL_REGION, config=config)
         return sts.get_caller_identity()["Account"]
@@ -245,6 +297,14 @@ class _RegionDone:
     crash: BaseException | None = None
 
 
+@dataclass
+class _Status:
+    """A region's state between pages, for the progress line: connecting, retrying."""
+
+    region: str
+    text: str
+
+
 class _Stopped(Exception):
     """Raised inside a region thread once the run is stopping."""
 
@@ -268,23 +328,47 @@ class _Clients:
         self._stop = stop
         self._clients: dict[str, Any] = {}
         self._lock = threading.Lock()
+        #: Where the hooks say "connecting" and "retrying" (the running phase's queue).
+        self.status: queue.Queue | None = None
+        self._answered: set[str] = set()
+
+    def _say(self, region: str, text: str) -> None:
+        if self.status is not None:
+            self.status.put(_Status(region, text))
 
     def get(self, region: str) -> Any:
         with self._lock:
             if region not in self._clients:
                 client = self._session.client("cloudtrail", region_name=region, config=CLIENT_CONFIG)
-                # Burst 1 where AWS allows 2: requests never arrive closer together than AWS
-                # refills, whatever the network's jitter, so pacing alone avoids throttling.
-                bucket = TokenBucket(self._rate)
+                # Requests paced to a sliding window that adapts to throttling (AdaptivePacer).
+                pacer = AdaptivePacer(self._rate)
                 stop = self._stop
 
-                def pace(**_: Any) -> None:
-                    # Every HTTP attempt, botocore's retries included, takes a token.
-                    delay = bucket.reserve()
+                def pace(region: str = region, **_: Any) -> None:
+                    # Every HTTP attempt, botocore's retries included, takes a slot.
+                    if region not in self._answered:
+                        self._say(region, "connecting")
+                    delay = pacer.reserve()
                     if stop.wait(delay) if delay > 0 else stop.is_set():
                         raise _Stopped()
 
+                def observe(response: Any = None, caught_exception: Any = None, attempts: int = 1,
+                            region: str = region, **_: Any) -> None:
+                    # Every attempt's answer, before botocore decides to retry it.
+                    if response is None:
+                        if caught_exception is not None:
+                            self._say(region, f"retrying: no answer ({type(caught_exception).__name__}), "
+                                              f"attempt {attempts} of {MAX_ATTEMPTS}")
+                        return
+                    self._answered.add(region)
+                    code = (response[1] or {}).get("Error", {}).get("Code", "")
+                    if code in THROTTLING_CODES:
+                        pacer.throttled()
+                    elif response[0] is not None and response[0].status_code < 400:
+                        pacer.succeeded()
+
                 client.meta.events.register("before-send.cloudtrail.LookupEvents", pace)
+                client.meta.events.register("needs-retry.cloudtrail.LookupEvents", observe)
                 self._clients[region] = client
             return self._clients[region]
 
@@ -459,6 +543,7 @@ class _Run:
         if not jobs:
             return
         out: queue.Queue = queue.Queue()
+        self.clients.status = out
         for region, todo in jobs.items():
             state = self.regions[region]
             state.phase_pages, state.phase_span, state.phase_done_span = 0, sum(j.span for j in todo), 0.0
@@ -507,8 +592,13 @@ class _Run:
             raise KeyboardInterrupt
 
     def _handle(
-        self, message: _Page | _RegionDone, running: set[str], report: bool = True
+        self, message: _Page | _RegionDone | _Status, running: set[str], report: bool = True
     ) -> BaseException | None:
+        if isinstance(message, _Status):
+            if report and self.progress is not None:
+                state = self.regions[message.region]
+                self.progress(f"{self.label} {state.name}: {message.text}", state.pages, None)
+            return None
         if isinstance(message, _RegionDone):
             running.discard(message.region)
             state = self.regions[message.region]
