@@ -187,9 +187,11 @@ def trust_fix(role: Role, provider_arn: str, sa_ref: ServiceAccountRef | None, a
         for value in ([values] if isinstance(values, str) else values if isinstance(values, list) else [])
         if isinstance(value, str) and value != sa_ref.subject
     })
+    before = load_policy(role.trust_policy, name=f"trust policy of {role.name}").get("Statement")
+    added = len(fixed.get("Statement") or []) > len(before if isinstance(before, list) else [before])
+    how = "a statement for this provider is added" if added else "the statement for this provider is corrected"
     return fix(
-        f"Update the trust policy of {line(role.name)} to {line(what)}: the statement for this provider is "
-        "corrected, other statements are kept.",
+        f"Update the trust policy of {line(role.name)} to {line(what)}: {how}, other statements are kept.",
         comment(f"it still admits {', '.join(others)}: remove those no service account uses") if others else "",
         comment(f"the whole trust policy of {role.name}, corrected:"),
         heredoc("trust.json", fixed),
