@@ -298,7 +298,9 @@ def test_a_store_from_before_unreadable_files_were_tracked_keeps_its_last_status
 
 def test_since_over_files_outside_the_window_exits_3_and_says_no_event_is_in_it(real_data):
     """Issue 17.1's acceptance: records from 2014-2024, a window of the last 7 days."""
-    ran = run_cli("since", "7d", "--path", str(real_data), "--db", ":memory:", "--offline", env=OFFLINE)
+    # A wide terminal, so the coverage row's detail stands on one line (the content is checked here).
+    ran = run_cli("since", "7d", "--path", str(real_data), "--db", ":memory:", "--offline",
+                  env={**OFFLINE, "COLUMNS": "200"})
     assert ran.returncode == 3, ran.stderr
     assert "No failing workloads" not in ran.stdout and "Traceback" not in ran.stderr
     assert re.search(r"^No CloudTrail events in the window \S+Z – \S+Z", ran.stdout, re.M), ran.stdout
