@@ -121,7 +121,8 @@ def test_partitions_cover_the_window_with_the_delivery_lag_and_only_it():
 
 def test_the_detections_are_found_by_their_shape_so_a_new_query_is_pushed_down(tmp_path):
     book = load_queries()
-    assert [q.name for q in detections(book)] == ["denied_calls", "failed_pod_identity", "failed_web_identity"]
+    assert [q.name for q in detections(book)] == ["change_events", "denied_calls", "failed_pod_identity",
+                                                  "failed_web_identity"]
     for path in Path(book["denied_calls"].path).parent.glob("*.sql"):
         (tmp_path / path.name).write_text(path.read_text())
     (tmp_path / "role_changes.sql").write_text(
@@ -162,12 +163,14 @@ def test_the_pushdown_brings_back_what_the_explainer_needs(trail, tmp_path):
         stored = store.count_events()
         session = store.con.execute("SELECT event_name FROM events WHERE event_name = 'AssumeRoleWithWebIdentity' "
                                     "AND error_code IS NULL").fetchall()
+        changed = store.con.execute("SELECT count(*) FROM events WHERE event_name = 'PutRolePolicy'").fetchone()[0]
     assert _findings(found) == _findings(expected)
     # One query per account and region, then the sessions' round: the refused key's account, in
     # the region it was used in and in us-east-1 (where STS's global endpoint records).
     assert len(runner.sql) == len(ACCOUNTS) * len(REGIONS) + 2
     assert all("ASIAPAYMENTSAPI0001" in sql for sql in runner.sql[-2:])
     assert session, "the session behind the refused access key came back"
+    assert changed == 1, "the change events came back with the failures"
     assert all(origin.startswith("athena://cloudtrail.cloudtrail_logs/q") for origin in origins)
     # Only what the explainer needs came back; the coverage counts every event of the window.
     in_window = local.con.execute("SELECT count(*) FROM events WHERE event_time >= ? AND event_time < ?",

@@ -26,6 +26,7 @@ import sqlglot
 from trailscan.athena.client import SUCCEEDED, Job, Outcome
 from trailscan.athena.table import ArrayOf, Column, MapOf, Scalar, Struct, TableSpec
 from trailscan.generate import (
+    iam_user_identity,
     RoleSession,
     api_call,
     healthy_traffic,
@@ -69,6 +70,14 @@ def sample_records() -> tuple[list[dict], str]:
             event_source="s3.amazonaws.com", event_name="GetObject", error_code="AccessDenied",
             error_message=f"User: {session.arn} is not authorized to perform: s3:GetObject on resource: "
                           "arn:aws:s3:::ledger/x because no identity-based policy allows the s3:GetObject action"))
+    # A change to the refused role, by a person, in us-east-1 (where IAM records): the change
+    # events come back with the failures, so findings say what changed.
+    records.append(api_call(
+        rng, when=END - timedelta(hours=3), region="us-east-1", account=ACCOUNTS[0],
+        identity=iam_user_identity(ACCOUNTS[0], "alice", "AKIAALICE0000000001"),
+        event_source="iam.amazonaws.com", event_name="PutRolePolicy", read_only=False,
+        request_parameters={"roleName": "payments-api", "policyName": "s3",
+                            "policyDocument": '{"Version":"2012-10-17","Statement":[]}'}))
     return records, session.access_key_id
 
 

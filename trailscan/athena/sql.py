@@ -268,14 +268,18 @@ def render_query(query: "Query", table: AthenaTable, scope: Scope, values: Mappi
 
 def detections(book: "QueryBook") -> list["Query"]:
     """The queries whose rows the explainer reads, found by their shape, so that a new one
-    is pushed down with no change here: each reads ``events`` alone, takes only the window
-    (``since``, ``until``), returns one row per event (``event_id``) and aggregates nothing."""
+    is pushed down with no change here: each reads ``events`` alone, takes the window
+    (``since``, ``until``) and otherwise only optional one-value filters (left off: a list
+    parameter such as ``access_keys`` marks a lookup of given rows, not a detection), returns
+    one row per event (``event_id``) and aggregates nothing."""
     import sqlglot
     from sqlglot import exp
 
     found = []
     for query in book:
-        if query.reads != {"events"} or not {p.name for p in query.params} <= WINDOW_PARAMS:
+        if query.reads != {"events"} or any(
+            p.name not in WINDOW_PARAMS and (p.required or p.type.endswith("[]")) for p in query.params
+        ):
             continue
         tree = sqlglot.parse_one(query.sql, read="duckdb")
         if not isinstance(tree, exp.Select) or tree.args.get("group") or any(e.find(exp.AggFunc) for e in tree.expressions):
