@@ -23,6 +23,7 @@ from trailscan.generate import (
     access_key_id,
     api_call,
     healthy_traffic,
+    iam_user_identity,
     iso,
     pod_identity_agent_call,
     pod_identity_assume_role,
@@ -31,9 +32,11 @@ from trailscan.generate import (
 )
 from trailscan.model import COMPLETE, FAILED, PARTIAL, Window
 from trailscan.sources.lookup import (
+    GLOBAL_SOURCES,
     TokenBucket,
     _gaps,
     _merge,
+    change_event_names,
     default_regions,
     ingest_lookup,
     minted_session,
@@ -395,6 +398,13 @@ def test_quick_mode_finds_refusals_and_the_sessions_they_minted(aws):
     end = now() - timedelta(hours=1)
     window = Window(end - timedelta(hours=24), end)
     records, must, hidden = quick_fixture(window, random.Random(5))
+    # A change to a role, by a person, where IAM records it: quick mode reads change events too.
+    change = api_call(random.Random(6), when=window.start - timedelta(hours=2), region="us-east-1", account=ACCOUNT,
+                      identity=iam_user_identity(ACCOUNT, "alice", "AKIAALICE0000000001"),
+                      event_source="iam.amazonaws.com", event_name="UpdateAssumeRolePolicy", read_only=False,
+                      request_parameters={"roleName": "payments-api", "policyDocument": "{}"})
+    records["us-east-1"].append(change)
+    must.add(change["eventID"])
     with LookupServer(rate=FAST, burst=FAST) as server:
         for region, batch in records.items():
             server.add_events(region, batch)
@@ -416,7 +426,11 @@ def test_quick_mode_finds_refusals_and_the_sessions_they_minted(aws):
     for call in server.requests:
         assert len(call.params.get("LookupAttributes", [])) == 1
     keys = Counter(call.params["LookupAttributes"][0]["AttributeKey"] for call in server.requests)
-    assert keys == {"EventName": 5, "AccessKeyId": 6, "Username": 2}  # AssumeRole only where Pod Identity is
+    # One lookup per change event name: IAM's and Organizations' in us-east-1 only, the others in both regions.
+    changes = change_event_names()
+    regional = sum(1 for source, _ in changes if source not in GLOBAL_SOURCES)
+    expected = 5 + len(changes) + regional  # AssumeRole only where Pod Identity is
+    assert keys == {"EventName": expected, "AccessKeyId": 6, "Username": 2}
     for coverage in coverages:
         assert coverage.status == PARTIAL
         assert "NOT visible in quick mode" in coverage.detail and "node's instance role" in coverage.detail
@@ -424,6 +438,21 @@ def test_quick_mode_finds_refusals_and_the_sessions_they_minted(aws):
     eu = next(c for c in coverages if c.region == "eu-west-1")
     assert "5 AssumeRoleWithWebIdentity (3 refused) and 2 AssumeRoleForPodIdentity (1 refused)" in eu.detail
     assert "4 sessions minted in the window (3 by access key, 1 by session name)" in eu.detail
+    us = next(c for c in coverages if c.region == "us-east-1")
+    assert "1 change events (IAM and Organizations ones in us-east-1)" in us.detail
+
+
+def test_quick_mode_says_when_iam_changes_cannot_be_read(aws):
+    end = now() - timedelta(hours=1)
+    window = Window(end - timedelta(hours=24), end)
+    records, _, _ = quick_fixture(window, random.Random(5))
+    with LookupServer(rate=FAST, burst=FAST) as server:
+        server.add_events("eu-west-1", records["eu-west-1"])
+        with Store.open(":memory:") as store:
+            _, coverages = ingest_lookup(store, aws(server), window=window, quick=True, rate=FAST, account=ACCOUNT,
+                                         regions=["eu-west-1"])
+    [coverage] = coverages
+    assert "IAM and Organizations changes NOT read" in coverage.detail and coverage.status == PARTIAL
 
 
 # -- interruption, resuming, errors ------------------------------------------------------------------

@@ -88,6 +88,22 @@ POD_IDENTITY_SERVICE = "pods.eks.amazonaws.com"
 #: an IRSA session lasts an hour unless asked otherwise, a Pod Identity one six hours.
 WEB_IDENTITY_LOOKBACK = timedelta(hours=1)
 POD_IDENTITY_LOOKBACK = timedelta(hours=6)
+#: Changes are read from this long before the window (what the explainer attaches to findings).
+CHANGE_LOOKBACK = timedelta(hours=24)
+#: Services whose events CloudTrail records in us-east-1 only (global endpoints).
+GLOBAL_SOURCES = frozenset({"iam.amazonaws.com", "organizations.amazonaws.com", "sts.amazonaws.com"})
+GLOBAL_REGION = "us-east-1"
+
+
+def change_event_names() -> list[tuple[str, str]]:
+    """``(event source, event name)`` of every change event, as the named query
+    ``change_events`` selects them (the one list of what counts as a change)."""
+    import re
+
+    from trailscan.queries import load_queries
+
+    sql = load_queries()["change_events"].sql
+    return list(dict.fromkeys(re.findall(r"event_source = '([^']+)' AND event_name = '([^']+)'", sql)))
 #: A session whose expiry is in neither response nor request: the longest STS allows.
 MAX_SESSION = timedelta(hours=12)
 
@@ -274,6 +290,9 @@ class _Job:
     start: float
     end: float
     checkpoint: bool = True
+    #: Store what it finds before the window too (the change events the explainer reads from
+    #: a day before the window), not only the window's events.
+    before: bool = False
 
     @property
     def span(self) -> float:
@@ -640,7 +659,7 @@ class _Run:
                     self.seen_account = self.seen_account or (account if isinstance(account, str) else "")
                     if self.on_record is not None:
                         self.on_record(job.region, job, record)
-            if start <= moment < end:
+            if start <= moment < end or (job.before and moment < end):
                 pending.documents.append(text)
                 pending.names.append(f"{SOURCE}:{job.region}:{event.get('EventId', '')}")
         pending.jobs[job] = (oldest, page.last)
@@ -763,6 +782,12 @@ def _quick_detail(state: _Region, lookback: tuple[datetime, datetime]) -> str:
     ]
     if found.get("pod_assume"):
         parts.append(f"{found['pod_assume']} AssumeRole calls by EKS Pod Identity")
+    if found.get("changes_unread"):
+        parts.append(f"IAM and Organizations changes NOT read: they are recorded in {GLOBAL_REGION}, not among the "
+                     "regions read")
+    else:
+        parts.append(f"{found.get('changes', 0)} change events (IAM and Organizations ones in {GLOBAL_REGION}) from "
+                     "24 hours before the window")
     parts.append(
         f"the calls of {found.get('by_key', 0) + found.get('by_name', 0)} sessions minted in the window "
         f"({found.get('by_key', 0)} by access key, {found.get('by_name', 0)} by session name)"
@@ -927,6 +952,22 @@ def _run_quick(run: _Run, window: Window, floor: datetime) -> None:
             for region in pod_regions
         }
     )
+    # Changes, one EventName at a time (LookupEvents takes one attribute a call): IAM's and
+    # Organizations' where CloudTrail records them (us-east-1), the regional services' everywhere.
+    change_from = max(floor, window.start - CHANGE_LOOKBACK).timestamp()
+    changes = change_event_names()
+    run.on_record = lambda region, job, record: run.regions[region].count("changes")
+    run.run_phase({
+        region: [
+            _Job(region, ("EventName", name), change_from, end, checkpoint=False, before=True)
+            for source, name in changes
+            if source not in GLOBAL_SOURCES or region == GLOBAL_REGION
+        ]
+        for region in run.regions
+    })
+    if GLOBAL_REGION not in run.regions:
+        for state in run.regions.values():
+            state.count("changes_unread")
     run.on_record = None
     second: dict[str, list[_Job]] = {}
     for region, state in run.regions.items():
@@ -964,6 +1005,9 @@ def _finish(
             )
         if quick:
             parts.append(_quick_detail(state, lookback))
+        elif GLOBAL_REGION not in run.regions:
+            parts.append(f"IAM and Organizations changes NOT read: they are recorded in {GLOBAL_REGION}, not among "
+                         "the regions read")
         parts.extend(notes)
         interrupted_here = interrupted and (quick or not state.finished)
         if interrupted_here:
