@@ -266,16 +266,28 @@ def test_an_scp_attached_to_the_accounts_ou_is_the_change_the_denial_began_after
     assert finding.policy_as_of is None  # the SCP attached then is the one read today
 
 
-def test_a_denial_fixed_by_attaching_a_managed_policy_is_judged_without_it(store, tmp_path):
-    """Today the role has ec2-read attached, which allows the refused call; it was attached
-    after the refusals, so they are judged without it: their real cause, stopped."""
-    from tests.test_denied_layers import EC2_SILENT, PROD, Trail, doc
-    from tests.test_denied_layers import NOW as LAYERS_NOW
+def explain_with_role_today(store, tmp_path, trail, today: Role):
+    """The denied-call finding of ``trail``, explained with ``today`` as the role's state now
+    (and the organization's layers of ``test_layers``)."""
+    from tests.test_denied_layers import PROD, denied
     from tests.test_denied_layers import WINDOW as LAYERS_WINDOW
     from tests.test_layers import organization_files
     from trailscan.explain import collect_failures, explain_failures
     from trailscan.kube import ServiceAccount
     from trailscan.layers import load_policy_file
+
+    inv = Inventory(roles={today.arn: today}, complete={IAM}, iam_accounts={PROD}).with_service_accounts(
+        [ServiceAccount("prod", "payments", "api")]).merge(
+        *(Inventory(layers=load_policy_file(value)) for value in organization_files(tmp_path)))
+    store.ingest_documents([json.dumps({"Records": trail.records})], origin="test")
+    return denied(explain_failures(collect_failures(store, LAYERS_WINDOW), inv))
+
+
+def test_a_denial_fixed_by_attaching_a_managed_policy_is_judged_without_it(store, tmp_path):
+    """Today the role has ec2-read attached, which allows the refused call; it was attached
+    after the refusals, so they are judged without it: their real cause, stopped."""
+    from tests.test_denied_layers import EC2_SILENT, PROD, Trail, doc
+    from tests.test_denied_layers import NOW as LAYERS_NOW
 
     trail = Trail()
     arn = trail.role("app")
@@ -289,12 +301,7 @@ def test_a_denial_fixed_by_attaching_a_managed_policy_is_judged_without_it(store
     today = Role(arn, "app", PROD, trail.roles[0]["AssumeRolePolicyDocument"],
                  policies=[("ec2-read", doc({"Effect": "Allow", "Action": "ec2:DescribeVolumes", "Resource": "*"}))],
                  attached_policy_arns=[policy_arn])
-    inv = Inventory(roles={arn: today}, complete={IAM}, iam_accounts={PROD}).with_service_accounts(
-        [ServiceAccount("prod", "payments", "api")]).merge(
-        *(Inventory(layers=load_policy_file(value)) for value in organization_files(tmp_path)))
-    store.ingest_documents([json.dumps({"Records": trail.records})], origin="test")
-    [finding] = [f for f in explain_failures(collect_failures(store, LAYERS_WINDOW), inv).findings
-                 if f.kind == "denied_call"]
+    finding = explain_with_role_today(store, tmp_path, trail, today)
     assert finding.cause == "MISSING_PERMISSION", finding.explanation
     assert finding.status == "stopped"
     assert finding.policy_as_of == finding.first_seen
@@ -308,11 +315,6 @@ def test_a_managed_policy_version_rolled_back_since_is_judged_with_the_version_i
     judged with v2, the version in force then."""
     from tests.test_denied_layers import EC2_SILENT, PROD, Trail, doc
     from tests.test_denied_layers import NOW as LAYERS_NOW
-    from tests.test_denied_layers import WINDOW as LAYERS_WINDOW
-    from tests.test_layers import organization_files
-    from trailscan.explain import collect_failures, explain_failures
-    from trailscan.kube import ServiceAccount
-    from trailscan.layers import load_policy_file
 
     trail = Trail()
     arn = trail.role("app")
@@ -333,12 +335,7 @@ def test_a_managed_policy_version_rolled_back_since_is_judged_with_the_version_i
     today = Role(arn, "app", PROD, trail.roles[0]["AssumeRolePolicyDocument"],
                  policies=[("ec2-read", doc({"Effect": "Allow", "Action": "ec2:Describe*", "Resource": "*"}))],
                  attached_policy_arns=[policy_arn])
-    inv = Inventory(roles={arn: today}, complete={IAM}, iam_accounts={PROD}).with_service_accounts(
-        [ServiceAccount("prod", "payments", "api")]).merge(
-        *(Inventory(layers=load_policy_file(value)) for value in organization_files(tmp_path)))
-    store.ingest_documents([json.dumps({"Records": trail.records})], origin="test")
-    [finding] = [f for f in explain_failures(collect_failures(store, LAYERS_WINDOW), inv).findings
-                 if f.kind == "denied_call"]
+    finding = explain_with_role_today(store, tmp_path, trail, today)
     assert finding.cause == "MISSING_PERMISSION", finding.explanation
     assert finding.status == "stopped"
     assert finding.policy_as_of == LAYERS_NOW - timedelta(hours=3)
