@@ -73,8 +73,16 @@ fields AS (
         (rp ->> 'bucketName') AS bucket,
         (rp ->> 'keyId') AS key_id,
         (rp ->> 'targetId') AS org_target,
+        -- An OIDC provider's audiences: the one added or removed, or the list it was created with.
+        (rp ->> 'clientID') AS client_id,
+        CAST((rp -> 'clientIDList') AS VARCHAR) AS client_ids,
+        -- A Pod Identity association: EKS returns it whole (Create, Update, Delete).
+        coalesce((rp ->> 'associationId'), (re -> 'association' ->> 'associationId')) AS association_id,
+        coalesce((rp ->> 'namespace'), (re -> 'association' ->> 'namespace')) AS namespace,
+        coalesce((rp ->> 'serviceAccount'), (re -> 'association' ->> 'serviceAccount')) AS service_account,
         coalesce((rp ->> 'assumeRolePolicyDocument'), (rp ->> 'policyDocument'), (rp ->> 'content'),
-                 (rp ->> 'policy'), CAST((rp -> 'bucketPolicy') AS VARCHAR)) AS raw_document
+                 (re -> 'policy' ->> 'content'), (rp ->> 'policy'), CAST((rp -> 'bucketPolicy') AS VARCHAR))
+            AS raw_document
     FROM changes
 )
 SELECT
@@ -96,6 +104,11 @@ SELECT
     bucket,
     key_id,
     org_target,
+    client_id,
+    client_ids,
+    association_id,
+    namespace,
+    service_account,
     -- A managed policy's version: the one made default (SetDefaultPolicyVersion), or the one
     -- created (CreatePolicyVersion, with whether it became the default).
     coalesce((rp ->> 'versionId'), (re -> 'policyVersion' ->> 'versionId')) AS version_id,

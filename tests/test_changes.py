@@ -266,9 +266,9 @@ def test_an_scp_attached_to_the_accounts_ou_is_the_change_the_denial_began_after
     assert finding.policy_as_of is None  # the SCP attached then is the one read today
 
 
-def explain_with_role_today(store, tmp_path, trail, today: Role):
+def explain_with_role_today(store, tmp_path, trail, today: Role, *, extra: Inventory | None = None):
     """The denied-call finding of ``trail``, explained with ``today`` as the role's state now
-    (and the organization's layers of ``test_layers``)."""
+    (and the organization's layers of ``test_layers``, and *extra*)."""
     from tests.test_denied_layers import PROD, denied
     from tests.test_denied_layers import WINDOW as LAYERS_WINDOW
     from tests.test_layers import organization_files
@@ -278,7 +278,7 @@ def explain_with_role_today(store, tmp_path, trail, today: Role):
 
     inv = Inventory(roles={today.arn: today}, complete={IAM}, iam_accounts={PROD}).with_service_accounts(
         [ServiceAccount("prod", "payments", "api")]).merge(
-        *(Inventory(layers=load_policy_file(value)) for value in organization_files(tmp_path)))
+        *(Inventory(layers=load_policy_file(value)) for value in organization_files(tmp_path)), extra or Inventory())
     store.ingest_documents([json.dumps({"Records": trail.records})], origin="test")
     return denied(explain_failures(collect_failures(store, LAYERS_WINDOW), inv))
 
@@ -380,3 +380,288 @@ def test_a_bucket_policy_deleted_since_is_judged_as_it_was(store, tmp_path):
     assert finding.policy_as_of == LAYERS_NOW - timedelta(hours=3)
     assert [c.event_name for c in finding.changes] == ["PutBucketPolicy", "DeleteBucketPolicy"]
     assert finding.fix_summary.startswith("Already fixed: the bucket policy was deleted")
+
+
+# -- the organization, the OIDC provider, the boundary and the associations, as of the failure ---------------
+
+
+def org_change(trail, when, name, params, *, response=None) -> None:
+    """An Organizations call from the management account (recorded in us-east-1)."""
+    from tests.test_layers import MGMT
+
+    trail.records.append(api_call(
+        trail.rng, when=when, region="us-east-1", account=MGMT,
+        identity=iam_user_identity(MGMT, "alice", "AKIAALICE00000000002"), event_source="organizations.amazonaws.com",
+        event_name=name, read_only=False, request_parameters=params, response_elements=response))
+
+
+def guard_trail():
+    from tests.test_denied_layers import EC2_SILENT, Trail, doc
+
+    trail = Trail()
+    trail.role("app", doc({"Effect": "Allow", "Action": "ec2:*", "Resource": "*"}))
+    return trail, lambda: trail.refused(trail.pod_session("app"), "ec2.amazonaws.com", "DescribeVolumes", EC2_SILENT,
+                                        code="Client.UnauthorizedOperation", region="us-east-1")
+
+
+def test_an_scp_detached_since_is_judged_as_attached_then_and_other_ous_changes_are_not_its(tmp_path):
+    """The region guardrail was attached to the account's OU, refused the pod, and was
+    detached since: today's organization has no guard on the path. The refusals keep their
+    cause. An SCP attached to another OU meanwhile is not this finding's change."""
+    from tests.test_denied_layers import NOW as LAYERS_NOW
+    from tests.test_denied_layers import denied
+    from tests.test_layers import OU, organization_files
+
+    trail, refuse = guard_trail()
+    attached = LAYERS_NOW - timedelta(minutes=30)
+    org_change(trail, attached, "AttachPolicy", {"policyId": "p-guard", "targetId": OU})
+    org_change(trail, attached, "AttachPolicy", {"policyId": "p-other", "targetId": "ou-ab12-22222222"})
+    refuse()
+    org_change(trail, LAYERS_NOW - timedelta(minutes=2), "DetachPolicy", {"policyId": "p-guard", "targetId": OU})
+    finding = denied(trail.explain(*organization_files(tmp_path, guard=False)))
+    assert finding.cause == "EXPLICIT_DENY", finding.explanation
+    assert "DenyOutsideEuWest1" in finding.explanation
+    assert finding.status == "stopped"
+    assert [(c.event_name, c.target) for c in finding.changes] == [("AttachPolicy", "p-guard"),
+                                                                   ("DetachPolicy", "p-guard")]
+    assert finding.policy_as_of == attached
+    assert finding.fix_summary.startswith("Already fixed: an SCP was detached at 05:58 UTC")
+
+
+def test_an_scp_detached_since_with_no_record_of_its_attachment_is_judged_as_attached(tmp_path):
+    from tests.test_denied_layers import NOW as LAYERS_NOW
+    from tests.test_denied_layers import denied
+    from tests.test_layers import OU, organization_files
+
+    trail, refuse = guard_trail()
+    refuse()
+    org_change(trail, LAYERS_NOW - timedelta(minutes=2), "DetachPolicy", {"policyId": "p-guard", "targetId": OU})
+    finding = denied(trail.explain(*organization_files(tmp_path, guard=False)))
+    assert finding.cause == "EXPLICIT_DENY", finding.explanation
+    assert finding.policy_as_of == finding.first_seen  # known only from the detach since
+
+
+def test_an_scp_relaxed_since_is_judged_with_the_content_recorded_before(tmp_path):
+    """UpdatePolicy set the guard's content before the refusals (recorded), and relaxed it
+    since; today's describe-policy shows the relaxed one."""
+    from tests.test_denied_layers import NOW as LAYERS_NOW
+    from tests.test_denied_layers import denied
+    from tests.test_layers import GUARD, organization_files, policy_summary, write
+
+    trail, refuse = guard_trail()
+    relaxed = {"Version": "2012-10-17", "Statement": [{"Effect": "Deny", "Action": "ec2:RunInstances", "Resource": "*"}]}
+    set_at = LAYERS_NOW - timedelta(hours=2)
+    org_change(trail, set_at, "UpdatePolicy", {"policyId": "p-guard", "content": json.dumps(GUARD)})
+    refuse()
+    org_change(trail, LAYERS_NOW - timedelta(minutes=2), "UpdatePolicy", {"policyId": "p-guard"},
+               response={"policy": {"policySummary": {"id": "p-guard"}, "content": json.dumps(relaxed)}})
+    today = write(tmp_path, "guard-today.json", {"Policy": {"PolicySummary": policy_summary("p-guard", "region-guard"),
+                                                            "Content": json.dumps(relaxed)}})
+    finding = denied(trail.explain(*organization_files(tmp_path), today))
+    assert finding.cause == "EXPLICIT_DENY", finding.explanation
+    assert "DenyOutsideEuWest1" in finding.explanation
+    assert finding.status == "stopped" and finding.policy_as_of == set_at
+    assert [c.event_name for c in finding.changes] == ["UpdatePolicy", "UpdatePolicy"]
+
+
+def test_an_scp_whose_earlier_content_is_not_recorded_is_not_taken_as_it_is_today(tmp_path):
+    """The guard's content was replaced after the refusals and the earlier content is not in
+    the store: today's deny is not the cause of refusals made before it existed."""
+    from tests.test_denied_layers import NOW as LAYERS_NOW
+    from tests.test_denied_layers import denied
+    from tests.test_layers import GUARD, organization_files
+
+    trail, refuse = guard_trail()
+    refuse()
+    org_change(trail, LAYERS_NOW - timedelta(minutes=2), "UpdatePolicy",
+               {"policyId": "p-guard", "content": json.dumps(GUARD)})
+    finding = denied(trail.explain(*organization_files(tmp_path)))
+    assert finding.cause == "UNEXPLAINED", finding.explanation
+    assert "the content of p-guard before an SCP was updated at 05:58 UTC is not in the store; left unread" \
+        in finding.explanation
+    # Without the change, today's guard would be taken as the cause.
+    trail.records.pop()
+    assert denied(trail.explain(*organization_files(tmp_path))).cause == "EXPLICIT_DENY"
+
+
+def test_an_oidc_provider_created_since_fixed_the_failures_it_was_missing_for(store):
+    rng = random.Random(11)
+    created = NOW - timedelta(minutes=20)
+    records = [
+        *failing(rng, NOW - timedelta(hours=2), created - timedelta(minutes=5)),
+        change(rng, created, "CreateOpenIDConnectProvider",
+               {"url": f"https://{ISSUER}", "clientIDList": ["sts.amazonaws.com"], "thumbprintList": []},
+               response={"openIDConnectProviderArn": PROVIDER}),
+    ]
+    finding, document = explain(store, records, inventory(trust()))  # today the provider is there
+    assert finding.cause == "OIDC_PROVIDER_MISSING", finding.explanation
+    assert document["status"] == "stopped"
+    assert document["policy_as_of"] == "2026-11-28T13:00:00Z"
+    assert finding.fix_summary.startswith("Already fixed: the OIDC provider was created at 14:40 UTC")
+
+
+def test_an_oidc_provider_deleted_after_the_failures_was_not_their_cause(store):
+    """The subject did not match while the provider existed (created with its audience, as
+    recorded); the provider was deleted afterwards. Today it is missing, yet that is not why
+    those calls failed."""
+    rng = random.Random(12)
+    records = [
+        change(rng, NOW - timedelta(hours=20), "CreateOpenIDConnectProvider",
+               {"url": f"https://{ISSUER}", "clientIDList": ["sts.amazonaws.com"], "thumbprintList": []},
+               response={"openIDConnectProviderArn": PROVIDER}),
+        *failing(rng, NOW - timedelta(hours=2), NOW - timedelta(hours=1)),
+        change(rng, NOW - timedelta(minutes=30), "DeleteOpenIDConnectProvider", {"openIDConnectProviderArn": PROVIDER}),
+    ]
+    finding, document = explain(store, records, inventory(BROKEN, provider=False))
+    assert finding.cause == "TRUST_SUBJECT_MISMATCH", finding.explanation
+    assert document["policy_as_of"] == "2026-11-28T13:00:00Z"
+    assert "before DeleteOpenIDConnectProvider" in finding.explanation
+    # The deletion did not fix anything: the calls stopped before it.
+    assert finding.fix_summary.startswith("No failure came after the OIDC provider was deleted at 14:30 UTC")
+
+
+def test_an_audience_added_to_the_provider_since_was_missing_at_the_failures(store):
+    rng = random.Random(13)
+    added = NOW - timedelta(minutes=20)
+    records = [
+        *failing(rng, NOW - timedelta(hours=2), added - timedelta(minutes=5)),
+        change(rng, added, "AddClientIDToOpenIDConnectProvider",
+               {"openIDConnectProviderArn": PROVIDER, "clientID": "sts.amazonaws.com"}),
+    ]
+    finding, document = explain(store, records, inventory(trust()))
+    assert finding.cause == "TRUST_AUDIENCE_MISMATCH", finding.explanation
+    assert document["status"] == "stopped"
+    assert "is not among the client ids of the OIDC provider" in finding.explanation
+    assert finding.fix_summary.startswith("Already fixed: an audience was added to the OIDC provider at 14:40 UTC")
+
+
+def test_every_change_the_query_selects_reads_as_a_sentence():
+    from trailscan.explain.changes import _WORDS
+    from trailscan.sources.lookup import change_event_names
+
+    assert {name for _, name in change_event_names()} == set(_WORDS)
+
+
+def boundary_case(store, tmp_path, *, recorded: bool):
+    """The role's boundary (ec2-boundary, which leaves out ec2:DescribeVolumes) refused the pod
+    and was removed since; today the role has none. *recorded*: whether the store holds the
+    PutRolePermissionsBoundary that set it."""
+    from tests.test_denied_layers import EC2_SILENT, PROD, Trail, doc
+    from tests.test_denied_layers import NOW as LAYERS_NOW
+    from trailscan.layers import PolicyLayers
+    from trailscan.policy import NamedPolicy
+
+    trail = Trail()
+    arn = trail.role("app")
+    boundary = f"arn:aws:iam::{PROD}:policy/ec2-boundary"
+    alice = iam_user_identity(PROD, "alice", "AKIAALICE00000000006")
+    calls = [(LAYERS_NOW - timedelta(minutes=2), "DeleteRolePermissionsBoundary", {"roleName": "app"})]
+    if recorded:
+        calls.insert(0, (LAYERS_NOW - timedelta(hours=4), "PutRolePermissionsBoundary",
+                         {"roleName": "app", "permissionsBoundary": boundary}))
+    for when, name, params in calls:
+        trail.records.append(api_call(trail.rng, when=when, region="us-east-1", account=PROD, identity=alice,
+                                      event_source="iam.amazonaws.com", event_name=name, read_only=False,
+                                      request_parameters=params))
+    trail.refused(trail.pod_session("app"), "ec2.amazonaws.com", "DescribeVolumes", EC2_SILENT,
+                  code="Client.UnauthorizedOperation", region="eu-west-1")
+    today = Role(arn, "app", PROD, trail.roles[0]["AssumeRolePolicyDocument"],
+                 policies=[("ec2", doc({"Effect": "Allow", "Action": "ec2:*", "Resource": "*"}))])
+    # The boundary policy still exists and was read (get-policy-version), though no longer the role's.
+    read = PolicyLayers(managed={boundary: NamedPolicy(boundary, doc(
+        {"Effect": "Allow", "Action": "ec2:DescribeInstances", "Resource": "*"}))})
+    return explain_with_role_today(store, tmp_path, trail, today, extra=Inventory(layers=read))
+
+
+def test_a_boundary_removed_since_is_judged_as_it_was(store, tmp_path):
+    finding = boundary_case(store, tmp_path, recorded=True)
+    assert finding.cause == "BOUNDARY_DENY", finding.explanation
+    assert "ec2-boundary" in finding.explanation
+    assert finding.status == "stopped"
+    assert finding.fix_summary.startswith("Already fixed: the permissions boundary was removed at 05:58 UTC")
+
+
+def test_a_boundary_removed_since_but_not_recorded_is_left_unread(store, tmp_path):
+    finding = boundary_case(store, tmp_path, recorded=False)
+    assert finding.cause == "UNEXPLAINED", finding.explanation
+    assert ("the permissions boundary of app before the permissions boundary was removed at 05:58 UTC (no change "
+            "before the failure is recorded) is not in the store; left unread") in finding.explanation
+    assert finding.fix_summary.startswith("No failure came after the permissions boundary was removed at 05:58 UTC")
+    assert "whether that change fixed it is not established" in finding.fix
+
+
+def test_pod_identity_associations_are_walked_back_to_the_failure(store):
+    """Today's associations of cluster prod, and the changes since the failure: one created
+    since (gone then), one deleted since (EKS returned it whole: back then), one whose role was
+    updated since (its earlier role recorded at creation)."""
+    from trailscan.explain.as_of import associations_as_of
+    from trailscan.inventory import Cluster, PodIdentityAssociation
+
+    rng = random.Random(21)
+    moment = NOW - timedelta(hours=1)
+    role = f"arn:aws:iam::{ACCOUNT}:role/"
+    eks = {"source": "eks.amazonaws.com", "region": REGION}
+
+    def association(aid, ns, sa, name):
+        return {"association": {"associationId": aid, "namespace": ns, "serviceAccount": sa, "roleArn": role + name,
+                                "clusterName": "prod"}}
+
+    store.ingest_documents([json.dumps({"Records": [
+        change(rng, NOW - timedelta(hours=5), "CreatePodIdentityAssociation",
+               {"clusterName": "prod", "namespace": "web", "serviceAccount": "front", "roleArn": role + "front-old"},
+               response=association("a-3", "web", "front", "front-old"), **eks),
+        change(rng, NOW - timedelta(minutes=40), "CreatePodIdentityAssociation",
+               {"clusterName": "prod", "namespace": "payments", "serviceAccount": "api", "roleArn": role + "api"},
+               response=association("a-1", "payments", "api", "api"), **eks),
+        change(rng, NOW - timedelta(minutes=30), "DeletePodIdentityAssociation",
+               {"clusterName": "prod", "associationId": "a-2"}, response=association("a-2", "jobs", "batch", "batch"),
+               **eks),
+        change(rng, NOW - timedelta(minutes=20), "UpdatePodIdentityAssociation",
+               {"clusterName": "prod", "associationId": "a-3", "roleArn": role + "front"},
+               response=association("a-3", "web", "front", "front"), **eks),
+    ]})], origin="test")
+    today = Inventory(clusters=[Cluster("prod", REGION, ACCOUNT, f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/prod", None,
+                                        pod_identity_associations=[
+                                            PodIdentityAssociation("payments", "api", role + "api", "a-1"),
+                                            PodIdentityAssociation("web", "front", role + "front", "a-3")])])
+    then, judged = associations_as_of(today, "prod", collect_changes(store, WINDOW), moment)
+    assert sorted((a.association_id, a.namespace, a.service_account, a.role_arn)
+                  for a in then.cluster("prod").pod_identity_associations) == [
+        ("a-2", "jobs", "batch", role + "batch"), ("a-3", "web", "front", role + "front-old")]
+    assert judged.as_of == moment and not judged.unread
+    # An update whose earlier role is not recorded leaves the associations unread, not today's.
+    then, judged = associations_as_of(today, "prod", collect_changes(store, Window(NOW - timedelta(hours=3), NOW),
+                                                                     lookback=timedelta(0)), moment)
+    assert then.cluster("prod").pod_identity_associations == []
+    assert "pod_identity" in then.cluster("prod").gaps and judged.unread
+
+
+def test_a_trust_policy_changed_after_the_failures_with_no_earlier_version_asserts_no_cause(store):
+    """The trust policy was replaced after the last failure and the version in force then is
+    not in the store: today's (which refuses the token) did not refuse those calls."""
+    rng = random.Random(31)
+    changed = NOW - timedelta(minutes=30)
+    records = [
+        *failing(rng, NOW - timedelta(hours=2), changed - timedelta(minutes=10)),
+        change(rng, changed, "UpdateAssumeRolePolicy", {"roleName": ROLE, "policyDocument": url_encoded(BROKEN)}),
+    ]
+    finding, document = explain(store, records, inventory(BROKEN))
+    assert finding.cause == "UNEXPLAINED", finding.explanation
+    assert finding.explanation.startswith(
+        f"Today's configuration would give TRUST_SUBJECT_MISMATCH, but the trust policy of {ROLE} changed at 14:30 UTC")
+    assert f"Would settle it: the trust policy of {ROLE} as it was at 2026-11-28 13:00:00Z" in finding.explanation
+    assert document["policy_as_of"] is None
+
+
+def test_failures_that_went_on_after_the_change_are_judged_by_todays_policy(store):
+    rng = random.Random(32)
+    changed = NOW - timedelta(hours=1)
+    records = [
+        *failing(rng, NOW - timedelta(hours=2), NOW - timedelta(minutes=5)),
+        change(rng, changed, "UpdateAssumeRolePolicy", {"roleName": ROLE, "policyDocument": url_encoded(BROKEN)}),
+    ]
+    finding, document = explain(store, records, inventory(BROKEN))
+    assert finding.cause == "TRUST_SUBJECT_MISMATCH", finding.explanation
+    assert document["status"] == "ongoing"
+    assert "Unknown: the trust policy of payments-api before the trust policy was updated at 14:00 UTC" \
+        in finding.explanation

@@ -401,6 +401,12 @@ class PolicyLayers:
             return None, None
         return org, "/".join([org, *reversed(path[1:])]) + "/"
 
+    def org_path(self, account: str) -> list[str] | None:
+        """[account, parent OU, …, root] as the organization tree read says, or None when
+        it does not reach the root (the tree was not read, or not all of it)."""
+        path, missing = self._path(account)
+        return None if missing else path
+
     def _path(self, account: str) -> tuple[list[str], str]:
         """[account, parent, …, root], or what is missing to know it."""
         path = [account]

@@ -11,15 +11,20 @@ when a change came after its last failure (no failure followed it), else ``ongoi
 :func:`role_as_of` builds the role as it was at a failure: walking back from today's
 inventory through the recorded changes, the trust policy set by the last
 ``CreateRole``/``UpdateAssumeRolePolicy`` and the inline policies set by the last
-``PutRolePolicy``/``DeleteRolePolicy`` before it; a ``DeleteRole`` not followed by a
-``CreateRole`` before it means the role did not exist.  A document changed since, whose
-earlier version the store does not hold, is unknown: said so, and judged as today.
+``PutRolePolicy``/``DeleteRolePolicy`` before it, the managed policies and their default
+versions, the permissions boundary; a ``DeleteRole`` not followed by a ``CreateRole`` before
+it means the role did not exist.  A trust or permission policy changed since, whose earlier
+version the store does not hold, is unknown: said so, and judged as today (a cause read
+from it alone is then not asserted: ``trailscan.explain.run``); a boundary is left unread.
+:mod:`trailscan.explain.as_of` does the same for the SCPs/RCPs, the OIDC provider and the
+Pod Identity associations; :func:`org_changes` picks the Organizations changes on an
+account's path.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +43,7 @@ __all__ = [
     "LOOKBACK",
     "AsOf",
     "ChangeEvent",
+    "accounts_of",
     "changes_for",
     "collect_changes",
     "describe",
@@ -54,6 +60,9 @@ _TRUST = ("CreateRole", "UpdateAssumeRolePolicy")
 _INLINE = ("PutRolePolicy", "DeleteRolePolicy")
 _LIFECYCLE = ("CreateRole", "DeleteRole")
 _ATTACH = ("AttachRolePolicy", "DetachRolePolicy")
+_BOUNDARY = ("PutRolePermissionsBoundary", "DeleteRolePermissionsBoundary")
+_ORGANIZATIONS = "organizations.amazonaws.com"
+PLACEMENT = ("AttachPolicy", "DetachPolicy")
 
 #: How a change reads in a sentence ("stopped after the trust policy was updated at 14:29").
 _WORDS = {
@@ -70,6 +79,9 @@ _WORDS = {
     "SetDefaultPolicyVersion": "the default policy version was changed",
     "CreateOpenIDConnectProvider": "the OIDC provider was created",
     "DeleteOpenIDConnectProvider": "the OIDC provider was deleted",
+    "AddClientIDToOpenIDConnectProvider": "an audience was added to the OIDC provider",
+    "RemoveClientIDFromOpenIDConnectProvider": "an audience was removed from the OIDC provider",
+    "UpdateOpenIDConnectProviderThumbprint": "the OIDC provider's thumbprints were updated",
     "CreatePodIdentityAssociation": "the Pod Identity association was created",
     "UpdatePodIdentityAssociation": "the Pod Identity association was updated",
     "DeletePodIdentityAssociation": "the Pod Identity association was deleted",
@@ -101,6 +113,13 @@ class ChangeEvent:
     document: str | None
     version_id: str | None = None
     set_as_default: bool = False
+    org_target: str | None = None  # the root, OU or account an SCP/RCP was attached to or detached from
+    client_id: str | None = None  # the audience added to or removed from an OIDC provider
+    client_ids: tuple[str, ...] | None = None  # the audiences an OIDC provider was created with
+    association_id: str | None = None
+    association_role_arn: str | None = None
+    namespace: str | None = None  # a Pod Identity association's service account
+    service_account: str | None = None
 
     @property
     def time(self) -> datetime:
@@ -124,12 +143,23 @@ def utc(moment: datetime) -> datetime:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
-def _issuer(value: str | None) -> str | None:
+def issuer_key(value: str | None) -> str | None:
     if not value:
         return None
     if ":oidc-provider/" in value:
         value = value.split(":oidc-provider/", 1)[1]
     return value.removeprefix("https://").rstrip("/").lower() or None
+
+
+def _strings(text: str | None) -> tuple[str, ...] | None:
+    """A JSON list of strings (``clientIDList``), or None when absent or not one."""
+    if not text:
+        return None
+    try:
+        value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return tuple(str(v) for v in value) if isinstance(value, list) else None
 
 
 def collect_changes(
@@ -152,7 +182,7 @@ def collect_changes(
             role_name=r["role_name"],
             policy_arn=r["policy_arn"],
             policy_name=r["policy_name"],
-            provider=_issuer(r["provider_arn"] or r["provider_url"]),
+            provider=issuer_key(r["provider_arn"] or r["provider_url"]),
             cluster=r["cluster"],
             association_role=association.rsplit("/", 1)[-1] if association else None,
             bucket=r["bucket"],
@@ -160,6 +190,13 @@ def collect_changes(
             document=r["document"],
             version_id=r["version_id"],
             set_as_default=str(r["set_as_default"]).lower() == "true",
+            org_target=r["org_target"],
+            client_id=r["client_id"],
+            client_ids=_strings(r["client_ids"]),
+            association_id=r["association_id"],
+            association_role_arn=association,
+            namespace=r["namespace"],
+            service_account=r["service_account"],
         ))
     return found
 
@@ -173,10 +210,18 @@ def changes_for(
     cluster: str | None = None,
     role: Role | None = None,
     resources: str | None = None,
+    layers: PolicyLayers | None = None,
+    accounts: Iterable[str] = (),
 ) -> list[ChangeEvent]:
-    """The changes of *changes* that touched this configuration, oldest first."""
+    """The changes of *changes* that touched this configuration, oldest first.  For a
+    denied call, the Organizations changes on the path of *accounts* when *layers* hold the
+    organization's tree (else every one: an SCP binds every account below its target)."""
+    organization: set[int] = set()
+    if kind == "denied_call":
+        layers = layers or PolicyLayers()
+        organization = {id(c) for c in org_changes(changes, layers, org_targets(layers, accounts))}
     role_name = role_arn.rsplit("/", 1)[-1] if role_arn and ":role/" in role_arn else None
-    issuer = _issuer(provider)
+    issuer = issuer_key(provider)
     policy_arns = set(role.attached_policy_arns) if role else set()
     if role and role.boundary_arn:
         policy_arns.add(role.boundary_arn)
@@ -194,13 +239,45 @@ def changes_for(
             picked.append(c)
         elif c.policy_arn and c.policy_arn in policy_arns and source == "iam.amazonaws.com":
             picked.append(c)
-        elif kind == "denied_call" and source == "organizations.amazonaws.com":
-            picked.append(c)  # SCPs bind every account below where they are attached
+        elif id(c) in organization:
+            picked.append(c)
         elif c.bucket and f"arn:aws:s3:::{c.bucket}" in resources:
             picked.append(c)
         elif c.key_id and c.key_id.rsplit("/", 1)[-1] in resources:
             picked.append(c)
     return picked
+
+
+def accounts_of(*texts: object) -> set[str]:
+    """The AWS account ids named in *texts* (ARNs, a resources list's JSON, an account id)."""
+    found: set[str] = set()
+    for text in texts:
+        if isinstance(text, str):
+            found.update(re.findall(r"(?<![\d])(\d{12})(?![\d])", text))
+    return found
+
+
+def org_targets(layers: PolicyLayers, accounts: Iterable[str]) -> set[str] | None:
+    """Every root, OU and account on the paths of *accounts*; None when no path is known."""
+    targets: set[str] = set()
+    for account in accounts:
+        path = layers.org_path(account)
+        if path:
+            targets.update(path)
+    return targets or None
+
+
+def org_changes(changes: Iterable[ChangeEvent], layers: PolicyLayers, targets: set[str] | None
+                ) -> list[ChangeEvent]:
+    """The Organizations changes that bear on *targets* (an account's path): a policy attached
+    to or detached from one of them, or the content of a policy attached to one (today, or
+    by a recorded ``AttachPolicy``).  With no path known, all of them."""
+    mine = [c for c in changes if c.change.event_source == _ORGANIZATIONS]
+    if targets is None:
+        return mine
+    on_path = {pid for (target, _), ids in layers.attached.items() if target in targets for pid in ids}
+    on_path |= {c.policy_arn for c in mine if c.name in PLACEMENT and c.org_target in targets and c.policy_arn}
+    return [c for c in mine if (c.org_target in targets if c.name in PLACEMENT else c.policy_arn in on_path)]
 
 
 def status_of(changes: Sequence[ChangeEvent], first_seen: datetime, last_seen: datetime
@@ -240,19 +317,32 @@ class AsOf:
     role: Role | None
     as_of: datetime | None
     missing: bool = False
-    unknown: tuple[str, ...] = ()
+    unknown: tuple[str, ...] = ()  #: not in the store: judged against today's
     used: tuple[ChangeEvent, ...] = ()
+    unread: tuple[str, ...] = ()  #: not in the store: left unread, so no verdict rests on it
+    #: (part, time of its last change): a part judged as today though it changed after the
+    #: failure — ``trust`` (the trust policy) or ``identity`` (an inline or managed policy)
+    unsettled: tuple[tuple[str, datetime], ...] = ()
+
+    def plus(self, other: AsOf) -> AsOf:
+        """This judgement and *other*'s (of another part of the configuration) as one."""
+        times = [t for t in (self.as_of, other.as_of) if t is not None]
+        return AsOf(self.role, max(times) if times else None, self.missing, (*self.unknown, *other.unknown),
+                    (*self.used, *other.used), (*self.unread, *other.unread), (*self.unsettled, *other.unsettled))
 
 
-def role_as_of(role: Role | None, role_arn: str, changes: Iterable[ChangeEvent], moment: datetime) -> AsOf:
-    """The role *role* (today's; None when the inventory has none) as it was at *moment*."""
+def role_as_of(role: Role | None, role_arn: str, changes: Iterable[ChangeEvent], moment: datetime,
+               *, managed: Mapping[str, Any] | None = None) -> AsOf:
+    """The role *role* (today's; None when the inventory has none) as it was at *moment*;
+    *managed*: the managed policies read (ARN → :class:`~trailscan.policy.NamedPolicy`), where
+    a boundary it had then and has no longer may be found."""
     name = role_arn.rsplit("/", 1)[-1]
     mine = [c for c in changes if c.role_name == name and c.change.event_source == "iam.amazonaws.com"]
     before = [c for c in mine if c.time <= moment]
     after = [c for c in mine if c.time > moment]
     changes = list(changes)
     versions = _version_changes(role, changes, moment)
-    if not versions and not any(c.name in (*_TRUST, *_INLINE, *_LIFECYCLE, *_ATTACH) for c in after):
+    if not versions and not any(c.name in (*_TRUST, *_INLINE, *_LIFECYCLE, *_ATTACH, *_BOUNDARY) for c in after):
         return AsOf(role, None)
     lifecycle = [c for c in before if c.name in _LIFECYCLE]
     if lifecycle and lifecycle[-1].name == "DeleteRole":
@@ -261,6 +351,7 @@ def role_as_of(role: Role | None, role_arn: str, changes: Iterable[ChangeEvent],
         return AsOf(None, None, unknown=(f"the role {name} as it was at the failure (it is not in today's inventory)",))
     used: list[ChangeEvent] = []
     unknown: list[str] = []
+    unsettled: list[tuple[str, datetime]] = []
     trust = role.trust_policy
     if any(c.name in _TRUST for c in after):
         set_by = [c for c in before if c.name in _TRUST]
@@ -269,6 +360,7 @@ def role_as_of(role: Role | None, role_arn: str, changes: Iterable[ChangeEvent],
             trust, _ = document, used.append(set_by[-1])
         else:
             unknown.append(f"the trust policy of {name} before {sentence(next(c for c in after if c.name in _TRUST))}")
+            unsettled.append(("trust", max(c.time for c in after if c.name in _TRUST)))
     created = lifecycle[-1] if lifecycle and lifecycle[-1].name == "CreateRole" else None
     policies = list(role.policies)
     for policy_name in dict.fromkeys(c.policy_name for c in after if c.name in _INLINE and c.policy_name):
@@ -282,6 +374,7 @@ def role_as_of(role: Role | None, role_arn: str, changes: Iterable[ChangeEvent],
             policies, _ = others, used.append(created)  # the role was created without it
         else:
             unknown.append(f"the inline policy {policy_name} of {name} as it was at the failure")
+            unsettled.append(("identity", max(c.time for c in after if c.name in _INLINE and c.policy_name == policy_name)))
     attached = list(role.attached_policy_arns)
     inferred = False
     for arn in dict.fromkeys(c.policy_arn for c in after if c.name in _ATTACH and c.policy_arn):
@@ -302,23 +395,69 @@ def role_as_of(role: Role | None, role_arn: str, changes: Iterable[ChangeEvent],
                 inferred = True
         else:
             unknown.append(f"the managed policy {arn}, attached to {name} at the failure and detached since")
+            unsettled.append(("identity", max(c.time for c in after if c.name in _ATTACH and c.policy_arn == arn)))
     for arn, later in versions.items():
         document, set_by, why = _default_version_at(arn, changes, moment)
         if document is None:
             unknown.append(why or f"the default version of {arn} at the failure, before {sentence(later)}")
+            unsettled.append(("identity", max(c.time for c in changes if c.name in _VERSIONS and c.policy_arn == arn)))
             continue
         short = arn.rsplit("/", 1)[-1]
         policies = [(n, document if n == short else d) for n, d in policies]
         used.append(set_by)
-    if not used:
-        return AsOf(role, None, unknown=tuple(unknown))
-    judged = replace(role, trust_policy=trust, policies=policies, attached_policy_arns=attached)
+    unread: list[str] = []
+    boundary_arn, boundary_document = role.boundary_arn, role.permissions_boundary
+    if (boundary := _boundary_at(role, before, after, changes, moment, managed or {})) is not None:
+        (boundary_arn, boundary_document), set_by, why = boundary
+        if set_by is not None:
+            used.append(set_by)
+        else:  # known only to have changed since: the configuration at the failure, its boundary unread
+            inferred = True
+        if why:
+            unread.append(why)
+    if not used and not unread:
+        return AsOf(role, None, unknown=tuple(unknown), unsettled=tuple(unsettled))
+    judged = replace(role, trust_policy=trust, policies=policies, attached_policy_arns=attached,
+                     boundary_arn=boundary_arn, permissions_boundary=boundary_document)
     # A configuration known only from a later change ("attached since") is the one at the failure.
     times = [c.time for c in used if c.time <= moment] + ([moment] if inferred else [])
-    return AsOf(judged, max(times), unknown=tuple(unknown), used=tuple(used))
+    return AsOf(judged, max(times), unknown=tuple(unknown), used=tuple(used), unread=tuple(unread),
+                unsettled=tuple(unsettled))
 
 
 _VERSIONS = ("CreatePolicyVersion", "SetDefaultPolicyVersion")
+
+
+def _boundary_at(role: Role, before: list[ChangeEvent], after: list[ChangeEvent], changes: list[ChangeEvent],
+                 moment: datetime, managed: Mapping[str, Any]
+                 ) -> tuple[tuple[str | None, dict[str, Any] | None], ChangeEvent | None, str | None] | None:
+    """The permissions boundary of *role* at *moment* when one was set or removed since:
+    ``((ARN, document), the change it rests on, what is unknown)``; None: as today.
+
+    The last ``PutRolePermissionsBoundary``/``DeleteRolePermissionsBoundary`` (or the
+    ``CreateRole``) before says which ARN; its document is today's when it is the same ARN,
+    else the managed policy read or the version recorded.  A boundary whose ARN or document
+    is unknown is left *unread* (an ARN without a document), so no verdict rests on it."""
+    later = next((c for c in after if c.name in _BOUNDARY), None)
+    if later is None:
+        return None
+    set_by = next((c for c in reversed(before) if c.name in (*_BOUNDARY, "CreateRole")), None)
+    if set_by is None:
+        placeholder = "(its ARN then is not recorded)"
+        return (placeholder, None), None, (f"the permissions boundary of {role.name} before {sentence(later)} "
+                                           "(no change before the failure is recorded)")
+    arn = None if set_by.name == "DeleteRolePermissionsBoundary" else set_by.policy_arn
+    if arn is None:
+        return (None, None), set_by, None
+    if arn == role.boundary_arn and role.permissions_boundary is not None:
+        return (arn, role.permissions_boundary), set_by, None
+    read = managed.get(arn)
+    document = getattr(read, "document", None)
+    if document is None:
+        document, _, _ = _default_version_at(arn, changes, moment)
+    if document is None:
+        return (arn, None), set_by, f"the permissions boundary {arn} of {role.name} at the failure"
+    return (arn, document), set_by, None
 
 
 def _version_changes(role: Role | None, changes: list[ChangeEvent], moment: datetime) -> dict[str, ChangeEvent]:

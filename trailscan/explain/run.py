@@ -12,9 +12,11 @@ from dataclasses import replace
 from datetime import datetime
 
 from trailscan.arn import principal_name
+from trailscan.explain.as_of import associations_as_of, org_as_of, provider_as_of
 from trailscan.explain.changes import (
     AsOf,
     ChangeEvent,
+    accounts_of,
     changes_for,
     describe,
     inventory_as_of,
@@ -39,6 +41,9 @@ __all__ = ["SAMPLES", "explain_failures", "explain_store"]
 
 #: Where IAM, global STS and Organizations record their events.
 GLOBAL_REGION = "us-east-1"
+
+#: Changes that take away what a workload needs: a failure that stops after one was not fixed by it.
+_REMOVALS = frozenset({"DeleteRole", "DeleteOpenIDConnectProvider", "DeleteCluster", "DeletePodIdentityAssociation"})
 
 #: How many event ids a finding carries as samples.
 SAMPLES = 5
@@ -163,30 +168,74 @@ def _group_role(group: FailureGroup) -> str | None:
 
 
 def _judge(evidence: Evidence, group: FailureGroup, changes: list[ChangeEvent]) -> tuple[Verdict, AsOf | None]:
-    """The group's verdict, judged against its role (and, for a denied call, the bucket or key
-    policy it was refused on) as they were at its first failure when a recorded change has
-    changed them since; else against today's inventory."""
+    """The group's verdict, judged against the configuration as it was at its first failure
+    where a recorded change has changed it since — its role; for a denied call, the bucket or
+    key policy it was refused on and the SCPs/RCPs on its accounts' paths; for IRSA, the
+    cluster's OIDC provider; for Pod Identity, the cluster's associations — else against
+    today's inventory."""
     if not changes:
         return _DECIDE[group.kind](evidence, group), None
+    moment = group.first_seen
     role_arn = _group_role(group)
-    found = role_as_of(evidence.inv.role(role_arn), role_arn, changes, group.first_seen) if role_arn else AsOf(None, None)
     inventory = evidence.inv
-    if role_arn and found.as_of is not None:
-        inventory = inventory_as_of(inventory, role_arn, found)
-    resources = group.get("resources")
-    if group.kind == "denied_call" and isinstance(resources, str):
-        layers, used, unknown = resources_as_of(inventory.layers, resources, changes, group.first_seen)
-        if layers is not None:
-            inventory = replace(inventory, layers=layers)
-        if used or unknown:
-            times = [t for t in (found.as_of, *(c.time for c in used)) if t is not None]
-            found = AsOf(found.role, max(times) if times else None, found.missing, (*found.unknown, *unknown),
-                         (*found.used, *used))
+    found = AsOf(None, None)
+    if role_arn:
+        found = role_as_of(inventory.role(role_arn), role_arn, changes, moment, managed=inventory.layers.managed)
+        if found.as_of is not None:
+            inventory = inventory_as_of(inventory, role_arn, found)
+    if group.kind == "denied_call":
+        resources = group.get("resources")
+        text = resources if isinstance(resources, str) else ""
+        layers, used, unknown = resources_as_of(inventory.layers, text, changes, moment)
+        inventory = replace(inventory, layers=layers) if layers is not None else inventory
+        found = found.plus(AsOf(None, max((c.time for c in used), default=None), unknown=unknown, used=used))
+        accounts = accounts_of(role_arn, group.get("identity_arn"), group.get("account_id"), text)
+        layers, part = org_as_of(inventory.layers, changes, moment, accounts)
+        inventory = replace(inventory, layers=layers) if layers is not None else inventory
+        found = found.plus(part)
+    elif group.kind == "irsa" and role_arn and group.get("identity_provider"):
+        then, part = provider_as_of(inventory, group.get("identity_provider"), role_arn.split(":")[4], changes, moment)
+        inventory, found = then or inventory, found.plus(part)
+    elif group.kind == "pod_identity" and group.get("cluster"):
+        then, part = associations_as_of(inventory, group.get("cluster"), changes, moment)
+        inventory, found = then or inventory, found.plus(part)
     if inventory is evidence.inv:
-        return _DECIDE[group.kind](evidence, group), found if found.unknown else None
-    then = copy.copy(evidence)
-    then.inv = inventory
-    return _DECIDE[group.kind](then, group), found
+        verdict = _DECIDE[group.kind](evidence, group)
+        return _unsettled(verdict, found, group), found if found.unknown or found.unread else None
+    then_evidence = copy.copy(evidence)
+    then_evidence.inv = inventory
+    return _unsettled(_DECIDE[group.kind](then_evidence, group), found, group), found
+
+
+#: The causes read from a part of the role's configuration (not from AWS's own message).
+_RESTS_ON = {
+    "trust": frozenset({"TRUST_PROVIDER_MISMATCH", "TRUST_ACTION_MISSING", "TRUST_SUBJECT_MISMATCH"}),
+    "identity": frozenset({"MISSING_PERMISSION"}),
+}
+_PART = {"trust": "trust policy", "identity": "permission policies"}
+
+
+def _unsettled(verdict: Verdict, found: AsOf, group: FailureGroup) -> Verdict:
+    """*verdict*, or ``UNEXPLAINED`` when it rests on a part of the role that changed after
+    every one of the group's failures and whose version then the store does not hold: today's
+    version of it did not refuse those calls, so it is not asserted as their cause."""
+    changed = [(part, when) for part, when in found.unsettled
+               if verdict.cause in _RESTS_ON.get(part, ()) and when > group.last_seen]
+    if not changed:
+        return verdict
+    part, when = max(changed, key=lambda item: item[1])
+    what = f"the {_PART[part]} of {verdict.role_arn.rsplit('/', 1)[-1] if verdict.role_arn else 'the role'}"
+    settle = (f"{what} as it was at {group.first_seen.strftime('%Y-%m-%d %H:%M:%SZ')} (the CloudTrail record of the "
+              "change that set it, or AWS Config's history of the role)")
+    return replace(
+        verdict,
+        cause="UNEXPLAINED",
+        explanation=(f"Today's configuration would give {verdict.cause}, but {what} changed at "
+                     f"{when.strftime('%H:%M')} UTC, after these failures, and its version then is not in the store: "
+                     f"what it said is not known, so no cause is asserted. Would settle it: {settle}. Today's reading: "
+                     f"{verdict.explanation}"),
+        fix=f"Find {settle} and run again. If today's {_PART[part]} is still wrong:\n{verdict.fix}",
+    )
 
 
 def _what_changed(members: list[tuple[FailureGroup, Verdict]], verdict: Verdict, context: _Context,
@@ -205,6 +254,9 @@ def _what_changed(members: list[tuple[FailureGroup, Verdict]], verdict: Verdict,
         cluster=verdict.workload.cluster or group.get("cluster"),
         role=context.inventory.role(role_arn) if role_arn else None,
         resources=resources if isinstance(resources, str) else None,
+        layers=context.inventory.layers,
+        accounts=accounts_of(role_arn, group.get("identity_arn"), group.get("account_id"),
+                             resources if isinstance(resources, str) else None),
     )
     status, began, stopped = status_of(picked, first_seen, last_seen)
     judged = [context.judged[id(g)] for g, _ in members if id(g) in context.judged]
@@ -223,11 +275,23 @@ def _what_changed(members: list[tuple[FailureGroup, Verdict]], verdict: Verdict,
                          + (f", as set by {used}" if used else "") + (f", before {since}" if since else "") + ".")
         for unknown in j.unknown:
             words.append(f"Unknown: {unknown} is not in the store; judged against today's.")
+        for unread in j.unread:
+            words.append(f"Unknown: {unread} is not in the store; left unread, so no cause rests on it.")
     fix_words = ""
     if stopped is not None:
         words.append(f"It stopped after {sentence(stopped)} ({describe(stopped)}): no failure followed.")
-        fix_words = (f"Already fixed: {sentence(stopped)} ({stopped.name} by {stopped.change.actor or 'an unknown caller'}),"
-                     " and no failure followed; nothing to do unless it comes back.")
+        if stopped.name in _REMOVALS:  # it took away what the calls need: they stopped, not it
+            fix_words = (f"No failure came after {sentence(stopped)} ({stopped.name} by "
+                         f"{stopped.change.actor or 'an unknown caller'}), but that change removes what these calls "
+                         "need rather than fixing them: the workload most likely stopped calling. If it runs again:")
+        elif verdict.cause == "UNEXPLAINED":  # no cause established: nor that the change fixed it
+            fix_words = (f"No failure came after {sentence(stopped)} ({stopped.name} by "
+                         f"{stopped.change.actor or 'an unknown caller'}); whether that change fixed it is not "
+                         "established. If it comes back:")
+        else:
+            fix_words = (f"Already fixed: {sentence(stopped)} ({stopped.name} by "
+                         f"{stopped.change.actor or 'an unknown caller'}), and no failure followed; nothing to do "
+                         "unless it comes back.")
     return {
         "status": status,
         "changes": tuple(c.change for c in picked),
