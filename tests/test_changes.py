@@ -13,6 +13,7 @@ import random
 import urllib.parse
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from click.testing import CliRunner
 
 from trailscan.cli import main
@@ -636,32 +637,28 @@ def test_pod_identity_associations_are_walked_back_to_the_failure(store):
     assert "pod_identity" in then.cluster("prod").gaps and judged.unread
 
 
-def test_a_trust_policy_changed_after_the_failures_with_no_earlier_version_asserts_no_cause(store):
-    """The trust policy was replaced after the last failure and the version in force then is
-    not in the store: today's (which refuses the token) did not refuse those calls."""
+@pytest.mark.parametrize(("last_failure", "expected"), [
+    (timedelta(minutes=40), "UNEXPLAINED"),  # every failure came before the change
+    (timedelta(minutes=5), "TRUST_SUBJECT_MISMATCH"),  # failures went on under today's policy
+])
+def test_a_trust_policy_changed_since_with_no_earlier_version_recorded(store, last_failure, expected):
+    """The trust policy was replaced at 14:30 and the version in force before is not in the
+    store. Today's (which refuses the token) did not refuse failures that all came before the
+    change: no cause is asserted. Failures that went on after it were refused by today's."""
     rng = random.Random(31)
-    changed = NOW - timedelta(minutes=30)
     records = [
-        *failing(rng, NOW - timedelta(hours=2), changed - timedelta(minutes=10)),
-        change(rng, changed, "UpdateAssumeRolePolicy", {"roleName": ROLE, "policyDocument": url_encoded(BROKEN)}),
+        *failing(rng, NOW - timedelta(hours=2), NOW - last_failure),
+        change(rng, NOW - timedelta(minutes=30), "UpdateAssumeRolePolicy",
+               {"roleName": ROLE, "policyDocument": url_encoded(BROKEN)}),
     ]
     finding, document = explain(store, records, inventory(BROKEN))
-    assert finding.cause == "UNEXPLAINED", finding.explanation
-    assert finding.explanation.startswith(
-        f"Today's configuration would give TRUST_SUBJECT_MISMATCH, but the trust policy of {ROLE} changed at 14:30 UTC")
-    assert f"Would settle it: the trust policy of {ROLE} as it was at 2026-11-28 13:00:00Z" in finding.explanation
+    assert finding.cause == expected, finding.explanation
     assert document["policy_as_of"] is None
-
-
-def test_failures_that_went_on_after_the_change_are_judged_by_todays_policy(store):
-    rng = random.Random(32)
-    changed = NOW - timedelta(hours=1)
-    records = [
-        *failing(rng, NOW - timedelta(hours=2), NOW - timedelta(minutes=5)),
-        change(rng, changed, "UpdateAssumeRolePolicy", {"roleName": ROLE, "policyDocument": url_encoded(BROKEN)}),
-    ]
-    finding, document = explain(store, records, inventory(BROKEN))
-    assert finding.cause == "TRUST_SUBJECT_MISMATCH", finding.explanation
-    assert document["status"] == "ongoing"
-    assert "Unknown: the trust policy of payments-api before the trust policy was updated at 14:00 UTC" \
+    assert f"Unknown: the trust policy of {ROLE} before the trust policy was updated at 14:30 UTC" \
         in finding.explanation
+    if expected == "UNEXPLAINED":
+        assert finding.explanation.startswith(f"Today's configuration would give TRUST_SUBJECT_MISMATCH, but the trust "
+                                              f"policy of {ROLE} changed at 14:30 UTC")
+        assert f"Would settle it: the trust policy of {ROLE} as it was at 2026-11-28 13:00:00Z" in finding.explanation
+    else:
+        assert document["status"] == "ongoing"
