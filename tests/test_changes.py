@@ -651,14 +651,42 @@ def test_a_trust_policy_changed_since_with_no_earlier_version_recorded(store, la
         change(rng, NOW - timedelta(minutes=30), "UpdateAssumeRolePolicy",
                {"roleName": ROLE, "policyDocument": url_encoded(BROKEN)}),
     ]
-    finding, document = explain(store, records, inventory(BROKEN))
-    assert finding.cause == expected, finding.explanation
-    assert document["policy_as_of"] is None
-    assert f"Unknown: the trust policy of {ROLE} before the trust policy was updated at 14:30 UTC" \
-        in finding.explanation
-    if expected == "UNEXPLAINED":
-        assert finding.explanation.startswith(f"Today's configuration would give TRUST_SUBJECT_MISMATCH, but the trust "
-                                              f"policy of {ROLE} changed at 14:30 UTC")
-        assert f"Would settle it: the trust policy of {ROLE} as it was at 2026-11-28 13:00:00Z" in finding.explanation
-    else:
-        assert document["status"] == "ongoing"
+    store.ingest_documents([json.dumps({"Records": records})], origin="test")
+    report = explain_store(store, inventory(BROKEN), window=WINDOW)
+    documents = findings_document(report, NOW)["findings"]
+    # The failures before the change: no cause asserted, whether or not failures followed.
+    [before] = [f for f in report.findings if f.first_seen < NOW - timedelta(minutes=30)]
+    assert before.cause == "UNEXPLAINED", before.explanation
+    assert before.explanation.startswith(f"Today's configuration would give TRUST_SUBJECT_MISMATCH, but the trust "
+                                         f"policy of {ROLE} changed at 14:30 UTC")
+    assert f"Would settle it: the trust policy of {ROLE} as it was at 2026-11-28 13:00:00Z" in before.explanation
+    assert f"Unknown: the trust policy of {ROLE} before the trust policy was updated at 14:30 UTC" in before.explanation
+    assert before.status == ("stopped" if expected == "UNEXPLAINED" else "ongoing")
+    assert all(d["policy_as_of"] is None for d in documents)
+    # Those after it were refused by today's, which is in force since.
+    after = [f for f in report.findings if f.first_seen >= NOW - timedelta(minutes=30)]
+    assert [(f.cause, f.status) for f in after] == ([] if expected == "UNEXPLAINED" else [(expected, "ongoing")])
+
+
+def test_failures_spanning_a_change_are_each_judged_by_the_policy_then(store):
+    """Broken at 12:00 (the wrong subject), changed at 13:30 to a policy that drops the web
+    identity action, failing throughout: each failure gets the cause of the policy in force
+    when it happened, both ongoing (the workload kept failing)."""
+    no_action = trust()
+    no_action["Statement"][0]["Action"] = "sts:AssumeRole"
+    rng = random.Random(33)
+    broke, changed = NOW - timedelta(hours=3), NOW - timedelta(minutes=90)
+    records = [
+        change(rng, broke, "UpdateAssumeRolePolicy", {"roleName": ROLE, "policyDocument": url_encoded(BROKEN)}),
+        *failing(rng, broke + timedelta(minutes=5), NOW - timedelta(minutes=5)),
+        change(rng, changed, "UpdateAssumeRolePolicy", {"roleName": ROLE, "policyDocument": url_encoded(no_action)}),
+    ]
+    store.ingest_documents([json.dumps({"Records": records})], origin="test")
+    report = explain_store(store, inventory(no_action), window=WINDOW)
+    found = sorted((f.first_seen, f.last_seen, f.cause, f.status, f.count) for f in report.findings)
+    assert found == [
+        (broke + timedelta(minutes=5), changed - timedelta(minutes=5), "TRUST_SUBJECT_MISMATCH", "ongoing", 9),
+        (changed + timedelta(minutes=5), NOW - timedelta(minutes=5), "TRUST_ACTION_MISSING", "ongoing", 9),
+    ]
+    earlier = min(report.findings, key=lambda f: f.first_seen)
+    assert earlier.policy_as_of == broke

@@ -11,8 +11,9 @@ another session's key) back to where they start, one filtered scan a hop.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import bisect
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -56,7 +57,12 @@ _AGGREGATES = """
     min(hits.event_time) AS first_seen,
     max(hits.event_time) AS last_seen,
     list(DISTINCT hits.aws_region) FILTER (WHERE hits.aws_region IS NOT NULL) AS regions,
-    list(hits.event_id ORDER BY hits.event_time DESC) AS event_ids"""
+    list(hits.event_id ORDER BY hits.event_time DESC, hits.event_id) AS event_ids,
+    list(hits.event_time ORDER BY hits.event_time DESC, hits.event_id) AS event_times,
+    list(hits.aws_region ORDER BY hits.event_time DESC, hits.event_id) AS event_regions"""
+
+_AGGREGATED = frozenset({"events", "first_seen", "last_seen", "regions", "event_ids", "event_times", "event_regions"})
+
 
 def _uniform(expression: str, name: str) -> str:
     """A per-group extra that says whether the group's events agree on *expression*: the
@@ -136,9 +142,37 @@ class FailureGroup:
     last_seen: datetime
     regions: tuple[str, ...]
     event_ids: tuple[str, ...]
+    #: Each event's time and region, newest first, as ``event_ids`` (empty: not read).
+    event_times: tuple[datetime, ...] = ()
+    event_regions: tuple[str | None, ...] = ()
 
     def get(self, name: str) -> Any:
         return self.fields.get(name)
+
+    def split(self, moments: Iterable[datetime]) -> list[FailureGroup]:
+        """The group cut at *moments* (changes): the events at or after one and before the
+        next are a group of their own, oldest first.  Unsplit without the events' times."""
+        inside = sorted({m for m in moments if self.first_seen < m <= self.last_seen})
+        if not inside or len(self.event_times) != len(self.event_ids):
+            return [self]
+        epochs: dict[int, list[int]] = {}
+        for index, moment in enumerate(self.event_times):
+            epochs.setdefault(bisect.bisect_right(inside, utc(moment)), []).append(index)
+        return [self._part(indexes) for _, indexes in sorted(epochs.items())]
+
+    def _part(self, indexes: list[int]) -> FailureGroup:
+        times = [utc(self.event_times[i]) for i in indexes]
+        regions = self.event_regions if len(self.event_regions) == len(self.event_ids) else ()
+        fields = dict(self.fields)
+        for name, value in self.fields.items():  # a per-group Uniform holding for every event holds for these
+            if isinstance(value, Mapping) and "same" in value and int(value.get("events") or 0) == self.events:
+                fields[name] = {**value, "events": len(indexes)}
+        return replace(
+            self, fields=fields, events=len(indexes), first_seen=min(times), last_seen=max(times),
+            regions=tuple(sorted({regions[i] for i in indexes if regions[i]})) if regions else self.regions,
+            event_ids=tuple(self.event_ids[i] for i in indexes), event_times=tuple(times),
+            event_regions=tuple(regions[i] for i in indexes) if regions else (),
+        )
 
 
 @dataclass(frozen=True)
@@ -274,12 +308,14 @@ def collect_failures(store: Store, window: Window | None = None, *, book: QueryB
             groups.append(
                 FailureGroup(
                     kind=kind,
-                    fields={k: v for k, v in record.items() if k not in ("events", "first_seen", "last_seen", "regions", "event_ids")},
+                    fields={k: v for k, v in record.items() if k not in _AGGREGATED},
                     events=int(record["events"]),
                     first_seen=utc(record["first_seen"]),
                     last_seen=utc(record["last_seen"]),
                     regions=tuple(sorted(r for r in record["regions"] or [] if r)),
                     event_ids=tuple(record["event_ids"] or ()),
+                    event_times=tuple(utc(t) for t in record["event_times"] or ()),
+                    event_regions=tuple(record["event_regions"] or ()),
                 )
             )
     keys = sorted({g.get("access_key_id") for g in groups if g.kind == "denied_call" and g.get("access_key_id")})

@@ -75,13 +75,22 @@ def explain_failures(
     evidence = Evidence(known, minted=failures.minted, has_inventory=inventory is not None, accepted=failures.accepted)
     merged: dict[tuple, list[tuple[FailureGroup, Verdict]]] = {}
     judged: dict[int, AsOf] = {}
-    for group in failures.groups:
+    # Each failure is judged against the configuration in force when it happened: a group
+    # whose failures span a change to what decides it is cut there, and each part judged.
+    groups = [part for group in failures.groups for part in group.split(
+        c.time for c in _changes_of(group, None, known, failures.changes))]
+    for group in groups:
         verdict, as_of = _judge(evidence, group, failures.changes)
         if as_of is not None:
             judged[id(group)] = as_of
         key = (group.kind, verdict.cause, verdict.workload, verdict.role_arn, verdict.action, _caller(verdict))
         merged.setdefault(key, []).append((group, verdict))
-    context = _Context(known, failures.changes, judged)
+    # A finding stops only when no failure of its workload and call followed, whatever its cause.
+    latest: dict[tuple, datetime] = {}
+    for key, members in merged.items():
+        subject = (key[0], *key[2:])
+        latest[subject] = max([latest.get(subject, members[0][0].last_seen), *(g.last_seen for g, _ in members)])
+    context = _Context(known, failures.changes, judged, latest)
     left_out: list[Finding] = []
     left_out_note = None
     outside = [] if all_principals else [key for key in merged if key[2].resolution == "not_eks"]
@@ -155,8 +164,11 @@ def _caller(verdict: Verdict) -> str | None:
 class _Context:
     """What findings are completed with: the inventory, the change events, the as-of judgements."""
 
-    def __init__(self, inventory: Inventory, changes: list[ChangeEvent], judged: dict[int, AsOf]) -> None:
+    def __init__(self, inventory: Inventory, changes: list[ChangeEvent], judged: dict[int, AsOf],
+                 latest: dict[tuple, datetime] | None = None) -> None:
         self.inventory, self.changes, self.judged = inventory, changes, judged
+        #: (kind, workload, role, action, caller) → the last failure of any cause
+        self.latest = latest or {}
 
 
 def _group_role(group: FailureGroup) -> str | None:
@@ -238,26 +250,34 @@ def _unsettled(verdict: Verdict, found: AsOf, group: FailureGroup) -> Verdict:
     )
 
 
+def _changes_of(group: FailureGroup, verdict: Verdict | None, inventory: Inventory, changes: list[ChangeEvent]
+                ) -> list[ChangeEvent]:
+    """The recorded changes to what decides *group* (its role, provider, cluster, policies,
+    SCPs, resource), oldest first."""
+    if not changes:
+        return []
+    role_arn = (verdict.role_arn if verdict else None) or _group_role(group)
+    resources = group.get("resources")
+    text = resources if isinstance(resources, str) else None
+    return changes_for(
+        changes,
+        kind=group.kind,
+        role_arn=role_arn,
+        provider=group.get("identity_provider"),
+        cluster=(verdict.workload.cluster if verdict else None) or group.get("cluster"),
+        role=inventory.role(role_arn) if role_arn else None,
+        resources=text,
+        layers=inventory.layers,
+        accounts=accounts_of(role_arn, group.get("identity_arn"), group.get("account_id"), text),
+    )
+
+
 def _what_changed(members: list[tuple[FailureGroup, Verdict]], verdict: Verdict, context: _Context,
                   first_seen: datetime, last_seen: datetime) -> dict:
     """status, changes, policy_as_of, and the words the explanation and fix gain."""
     if not context.changes:
         return {}
-    group = members[-1][0]
-    role_arn = verdict.role_arn or _group_role(group)
-    resources = group.get("resources")
-    picked = changes_for(
-        context.changes,
-        kind=group.kind,
-        role_arn=role_arn,
-        provider=group.get("identity_provider"),
-        cluster=verdict.workload.cluster or group.get("cluster"),
-        role=context.inventory.role(role_arn) if role_arn else None,
-        resources=resources if isinstance(resources, str) else None,
-        layers=context.inventory.layers,
-        accounts=accounts_of(role_arn, group.get("identity_arn"), group.get("account_id"),
-                             resources if isinstance(resources, str) else None),
-    )
+    picked = _changes_of(members[-1][0], verdict, context.inventory, context.changes)
     status, began, stopped = status_of(picked, first_seen, last_seen)
     judged = [context.judged[id(g)] for g, _ in members if id(g) in context.judged]
     as_of = min((j.as_of for j in judged if j.as_of is not None), default=None)
@@ -308,7 +328,11 @@ def _finding(members: list[tuple[FailureGroup, Verdict]], context: _Context | No
     latest_group, verdict = members[0]
     event_ids = [event_id for group, _ in members for event_id in group.event_ids]
     first_seen = min(group.first_seen for group, _ in members)
-    extra = _what_changed(members, verdict, context, first_seen, latest_group.last_seen) if context else {}
+    last_seen = latest_group.last_seen
+    if context:
+        subject = (latest_group.kind, verdict.workload, verdict.role_arn, verdict.action, _caller(verdict))
+        last_seen = max(last_seen, context.latest.get(subject, last_seen))
+    extra = _what_changed(members, verdict, context, first_seen, last_seen) if context else {}
     words, fix_words = extra.pop("words", ""), extra.pop("fix_words", "")
     return Finding(
         kind=latest_group.kind,
