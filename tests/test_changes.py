@@ -690,3 +690,62 @@ def test_failures_spanning_a_change_are_each_judged_by_the_policy_then(store):
     ]
     earlier = min(report.findings, key=lambda f: f.first_seen)
     assert earlier.policy_as_of == broke
+
+
+def test_scp_changes_unread_when_the_management_accounts_events_were_not(tmp_path):
+    """AWS Organizations records AttachPolicy and its kin in the management account: a member
+    account's events alone cannot show an SCP changed since, and a note says so."""
+    from tests.test_denied_layers import PROD
+    from tests.test_denied_layers import WINDOW as LAYERS_WINDOW
+    from tests.test_layers import MGMT, OU, organization_files
+    from trailscan.explain import collect_failures, explain_failures
+    from trailscan.findings import CoverageRow
+    from trailscan.inventory import authorization_details_inventory
+    from trailscan.kube import ServiceAccount
+    from trailscan.layers import load_policy_file
+    from trailscan.store import Store
+
+    trail, refuse = guard_trail()
+    refuse()
+    inv = authorization_details_inventory({"RoleDetailList": trail.roles, "Policies": []}, source="iam.json")
+    inv = inv.with_service_accounts([ServiceAccount("prod", "payments", "api")]).merge(
+        *(Inventory(layers=load_policy_file(value)) for value in organization_files(tmp_path)))
+
+    def notes(coverage: list[CoverageRow], records: list[dict]) -> list[str]:
+        with Store.open(":memory:") as store:
+            store.ingest_documents([json.dumps({"Records": records})], origin="test")
+            failures = collect_failures(store, LAYERS_WINDOW)
+        failures.coverage = coverage
+        return [n for n in explain_failures(failures, inv).notes if "AWS Organizations records" in n]
+
+    member = [CoverageRow("lookup", PROD, region, "complete", 1) for region in ("us-east-1", "eu-west-1")]
+    [note] = notes(member, trail.records)
+    assert note.startswith(f"changes: AWS Organizations records SCP and RCP changes in the management account ({MGMT})")
+    assert notes([*member, CoverageRow("s3", MGMT, "us-east-1", "complete", 1)], trail.records) == []
+    assert notes([CoverageRow("files", "", "", "complete", 1)], trail.records) == []  # whose events: not known
+    org_change(trail, LAYERS_WINDOW.start + timedelta(hours=1), "AttachPolicy", {"policyId": "p-x", "targetId": OU})
+    assert notes(member, trail.records) == []  # Organizations events were read
+
+
+def test_local_files_say_whether_us_east_1_was_read_by_their_events(tmp_path):
+    """Files do not say their regions in the coverage: the store's events do. The note that
+    the changes could not be read holds only when none of the window's events is of us-east-1."""
+    from trailscan.sources.files import ingest_files
+    from trailscan.store import Store
+
+    rng = random.Random(41)
+    failures = failing(rng, NOW - timedelta(hours=3), NOW - timedelta(hours=1))
+    elsewhere = api_call(rng, when=NOW - timedelta(hours=2), region="us-east-1", account=ACCOUNT,
+                         identity=iam_user_identity(ACCOUNT, "bob", "AKIABOB0000000000001"),
+                         event_source="iam.amazonaws.com", event_name="ListRoles")
+
+    def notes(records: list[dict]) -> list[str]:
+        path = tmp_path / f"{len(records)}.json"
+        path.write_text(json.dumps({"Records": records}))
+        with Store.open(":memory:") as store:
+            ingest_files(store, [str(path)])
+            report = explain_store(store, inventory(trust()), window=WINDOW)
+        return [n for n in report.notes if n.startswith("changes: no event of us-east-1 was read")]
+
+    assert len(notes(failures)) == 1
+    assert notes([*failures, elsewhere]) == []

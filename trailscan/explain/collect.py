@@ -256,6 +256,9 @@ class Failures:
     issued: dict[str, SessionPolicies] = field(default_factory=dict)
     #: The successful change events of the window and the day before it (trailscan.explain.changes).
     changes: list[Any] = field(default_factory=list)
+    #: Events of us-east-1 (where IAM and Organizations record) the store holds in the window,
+    #: counted when a source's coverage does not say its regions (local files); else None.
+    global_events: int | None = None
 
     @property
     def events(self) -> int:
@@ -327,6 +330,11 @@ def collect_failures(store: Store, window: Window | None = None, *, book: QueryB
                         accepted=_accepted(store, book, bounds), window_events=measured.events)
     failures.issued = _issued(store, book, keys, window)
     failures.changes = collect_changes(store, window, book=book) if groups else []
+    if groups and any(not row.region for row in measured.rows):
+        _, counted = store.query(
+            "SELECT count(*) FROM events WHERE aws_region = 'us-east-1' AND ($since IS NULL OR event_time >= $since) "
+            "AND ($until IS NULL OR event_time < $until)", {"since": bounds["since"], "until": bounds["until"]})
+        failures.global_events = int(counted[0][0])
     return failures
 
 def _issued(store: Store, book: QueryBook, keys: list[str], window: Window | None) -> dict[str, SessionPolicies]:

@@ -103,11 +103,13 @@ def explain_failures(
     if inventory:
         for part, reasons in sorted(inventory.gaps.items()):
             notes.extend(f"inventory ({part}) incomplete: {reason}" for reason in reasons)
-    if findings and not failures.changes and failures.coverage and not any(
+    if findings and not failures.changes and failures.coverage and not failures.global_events and not any(
             row.region == GLOBAL_REGION for row in failures.coverage):
         notes.append(f"changes: no event of {GLOBAL_REGION} was read, where IAM, global STS and Organizations record "
                      "theirs: the changes to roles, providers and SCPs could not be read, and each finding is judged "
                      f"against today's configuration; read {GLOBAL_REGION} too")
+    if (org_note := _organization_changes_note(findings, known, failures)) is not None:
+        notes.append(org_note)
     if left_out_note:
         notes.append(left_out_note)
     return FindingsReport(
@@ -119,6 +121,26 @@ def explain_failures(
         left_out=left_out,
         window_events=failures.window_events,
     )
+
+
+def _organization_changes_note(findings: list[Finding], known: Inventory, failures: Failures) -> str | None:
+    """When a denied call's SCPs were read but the Organizations calls that change them could
+    not be: AWS Organizations records them in the management account (in us-east-1), whose
+    events a member account's LookupEvents or trail does not hold."""
+    managements = sorted(set(known.layers.organizations.values()))
+    rows = failures.coverage
+    if not managements or not rows or not any(f.kind == "denied_call" for f in findings):
+        return None
+    if any(c.change.event_source == "organizations.amazonaws.com" for c in failures.changes):
+        return None
+    if any(row.account in ("", "*") for row in rows):  # local files: whose events they hold is not known
+        return None
+    if any(row.account in managements and row.region == GLOBAL_REGION for row in rows):
+        return None
+    return (f"changes: AWS Organizations records SCP and RCP changes in the management account "
+            f"({', '.join(managements)}), in {GLOBAL_REGION}, whose events were not read: a policy attached, detached "
+            "or edited since could not be seen, and the SCPs and RCPs are judged as read today; read that account's "
+            "trail, or the organization trail, too")
 
 
 def _left_out_note(members: list[tuple[FailureGroup, Verdict]], left_out: list[Finding], named: int = 3) -> str:
