@@ -715,3 +715,24 @@ def test_a_session_whose_origin_is_not_in_the_store_stays_unknown():
     assert "role reports-upstream → role reports-hop" in by_role["reports-hop"].explanation
     assert "the node's role prod-node-group-role → role kube2iam-target" in by_role["kube2iam-target"].explanation
     assert not any("Not an EKS workload" in f.explanation for f in findings)
+
+
+def test_a_refused_github_actions_token_is_no_eks_workload():
+    """A GitHub Actions job refused by a role's trust policy is a web identity too, but no
+    pod's: left out by default like any caller that is no EKS workload, with its reason."""
+    from trailscan.generate import web_identity_call
+
+    rng = random.Random(24)
+    github = f"arn:aws:iam::{ACCOUNT}:oidc-provider/token.actions.githubusercontent.com"
+    records = [web_identity_call(rng, when=NOW - timedelta(minutes=10 + i), region=REGION, account=ACCOUNT,
+                                 provider_arn=github, subject="repo:acme/shop:ref:refs/heads/main",
+                                 role_arn=f"arn:aws:iam::{ACCOUNT}:role/deploy", error_code="AccessDenied",
+                                 error_message="Not authorized to perform sts:AssumeRoleWithWebIdentity")
+               for i in range(3)]
+    default = _explain(records)
+    assert default.findings == [] and sum(f.count for f in default.left_out) == 3
+    assert default.notes[-1].startswith("left out 3 refused calls by 1 principal that are not EKS workloads (role deploy)")
+    [finding] = _explain(records, all_principals=True).findings
+    assert finding.kind == "irsa" and finding.workload.resolution == "not_eks"
+    assert ("Not an EKS workload: a web identity from token.actions.githubusercontent.com (subject "
+            "repo:acme/shop:ref:refs/heads/main), no Kubernetes service-account token.") in finding.explanation

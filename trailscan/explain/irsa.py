@@ -18,7 +18,13 @@ from trailscan.explain.rules import Rules, Verdict
 from trailscan.explain.text import WEB_IDENTITY_ACTION, sentence, sh, unchecked_text
 from trailscan.explain.workload import Evidence
 from trailscan.findings import Workload
-from trailscan.identity import ServiceAccountRef, WebIdentity, parse_web_identity, provider_arn_for
+from trailscan.identity import (
+    ServiceAccountRef,
+    WebIdentity,
+    not_a_kubernetes_token,
+    parse_web_identity,
+    provider_arn_for,
+)
 from trailscan.inventory import Role
 from trailscan.kube import DEFAULT_AUDIENCE, ServiceAccount
 from trailscan.policy import analyze_web_identity_trust
@@ -101,6 +107,8 @@ class IrsaCase:
         text = sentence(explanation)
         if cause != "UNEXPLAINED" and self.also:
             text += " " + " ".join(sentence(a[0].upper() + a[1:]) for a in self.also)
+        if (outside := not_a_kubernetes_token(self.web)) is not None:
+            text += " " + sentence(f"Not an EKS workload: {outside}")
         return Verdict(cause, self.workload, self.role_arn, None, WEB_IDENTITY_ACTION, text, fix)
 
 
@@ -126,7 +134,8 @@ def _case(ev: Evidence, group: FailureGroup) -> IrsaCase:
             cluster=cluster,
             namespace=sa_ref.namespace if sa_ref else None,
             service_account=sa_ref.name if sa_ref else None,
-            resolution="exact" if sa_ref else "unknown",
+            # A token no pod holds (GitHub Actions, Cognito …): no EKS workload, said so.
+            resolution="exact" if sa_ref else ("not_eks" if not_a_kubernetes_token(web) else "unknown"),
         ),
         role_arn=role_arn,
         code=sts_code(group.get("error_code")),
