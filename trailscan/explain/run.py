@@ -125,8 +125,9 @@ def explain_failures(
 
 def _organization_changes_note(findings: list[Finding], known: Inventory, failures: Failures) -> str | None:
     """When a denied call's SCPs were read but the Organizations calls that change them could
-    not be: AWS Organizations records them in the management account (in us-east-1), whose
-    events a member account's LookupEvents or trail does not hold."""
+    not be: only the management account or a delegated administrator may call AttachPolicy,
+    DetachPolicy and UpdatePolicy, so they are recorded there (in us-east-1), and a member
+    account's LookupEvents or own trail does not hold them."""
     managements = sorted(set(known.layers.organizations.values()))
     rows = failures.coverage
     if not managements or not rows or not any(f.kind == "denied_call" for f in findings):
@@ -138,9 +139,9 @@ def _organization_changes_note(findings: list[Finding], known: Inventory, failur
     if any(row.account in managements and row.region == GLOBAL_REGION for row in rows):
         return None
     return (f"changes: AWS Organizations records SCP and RCP changes in the management account "
-            f"({', '.join(managements)}), in {GLOBAL_REGION}, whose events were not read: a policy attached, detached "
-            "or edited since could not be seen, and the SCPs and RCPs are judged as read today; read that account's "
-            "trail, or the organization trail, too")
+            f"({', '.join(managements)}; or a delegated administrator's), in {GLOBAL_REGION}, whose events were not "
+            "read: a policy attached, detached or edited since could not be seen, and the SCPs and RCPs are judged as "
+            "read today; read the organization trail too")
 
 
 def _left_out_note(members: list[tuple[FailureGroup, Verdict]], left_out: list[Finding], named: int = 3) -> str:
