@@ -720,7 +720,8 @@ def test_scp_changes_unread_when_the_management_accounts_events_were_not(tmp_pat
 
     member = [CoverageRow("lookup", PROD, region, "complete", 1) for region in ("us-east-1", "eu-west-1")]
     [note] = notes(member, trail.records)
-    assert note.startswith(f"changes: AWS Organizations records SCP and RCP changes in the management account ({MGMT})")
+    assert note.startswith(f"changes: AWS Organizations records SCP and RCP changes in the management account ({MGMT}; "
+                           "or a delegated administrator's)")
     assert notes([*member, CoverageRow("s3", MGMT, "us-east-1", "complete", 1)], trail.records) == []
     assert notes([CoverageRow("files", "", "", "complete", 1)], trail.records) == []  # whose events: not known
     org_change(trail, LAYERS_WINDOW.start + timedelta(hours=1), "AttachPolicy", {"policyId": "p-x", "targetId": OU})
