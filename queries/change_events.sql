@@ -113,6 +113,8 @@ SELECT
     -- created (CreatePolicyVersion, with whether it became the default).
     coalesce((rp ->> 'versionId'), (re -> 'policyVersion' ->> 'versionId')) AS version_id,
     (rp ->> 'setAsDefault') AS set_as_default,
+    -- UpdatePolicy returns the policy whole, content included, whether or not it set the content.
+    ((rp ->> 'content') IS NOT NULL) AS content_set,
     -- A JSON string starts with '{'; IAM writes the document URL-encoded ('%7B…').
     CASE WHEN raw_document IS NULL THEN NULL
          WHEN starts_with(ltrim(raw_document), '{') THEN raw_document

@@ -454,7 +454,8 @@ def test_an_scp_relaxed_since_is_judged_with_the_content_recorded_before(tmp_pat
     set_at = LAYERS_NOW - timedelta(hours=2)
     org_change(trail, set_at, "UpdatePolicy", {"policyId": "p-guard", "content": json.dumps(GUARD)})
     refuse()
-    org_change(trail, LAYERS_NOW - timedelta(minutes=2), "UpdatePolicy", {"policyId": "p-guard"},
+    org_change(trail, LAYERS_NOW - timedelta(minutes=2), "UpdatePolicy",
+               {"policyId": "p-guard", "content": json.dumps(relaxed)},
                response={"policy": {"policySummary": {"id": "p-guard"}, "content": json.dumps(relaxed)}})
     today = write(tmp_path, "guard-today.json", {"Policy": {"PolicySummary": policy_summary("p-guard", "region-guard"),
                                                             "Content": json.dumps(relaxed)}})
@@ -750,3 +751,19 @@ def test_local_files_say_whether_us_east_1_was_read_by_their_events(tmp_path):
 
     assert len(notes(failures)) == 1
     assert notes([*failures, elsewhere]) == []
+
+
+def test_an_scp_renamed_since_is_not_a_change_of_its_content(tmp_path):
+    """UpdatePolicy returns the policy whole; one that only renamed the guard after the
+    refusals says what its content was then (and is now): the deny stands."""
+    from tests.test_denied_layers import NOW as LAYERS_NOW
+    from tests.test_denied_layers import denied
+    from tests.test_layers import GUARD, organization_files
+
+    trail, refuse = guard_trail()
+    refuse()
+    org_change(trail, LAYERS_NOW - timedelta(minutes=2), "UpdatePolicy", {"policyId": "p-guard", "name": "guard-v2"},
+               response={"policy": {"policySummary": {"id": "p-guard"}, "content": json.dumps(GUARD)}})
+    finding = denied(trail.explain(*organization_files(tmp_path)))
+    assert finding.cause == "EXPLICIT_DENY", finding.explanation
+    assert "left unread" not in finding.explanation

@@ -81,16 +81,22 @@ def org_as_of(layers: PolicyLayers, changes: Iterable[ChangeEvent], moment: date
                 ids.remove(pid)
         used.append(prior[-1] if prior else first)
         inferred = inferred or not prior
-    for pid in dict.fromkeys(c.policy_arn for c in later if c.name == "UpdatePolicy" and c.document):
+    # The content after an UpdatePolicy is in its response; before the first that set it since,
+    # it is what the last one before the failure left (or, if that one left it as it was, said).
+    for pid in dict.fromkeys(c.policy_arn for c in later if c.name == "UpdatePolicy" and c.content_set):
         if pid not in policies:
             continue  # not read today either: unread as it is
-        first = next(c for c in later if c.name == "UpdatePolicy" and c.policy_arn == pid and c.document)
+        first = next(c for c in later if c.name == "UpdatePolicy" and c.policy_arn == pid and c.content_set)
         prior = [c for c in mine if c.name == "UpdatePolicy" and c.policy_arn == pid and c.time <= moment
                  and c.document]
-        document = prior[-1].policy() if prior else None
-        if document is not None:
+        unchanged = [c for c in later if c.name == "UpdatePolicy" and c.policy_arn == pid and c.time < first.time
+                     and c.document]  # a rename since, before the content changed, returned the content then
+        source = prior[-1] if prior else (unchanged[0] if unchanged else None)
+        document = source.policy() if source else None
+        if source is not None and document is not None:
             policies[pid] = replace(policies[pid], document=document)
-            used.append(prior[-1])
+            used.append(source)
+            inferred = inferred or source.time > moment
         else:
             del policies[pid]
             gaps[pid] = f"the content of {pid} before {sentence(first)} is not in the store"

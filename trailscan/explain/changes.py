@@ -116,6 +116,7 @@ class ChangeEvent:
     org_target: str | None = None  # the root, OU or account an SCP/RCP was attached to or detached from
     client_id: str | None = None  # the audience added to or removed from an OIDC provider
     client_ids: tuple[str, ...] | None = None  # the audiences an OIDC provider was created with
+    content_set: bool = False  # an UpdatePolicy that set the policy's content (not only its name)
     association_id: str | None = None
     association_role_arn: str | None = None
     namespace: str | None = None  # a Pod Identity association's service account
@@ -193,6 +194,7 @@ def collect_changes(
             org_target=r["org_target"],
             client_id=r["client_id"],
             client_ids=_strings(r["client_ids"]),
+            content_set=bool(r["content_set"]),
             association_id=r["association_id"],
             association_role_arn=association,
             namespace=r["namespace"],
