@@ -94,6 +94,22 @@ def test_demo_exits_0_with_at_least_8_causes(demo_run, record_property):
     assert any(finding["regions"] == ["us-east-1"] for finding in document["findings"])
 
 
+def test_demo_says_what_changed(demo_run):
+    """Two stories begin with a change recorded in us-east-1: alice's edit of payments-api's
+    trust policy (still failing), and search-indexer's broken trust that bob fixed since (judged
+    against the policy in force at the failures, not today's)."""
+    findings = {f["workload"]["namespace"]: f for f in json.loads(demo_run["ran"].stdout)["findings"]}
+    payments, search = findings["payments"], findings["search"]
+    assert payments["status"] == "ongoing" and payments["policy_as_of"] is None
+    assert [(c["event_name"], c["actor"].rsplit("/", 1)[-1]) for c in payments["changes"]] == [
+        ("UpdateAssumeRolePolicy", "alice")]
+    assert "began" in payments["explanation"] and "payments-api by arn:aws:iam::" in payments["explanation"]
+    assert search["cause"] == "TRUST_AUDIENCE_MISMATCH" and search["status"] == "stopped"
+    assert search["policy_as_of"] == search["changes"][0]["event_time"]
+    assert [c["actor"].rsplit("/", 1)[-1] for c in search["changes"]] == ["alice", "bob"]
+    assert search["fix"].startswith("Already fixed: the trust policy was updated at ")
+
+
 def test_demo_names_the_report_it_wrote(demo_run):
     ran, home = demo_run["ran"], demo_run["home"]
     named = re.search(r"report written to (\S+report\.html)", ran.stderr)

@@ -58,6 +58,7 @@ from trailscan.generate import (
     delivery_files,
     digest_files,
     healthy_traffic,
+    iam_user_identity,
     pod_identity_assume_role,
     web_identity_call,
 )
@@ -86,6 +87,7 @@ BOTO3 = "Boto3/1.34.69 md/Botocore#1.34.69 ua/2.0 os/linux#5.10.210 md/arch#x86_
 # Boto3 1.9.100 predates IRSA support (1.9.220): the SDK never reads the web-identity token.
 OLD_BOTO3 = "Boto3/1.9.100 Python/3.7.3 Linux/4.14.133-113.105.amzn2.x86_64 Botocore/1.12.100"
 JAVA_V1 = "aws-sdk-java/1.12.261 Linux/5.10.210 OpenJDK_64-Bit_Server_VM/11.0.22+7-LTS java/11.0.22 vendor/Amazon.com_Inc."
+AWS_CLI = "aws-cli/2.22.4 md/awscrt#0.22.0 ua/2.0 os/macos#24.1.0 md/arch#arm64 lang/python#3.12.6 cmd/iam.update-assume-role-policy"
 GO_V2 = "aws-sdk-go-v2/1.26.1 os/linux lang/go#1.22.2 md/GOOS#linux md/GOARCH#amd64 api/sts#1.28.6"
 EC2_SILENT = "You are not authorized to perform this operation."
 
@@ -617,8 +619,8 @@ class World:
                              since: timedelta = timedelta(hours=1), region: str = REGION,
                              user_agent: str = BOTO3, global_endpoint: bool = False,
                              code: str = "AccessDenied", message: str = "An unknown error occurred",
-                             audience: str = "sts.amazonaws.com") -> None:
-        for when in self.moments(count, since=since):
+                             audience: str = "sts.amazonaws.com", until: timedelta = timedelta(minutes=2)) -> None:
+        for when in self.moments(count, since=since, until=until):
             self.records.append(web_identity_call(
                 self.rng, when=when, region=region, account=ACCOUNT, provider_arn=self.provider_arn,
                 subject=self.subject(namespace, name), role_arn=role_arn, audience=audience, user_agent=user_agent,
@@ -658,6 +660,17 @@ class World:
                 record["additionalEventData"] = {"SignatureVersion": "SigV4", "AuthenticationMethod": "AuthHeader",
                                                  "x-amz-id-2": "EXAMPLE"}
             self.records.append(record)
+
+    def changed(self, name: str, request: dict, *, ago: timedelta, by: str = "alice") -> None:
+        """A successful IAM change made by the IAM user ``by``; CloudTrail records every IAM
+        call in us-east-1, policy documents as the JSON text they were sent as."""
+        user_id = "AIDA" + "".join(self.rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _ in range(17))
+        self.records.append(api_call(
+            self.rng, when=self.now - ago, region="us-east-1", account=ACCOUNT,
+            identity=iam_user_identity(ACCOUNT, by, access_key_id(self.rng, "AKIA"), user_id),
+            event_source="iam.amazonaws.com", event_name=name, read_only=False, user_agent=AWS_CLI,
+            request_parameters=request,
+        ))
 
     def session_of(self, role_arn: str, session_name: str = "botocore-session-1764291111") -> RoleSession:
         """A session of ``role_arn`` whose minting is not in the trail (older than the window)."""
@@ -723,15 +736,26 @@ def _healthy_workloads(w: World) -> None:
 def trust_subject_mismatch(w: World) -> str:
     arn = w.irsa_role("payments-api", "payments", "api", sub="system:serviceaccount:payment:api")
     w.sa("payments", "api", role_arn=arn)
+    # The failures began when alice "tidied up" the trust policy.
+    w.changed("UpdateAssumeRolePolicy", {"roleName": "payments-api", "policyDocument": w.irsa_trust(
+        "payments", "api", sub="system:serviceaccount:payment:api")}, ago=timedelta(hours=5, minutes=3))
     w.refused_web_identity("payments", "api", arn, count=14, since=timedelta(hours=5))
-    return "payments/api: the role's trust policy names namespace `payment`, not `payments`"
+    return "payments/api: alice's edit of the role's trust policy names namespace `payment`, not `payments`"
 
 
 def trust_audience_mismatch(w: World) -> str:
-    arn = w.irsa_role("search-indexer", "search", "indexer", aud="system:serviceaccount:search:indexer")
+    # Fixed since: today's trust policy is right; CloudTrail holds the one in force at the failures.
+    arn = w.irsa_role("search-indexer", "search", "indexer")
     w.sa("search", "indexer", role_arn=arn)
-    w.refused_web_identity("search", "indexer", arn, count=6, since=timedelta(hours=16), user_agent=GO_V2)
-    return "search/indexer: the trust policy's :aud condition holds the subject instead of sts.amazonaws.com"
+    broken = w.irsa_trust("search", "indexer", aud="system:serviceaccount:search:indexer")
+    w.changed("UpdateAssumeRolePolicy", {"roleName": "search-indexer", "policyDocument": broken},
+              ago=timedelta(hours=16, minutes=4))
+    w.refused_web_identity("search", "indexer", arn, count=6, since=timedelta(hours=16), until=timedelta(hours=3),
+                           user_agent=GO_V2)
+    w.changed("UpdateAssumeRolePolicy", {"roleName": "search-indexer", "policyDocument": w.irsa_trust(
+        "search", "indexer")}, ago=timedelta(hours=2, minutes=41), by="bob")
+    return ("search/indexer: the trust policy's :aud condition held the subject instead of sts.amazonaws.com, "
+            "until bob fixed it")
 
 
 def trust_provider_mismatch(w: World) -> str:

@@ -212,7 +212,13 @@ class Finding:
         if change is None:
             return ""
         verb = "stopped after" if change is self.stopped_after else "began after"
-        return f"{verb} {change.event_name} on {change.target or '?'} at {iso(change.event_time)}"
+        return change_words(verb, change.event_name, change.target, change.actor, iso(change.event_time))
+
+
+def change_words(verb: str, event_name: object, target: object, actor: object, event_time: object) -> str:
+    """``began after UpdateAssumeRolePolicy on payments-api by arn:…:user/alice at …``: the
+    decisive change as the terminal, Markdown and HTML say it."""
+    return f"{verb} {event_name} on {target or '?'} by {actor or '?'} at {event_time}"
 
 
 @dataclass(frozen=True)

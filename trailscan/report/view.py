@@ -21,7 +21,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from trailscan.errors import InputError
 from trailscan.explain.causes import CAUSES, FAMILIES, family
-from trailscan.findings import READ_STATUSES
+from trailscan.findings import READ_STATUSES, change_words
 from trailscan.model import Window
 from trailscan.report.chart import TimelinePoint, chart
 from trailscan.report.recency import STILL_FAILING, ago, judged_at, still_failing
@@ -308,8 +308,8 @@ def decisive_change(finding: Mapping) -> str:
         picked, verb = (before[-1] if before else None), "began after"
     if picked is None:
         return ""
-    return (f"{verb} {picked.get('event_name')} on {picked.get('target') or '?'} by {picked.get('actor') or '?'} "
-            f"at {picked.get('event_time')}")
+    return change_words(verb, picked.get("event_name"), picked.get("target"), picked.get("actor"),
+                        picked.get("event_time"))
 
 
 def _role_console_url(arn: Any) -> str | None:
