@@ -130,3 +130,34 @@ def test_a_colour_terminal_gets_colour_unless_no_color(monkeypatch, no_color):
     piped = io.StringIO()
     render_findings(twelve_findings(), "table", piped, generated_at=NOW, width=100)
     assert "\x1b[" not in piped.getvalue()
+
+
+def test_a_finding_stopped_by_a_change_minutes_ago_is_not_still_failing_anywhere():
+    """Last refused 3 min before the window's end, then its trust policy fixed with no failure
+    after: every view says stopped, and names who fixed it."""
+    from dataclasses import replace
+
+    from trailscan.findings import Change, findings_document
+    from trailscan.report.html import render_html
+
+    report = twelve_findings()
+    first = report.findings[0]  # TRUST_SUBJECT_MISMATCH, last seen 3 min before NOW
+    fixed = Change(NOW - timedelta(minutes=2), "UpdateAssumeRolePolicy", "iam.amazonaws.com",
+                   f"arn:aws:iam::{ACCOUNT}:user/bob", "payments-api", "e-fix")
+    report.findings[0] = replace(first, status="stopped", changes=(fixed,), stopped_after=fixed)
+    out = io.StringIO()
+    render_findings(report, "table", out, generated_at=NOW, width=100)
+    text = out.getvalue()
+    blocks = [line for line in text.splitlines() if re.match(r"^(FAILING|stopped)", line)]
+    block = next(b for b in blocks if "TRUST_SUBJECT_MISMATCH" in b)
+    assert block.startswith("stopped") and blocks.index(block) >= 5  # after the 5 failing ones
+    assert "5 still failing" in text
+    assert (f"stopped after UpdateAssumeRolePolicy on payments-api by arn:aws:iam::{ACCOUNT}:user/bob at "
+            "2026-11-28T05:58:00Z") in " ".join(text.split())  # wrapped at spaces
+    markdown = io.StringIO()
+    render_findings(report, "markdown", markdown, generated_at=NOW)
+    lines = markdown.getvalue().replace("\\", "").splitlines()
+    assert next(line for line in lines if "**TRUST_SUBJECT_MISMATCH**" in line).startswith("Stopped (last seen 3 min ago)")
+    html = render_html(findings_document(report, NOW))
+    article = html.split('<h5>payments/api</h5>', 1)[1].split("</header>", 1)[0]
+    assert "still failing" not in article and "a change followed its last failure" in article

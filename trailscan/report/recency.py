@@ -4,7 +4,9 @@ A finding is still failing when its last refused call is within :data:`STILL_FAI
 the moment it is judged at — the window's end, or the time the findings were made when
 the window ends later (``--until`` in the future, or none).  CloudTrail delivers within
 about 5 minutes, and a workload that retries fails again within minutes, so 15 minutes
-tells "failing now" from "failed earlier and stopped".
+tells "failing now" from "failed earlier and stopped". A finding whose ``status`` is
+``stopped`` (a change followed its last failure, and no failure followed the change) is not
+still failing, however recent.
 """
 
 from __future__ import annotations
@@ -25,9 +27,9 @@ def judged_at(window_end: datetime | None, now: datetime) -> datetime:
     return min(_utc(window_end), _utc(now)) if window_end is not None else _utc(now)
 
 
-def still_failing(last_seen: datetime, at: datetime) -> bool:
-    """Whether a finding last seen at *last_seen* is still failing at *at*."""
-    return _utc(at) - _utc(last_seen) <= STILL_FAILING
+def still_failing(last_seen: datetime, at: datetime, status: str | None = None) -> bool:
+    """Whether a finding last seen at *last_seen*, of *status*, is still failing at *at*."""
+    return status != "stopped" and _utc(at) - _utc(last_seen) <= STILL_FAILING
 
 
 def ago(last_seen: datetime, at: datetime) -> str:

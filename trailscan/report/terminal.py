@@ -79,7 +79,7 @@ def reference_time(report: FindingsReport, now: datetime) -> datetime:
 def ordered(findings: Iterable[Finding], at: datetime) -> list[Finding]:
     """Worst and most recent first: still failing before stopped, then the latest last
     seen, then the most refused calls."""
-    return sorted(findings, key=lambda f: (not still_failing(f.last_seen, at), -f.last_seen.timestamp(), -f.count))
+    return sorted(findings, key=lambda f: (not still_failing(f.last_seen, at, f.status), -f.last_seen.timestamp(), -f.count))
 
 
 def _what_failed(finding: Finding) -> str:
@@ -150,7 +150,7 @@ def _header(report: FindingsReport, at: datetime, width: int) -> list[str]:
     lines = _wrap(f"Failing workloads, {window}", width, 0)
     lines += _wrap(f"Read {report.window_events:,} events in the window from {sources} "
                    f"source/account/region{'s' if sources != 1 else ''}: {read} (coverage below)", width, 0)
-    failing = sum(still_failing(f.last_seen, at) for f in report.findings)
+    failing = sum(still_failing(f.last_seen, at, f.status) for f in report.findings)
     n = len(report.findings)
     lines += _wrap(f"{n} finding{'s' if n != 1 else ''} over {report.failed_events:,} failed events, "
                    f"{failing} still failing (last seen within {int(STILL_FAILING.total_seconds() // 60)} min of "
@@ -160,8 +160,7 @@ def _header(report: FindingsReport, at: datetime, width: int) -> list[str]:
 
 def _block(finding: Finding, at: datetime, width: int) -> list[tuple[str, str | None]]:
     """One finding: (line, style of its cause code or None) pairs."""
-    # Stopped when a later change was followed by no failure (what changed), else by recency.
-    status = "stopped" if finding.status == "stopped" or not still_failing(finding.last_seen, at) else "FAILING"
+    status = "FAILING" if still_failing(finding.last_seen, at, finding.status) else "stopped"
     cluster = finding.workload.cluster or "(cluster unknown)"
     tail = f"{finding.count}× · last {ago(finding.last_seen, at)}"
     head = f"{status} {finding.cause}  {visible(cluster)} / {visible(_workload_cell(finding))}"

@@ -273,7 +273,7 @@ def _finding_view(index: int, finding: Mapping, at: datetime) -> dict:
         "family_label": FAMILIES[family(cause)][0],
         "family_colour": FAMILY_COLOURS[family(cause)],
         "docs_url": FAMILIES[family(cause)][1],
-        "still_failing": bool(last and still_failing(last, at)),
+        "still_failing": bool(last and still_failing(last, at, finding.get("status"))),
         "last_seen_ago": ago(last, at) if last else "",
         "role_console_url": _role_console_url(finding.get("role_arn")),
         "event_source": finding.get("event_source"),
