@@ -140,8 +140,47 @@ def test_today_alone_cannot_tell_the_fixed_cause(store):
     notes = explain_failures(failures, inventory(trust())).notes
     assert any(note.startswith("changes: no event of us-east-1 was read") for note in notes)
     failures.coverage.append(CoverageRow("files", ACCOUNT, "us-east-1", "empty", 0))
-    assert not any(note.startswith("changes:") for note in explain_failures(failures, inventory(trust())).notes)
+    assert not any(note.startswith("changes: no event of us-east-1")
+                   for note in explain_failures(failures, inventory(trust())).notes)
 
+
+def test_a_day_before_the_window_not_read_is_named(store):
+    """Failures under way from the window's start may have begun after a change made the day
+    before: when the store holds nothing of that day (a bucket or files read for the window
+    only), a note says so; LookupEvents looks that day's change events up by name itself."""
+    from trailscan.explain import collect_failures, explain_failures
+    from trailscan.findings import CoverageRow
+    from trailscan.store import Store
+
+    rng = random.Random(4)
+
+    def notes(into: Store, *sources: str) -> list[str]:
+        failures = collect_failures(into, WINDOW)
+        failures.coverage = [CoverageRow(source, ACCOUNT, region, "complete", 1)
+                             for source in sources for region in (REGION, "us-east-1")]
+        return [n for n in explain_failures(failures, inventory(trust("system:serviceaccount:payments:other"))).notes
+                if n.startswith("changes: ") and "24 hours before the window" in n]
+
+    def ingest(into: Store, *records: dict) -> None:
+        into.ingest_documents([json.dumps({"Records": list(records)})], origin="test")
+
+    ingest(store, *failing(rng, WINDOW.start + timedelta(minutes=30), WINDOW.start + timedelta(hours=2)))
+    [note] = notes(store, "s3")
+    assert note.startswith("changes: 1 finding failing from the window's start (TRUST_SUBJECT_MISMATCH of "
+                           "payments/api) may have begun after a change made before it")
+    assert "(2026-11-26T15:00:00Z – 2026-11-27T15:00:00Z)" in note
+    assert "--since 2026-11-26T15:00:00Z --until 2026-11-27T15:00:00Z" in note
+    assert notes(store, "lookup") == []  # it read that day's change events itself (none were made)
+    assert len(notes(store, "lookup", "s3")) == 1
+    # Any event of that day in the store: it was read.
+    ingest(store, api_call(rng, when=WINDOW.start - timedelta(hours=20), region="us-east-1", account=ACCOUNT,
+                           identity=iam_user_identity(ACCOUNT, "alice", "AKIAALICE00000000001"),
+                           event_source="iam.amazonaws.com", event_name="GetRole"))
+    assert notes(store, "s3") == []
+    # Failures that began later in the window began after a change the window holds, if any.
+    with Store.open(":memory:") as later:
+        ingest(later, *failing(rng, WINDOW.start + timedelta(minutes=70), WINDOW.start + timedelta(hours=2)))
+        assert notes(later, "s3") == []
 
 def test_a_deleted_and_recreated_role_did_not_exist_at_the_failure(store):
     rng = random.Random(3)

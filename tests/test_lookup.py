@@ -167,7 +167,9 @@ def test_every_event_of_every_page_is_stored_once(aws):
             ],
         )
         with Store.open(":memory:") as store:
-            result, coverages = ingest_lookup(store, aws(server), window=window, rate=FAST, account=ACCOUNT)
+            # The window's paging (the day before's change lookups: test_the_day_before_…).
+            result, coverages = ingest_lookup(store, aws(server), window=window, rate=FAST, account=ACCOUNT,
+                                              change_lookback=False)
 
             ids = stored_ids(store)
             assert len(ids) == len(set(ids)) == 1234 and "data-1" not in ids
@@ -185,6 +187,46 @@ def test_every_event_of_every_page_is_stored_once(aws):
                 "SELECT region, status, events FROM coverage WHERE source = 'lookup' ORDER BY region"
             )[1]
             assert rows == [("eu-west-1", "complete", 1234), ("us-east-1", "complete", 0)]
+
+
+def test_the_day_before_the_window_is_read_for_its_change_events_only(aws):
+    """A full read pages the window, then looks up the change events of the 24 hours before
+    it by name (the change a refusal began after may precede the window): IAM's and
+    Organizations' in us-east-1, where CloudTrail records them, the regional ones everywhere;
+    nothing else of the day before is stored."""
+    end = now() - timedelta(hours=1)
+    window = Window(end - timedelta(hours=6), end)
+    rng = random.Random(12)
+    alice = iam_user_identity(ACCOUNT, "alice", "AKIAALICE0000000001")
+
+    def call(when, region, source, name, *, read_only=False):
+        return api_call(rng, when=when, region=region, account=ACCOUNT, identity=alice, event_source=source,
+                        event_name=name, read_only=read_only, request_parameters={"roleName": "payments-api"})
+
+    trust = call(window.start - timedelta(hours=3), "us-east-1", "iam.amazonaws.com", "UpdateAssumeRolePolicy")
+    association = call(window.start - timedelta(hours=5), "eu-west-1", "eks.amazonaws.com",
+                       "DeletePodIdentityAssociation")
+    read = call(window.start - timedelta(hours=1), "us-east-1", "iam.amazonaws.com", "GetRole", read_only=True)
+    older = call(window.start - timedelta(hours=30), "us-east-1", "iam.amazonaws.com", "PutRolePolicy")
+    with LookupServer(rate=FAST, burst=FAST) as server:
+        server.add_events("us-east-1", [trust, read, older, *traffic(60, window.start, end, "us-east-1", seed=2)])
+        server.add_events("eu-west-1", [association, *traffic(80, window.start, end, "eu-west-1", seed=3)])
+        with Store.open(":memory:") as store:
+            _, coverages = ingest_lookup(store, aws(server), window=window, rate=FAST, account=ACCOUNT)
+            ids = set(stored_ids(store))
+    assert {trust["eventID"], association["eventID"]} <= ids and len(ids) == 60 + 80 + 2
+    assert not {read["eventID"], older["eventID"]} & ids
+    lookups = [c for c in server.requests if "LookupAttributes" in c.params]
+    asked = {(c.region, c.params["LookupAttributes"][0]["AttributeValue"]) for c in lookups}
+    changes = change_event_names()
+    assert asked == {(region, name) for source, name in changes for region in ("us-east-1", "eu-west-1")
+                     if source not in GLOBAL_SOURCES or region == "us-east-1"}
+    assert {(c.params["StartTime"], c.params["EndTime"]) for c in lookups} == {
+        ((window.start - timedelta(hours=24)).timestamp(), window.start.timestamp())}
+    by_region = {c.region: c for c in coverages}
+    assert all(c.status == COMPLETE for c in coverages)
+    assert "and 1 change event of the 24 hours before the window" in by_region["us-east-1"].detail
+    assert "and 1 change event of the 24 hours before the window" in by_region["eu-west-1"].detail
 
 
 def test_the_window_is_half_open_and_clamped_to_90_days(aws):
@@ -211,6 +253,7 @@ def test_the_window_is_half_open_and_clamped_to_90_days(aws):
                 regions=["eu-west-1"],
                 rate=FAST,
                 account=ACCOUNT,
+                change_lookback=False,
             )
             assert sorted(stored_ids(store)) == ["inside", "start"]
             assert day.status == COMPLETE and "clamped" not in day.detail
@@ -219,7 +262,7 @@ def test_the_window_is_half_open_and_clamped_to_90_days(aws):
 
             asked = Window(end - timedelta(days=120), end)
             _, [long] = ingest_lookup(
-                store, session, window=asked, regions=["eu-west-1"], rate=FAST, account=ACCOUNT
+                store, session, window=asked, regions=["eu-west-1"], rate=FAST, account=ACCOUNT, change_lookback=False
             )
             assert "day-89" in stored_ids(store) and "day-91" not in stored_ids(store)
             assert long.status == PARTIAL and "clamped to LookupEvents' 90 days" in long.detail
@@ -244,7 +287,7 @@ def test_regions_are_read_in_parallel(aws):
             server.add_events(region, traffic(400, window.start, window.end, region, seed=n))
         with Store.open(":memory:") as store:
             _, coverages = ingest_lookup(
-                store, aws(server), window=window, regions=regions, rate=10.0, account=ACCOUNT
+                store, aws(server), window=window, regions=regions, rate=10.0, account=ACCOUNT, change_lookback=False
             )
             assert store.count_events() == 1200 and all(c.status == COMPLETE for c in coverages)
     # 8 pages a region at 10/s: ~0.7 s each; side by side, not one region after the other.
@@ -268,7 +311,8 @@ def test_at_the_real_two_requests_a_second_nothing_is_throttled(aws):
             server.add_events(region, traffic(50 * 50 - 10, window.start, window.end, region, seed=n))
         with Store.open(":memory:") as store:
             started = time.monotonic()
-            _, coverages = ingest_lookup(store, aws(server), window=window, regions=regions, account=ACCOUNT)
+            _, coverages = ingest_lookup(store, aws(server), window=window, regions=regions, account=ACCOUNT,
+                                         change_lookback=False)
             elapsed = time.monotonic() - started
             assert store.count_events() == len(regions) * (50 * 50 - 10)
     assert all(c.status == COMPLETE for c in coverages)
@@ -284,7 +328,8 @@ def test_throttling_is_retried_and_never_a_failure(aws):
         server.add_events("eu-west-1", traffic(230, window.start, window.end, "eu-west-1"))
         with Store.open(":memory:") as store:
             _, [coverage] = ingest_lookup(
-                store, aws(server), window=window, regions=["eu-west-1"], rate=20.0, account=ACCOUNT
+                store, aws(server), window=window, regions=["eu-west-1"], rate=20.0, account=ACCOUNT,
+                change_lookback=False,
             )
             assert store.count_events() == 230
     assert server.throttled > 0 and coverage.status == COMPLETE
@@ -499,13 +544,14 @@ def test_an_interrupted_run_resumes_where_it_stopped(aws):
             ids = stored_ids(store)
             assert len(ids) == len(set(ids)) == 1500
             assert coverage.status == COMPLETE and "already stored by an earlier run" in coverage.detail
-            assert server.calls <= 30 - 10 + 1 and first_calls + server.calls <= 30 + 2
+            paged = len(server.paging_calls())  # then the day before's change lookups, by name
+            assert paged <= 30 - 10 + 1 and first_calls + paged <= 30 + 2
 
             server.reset_counters()  # done: the same window again costs nothing
             _, [again] = ingest_lookup(
                 store, session, window=window, regions=["eu-west-1"], rate=FAST, account=ACCOUNT
             )
-            assert server.calls == 0 and again.status == COMPLETE and store.count_events() == 1500
+            assert server.paging_calls() == [] and again.status == COMPLETE and store.count_events() == 1500
 
 
 def test_access_denied_is_partial_or_failed_coverage_never_an_empty_answer(aws):
@@ -586,8 +632,10 @@ def test_cli_ingest_lookup(moto_sts, tmp_path):
         env = cli_env(moto_sts, server, tmp_path)
         done = run_cli("ingest", "lookup", "--since", "24h", env=env)
         assert done.returncode == 0, done.stderr
-        assert server.calls_by_region == {"us-east-1": 2, "eu-west-1": 2}  # default regions
-        assert "read 120 events in 4 pages from 2 regions: 120 new events stored" in done.stderr
+        # Default regions; then the day before's change events, looked up by name.
+        assert Counter(c.region for c in server.paging_calls()) == {"us-east-1": 2, "eu-west-1": 2}
+        lookups = len(server.requests) - 4
+        assert f"read 120 events in {4 + lookups} pages from 2 regions: 120 new events stored" in done.stderr
         assert "us-east-1: complete" in done.stderr and "data events" in done.stderr
         assert done.stdout == ""
 
@@ -664,7 +712,8 @@ def test_pacing_adapts_to_a_strict_one_second_sliding_window(aws, record_propert
             server.add_events(region, traffic(pages * 50 - 10, window.start, window.end, region, seed=n))
         with Store.open(":memory:") as store:
             started = time.monotonic()
-            _, coverages = ingest_lookup(store, aws(server), window=window, regions=regions, account=ACCOUNT)
+            _, coverages = ingest_lookup(store, aws(server), window=window, regions=regions, account=ACCOUNT,
+                                         change_lookback=False)
             elapsed = time.monotonic() - started
             assert store.count_events() == len(regions) * (pages * 50 - 10)
     assert all(c.status == COMPLETE for c in coverages)

@@ -297,8 +297,9 @@ def test_lookup_ingest_killed_then_run_again_equals_a_clean_run(moto, tmp_path, 
         assert done.returncode == 0, done.stderr
         assert "already stored by an earlier run, not read again" in done.stderr
         # 8 pages in all, 4 of them stored by the first run; one more for the second the
-        # resumed span shares with what is stored (LookupEvents' EndTime is inclusive).
-        assert server.calls <= 8 - 4 + 1, "the second run pages only what the first did not store"
+        # resumed span shares with what is stored (LookupEvents' EndTime is inclusive). The
+        # day before's change lookups, by name, are not checkpointed: asked again, cheaply.
+        assert len(server.paging_calls()) <= 8 - 4 + 1, "the second run pages only what the first did not store"
     assert stored(db) == clean
     assert_sound(db)
 

@@ -387,6 +387,11 @@ class LookupServer:
             )
         return len(stored)
 
+    def paging_calls(self, region: str | None = None) -> list[LookupCall]:
+        """The requests that paged every management event (no ``LookupAttributes``): a full
+        read's window, not its lookups of change events by name."""
+        return [c for c in self.requests if "LookupAttributes" not in c.params and region in (None, c.region)]
+
     def reset_counters(self) -> None:
         with self._lock:
             self.calls = 0

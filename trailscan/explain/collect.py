@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 
-from trailscan.explain.changes import collect_changes
+from trailscan.explain.changes import LOOKBACK, collect_changes
 from trailscan.explain.coverage import measure_coverage
 from trailscan.findings import CoverageRow
 from trailscan.identity import parse_web_identity
@@ -259,6 +259,9 @@ class Failures:
     #: Events of us-east-1 (where IAM and Organizations record) the store holds in the window,
     #: counted when a source's coverage does not say its regions (local files); else None.
     global_events: int | None = None
+    #: Events the store holds in the day before the window, where the change a failure began
+    #: after may be (none: that day was not read); None when not counted.
+    lookback_events: int | None = None
 
     @property
     def events(self) -> int:
@@ -330,6 +333,10 @@ def collect_failures(store: Store, window: Window | None = None, *, book: QueryB
                         accepted=_accepted(store, book, bounds), window_events=measured.events)
     failures.issued = _issued(store, book, keys, window)
     failures.changes = collect_changes(store, window, book=book) if groups else []
+    if groups and window is not None:
+        _, counted = store.query("SELECT count(*) FROM events WHERE event_time >= $since AND event_time < $until",
+                                 {"since": window.start - LOOKBACK, "until": window.start})
+        failures.lookback_events = int(counted[0][0])
     if groups and any(not row.region for row in measured.rows):
         _, counted = store.query(
             "SELECT count(*) FROM events WHERE aws_region = 'us-east-1' AND ($since IS NULL OR event_time >= $since) "

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from trailscan.arn import principal_name
 from trailscan.explain.as_of import associations_as_of, org_as_of, provider_as_of
 from trailscan.explain.changes import (
+    LOOKBACK,
     AsOf,
     ChangeEvent,
     accounts_of,
@@ -31,7 +32,7 @@ from trailscan.explain.irsa import explain_irsa
 from trailscan.explain.pod_identity import explain_pod_identity
 from trailscan.explain.rules import Verdict
 from trailscan.explain.workload import Evidence
-from trailscan.findings import Finding, FindingsReport
+from trailscan.findings import Finding, FindingsReport, iso
 from trailscan.inventory import Inventory
 from trailscan.layers import PolicyLayers
 from trailscan.model import Window
@@ -41,6 +42,8 @@ __all__ = ["SAMPLES", "explain_failures", "explain_store"]
 
 #: Where IAM, global STS and Organizations record their events.
 GLOBAL_REGION = "us-east-1"
+#: Failures first seen this soon after the window's start were under way when it began.
+UNDER_WAY = timedelta(hours=1)
 
 #: Changes that take away what a workload needs: a failure that stops after one was not fixed by it.
 _REMOVALS = frozenset({"DeleteRole", "DeleteOpenIDConnectProvider", "DeleteCluster", "DeletePodIdentityAssociation"})
@@ -108,6 +111,8 @@ def explain_failures(
         notes.append(f"changes: no event of {GLOBAL_REGION} was read, where IAM, global STS and Organizations record "
                      "theirs: the changes to roles, providers and SCPs could not be read, and each finding is judged "
                      f"against today's configuration; read {GLOBAL_REGION} too")
+    if (lookback_note := _lookback_note(findings, failures)) is not None:
+        notes.append(lookback_note)
     if (org_note := _organization_changes_note(findings, known, failures)) is not None:
         notes.append(org_note)
     if left_out_note:
@@ -121,6 +126,30 @@ def explain_failures(
         left_out=left_out,
         window_events=failures.window_events,
     )
+
+
+def _lookback_note(findings: list[Finding], failures: Failures) -> str | None:
+    """When failures were under way from the window's start (first seen within its first
+    hour, no change before it found) and the store holds nothing of the day before: the change
+    they began after may be there, unseen.  A change shows within minutes (workloads retry), so
+    failures that began later began after a change the window holds, if any.  LookupEvents
+    looks the day before's change events up by name; a bucket and local files are read for
+    the window only."""
+    start = failures.window_start
+    if failures.lookback_events != 0 or start is None or not failures.coverage:
+        return None
+    if all(row.source == "lookup" for row in failures.coverage):
+        return None
+    early = [f for f in findings if f.began_after is None and f.first_seen - start < UNDER_WAY]
+    if not early:
+        return None
+    since = start - LOOKBACK
+    named = ", ".join(f"{f.cause} of {f.workload.label()}" for f in early[:3]) + (", …" if len(early) > 3 else "")
+    return (f"changes: {len(early)} finding{'s' if len(early) != 1 else ''} failing from the window's start "
+            f"({named}) may have begun after a change made before it, and the store holds no event of the 24 hours "
+            "before the window "
+            f"({iso(since)} – {iso(start)}); ingest that day too (`trailscan ingest … --since {iso(since)} "
+            f"--until {iso(start)}`), then run `trailscan findings` for the window again")
 
 
 def _organization_changes_note(findings: list[Finding], known: Inventory, failures: Failures) -> str | None:

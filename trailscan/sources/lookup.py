@@ -815,9 +815,14 @@ def ingest_lookup(
     progress: ProgressFn | None = None,
     rate: float = RATE,
     account: str | None = None,
+    change_lookback: bool = True,
 ) -> tuple[BatchResult, list[Coverage]]:
     """Read the window's CloudTrail events from ``LookupEvents`` into ``store``, region by region
     in parallel, and record one coverage per region.
+
+    The change events of the 24 hours before the window are looked up by name too (one lookup
+    per event name and region; ``change_lookback=False`` skips them in full mode): a refusal
+    often began after a change made before the window.
 
     ``session`` defaults to ``boto3.Session()`` (standard AWS configuration: ``AWS_PROFILE``,
     ``AWS_REGION``, ``AWS_ENDPOINT_URL_CLOUDTRAIL`` …).  ``regions`` defaults to
@@ -899,10 +904,33 @@ def ingest_lookup(
         else:
             start, end = clamped.start.timestamp(), clamped.end.timestamp()
             run.run_phase({region: run.plan(region, None, start, end) for region in names})
+            if change_lookback:  # the window's changes are among its events; the day before's by name
+                _read_changes(run, clamped, floor, start)
     except KeyboardInterrupt:
         _finish(run, clamped, quick, notes, lookback, interrupted=True)
         raise
     return _finish(run, clamped, quick, notes, lookback, interrupted=False)
+
+
+def _read_changes(run: _Run, window: Window, floor: datetime, until: float) -> None:
+    """The change events from 24 hours before the window to ``until``, one EventName at a time
+    (LookupEvents takes one attribute a call): IAM's and Organizations' where CloudTrail records
+    them (us-east-1), the regional services' in every region read.  The explainer names the
+    change a refusal began after, which may precede the window."""
+    since = max(floor, window.start - CHANGE_LOOKBACK).timestamp()
+    run.on_record = lambda region, job, record: run.regions[region].count("changes")
+    run.run_phase({
+        region: [
+            _Job(region, ("EventName", name), since, until, checkpoint=False, before=True)
+            for source, name in change_event_names()
+            if source not in GLOBAL_SOURCES or region == GLOBAL_REGION
+        ]
+        for region in run.regions
+    })
+    if GLOBAL_REGION not in run.regions:
+        for state in run.regions.values():
+            state.count("changes_unread")
+    run.on_record = None
 
 
 def _run_quick(run: _Run, window: Window, floor: datetime) -> None:
@@ -952,23 +980,7 @@ def _run_quick(run: _Run, window: Window, floor: datetime) -> None:
             for region in pod_regions
         }
     )
-    # Changes, one EventName at a time (LookupEvents takes one attribute a call): IAM's and
-    # Organizations' where CloudTrail records them (us-east-1), the regional services' everywhere.
-    change_from = max(floor, window.start - CHANGE_LOOKBACK).timestamp()
-    changes = change_event_names()
-    run.on_record = lambda region, job, record: run.regions[region].count("changes")
-    run.run_phase({
-        region: [
-            _Job(region, ("EventName", name), change_from, end, checkpoint=False, before=True)
-            for source, name in changes
-            if source not in GLOBAL_SOURCES or region == GLOBAL_REGION
-        ]
-        for region in run.regions
-    })
-    if GLOBAL_REGION not in run.regions:
-        for state in run.regions.values():
-            state.count("changes_unread")
-    run.on_record = None
+    _read_changes(run, window, floor, end)
     second: dict[str, list[_Job]] = {}
     for region, state in run.regions.items():
         jobs: list[_Job] = []
@@ -1008,6 +1020,8 @@ def _finish(
         elif GLOBAL_REGION not in run.regions:
             parts.append(f"IAM and Organizations changes NOT read: they are recorded in {GLOBAL_REGION}, not among "
                          "the regions read")
+        elif state.found.get("changes"):
+            parts.append(f"and {_plural(state.found['changes'], 'change event')} of the 24 hours before the window")
         parts.extend(notes)
         interrupted_here = interrupted and (quick or not state.finished)
         if interrupted_here:
