@@ -806,3 +806,42 @@ def test_an_scp_renamed_since_is_not_a_change_of_its_content(tmp_path):
     finding = denied(trail.explain(*organization_files(tmp_path)))
     assert finding.cause == "EXPLICIT_DENY", finding.explanation
     assert "left unread" not in finding.explanation
+
+
+def test_a_key_policy_fixed_since_is_judged_as_it_was(tmp_path):
+    """The key policy that refused the pod's Decrypt (it named only the key admins, delegating
+    nothing to IAM) was put three hours before, by key id as the caller gave it; a PutKeyPolicy
+    by key ARN delegated to IAM since. Today's key policy delegates: the refusals keep their
+    cause, judged with the policy KMS recorded."""
+    from tests.test_denied_layers import KEY, PROD, denied, doc, kms_trail, role_arn
+    from tests.test_denied_layers import NOW as LAYERS_NOW
+    from tests.test_layers import organization_files, write
+
+    admins = doc({"Sid": "KeyAdmins", "Effect": "Allow", "Principal": {"AWS": role_arn("key-admin")},
+                  "Action": "kms:*", "Resource": "*"})
+    delegating = doc({"Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{PROD}:root"}, "Action": "kms:*",
+                      "Resource": "*"})
+    trail = kms_trail()
+    alice = iam_user_identity(PROD, "alice", "AKIAALICE00000000006")
+    for when, key_id, policy in ((LAYERS_NOW - timedelta(hours=3), KEY.rsplit("/", 1)[1], admins),
+                                 (LAYERS_NOW - timedelta(minutes=2), KEY, delegating)):
+        trail.records.append(api_call(
+            trail.rng, when=when, region="eu-west-1", account=PROD, identity=alice, event_source="kms.amazonaws.com",
+            event_name="PutKeyPolicy", read_only=False,
+            request_parameters={"keyId": key_id, "policyName": "default", "policy": json.dumps(policy),
+                                "bypassPolicyLockoutSafetyCheck": False},
+            resources=[{"accountId": PROD, "type": "AWS::KMS::Key", "ARN": KEY}]))
+    today = f"{KEY}=" + write(tmp_path, "key.json", {"Policy": json.dumps(delegating), "PolicyName": "default"})
+    finding = denied(trail.explain(today, *organization_files(tmp_path)))
+    assert finding.cause == "RESOURCE_POLICY_DENY", finding.explanation
+    assert finding.status == "stopped" and finding.policy_as_of == LAYERS_NOW - timedelta(hours=3)
+    assert [c.event_name for c in finding.changes] == ["PutKeyPolicy", "PutKeyPolicy"]
+    assert finding.fix_summary.startswith("Already fixed: the key policy was put at ")
+    # Without the record of the policy before, today's delegating one is all there is: no cause.
+    trail.records = [r for r in trail.records if not (r["eventName"] == "PutKeyPolicy" and r["requestParameters"]
+                                                      ["keyId"] != KEY)]
+    finding = denied(trail.explain(today, *organization_files(tmp_path)))
+    assert finding.cause == "UNEXPLAINED" and finding.status == "stopped", finding.explanation
+    assert f"Unknown: the key policy of {KEY} before the key policy was put at 05:58 UTC is not in the store" \
+        in finding.explanation
+    assert "whether that change fixed it is not established" in finding.fix_summary
