@@ -845,3 +845,121 @@ def test_a_key_policy_fixed_since_is_judged_as_it_was(tmp_path):
     assert f"Unknown: the key policy of {KEY} before the key policy was put at 05:58 UTC is not in the store" \
         in finding.explanation
     assert "whether that change fixed it is not established" in finding.fix_summary
+
+
+@pytest.mark.parametrize("said", [True, False], ids=["aws-said", "evaluated"])
+def test_a_permission_added_since_over_an_unrecorded_policy(store, tmp_path, said):
+    """PutRolePolicy added the refused permission after the refusals; the inline policy's
+    version before is not in the store. When AWS's message said no identity-based policy
+    allowed the call, that is the cause, fixed since; when the cause would come only from
+    reading the policy, its version then is unknown: no cause is asserted."""
+    from tests.test_denied_layers import EC2_SILENT, PROD, Trail, doc
+    from tests.test_denied_layers import NOW as LAYERS_NOW
+
+    trail = Trail()
+    arn = trail.role("app")
+    session = trail.pod_session("app")
+    message = (f"User: {session.arn} is not authorized to perform: ec2:DescribeVolumes because no identity-based "
+               "policy allows the ec2:DescribeVolumes action") if said else EC2_SILENT
+    trail.refused(session, "ec2.amazonaws.com", "DescribeVolumes", message, code="Client.UnauthorizedOperation")
+    fixed = doc({"Effect": "Allow", "Action": ["ec2:DescribeSnapshots", "ec2:DescribeVolumes"], "Resource": "*"})
+    trail.records.append(api_call(
+        trail.rng, when=LAYERS_NOW - timedelta(minutes=2), region="us-east-1", account=PROD,
+        identity=iam_user_identity(PROD, "alice", "AKIAALICE00000000007"), event_source="iam.amazonaws.com",
+        event_name="PutRolePolicy", read_only=False,
+        request_parameters={"roleName": "app", "policyName": "ec2", "policyDocument": json.dumps(fixed)}))
+    today = Role(arn, "app", PROD, trail.roles[0]["AssumeRolePolicyDocument"], policies=[("ec2", fixed)])
+    finding = explain_with_role_today(store, tmp_path, trail, today)
+    assert finding.status == "stopped"
+    if said:
+        assert finding.cause == "MISSING_PERMISSION", finding.explanation
+        assert finding.fix_summary.startswith("Already fixed: an inline policy was put at "), finding.fix_summary
+    else:
+        assert finding.cause == "UNEXPLAINED", finding.explanation
+        assert "Unknown: the inline policy ec2 of app as it was at the failure is not in the store" \
+            in finding.explanation
+
+
+@pytest.mark.parametrize("where", ["identity", "scp"])
+def test_an_explicit_deny_read_from_a_policy_changed_since(tmp_path, where):
+    """Today the role's inline policy guard denies the refused call, but PutRolePolicy set it
+    after the refusals and its version then is not in the store: that deny is not asserted as
+    their cause. A deny in an SCP that did not change stands, whatever the role's policies were."""
+    from tests.test_denied_layers import NOW as LAYERS_NOW
+    from tests.test_denied_layers import PROD, denied, doc
+    from tests.test_layers import organization_files
+
+    trail, refuse = guard_trail()
+    refuse()
+    deny = doc({"Sid": "NoVolumes", "Effect": "Deny", "Action": "ec2:DescribeVolumes", "Resource": "*"})
+    trail.roles[0]["RolePolicyList"].append({"PolicyName": "guard", "PolicyDocument": deny})
+    trail.records.append(api_call(
+        trail.rng, when=LAYERS_NOW - timedelta(minutes=2), region="us-east-1", account=PROD,
+        identity=iam_user_identity(PROD, "alice", "AKIAALICE00000000008"), event_source="iam.amazonaws.com",
+        event_name="PutRolePolicy", read_only=False,
+        request_parameters={"roleName": "app", "policyName": "guard", "policyDocument": json.dumps(deny)}))
+    finding = denied(trail.explain(*organization_files(tmp_path, guard=where == "scp")))
+    if where == "scp":
+        assert finding.cause == "EXPLICIT_DENY" and "DenyOutsideEuWest1" in finding.explanation, finding.explanation
+    else:
+        assert finding.cause == "UNEXPLAINED", finding.explanation
+        assert finding.explanation.startswith("Today's configuration would give EXPLICIT_DENY, but the permission "
+                                              "policies of app changed at 05:58 UTC, after these failures")
+        assert "Would settle it: the permission policies of app as it was at " in finding.explanation
+
+
+def test_a_key_policy_put_since_over_an_unrecorded_one_is_not_the_cause(tmp_path):
+    """Today's key policy delegates nothing to IAM, but PutKeyPolicy set it after the
+    refusals, and the key policy before is not in the store: it is not asserted as their cause."""
+    from tests.test_denied_layers import KEY, PROD, denied, doc, kms_trail, role_arn
+    from tests.test_denied_layers import NOW as LAYERS_NOW
+    from tests.test_layers import organization_files, write
+
+    admins = doc({"Sid": "KeyAdmins", "Effect": "Allow", "Principal": {"AWS": role_arn("key-admin")},
+                  "Action": "kms:*", "Resource": "*"})
+    trail = kms_trail()
+    trail.records.append(api_call(
+        trail.rng, when=LAYERS_NOW - timedelta(minutes=2), region="eu-west-1", account=PROD,
+        identity=iam_user_identity(PROD, "alice", "AKIAALICE00000000009"), event_source="kms.amazonaws.com",
+        event_name="PutKeyPolicy", read_only=False,
+        request_parameters={"keyId": KEY, "policyName": "default", "policy": json.dumps(admins)}))
+    today = f"{KEY}=" + write(tmp_path, "key.json", {"Policy": json.dumps(admins), "PolicyName": "default"})
+    finding = denied(trail.explain(today, *organization_files(tmp_path)))
+    assert finding.cause == "UNEXPLAINED", finding.explanation
+    assert finding.explanation.startswith(f"Today's configuration would give RESOURCE_POLICY_DENY, but the key policy "
+                                          f"of {KEY} changed at 05:58 UTC")
+    assert "AWS Config's history of the resource" in finding.explanation
+
+
+@pytest.mark.parametrize("said", [False, True], ids=["read-from-trust", "said-by-eks"])
+def test_a_pod_identity_trust_changed_since_over_an_unrecorded_one(store, said):
+    """The Pod Identity role's trust policy (no sts:TagSession today) was replaced after the
+    refusals; its version then is not in the store. Read from today's trust alone, the cause is
+    not asserted; said by AWS, it stands."""
+    from trailscan.generate import pod_identity_assume_role
+    from trailscan.inventory import Cluster, PodIdentityAssociation
+
+    rng = random.Random(41)
+    arn = f"arn:aws:iam::{ACCOUNT}:role/orders-pod"
+    message = ("Access denied" if not said else
+               "An error occurred (AccessDeniedException) when calling the AssumeRoleForPodIdentity operation: "
+               "Unauthorized Exception! EKS does not have permissions to assume the associated role.")
+    records = [pod_identity_assume_role(rng, when=NOW - timedelta(minutes=50 - i), region=REGION, account=ACCOUNT,
+                                        role_arn=arn, cluster="prod", namespace="orders", service_account="worker",
+                                        pod="worker-1", error_code="AccessDenied", error_message=message)
+               for i in range(3)]
+    trust_now = {"Version": "2012-10-17", "Statement": [{
+        "Effect": "Allow", "Principal": {"Service": "pods.eks.amazonaws.com"}, "Action": "sts:AssumeRole"}]}
+    records.append(change(rng, NOW - timedelta(minutes=20), "UpdateAssumeRolePolicy",
+                          {"roleName": "orders-pod", "policyDocument": json.dumps(trust_now)}))
+    inv = Inventory(roles={arn: Role(arn, "orders-pod", ACCOUNT, trust_now)}, complete={IAM}, iam_accounts={ACCOUNT},
+                    clusters=[Cluster("prod", REGION, ACCOUNT, f"arn:aws:eks:{REGION}:{ACCOUNT}:cluster/prod", None,
+                                      pod_identity_associations=[PodIdentityAssociation("orders", "worker", arn,
+                                                                                        "a-1")])])
+    finding, _ = explain(store, records, inv)
+    if said:
+        assert finding.cause == "POD_IDENTITY_TRUST", finding.explanation
+    else:
+        assert finding.cause == "UNEXPLAINED", finding.explanation
+        assert finding.explanation.startswith("Today's configuration would give POD_IDENTITY_TRUST, but the trust "
+                                              "policy of orders-pod changed at 14:40 UTC")

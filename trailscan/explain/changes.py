@@ -323,7 +323,8 @@ class AsOf:
     used: tuple[ChangeEvent, ...] = ()
     unread: tuple[str, ...] = ()  #: not in the store: left unread, so no verdict rests on it
     #: (part, time of its last change): a part judged as today though it changed after the
-    #: failure — ``trust`` (the trust policy) or ``identity`` (an inline or managed policy)
+    #: failure — ``trust`` (the trust policy), ``identity`` (an inline or managed policy) or
+    #: ``resource:bucket policy of ARN`` (the bucket or key policy of the refused call's resource)
     unsettled: tuple[tuple[str, datetime], ...] = ()
 
     def plus(self, other: AsOf) -> AsOf:
@@ -521,9 +522,9 @@ def _resource_arn(change: ChangeEvent, resources: str) -> tuple[str, str] | None
 
 
 def resources_as_of(layers: PolicyLayers, resources: str | None, changes: Iterable[ChangeEvent], moment: datetime
-                    ) -> tuple[PolicyLayers | None, tuple[ChangeEvent, ...], tuple[str, ...]]:
+                    ) -> tuple[PolicyLayers | None, AsOf]:
     """The bucket and key policies of a refused call's resources as they were at *moment*:
-    (the layers with them, the changes they rest on, what is unknown).  None: as today."""
+    the layers with them (None: as today), and what they rest on and what is unknown."""
     text = resources or ""
     mine = [(c, held) for c in changes if c.name in _RESOURCE and (held := _resource_arn(c, text))]
     later: dict[tuple[str, str], ChangeEvent] = {}
@@ -533,6 +534,7 @@ def resources_as_of(layers: PolicyLayers, resources: str | None, changes: Iterab
     replaced = dict(layers.resources)
     used: list[ChangeEvent] = []
     unknown: list[str] = []
+    unsettled: list[tuple[str, datetime]] = []
     for (arn, kind), after in later.items():
         before = [c for c, held in mine if held == (arn, kind) and c.time <= moment]
         label = "bucket policy" if kind == "s3" else "key policy"
@@ -544,4 +546,7 @@ def resources_as_of(layers: PolicyLayers, resources: str | None, changes: Iterab
             used.append(before[-1])
         else:
             unknown.append(f"the {label} of {arn} before {sentence(after)}")
-    return (replace(layers, resources=replaced) if used else None), tuple(used), tuple(unknown)
+            unsettled.append((f"resource:{label} of {arn}", max(c.time for c, held in mine if held == (arn, kind))))
+    found = AsOf(None, max((c.time for c in used), default=None), unknown=tuple(unknown), used=tuple(used),
+                 unsettled=tuple(unsettled))
+    return (replace(layers, resources=replaced) if used else None), found

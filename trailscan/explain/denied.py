@@ -153,7 +153,7 @@ def node_role(c: DeniedCase) -> Verdict | None:
 # -- what AWS says decides first: its own evaluation, then its message ---------------------------
 
 
-@RULES.rule("EXPLICIT_DENY", "BOUNDARY_DENY", "RESOURCE_POLICY_DENY", "MISSING_PERMISSION")
+@RULES.rule("EXPLICIT_DENY", "BOUNDARY_DENY", "RESOURCE_POLICY_DENY", "MISSING_PERMISSION", said=True)
 def aws_evaluation(c: DeniedCase) -> Verdict | None:
     """AWS's Access Troubleshooter answered for this refusal: its evaluation wins, and
     trailscan's own is shown beside it (the finding says when they disagree)."""
@@ -164,7 +164,7 @@ def aws_evaluation(c: DeniedCase) -> Verdict | None:
 _RESOURCE_TYPES = ("resource", "vpce")
 
 
-@RULES.rule("EXPLICIT_DENY")
+@RULES.rule("EXPLICIT_DENY", said=True)
 def explicit_deny_said(c: DeniedCase) -> Verdict | None:
     if c.denial.reason != "explicit_deny" or c.denial.policy_type in _RESOURCE_TYPES:
         return None
@@ -177,7 +177,7 @@ def explicit_deny_said(c: DeniedCase) -> Verdict | None:
     )
 
 
-@RULES.rule("BOUNDARY_DENY")
+@RULES.rule("BOUNDARY_DENY", said=True)
 def boundary_said(c: DeniedCase) -> Verdict | None:
     if c.denial.reason != "no_boundary":
         return None
@@ -189,7 +189,7 @@ def boundary_said(c: DeniedCase) -> Verdict | None:
     )
 
 
-@RULES.rule("RESOURCE_POLICY_DENY")
+@RULES.rule("RESOURCE_POLICY_DENY", said=True)
 def resource_policy_said(c: DeniedCase) -> Verdict | None:
     explicit = c.denial.reason == "explicit_deny" and c.denial.policy_type in _RESOURCE_TYPES
     if not (explicit or c.denial.reason in ("no_resource_policy", "no_vpce_policy") or c.code == "VpceAccessDenied"):
@@ -213,7 +213,7 @@ def resource_policy_said(c: DeniedCase) -> Verdict | None:
     )
 
 
-@RULES.rule("EXPLICIT_DENY")
+@RULES.rule("EXPLICIT_DENY", said=True)
 def organization_said(c: DeniedCase) -> Verdict | None:
     if c.denial.reason not in ("no_scp", "no_rcp", "no_session_policy"):
         return None
@@ -226,7 +226,7 @@ def organization_said(c: DeniedCase) -> Verdict | None:
     )
 
 
-@RULES.rule("MISSING_PERMISSION")
+@RULES.rule("MISSING_PERMISSION", said=True)
 def missing_permission_said(c: DeniedCase) -> Verdict | None:
     if c.denial.reason != "no_identity_policy":
         return None

@@ -168,7 +168,7 @@ def invalid_role_arn(c: IrsaCase) -> Verdict | None:
     )
 
 
-@RULES.rule("TOKEN_EXPIRED")
+@RULES.rule("TOKEN_EXPIRED", said=True)
 def token_expired(c: IrsaCase) -> Verdict | None:
     if not (c.code == "ExpiredToken" or _says(c.lowered, _SAID_EXPIRED)):
         return None
@@ -181,7 +181,7 @@ def token_expired(c: IrsaCase) -> Verdict | None:
     )
 
 
-@RULES.rule("IDP_UNREACHABLE")
+@RULES.rule("IDP_UNREACHABLE", said=True)
 def idp_unreachable(c: IrsaCase) -> Verdict | None:
     if not (c.code == "IDPCommunicationError" or _says(c.lowered, _SAID_NO_KEYS)):
         return None
@@ -193,7 +193,7 @@ def idp_unreachable(c: IrsaCase) -> Verdict | None:
     )
 
 
-@RULES.rule("OIDC_PROVIDER_MISSING")
+@RULES.rule("OIDC_PROVIDER_MISSING", said=True)
 def provider_missing_said(c: IrsaCase) -> Verdict | None:
     if not _says(c.lowered, _SAID_NO_PROVIDER):
         return None
@@ -205,7 +205,7 @@ def provider_missing_said(c: IrsaCase) -> Verdict | None:
     )
 
 
-@RULES.rule("OIDC_THUMBPRINT_MISMATCH")
+@RULES.rule("OIDC_THUMBPRINT_MISMATCH", said=True)
 def thumbprint_said(c: IrsaCase) -> Verdict | None:
     if not _says(c.lowered, _SAID_THUMBPRINT):
         return None

@@ -28,6 +28,7 @@ table that holds, naming the others.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from trailscan.explain import fixes
@@ -72,11 +73,12 @@ def cause_of(decision: str, layer: str | None) -> str | None:
 def layered_verdict(c: DeniedCase, j: Judgement) -> Verdict | None:
     """The cause every layer establishes, or None (and what was found, for UNEXPLAINED)."""
     found = layered_outcome(c, j)
-    return c.verdict(*found) if found else None
+    return replace(c.verdict(*found[:3]), layer=found[3]) if found else None
 
 
-def layered_outcome(c: DeniedCase, j: Judgement) -> tuple[str, str, str] | None:
-    """(cause, explanation, fix) every layer establishes, or None (recording what was found)."""
+def layered_outcome(c: DeniedCase, j: Judgement) -> tuple[str, str, str, str | None] | None:
+    """(cause, explanation, fix, deciding layer) every layer establishes, or None (recording
+    what was found)."""
     judged = list(j.variants) or [("", j.decision)]
     decided = [(label, d, cause_of(d.decision, d.layer)) for label, d in judged]
     causes = [item for item in decided if item[2] is not None]
@@ -91,7 +93,7 @@ def layered_outcome(c: DeniedCase, j: Judgement) -> tuple[str, str, str] | None:
         explanation = f"With {label}: {explanation}"
     if others:
         explanation += " The group's events differ: " + "; ".join(others) + "."
-    return cause, explanation, fix
+    return cause, explanation, fix, decision.layer
 
 
 def _short(decision: AuthDecision) -> str:
@@ -325,7 +327,7 @@ def aws_answer_verdict(c: DeniedCase) -> Verdict | None:
 _DECISION = {"EXPLICIT_DENY": EXPLICIT_DENY, "IMPLICIT_DENY": IMPLICIT_DENY}
 
 
-def _ours(c: DeniedCase, judged: Judgement | str) -> tuple[str, str, str] | None:
+def _ours(c: DeniedCase, judged: Judgement | str) -> tuple[str, str, str, str | None] | None:
     if isinstance(judged, str):
         return None
     saved = list(c.found), list(c.unchecked), list(c.to_read)

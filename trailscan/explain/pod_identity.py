@@ -117,7 +117,7 @@ def _association_candidates(ev: Evidence, cluster: str | None, workload: Workloa
 RULES: Rules[PodIdentityCase] = Rules("pod_identity")
 
 
-@RULES.rule("POD_IDENTITY_TRUST")
+@RULES.rule("POD_IDENTITY_TRUST", said=True)
 def trust_said(c: PodIdentityCase) -> Verdict | None:
     """EKS says it, or STS refused pods.eks.amazonaws.com."""
     if not (_TRUST_MESSAGE.lower() in c.message.lower() or (
@@ -148,7 +148,7 @@ def trust_policy(c: PodIdentityCase) -> Verdict | None:
     )
 
 
-@RULES.rule("POD_IDENTITY_AGENT_DENIED")
+@RULES.rule("POD_IDENTITY_AGENT_DENIED", said=True)
 def agent_denied_said(c: PodIdentityCase) -> Verdict | None:
     """The node role may not call eks-auth:AssumeRoleForPodIdentity, as AWS's message says."""
     if not (c.is_agent_call and (

@@ -5,12 +5,16 @@ rules with :meth:`Rules.rule`, in the order they are written, naming the causes 
 may return.  :meth:`Rules.decide` runs them in that order and refuses a verdict whose
 cause the rule did not declare, so the declared order *is* the precedence — and a test
 compares it with the cause table (:mod:`.causes`).
+
+A rule declared ``said=True`` decides on AWS's own words (its error message, its Access
+Troubleshooter): its verdicts are marked ``said``, and no walk-back through the
+configuration's changes can unsettle them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Generic, TypeVar
 
 from trailscan.explain.causes import cause as cause_row
@@ -32,6 +36,10 @@ class Verdict:
     action: str
     explanation: str
     fix: str
+    #: AWS said the cause (its message or evaluation), not trailscan's reading of the configuration.
+    said: bool = False
+    #: The policy layer trailscan's own evaluation found deciding (``identity``, ``scp``, …), if any.
+    layer: str | None = None
 
 
 @dataclass(frozen=True)
@@ -41,6 +49,7 @@ class Rule(Generic[Case]):
     name: str
     causes: tuple[str, ...]
     check: Callable[[Case], Verdict | None]
+    said: bool = False
 
 
 @dataclass
@@ -50,13 +59,15 @@ class Rules(Generic[Case]):
     kind: str
     rules: list[Rule[Case]] = field(default_factory=list)
 
-    def rule(self, *causes: str) -> Callable[[Callable[[Case], Verdict | None]], Callable[[Case], Verdict | None]]:
-        """Register the decorated check as the next rule; it may return only *causes*."""
+    def rule(self, *causes: str, said: bool = False
+             ) -> Callable[[Callable[[Case], Verdict | None]], Callable[[Case], Verdict | None]]:
+        """Register the decorated check as the next rule; it may return only *causes* (and,
+        *said*, decides on AWS's own words)."""
         for code in causes:
             cause_row(code)  # a KeyError here names a cause missing from the table
 
         def register(check: Callable[[Case], Verdict | None]) -> Callable[[Case], Verdict | None]:
-            self.rules.append(Rule(check.__name__, causes, check))
+            self.rules.append(Rule(check.__name__, causes, check, said))
             return check
 
         return register
@@ -72,7 +83,7 @@ class Rules(Generic[Case]):
             if verdict is not None:
                 if verdict.cause not in rule.causes:
                     raise AssertionError(f"rule {rule.name} returned {verdict.cause}, which it does not declare")
-                return verdict
+                return replace(verdict, said=True) if rule.said else verdict
         verdict = otherwise(case)
         if verdict.cause != "UNEXPLAINED":
             raise AssertionError(f"the {self.kind} fallback returned {verdict.cause}, not UNEXPLAINED")

@@ -250,9 +250,9 @@ def _judge(evidence: Evidence, group: FailureGroup, changes: list[ChangeEvent]) 
     if group.kind == "denied_call":
         resources = group.get("resources")
         text = resources if isinstance(resources, str) else ""
-        layers, used, unknown = resources_as_of(inventory.layers, text, changes, moment)
+        layers, part = resources_as_of(inventory.layers, text, changes, moment)
         inventory = replace(inventory, layers=layers) if layers is not None else inventory
-        found = found.plus(AsOf(None, max((c.time for c in used), default=None), unknown=unknown, used=used))
+        found = found.plus(part)
         accounts = accounts_of(role_arn, group.get("identity_arn"), group.get("account_id"), text)
         layers, part = org_as_of(inventory.layers, changes, moment, accounts)
         inventory = replace(inventory, layers=layers) if layers is not None else inventory
@@ -271,11 +271,16 @@ def _judge(evidence: Evidence, group: FailureGroup, changes: list[ChangeEvent]) 
     return _unsettled(_DECIDE[group.kind](then_evidence, group), found, group), found
 
 
-#: The causes read from a part of the role's configuration (not from AWS's own message).
+#: The causes read from a part of the configuration (not said by AWS: those stand).
 _RESTS_ON = {
-    "trust": frozenset({"TRUST_PROVIDER_MISMATCH", "TRUST_ACTION_MISSING", "TRUST_SUBJECT_MISMATCH"}),
-    "identity": frozenset({"MISSING_PERMISSION"}),
+    "trust": frozenset({"TRUST_PROVIDER_MISMATCH", "TRUST_ACTION_MISSING", "TRUST_SUBJECT_MISMATCH",
+                        "POD_IDENTITY_TRUST"}),
+    "identity": frozenset({"MISSING_PERMISSION", "EXPLICIT_DENY"}),
+    "resource": frozenset({"RESOURCE_POLICY_DENY"}),
 }
+#: For a denied call, the part matters only when the evaluation found its layer deciding (an
+#: explicit deny in an SCP stands whatever the role's own policies were).
+_LAYER_OF_PART = {"identity": "identity", "resource": "resource"}
 _PART = {"trust": "trust policy", "identity": "permission policies"}
 
 
@@ -283,14 +288,17 @@ def _unsettled(verdict: Verdict, found: AsOf, group: FailureGroup) -> Verdict:
     """*verdict*, or ``UNEXPLAINED`` when it rests on a part of the role that changed after
     every one of the group's failures and whose version then the store does not hold: today's
     version of it did not refuse those calls, so it is not asserted as their cause."""
-    changed = [(part, when) for part, when in found.unsettled
-               if verdict.cause in _RESTS_ON.get(part, ()) and when > group.last_seen]
+    if verdict.said:  # AWS's own words: whatever the configuration was, they stand
+        return verdict
+    changed = [(part, when) for part, when in found.unsettled if when > group.last_seen and _rests_on(verdict, part)]
     if not changed:
         return verdict
     part, when = max(changed, key=lambda item: item[1])
-    what = f"the {_PART[part]} of {verdict.role_arn.rsplit('/', 1)[-1] if verdict.role_arn else 'the role'}"
+    kind, _, named = part.partition(":")
+    what = (f"the {named}" if named else
+            f"the {_PART[kind]} of {verdict.role_arn.rsplit('/', 1)[-1] if verdict.role_arn else 'the role'}")
     settle = (f"{what} as it was at {group.first_seen.strftime('%Y-%m-%d %H:%M:%SZ')} (the CloudTrail record of the "
-              "change that set it, or AWS Config's history of the role)")
+              f"change that set it, or AWS Config's history of the {'resource' if named else 'role'})")
     return replace(
         verdict,
         cause="UNEXPLAINED",
@@ -298,8 +306,14 @@ def _unsettled(verdict: Verdict, found: AsOf, group: FailureGroup) -> Verdict:
                      f"{when.strftime('%H:%M')} UTC, after these failures, and its version then is not in the store: "
                      f"what it said is not known, so no cause is asserted. Would settle it: {settle}. Today's reading: "
                      f"{verdict.explanation}"),
-        fix=f"Find {settle} and run again. If today's {_PART[part]} is still wrong:\n{verdict.fix}",
+        fix=f"Find {settle} and run again. If today's {named or _PART[kind]} is still wrong:\n{verdict.fix}",
     )
+
+
+def _rests_on(verdict: Verdict, part: str) -> bool:
+    """Whether *verdict*'s cause was read from *part* (``trust``, ``identity``, ``resource:…``)."""
+    kind = part.partition(":")[0]
+    return verdict.cause in _RESTS_ON.get(kind, ()) and verdict.layer == _LAYER_OF_PART.get(kind, verdict.layer)
 
 
 def _changes_of(group: FailureGroup, verdict: Verdict | None, inventory: Inventory, changes: list[ChangeEvent]
