@@ -963,3 +963,33 @@ def test_a_pod_identity_trust_changed_since_over_an_unrecorded_one(store, said):
         assert finding.cause == "UNEXPLAINED", finding.explanation
         assert finding.explanation.startswith("Today's configuration would give POD_IDENTITY_TRUST, but the trust "
                                               "policy of orders-pod changed at 14:40 UTC")
+
+
+def test_the_notebook_api_lists_the_changes_and_each_findings_status(tmp_path):
+    """From Jupyter: ``ts.changes(...)`` is ``trailscan changes`` as a DataFrame (with the
+    document each call set), and a finding's status, configuration time, decisive change and
+    changes are columns and a frame of their own."""
+    import trailscan
+    from trailscan.api import CHANGE_COLUMNS, Explanation
+
+    rng = random.Random(2)
+    broke, fixed = NOW - timedelta(hours=3), NOW - timedelta(minutes=50)
+    path = tmp_path / "trail.json"
+    path.write_text(json.dumps({"Records": [
+        change(rng, broke, "UpdateAssumeRolePolicy", {"roleName": ROLE, "policyDocument": url_encoded(BROKEN)}),
+        *failing(rng, broke + timedelta(minutes=5), fixed - timedelta(minutes=5)),
+        change(rng, fixed, "UpdateAssumeRolePolicy", {"roleName": ROLE, "policyDocument": json.dumps(trust())}),
+    ]}))
+    with trailscan.open(":memory:") as ts:
+        ts.ingest_files(path)
+        changes = ts.changes(WINDOW.start, WINDOW.end)
+        assert tuple(changes.columns[:6]) == CHANGE_COLUMNS and changes.event_time.is_monotonic_increasing
+        assert changes.actor.tolist() == [ALICE, ALICE] and changes.target.tolist() == [ROLE, ROLE]
+        assert json.loads(changes.document[0]) == BROKEN  # decoded from IAM's URL encoding
+        assert ts.changes(WINDOW.start, WINDOW.end, role="another-role").empty
+        with ts.opened() as store:
+            found = Explanation(ts, explain_store(store, inventory(trust()), window=WINDOW), WINDOW)
+        row = found.to_frame().iloc[0]
+        assert (row.cause, row.status, row.policy_as_of) == ("TRUST_SUBJECT_MISMATCH", "stopped", broke)
+        assert row.decisive_change == f"stopped after UpdateAssumeRolePolicy on {ROLE} by {ALICE} at 2026-11-28T14:10:00Z"
+        assert found.changes(0).event_time.tolist() == [broke, fixed]

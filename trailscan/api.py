@@ -121,7 +121,13 @@ FINDING_COLUMNS = (
     "regions",
     "candidates",
     "sample_event_ids",
+    "status",
+    "policy_as_of",
+    "decisive_change",
 )
+
+#: Columns of :meth:`Session.changes` and :meth:`Explanation.changes`, as the CLI shows them.
+CHANGE_COLUMNS = ("event_time", "event_name", "event_source", "actor", "target", "event_id")
 
 #: How many accounts or regions a summary names before it says "and N more".
 _SHOWN = 8
@@ -354,6 +360,21 @@ class Session:
                 "limit": limit,
             },
         )
+
+    def changes(self, since: Moment | None = None, until: Moment | None = None, *, role: str | None = None
+                ) -> pd.DataFrame:
+        """The successful change events of the window (``trailscan changes``), oldest first:
+        who changed which role, trust or role policy, OIDC provider, Pod Identity association,
+        cluster, SCP, bucket or key policy, when — with ``document``, the policy the call set
+        (decoded; None when it sets none).  ``role`` keeps one role's changes, by name."""
+        from trailscan.queries import load_queries
+
+        query = load_queries()["change_events"]
+        window = make_window(since, until)
+        values = query.bind({"since": window.start if window else None, "until": window.end if window else None,
+                             "role": role})
+        frame = self._frame(query.typed_sql(), values)
+        return frame[[*CHANGE_COLUMNS, *(c for c in frame.columns if c not in CHANGE_COLUMNS)]]
 
     def coverage(
         self, since: Moment | None = None, until: Moment | None = None, *, history: bool = False
@@ -788,12 +809,15 @@ class Explanation:
                 "regions": list(f.regions),
                 "candidates": [str(c) for c in f.workload.candidates],
                 "sample_event_ids": list(f.sample_event_ids),
+                "status": f.status,
+                "policy_as_of": f.policy_as_of,
+                "decisive_change": f.decisive_change,
             }
             for f in self.report.findings
         ]
         frame = pd.DataFrame(rows, columns=list(FINDING_COLUMNS))
         frame["count"] = frame["count"].astype("int64")
-        for column in ("first_seen", "last_seen"):
+        for column in ("first_seen", "last_seen", "policy_as_of"):
             frame[column] = pd.to_datetime(frame[column], utc=True)
         return frame
 
@@ -817,6 +841,16 @@ class Explanation:
             "ORDER BY event_time DESC, event_id",
             {"ids": list(finding.event_ids or finding.sample_event_ids)},
         )
+
+    def changes(self, which: int | Finding) -> pd.DataFrame:
+        """The recorded changes to what decides one finding (its index, or the
+        :class:`Finding`), oldest first: what its failures began or stopped after."""
+        import pandas as pd
+
+        finding = self.report.findings[which] if isinstance(which, int) else which
+        frame = pd.DataFrame([c.as_json() for c in finding.changes], columns=list(CHANGE_COLUMNS))
+        frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
+        return frame
 
     def timeline(self) -> pd.DataFrame:
         """One row per failed event of every finding: ``event_time``, the finding's index,
