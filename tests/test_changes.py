@@ -291,7 +291,7 @@ def test_an_scp_attached_to_the_accounts_ou_is_the_change_the_denial_began_after
 
     trail = Trail()
     trail.role("app", doc({"Effect": "Allow", "Action": "ec2:*", "Resource": "*"}))
-    attached = LAYERS_NOW - timedelta(minutes=26)
+    attached = LAYERS_NOW - timedelta(minutes=61)
     trail.records.append(api_call(
         trail.rng, when=attached, region="us-east-1", account=MGMT,
         identity=iam_user_identity(MGMT, "alice", "AKIAALICE00000000002"), event_source="organizations.amazonaws.com",
@@ -335,7 +335,7 @@ def test_a_denial_fixed_by_attaching_a_managed_policy_is_judged_without_it(store
                   code="Client.UnauthorizedOperation")
     policy_arn = f"arn:aws:iam::{PROD}:policy/ec2-read"
     trail.records.append(api_call(
-        trail.rng, when=LAYERS_NOW - timedelta(minutes=2), region="us-east-1", account=PROD,
+        trail.rng, when=LAYERS_NOW - timedelta(minutes=20), region="us-east-1", account=PROD,
         identity=iam_user_identity(PROD, "alice", "AKIAALICE00000000003"), event_source="iam.amazonaws.com",
         event_name="AttachRolePolicy", read_only=False, request_parameters={"roleName": "app", "policyArn": policy_arn}))
     today = Role(arn, "app", PROD, trail.roles[0]["AssumeRolePolicyDocument"],
@@ -346,7 +346,7 @@ def test_a_denial_fixed_by_attaching_a_managed_policy_is_judged_without_it(store
     assert finding.status == "stopped"
     assert finding.policy_as_of == finding.first_seen
     assert f"before AttachRolePolicy of {policy_arn}" in finding.explanation
-    assert finding.fix_summary.startswith("Already fixed: a managed policy was attached at 05:58 UTC")
+    assert finding.fix_summary.startswith("Already fixed: a managed policy was attached at 05:40 UTC")
 
 
 def test_a_managed_policy_version_rolled_back_since_is_judged_with_the_version_in_force(store, tmp_path):
@@ -369,7 +369,7 @@ def test_a_managed_policy_version_rolled_back_since_is_judged_with_the_version_i
     trail.refused(trail.pod_session("app"), "ec2.amazonaws.com", "DescribeVolumes", EC2_SILENT,
                   code="Client.UnauthorizedOperation")
     trail.records.append(api_call(
-        trail.rng, when=LAYERS_NOW - timedelta(minutes=2), region="us-east-1", account=PROD, identity=alice,
+        trail.rng, when=LAYERS_NOW - timedelta(minutes=20), region="us-east-1", account=PROD, identity=alice,
         event_source="iam.amazonaws.com", event_name="SetDefaultPolicyVersion", read_only=False,
         request_parameters={"policyArn": policy_arn, "versionId": "v1"}))
     today = Role(arn, "app", PROD, trail.roles[0]["AssumeRolePolicyDocument"],
@@ -399,7 +399,7 @@ def test_a_bucket_policy_deleted_since_is_judged_as_it_was(store, tmp_path):
     alice = iam_user_identity(PROD, "alice", "AKIAALICE00000000005")
     for when, name, params in (
         (LAYERS_NOW - timedelta(hours=3), "PutBucketPolicy", {"bucketName": "team-data", "bucketPolicy": VPCE_ONLY}),
-        (LAYERS_NOW - timedelta(minutes=2), "DeleteBucketPolicy", {"bucketName": "team-data"}),
+        (LAYERS_NOW - timedelta(minutes=20), "DeleteBucketPolicy", {"bucketName": "team-data"}),
     ):
         trail.records.append(api_call(trail.rng, when=when, region="eu-west-1", account=PROD, identity=alice,
                                       event_source="s3.amazonaws.com", event_name=name, read_only=False,
@@ -453,11 +453,11 @@ def test_an_scp_detached_since_is_judged_as_attached_then_and_other_ous_changes_
     from tests.test_layers import OU, organization_files
 
     trail, refuse = guard_trail()
-    attached = LAYERS_NOW - timedelta(minutes=30)
+    attached = LAYERS_NOW - timedelta(minutes=60)
     org_change(trail, attached, "AttachPolicy", {"policyId": "p-guard", "targetId": OU})
     org_change(trail, attached, "AttachPolicy", {"policyId": "p-other", "targetId": "ou-ab12-22222222"})
     refuse()
-    org_change(trail, LAYERS_NOW - timedelta(minutes=2), "DetachPolicy", {"policyId": "p-guard", "targetId": OU})
+    org_change(trail, LAYERS_NOW - timedelta(minutes=20), "DetachPolicy", {"policyId": "p-guard", "targetId": OU})
     finding = denied(trail.explain(*organization_files(tmp_path, guard=False)))
     assert finding.cause == "EXPLICIT_DENY", finding.explanation
     assert "DenyOutsideEuWest1" in finding.explanation
@@ -465,7 +465,7 @@ def test_an_scp_detached_since_is_judged_as_attached_then_and_other_ous_changes_
     assert [(c.event_name, c.target) for c in finding.changes] == [("AttachPolicy", "p-guard"),
                                                                    ("DetachPolicy", "p-guard")]
     assert finding.policy_as_of == attached
-    assert finding.fix_summary.startswith("Already fixed: an SCP was detached at 05:58 UTC")
+    assert finding.fix_summary.startswith("Already fixed: an SCP was detached at 05:40 UTC")
 
 
 def test_an_scp_detached_since_with_no_record_of_its_attachment_is_judged_as_attached(tmp_path):
@@ -475,7 +475,7 @@ def test_an_scp_detached_since_with_no_record_of_its_attachment_is_judged_as_att
 
     trail, refuse = guard_trail()
     refuse()
-    org_change(trail, LAYERS_NOW - timedelta(minutes=2), "DetachPolicy", {"policyId": "p-guard", "targetId": OU})
+    org_change(trail, LAYERS_NOW - timedelta(minutes=20), "DetachPolicy", {"policyId": "p-guard", "targetId": OU})
     finding = denied(trail.explain(*organization_files(tmp_path, guard=False)))
     assert finding.cause == "EXPLICIT_DENY", finding.explanation
     assert finding.policy_as_of == finding.first_seen  # known only from the detach since
@@ -493,7 +493,7 @@ def test_an_scp_relaxed_since_is_judged_with_the_content_recorded_before(tmp_pat
     set_at = LAYERS_NOW - timedelta(hours=2)
     org_change(trail, set_at, "UpdatePolicy", {"policyId": "p-guard", "content": json.dumps(GUARD)})
     refuse()
-    org_change(trail, LAYERS_NOW - timedelta(minutes=2), "UpdatePolicy",
+    org_change(trail, LAYERS_NOW - timedelta(minutes=20), "UpdatePolicy",
                {"policyId": "p-guard", "content": json.dumps(relaxed)},
                response={"policy": {"policySummary": {"id": "p-guard"}, "content": json.dumps(relaxed)}})
     today = write(tmp_path, "guard-today.json", {"Policy": {"PolicySummary": policy_summary("p-guard", "region-guard"),
@@ -514,11 +514,11 @@ def test_an_scp_whose_earlier_content_is_not_recorded_is_not_taken_as_it_is_toda
 
     trail, refuse = guard_trail()
     refuse()
-    org_change(trail, LAYERS_NOW - timedelta(minutes=2), "UpdatePolicy",
+    org_change(trail, LAYERS_NOW - timedelta(minutes=20), "UpdatePolicy",
                {"policyId": "p-guard", "content": json.dumps(GUARD)})
     finding = denied(trail.explain(*organization_files(tmp_path)))
     assert finding.cause == "UNEXPLAINED", finding.explanation
-    assert "the content of p-guard before an SCP was updated at 05:58 UTC is not in the store; left unread" \
+    assert "the content of p-guard before an SCP was updated at 05:40 UTC is not in the store; left unread" \
         in finding.explanation
     # Without the change, today's guard would be taken as the cause.
     trail.records.pop()
@@ -596,7 +596,7 @@ def boundary_case(store, tmp_path, *, recorded: bool):
     arn = trail.role("app")
     boundary = f"arn:aws:iam::{PROD}:policy/ec2-boundary"
     alice = iam_user_identity(PROD, "alice", "AKIAALICE00000000006")
-    calls = [(LAYERS_NOW - timedelta(minutes=2), "DeleteRolePermissionsBoundary", {"roleName": "app"})]
+    calls = [(LAYERS_NOW - timedelta(minutes=20), "DeleteRolePermissionsBoundary", {"roleName": "app"})]
     if recorded:
         calls.insert(0, (LAYERS_NOW - timedelta(hours=4), "PutRolePermissionsBoundary",
                          {"roleName": "app", "permissionsBoundary": boundary}))
@@ -619,15 +619,15 @@ def test_a_boundary_removed_since_is_judged_as_it_was(store, tmp_path):
     assert finding.cause == "BOUNDARY_DENY", finding.explanation
     assert "ec2-boundary" in finding.explanation
     assert finding.status == "stopped"
-    assert finding.fix_summary.startswith("Already fixed: the permissions boundary was removed at 05:58 UTC")
+    assert finding.fix_summary.startswith("Already fixed: the permissions boundary was removed at 05:40 UTC")
 
 
 def test_a_boundary_removed_since_but_not_recorded_is_left_unread(store, tmp_path):
     finding = boundary_case(store, tmp_path, recorded=False)
     assert finding.cause == "UNEXPLAINED", finding.explanation
-    assert ("the permissions boundary of app before the permissions boundary was removed at 05:58 UTC (no change "
+    assert ("the permissions boundary of app before the permissions boundary was removed at 05:40 UTC (no change "
             "before the failure is recorded) is not in the store; left unread") in finding.explanation
-    assert finding.fix_summary.startswith("No failure came after the permissions boundary was removed at 05:58 UTC")
+    assert finding.fix_summary.startswith("No failure came after the permissions boundary was removed at 05:40 UTC")
     assert "whether that change fixed it is not established" in finding.fix
 
 
@@ -801,7 +801,7 @@ def test_an_scp_renamed_since_is_not_a_change_of_its_content(tmp_path):
 
     trail, refuse = guard_trail()
     refuse()
-    org_change(trail, LAYERS_NOW - timedelta(minutes=2), "UpdatePolicy", {"policyId": "p-guard", "name": "guard-v2"},
+    org_change(trail, LAYERS_NOW - timedelta(minutes=20), "UpdatePolicy", {"policyId": "p-guard", "name": "guard-v2"},
                response={"policy": {"policySummary": {"id": "p-guard"}, "content": json.dumps(GUARD)}})
     finding = denied(trail.explain(*organization_files(tmp_path)))
     assert finding.cause == "EXPLICIT_DENY", finding.explanation
@@ -824,7 +824,7 @@ def test_a_key_policy_fixed_since_is_judged_as_it_was(tmp_path):
     trail = kms_trail()
     alice = iam_user_identity(PROD, "alice", "AKIAALICE00000000006")
     for when, key_id, policy in ((LAYERS_NOW - timedelta(hours=3), KEY.rsplit("/", 1)[1], admins),
-                                 (LAYERS_NOW - timedelta(minutes=2), KEY, delegating)):
+                                 (LAYERS_NOW - timedelta(minutes=20), KEY, delegating)):
         trail.records.append(api_call(
             trail.rng, when=when, region="eu-west-1", account=PROD, identity=alice, event_source="kms.amazonaws.com",
             event_name="PutKeyPolicy", read_only=False,
@@ -842,7 +842,7 @@ def test_a_key_policy_fixed_since_is_judged_as_it_was(tmp_path):
                                                       ["keyId"] != KEY)]
     finding = denied(trail.explain(today, *organization_files(tmp_path)))
     assert finding.cause == "UNEXPLAINED" and finding.status == "stopped", finding.explanation
-    assert f"Unknown: the key policy of {KEY} before the key policy was put at 05:58 UTC is not in the store" \
+    assert f"Unknown: the key policy of {KEY} before the key policy was put at 05:40 UTC is not in the store" \
         in finding.explanation
     assert "whether that change fixed it is not established" in finding.fix_summary
 
@@ -864,7 +864,7 @@ def test_a_permission_added_since_over_an_unrecorded_policy(store, tmp_path, sai
     trail.refused(session, "ec2.amazonaws.com", "DescribeVolumes", message, code="Client.UnauthorizedOperation")
     fixed = doc({"Effect": "Allow", "Action": ["ec2:DescribeSnapshots", "ec2:DescribeVolumes"], "Resource": "*"})
     trail.records.append(api_call(
-        trail.rng, when=LAYERS_NOW - timedelta(minutes=2), region="us-east-1", account=PROD,
+        trail.rng, when=LAYERS_NOW - timedelta(minutes=20), region="us-east-1", account=PROD,
         identity=iam_user_identity(PROD, "alice", "AKIAALICE00000000007"), event_source="iam.amazonaws.com",
         event_name="PutRolePolicy", read_only=False,
         request_parameters={"roleName": "app", "policyName": "ec2", "policyDocument": json.dumps(fixed)}))
@@ -894,7 +894,7 @@ def test_an_explicit_deny_read_from_a_policy_changed_since(tmp_path, where):
     deny = doc({"Sid": "NoVolumes", "Effect": "Deny", "Action": "ec2:DescribeVolumes", "Resource": "*"})
     trail.roles[0]["RolePolicyList"].append({"PolicyName": "guard", "PolicyDocument": deny})
     trail.records.append(api_call(
-        trail.rng, when=LAYERS_NOW - timedelta(minutes=2), region="us-east-1", account=PROD,
+        trail.rng, when=LAYERS_NOW - timedelta(minutes=20), region="us-east-1", account=PROD,
         identity=iam_user_identity(PROD, "alice", "AKIAALICE00000000008"), event_source="iam.amazonaws.com",
         event_name="PutRolePolicy", read_only=False,
         request_parameters={"roleName": "app", "policyName": "guard", "policyDocument": json.dumps(deny)}))
@@ -904,7 +904,7 @@ def test_an_explicit_deny_read_from_a_policy_changed_since(tmp_path, where):
     else:
         assert finding.cause == "UNEXPLAINED", finding.explanation
         assert finding.explanation.startswith("Today's configuration would give EXPLICIT_DENY, but the permission "
-                                              "policies of app changed at 05:58 UTC, after these failures")
+                                              "policies of app changed at 05:40 UTC, after these failures")
         assert "Would settle it: the permission policies of app as it was at " in finding.explanation
 
 
@@ -919,7 +919,7 @@ def test_a_key_policy_put_since_over_an_unrecorded_one_is_not_the_cause(tmp_path
                   "Action": "kms:*", "Resource": "*"})
     trail = kms_trail()
     trail.records.append(api_call(
-        trail.rng, when=LAYERS_NOW - timedelta(minutes=2), region="eu-west-1", account=PROD,
+        trail.rng, when=LAYERS_NOW - timedelta(minutes=20), region="eu-west-1", account=PROD,
         identity=iam_user_identity(PROD, "alice", "AKIAALICE00000000009"), event_source="kms.amazonaws.com",
         event_name="PutKeyPolicy", read_only=False,
         request_parameters={"keyId": KEY, "policyName": "default", "policy": json.dumps(admins)}))
@@ -927,7 +927,7 @@ def test_a_key_policy_put_since_over_an_unrecorded_one_is_not_the_cause(tmp_path
     finding = denied(trail.explain(today, *organization_files(tmp_path)))
     assert finding.cause == "UNEXPLAINED", finding.explanation
     assert finding.explanation.startswith(f"Today's configuration would give RESOURCE_POLICY_DENY, but the key policy "
-                                          f"of {KEY} changed at 05:58 UTC")
+                                          f"of {KEY} changed at 05:40 UTC")
     assert "AWS Config's history of the resource" in finding.explanation
 
 
@@ -993,3 +993,33 @@ def test_the_notebook_api_lists_the_changes_and_each_findings_status(tmp_path):
         assert (row.cause, row.status, row.policy_as_of) == ("TRUST_SUBJECT_MISMATCH", "stopped", broke)
         assert row.decisive_change == f"stopped after UpdateAssumeRolePolicy on {ROLE} by {ALICE} at 2026-11-28T14:10:00Z"
         assert found.changes(0).event_time.tolist() == [broke, fixed]
+
+
+@pytest.mark.parametrize(("every", "fixed_ago", "expected"), [
+    (timedelta(minutes=10), timedelta(minutes=3), "ongoing"),  # 3 quiet minutes: CloudTrail may not have them yet
+    (timedelta(minutes=10), timedelta(minutes=16), "stopped"),
+    (timedelta(minutes=40), timedelta(minutes=20), "ongoing"),  # they came every 40 min: 20 quiet prove nothing
+    (timedelta(minutes=40), timedelta(minutes=45), "stopped"),
+])
+def test_no_failure_yet_after_a_change_is_stopped_only_after_a_quiet_spell(store, every, fixed_ago, expected):
+    """A trust policy fixed after the last failure: `stopped`, "Already fixed", only when the
+    silence since the fix to the window's end outlasts CloudTrail's delivery (15 min, as the
+    terminal's still-failing rule) and the failures' own cadence."""
+    rng = random.Random(51)
+    fixed = NOW - fixed_ago
+    records = [
+        change(rng, NOW - timedelta(hours=5), "UpdateAssumeRolePolicy",
+               {"roleName": ROLE, "policyDocument": json.dumps(BROKEN)}),
+        *failing(rng, NOW - timedelta(hours=4), fixed - timedelta(minutes=1), every=every),
+        change(rng, fixed, "UpdateAssumeRolePolicy", {"roleName": ROLE, "policyDocument": json.dumps(trust())}),
+    ]
+    finding, document = explain(store, records, inventory(trust()))
+    assert finding.cause == "TRUST_SUBJECT_MISMATCH", finding.explanation
+    assert document["status"] == expected
+    assert [c["event_time"] for c in document["changes"]][-1] == fixed.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if expected == "ongoing":
+        assert "too soon to say they stopped" in finding.explanation
+        assert ("about every 40 min" in finding.explanation) == (every > timedelta(minutes=15))
+        assert "Already fixed" not in finding.fix and finding.stopped_after is None
+    else:
+        assert finding.fix_summary.startswith("Already fixed: the trust policy was updated at ")

@@ -105,7 +105,7 @@ class Trail:
                 count: int = 2, region: str | None = REGION, request: dict | None = None, resources: list | None = None,
                 vpce: str | None = None, regions: tuple[str, ...] = ()) -> None:
         for index in range(count):
-            when = NOW - timedelta(minutes=5 + index)
+            when = NOW - timedelta(minutes=40 + index)  # room for a change after them, and a quiet spell
             record = api_call(self.rng, when=when, region=(regions[index % len(regions)] if regions else region) or REGION,
                               account=PROD, identity=session.user_identity(when - timedelta(hours=1)),
                               event_source=source, event_name=name, error_code=code, error_message=message,

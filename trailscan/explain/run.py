@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from itertools import pairwise
 
 from trailscan.arn import principal_name
 from trailscan.explain.as_of import associations_as_of, org_as_of, provider_as_of
@@ -44,6 +45,10 @@ __all__ = ["SAMPLES", "explain_failures", "explain_store"]
 GLOBAL_REGION = "us-east-1"
 #: Failures first seen this soon after the window's start were under way when it began.
 UNDER_WAY = timedelta(hours=1)
+#: The silence after a change before "no failure followed" means they stopped: CloudTrail
+#: delivers an event within about 5 minutes (not guaranteed), and a workload that retries
+#: fails again within minutes — the terminal's "still failing" rule uses the same 15.
+QUIET = timedelta(minutes=15)
 
 #: Changes that take away what a workload needs: a failure that stops after one was not fixed by it.
 _REMOVALS = frozenset({"DeleteRole", "DeleteOpenIDConnectProvider", "DeleteCluster", "DeletePodIdentityAssociation"})
@@ -93,7 +98,9 @@ def explain_failures(
     for key, members in merged.items():
         subject = (key[0], *key[2:])
         latest[subject] = max([latest.get(subject, members[0][0].last_seen), *(g.last_seen for g, _ in members)])
-    context = _Context(known, failures.changes, judged, latest)
+    now = datetime.now(UTC)
+    context = _Context(known, failures.changes, judged, latest,
+                       min(failures.window_end, now) if failures.window_end else now)
     left_out: list[Finding] = []
     left_out_note = None
     outside = [] if all_principals else [key for key in merged if key[2].resolution == "not_eks"]
@@ -217,10 +224,12 @@ class _Context:
     """What findings are completed with: the inventory, the change events, the as-of judgements."""
 
     def __init__(self, inventory: Inventory, changes: list[ChangeEvent], judged: dict[int, AsOf],
-                 latest: dict[tuple, datetime] | None = None) -> None:
+                 latest: dict[tuple, datetime] | None = None, until: datetime | None = None) -> None:
         self.inventory, self.changes, self.judged = inventory, changes, judged
         #: (kind, workload, role, action, caller) → the last failure of any cause
         self.latest = latest or {}
+        #: What was read ends here: the window's end, or now when that is earlier.
+        self.until = until
 
 
 def _group_role(group: FailureGroup) -> str | None:
@@ -350,6 +359,15 @@ def _what_changed(members: list[tuple[FailureGroup, Verdict]], verdict: Verdict,
     words: list[str] = []
     if began is not None:
         words.append(f"The failures began {describe(began, moment=first_seen)}.")
+    if stopped is not None and context.until is not None:
+        silence, cadence = context.until - stopped.time, _cadence(members)
+        if silence < max(QUIET, cadence):  # no failure yet is not no failure: not stopped
+            words.append(
+                f"No failure has come since {sentence(stopped)} ({describe(stopped)}), {_minutes(silence)} before "
+                "the end of what was read: too soon to say they stopped (CloudTrail delivers within about 5 minutes"
+                + (f", and they came about every {_minutes(cadence)}" if cadence > QUIET else "")
+                + "); run it again later.")
+            status, stopped = "ongoing", None
     for j in judged:
         if j.missing:
             words.append(f"Judged as of the failure: the role did not exist then ({sentence(j.used[-1])}).")
@@ -387,6 +405,18 @@ def _what_changed(members: list[tuple[FailureGroup, Verdict]], verdict: Verdict,
         "words": " ".join(dict.fromkeys(words)),
         "fix_words": fix_words,
     }
+
+
+def _cadence(members: list[tuple[FailureGroup, Verdict]]) -> timedelta:
+    """The median time between one failure and the next (zero for a single failure)."""
+    times = sorted(t for group, _ in members for t in group.event_times)
+    gaps = sorted(later - earlier for earlier, later in pairwise(times))
+    return gaps[len(gaps) // 2] if gaps else timedelta(0)
+
+
+def _minutes(span: timedelta) -> str:
+    minutes = max(0, int(span.total_seconds() // 60))
+    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h"
 
 
 def _finding(members: list[tuple[FailureGroup, Verdict]], context: _Context | None = None) -> Finding:
