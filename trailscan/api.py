@@ -46,7 +46,7 @@ import duckdb
 
 from trailscan.arn import principal_name
 from trailscan.errors import QueryError, UsageError
-from trailscan.findings import READ_STATUSES, CoverageRow, Finding, FindingsReport, findings_document
+from trailscan.findings import CHANGE_FIELDS, READ_STATUSES, CoverageRow, Finding, FindingsReport, findings_document
 from trailscan.model import BatchResult, Coverage, ProgressFn, Window, utc_now
 from trailscan.sources import IngestRequest
 from trailscan.store import Store, default_db_path
@@ -127,7 +127,7 @@ FINDING_COLUMNS = (
 )
 
 #: Columns of :meth:`Session.changes` and :meth:`Explanation.changes`, as the CLI shows them.
-CHANGE_COLUMNS = ("event_time", "event_name", "event_source", "actor", "target", "event_id")
+CHANGE_COLUMNS = CHANGE_FIELDS
 
 #: How many accounts or regions a summary names before it says "and N more".
 _SHOWN = 8
@@ -367,13 +367,14 @@ class Session:
         who changed which role, trust or role policy, OIDC provider, Pod Identity association,
         cluster, SCP, bucket or key policy, when — with ``document``, the policy the call set
         (decoded; None when it sets none).  ``role`` keeps one role's changes, by name."""
-        from trailscan.queries import load_queries
+        import pandas as pd
 
-        query = load_queries()["change_events"]
-        window = make_window(since, until)
-        values = query.bind({"since": window.start if window else None, "until": window.end if window else None,
-                             "role": role})
-        frame = self._frame(query.typed_sql(), values)
+        from trailscan.explain.changes import change_event_rows
+
+        with self.opened() as store:
+            columns, rows = change_event_rows(store, make_window(since, until), role=role)
+        frame = pd.DataFrame(rows, columns=columns)
+        frame["event_time"] = pd.to_datetime(frame["event_time"], utc=True)
         return frame[[*CHANGE_COLUMNS, *(c for c in frame.columns if c not in CHANGE_COLUMNS)]]
 
     def coverage(

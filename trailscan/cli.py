@@ -462,17 +462,13 @@ def changes_command(since, until, role, db, fmt) -> None:
     Oldest first; who changed what, when (the query `change_events`). The policy documents
     the calls set are in `trailscan queries run change_events`.
     """
-    from trailscan.queries import load_queries
+    from trailscan.explain.changes import change_event_rows
+    from trailscan.findings import CHANGE_FIELDS
 
-    query = load_queries()["change_events"]
-    window = make_window(since, until)
-    values = query.bind({"since": window.start if window else None, "until": window.end if window else None,
-                         "role": role})
     with open_store(db, read_only=db != ":memory:") as store:
-        columns, rows = store.query(query.typed_sql(), values)
-    shown = ("event_time", "event_name", "event_source", "actor", "target", "event_id")
-    index = [columns.index(name) for name in shown]
-    render_rows(list(shown), [tuple(row[i] for i in index) for row in rows], fmt, sys.stdout,
+        columns, rows = change_event_rows(store, make_window(since, until), role=role)
+    index = [columns.index(name) for name in CHANGE_FIELDS]
+    render_rows(list(CHANGE_FIELDS), [tuple(row[i] for i in index) for row in rows], fmt, sys.stdout,
                 title="Change events")
 
 

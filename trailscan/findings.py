@@ -8,7 +8,7 @@ cause must be a row of the cause table (:mod:`trailscan.explain.causes`) of its 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -125,6 +125,10 @@ class Change:
             "target": self.target,
             "event_id": self.event_id,
         }
+
+
+#: A change as the findings document, `trailscan changes` and the notebook show it.
+CHANGE_FIELDS = tuple(f.name for f in fields(Change))
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 #: Progress callback: ``progress(label, done, total)``; ``total`` is None when unknown.
 #: The library reports through it and never prints; the CLI renders it on stderr.
@@ -32,6 +32,32 @@ def positive_setting(name: str, default: int, unit: str) -> int:
 
 def utc_now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+#: How long no refused call must last before "it stopped" is said: CloudTrail delivers an
+#: event within about 5 minutes (not guaranteed), and a workload that retries fails again
+#: within minutes. The terminal's "still failing" and a change's "no failure followed" both.
+QUIET = timedelta(minutes=15)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """*moment* in UTC (a naive one taken as UTC)."""
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def judged_at(window_end: datetime | None, now: datetime) -> datetime:
+    """The end of what was read: the window's end, or *now* if earlier (a window not yet over)."""
+    return min(as_utc(window_end), as_utc(now)) if window_end is not None else as_utc(now)
+
+
+def span_words(span: timedelta) -> str:
+    """``3 min``, ``5 h``, ``2 d``."""
+    minutes = max(0, int(span.total_seconds() // 60))
+    if minutes < 120:
+        return f"{minutes} min"
+    if minutes < 48 * 60:
+        return f"{minutes // 60} h"
+    return f"{minutes // 1440} d"
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ __all__ = [
     "AsOf",
     "ChangeEvent",
     "accounts_of",
+    "change_event_rows",
     "changes_for",
     "collect_changes",
     "describe",
@@ -163,15 +164,24 @@ def _strings(text: str | None) -> tuple[str, ...] | None:
     return tuple(str(v) for v in value) if isinstance(value, list) else None
 
 
+def change_event_rows(
+    store: Store, window: Window | None = None, *, role: str | None = None, book: QueryBook | None = None,
+    lookback: timedelta = timedelta(0),
+) -> tuple[list[str], list[tuple]]:
+    """The named query ``change_events`` over *window* and the *lookback* before it (every
+    change, without a window): its column names and rows, oldest first."""
+    query = (book or load_queries())["change_events"]
+    since = window.start - lookback if window and window.start else None
+    return store.query(query.typed_sql(), query.bind({"since": since, "until": window.end if window else None,
+                                                      "role": role}))
+
+
 def collect_changes(
     store: Store, window: Window | None = None, *, role: str | None = None, book: QueryBook | None = None,
     lookback: timedelta = LOOKBACK,
 ) -> list[ChangeEvent]:
     """The successful change events of *window* and the *lookback* before it, oldest first."""
-    query = (book or load_queries())["change_events"]
-    since = window.start - lookback if window and window.start else None
-    names, rows = store.query(query.typed_sql(), query.bind(
-        {"since": since, "until": window.end if window else None, "role": role}))
+    names, rows = change_event_rows(store, window, role=role, book=book, lookback=lookback)
     found = []
     for row in rows:
         r = dict(zip(names, row))

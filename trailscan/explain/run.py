@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from itertools import pairwise
 
 from trailscan.arn import principal_name
@@ -36,7 +36,7 @@ from trailscan.explain.workload import Evidence
 from trailscan.findings import Finding, FindingsReport, iso
 from trailscan.inventory import Inventory
 from trailscan.layers import PolicyLayers
-from trailscan.model import Window
+from trailscan.model import QUIET, Window, judged_at, span_words, utc_now
 from trailscan.store import Store
 
 __all__ = ["SAMPLES", "explain_failures", "explain_store"]
@@ -45,10 +45,6 @@ __all__ = ["SAMPLES", "explain_failures", "explain_store"]
 GLOBAL_REGION = "us-east-1"
 #: Failures first seen this soon after the window's start were under way when it began.
 UNDER_WAY = timedelta(hours=1)
-#: The silence after a change before "no failure followed" means they stopped: CloudTrail
-#: delivers an event within about 5 minutes (not guaranteed), and a workload that retries
-#: fails again within minutes — the terminal's "still failing" rule uses the same 15.
-QUIET = timedelta(minutes=15)
 
 #: Changes that take away what a workload needs: a failure that stops after one was not fixed by it.
 _REMOVALS = frozenset({"DeleteRole", "DeleteOpenIDConnectProvider", "DeleteCluster", "DeletePodIdentityAssociation"})
@@ -98,9 +94,7 @@ def explain_failures(
     for key, members in merged.items():
         subject = (key[0], *key[2:])
         latest[subject] = max([latest.get(subject, members[0][0].last_seen), *(g.last_seen for g, _ in members)])
-    now = datetime.now(UTC)
-    context = _Context(known, failures.changes, judged, latest,
-                       min(failures.window_end, now) if failures.window_end else now)
+    context = _Context(known, failures.changes, judged, latest, judged_at(failures.window_end, utc_now()))
     left_out: list[Finding] = []
     left_out_note = None
     outside = [] if all_principals else [key for key in merged if key[2].resolution == "not_eks"]
@@ -363,9 +357,9 @@ def _what_changed(members: list[tuple[FailureGroup, Verdict]], verdict: Verdict,
         silence, cadence = context.until - stopped.time, _cadence(members)
         if silence < max(QUIET, cadence):  # no failure yet is not no failure: not stopped
             words.append(
-                f"No failure has come since {sentence(stopped)} ({describe(stopped)}), {_minutes(silence)} before "
+                f"No failure has come since {sentence(stopped)} ({describe(stopped)}), {span_words(silence)} before "
                 "the end of what was read: too soon to say they stopped (CloudTrail delivers within about 5 minutes"
-                + (f", and they came about every {_minutes(cadence)}" if cadence > QUIET else "")
+                + (f", and they came about every {span_words(cadence)}" if cadence > QUIET else "")
                 + "); run it again later.")
             status, stopped = "ongoing", None
     for j in judged:
@@ -412,11 +406,6 @@ def _cadence(members: list[tuple[FailureGroup, Verdict]]) -> timedelta:
     times = sorted(t for group, _ in members for t in group.event_times)
     gaps = sorted(later - earlier for earlier, later in pairwise(times))
     return gaps[len(gaps) // 2] if gaps else timedelta(0)
-
-
-def _minutes(span: timedelta) -> str:
-    minutes = max(0, int(span.total_seconds() // 60))
-    return f"{minutes} min" if minutes < 120 else f"{minutes // 60} h"
 
 
 def _finding(members: list[tuple[FailureGroup, Verdict]], context: _Context | None = None) -> Finding:
