@@ -6,7 +6,8 @@
 name), OIDC provider (ARN or issuer), cluster, Pod Identity association, the managed
 policies and boundary of its role, the organization's SCPs (denied calls), the bucket
 or key it was refused on — and :func:`status_of` says whether it still fails: ``stopped``
-when a change came after its last failure (no failure followed it), else ``ongoing``.
+when a change came after its last failure and no failure followed it for a quiet spell,
+else ``ongoing``.
 
 :func:`role_as_of` builds the role as it was at a failure: walking back from today's
 inventory through the recorded changes, the trust policy set by the last
@@ -34,7 +35,7 @@ import orjson
 from trailscan.findings import Change
 from trailscan.inventory import Inventory, Role
 from trailscan.layers import PolicyLayers, ResourcePolicy
-from trailscan.model import Window
+from trailscan.model import QUIET, Window
 from trailscan.policy import load_policy
 from trailscan.queries import QueryBook, load_queries
 from trailscan.store import Store
@@ -292,16 +293,22 @@ def org_changes(changes: Iterable[ChangeEvent], layers: PolicyLayers, targets: s
     return [c for c in mine if (c.org_target in targets if c.name in PLACEMENT else c.policy_arn in on_path)]
 
 
-def status_of(changes: Sequence[ChangeEvent], first_seen: datetime, last_seen: datetime
-              ) -> tuple[str, ChangeEvent | None, ChangeEvent | None]:
-    """``(status, began_after, stopped_after)``: the last change at or before the first
-    failure, and the first change after the last one (then the failures ``stopped``)."""
+def status_of(changes: Sequence[ChangeEvent], first_seen: datetime, last_seen: datetime, *,
+              until: datetime | None = None, cadence: timedelta = timedelta(0),
+              ) -> tuple[str, ChangeEvent | None, ChangeEvent | None, ChangeEvent | None]:
+    """``(status, began_after, stopped_after, too_soon)``: the last change at or before the
+    first failure, and the first change after the last one. The failures ``stopped`` after
+    it only when the quiet from it to *until* (the end of what was read) outlasts both
+    :data:`~trailscan.model.QUIET` and *cadence* (the failures' usual interval): no failure
+    yet is not no failure. Before that, it is ``too_soon`` and they are ``ongoing``."""
     before = [c for c in changes if c.time <= first_seen]
     after = [c for c in changes if c.time > last_seen]
     began = before[-1] if before else None
-    if after:
-        return "stopped", began, after[0]
-    return "ongoing", began, None
+    if not after:
+        return "ongoing", began, None, None
+    if until is not None and until - after[0].time < max(QUIET, cadence):
+        return "ongoing", began, None, after[0]
+    return "stopped", began, after[0], None
 
 
 def describe(change: ChangeEvent | Change, *, moment: datetime | None = None) -> str:

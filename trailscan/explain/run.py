@@ -347,21 +347,20 @@ def _what_changed(members: list[tuple[FailureGroup, Verdict]], verdict: Verdict,
     if not context.changes:
         return {}
     picked = _changes_of(members[-1][0], verdict, context.inventory, context.changes)
-    status, began, stopped = status_of(picked, first_seen, last_seen)
+    cadence = _cadence(members)
+    status, began, stopped, too_soon = status_of(picked, first_seen, last_seen, until=context.until, cadence=cadence)
     judged = [context.judged[id(g)] for g, _ in members if id(g) in context.judged]
     as_of = min((j.as_of for j in judged if j.as_of is not None), default=None)
     words: list[str] = []
     if began is not None:
         words.append(f"The failures began {describe(began, moment=first_seen)}.")
-    if stopped is not None and context.until is not None:
-        silence, cadence = context.until - stopped.time, _cadence(members)
-        if silence < max(QUIET, cadence):  # no failure yet is not no failure: not stopped
-            words.append(
-                f"No failure has come since {sentence(stopped)} ({describe(stopped)}), {span_words(silence)} before "
-                "the end of what was read: too soon to say they stopped (CloudTrail delivers within about 5 minutes"
-                + (f", and they came about every {span_words(cadence)}" if cadence > QUIET else "")
-                + "); run it again later.")
-            status, stopped = "ongoing", None
+    if too_soon is not None and context.until is not None:
+        words.append(
+            f"No failure has come since {sentence(too_soon)} ({describe(too_soon)}), "
+            f"{span_words(context.until - too_soon.time)} before the end of what was read: too soon to say they "
+            "stopped (CloudTrail delivers within about 5 minutes"
+            + (f", and they came about every {span_words(cadence)}" if cadence > QUIET else "")
+            + "); run it again later.")
     for j in judged:
         if j.missing:
             words.append(f"Judged as of the failure: the role did not exist then ({sentence(j.used[-1])}).")
